@@ -1,0 +1,109 @@
+package herd
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// Device status values of the latest-state projection.
+const (
+	StatusOK      = "ok"
+	StatusWarn    = "warn"
+	StatusAlarm   = "alarm"
+	StatusOffline = "offline"
+)
+
+// ValidStatus reports whether s is a device status.
+func ValidStatus(s string) bool {
+	switch s {
+	case StatusOK, StatusWarn, StatusAlarm, StatusOffline:
+		return true
+	}
+	return false
+}
+
+// Device is a device and its latest-state projection: one row per device
+// with typed columns, carrying the path of its node so that a scoped query
+// reads this one table. Readings are nil until a device reports them.
+type Device struct {
+	ID            int64      `json:"id,string"`
+	TenantID      int64      `json:"tenant_id,string"`
+	NodeID        int64      `json:"node_id,string"`
+	Path          string     `json:"path"`
+	Key           string     `json:"key"`
+	Name          string     `json:"name"`
+	Model         string     `json:"model"`
+	Firmware      string     `json:"firmware"`
+	Status        string     `json:"status"`
+	Online        bool       `json:"online"`
+	LastSeen      *time.Time `json:"last_seen"`
+	Temperature   *float64   `json:"temperature"`
+	Humidity      *float64   `json:"humidity"`
+	Pressure      *float64   `json:"pressure"`
+	Voltage       *float64   `json:"voltage"`
+	Current       *float64   `json:"current"`
+	Power         *float64   `json:"power"`
+	Battery       *float64   `json:"battery"`
+	RSSI          *int64     `json:"rssi"`
+	UptimeS       *int64     `json:"uptime_s"`
+	ErrorCount    int64      `json:"error_count"`
+	ConfigVersion int64      `json:"config_version"`
+	CreatedAt     time.Time  `json:"created_at"`
+}
+
+// Validate reports whether the device can be created. A new device starts
+// offline.
+func (d *Device) Validate() error {
+	d.Key = strings.TrimSpace(d.Key)
+	d.Name = strings.TrimSpace(d.Name)
+	switch {
+	case d.NodeID == 0:
+		return Errorf(EINVALID, "node_id is required")
+	case d.Key == "":
+		return Errorf(EINVALID, "key is required")
+	case len(d.Key) > 128:
+		return Errorf(EINVALID, "key is longer than 128 bytes")
+	case strings.ContainsAny(d.Key, "/+#\x00 "):
+		// The key is the device's MQTT client id and a topic level.
+		return Errorf(EINVALID, "key %q may not contain '/', '+', '#', spaces or NUL", d.Key)
+	case !ValidText(d.Key) || !ValidText(d.Name) || !ValidText(d.Model) || !ValidText(d.Firmware):
+		return Errorf(EINVALID, "text fields must be valid UTF-8 without NUL bytes")
+	case len(d.Name) > 200:
+		return Errorf(EINVALID, "name is longer than 200 bytes")
+	case len(d.Model) > 100:
+		return Errorf(EINVALID, "model is longer than 100 bytes")
+	case len(d.Firmware) > 100:
+		return Errorf(EINVALID, "firmware is longer than 100 bytes")
+	}
+	if d.Name == "" {
+		d.Name = d.Key
+	}
+	if d.Status == "" {
+		d.Status = StatusOffline
+	} else if !ValidStatus(d.Status) {
+		return Errorf(EINVALID, "status must be ok, warn, alarm or offline")
+	}
+	return nil
+}
+
+// MaxBatchDevices bounds one batch create.
+const MaxBatchDevices = 10000
+
+// DeviceService manages devices and answers the scoped device query.
+type DeviceService interface {
+	// CreateDevices creates all the devices or none, each with its event.
+	// Returns EFORBIDDEN unless the actor is an admin of every target node,
+	// ECONFLICT when a key is taken.
+	CreateDevices(ctx context.Context, ds []*Device) error
+	// FindDeviceByID returns ENOTFOUND when the device does not exist or is
+	// outside the actor's grants.
+	FindDeviceByID(ctx context.Context, id int64) (*Device, error)
+	// MoveDevice moves a device to another node of its tenant.
+	MoveDevice(ctx context.Context, id, nodeID int64) (*Device, error)
+	// DeleteDevice deletes a device.
+	DeleteDevice(ctx context.Context, id int64) error
+	// QueryDevices returns one page of the devices under the actor's grants
+	// that match q, and a capped count of all of them.
+	QueryDevices(ctx context.Context, q DeviceQuery) (*DevicePage, error)
+}

@@ -1,0 +1,64 @@
+package herd
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Application error codes. They travel to clients as the "code" of a JSON
+// error body, so they are stable strings: add new ones, never rename.
+const (
+	EINVALID       = "invalid_request"
+	EINVALIDFILTER = "invalid_filter"
+	EINVALIDSORT   = "invalid_sort"
+	EINVALIDCURSOR = "invalid_cursor"
+	EINVALIDLIMIT  = "invalid_limit"
+	EUNAUTHORIZED  = "unauthorized"
+	EFORBIDDEN     = "forbidden"
+	ENOTFOUND      = "not_found"
+	ECONFLICT      = "conflict"
+	ETOOLARGE      = "payload_too_large"
+	EINTERNAL      = "internal"
+)
+
+// Error is an application error: a stable code and a message that is safe to
+// show to the caller. Any other error is internal and is reported as
+// EINTERNAL without its text.
+type Error struct {
+	Code    string
+	Message string
+}
+
+// Error implements the error interface.
+func (e *Error) Error() string {
+	return fmt.Sprintf("herd error: code=%s message=%s", e.Code, e.Message)
+}
+
+// Errorf returns an application error with the given code and message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the application error in err's chain, or
+// EINTERNAL when there is none. A nil error has no code.
+func ErrorCode(err error) string {
+	var e *Error
+	if err == nil {
+		return ""
+	} else if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// ErrorMessage returns the message of the application error in err's chain,
+// or a generic message for internal errors so that internals never leak.
+func ErrorMessage(err error) string {
+	var e *Error
+	if err == nil {
+		return ""
+	} else if errors.As(err, &e) {
+		return e.Message
+	}
+	return "Internal error."
+}

@@ -1,0 +1,354 @@
+// Package sqldb implements herd's services on SQLite (modernc.org/sqlite, WAL)
+// and PostgreSQL (pgx), from one body of SQL with a small dialect. Migrations
+// are embedded per dialect and applied by Open. Every exported method opens
+// its own transaction; unexported helpers take the *Tx so they compose, and
+// every state change writes its outbox event in the same transaction.
+package sqldb
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations
+var migrationFS embed.FS
+
+// Dialect names the SQL engine behind a DB.
+type Dialect string
+
+// Dialects.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// DB is a herd store. Create it with NewDB, set its fields, then Open it.
+type DB struct {
+	// DSN is a postgres:// or postgresql:// URL, or a SQLite file path
+	// (optionally prefixed with sqlite: or file:).
+	DSN string
+	// Now is the clock; tests fix it.
+	Now func() time.Time
+	// Logger receives structured logs.
+	Logger *slog.Logger
+	// QueryHook, when set, sees every statement and its arguments before it
+	// runs. Tests use it to prove what reaches the database.
+	QueryHook func(query string, args []any)
+
+	dialect Dialect
+	// rdb serves reads. On SQLite wdb is a separate single-connection pool
+	// with BEGIN IMMEDIATE, because SQLite has one writer and a write that
+	// starts as a read would fail with SQLITE_BUSY on upgrade; on PostgreSQL
+	// both are the same pool.
+	rdb *sql.DB
+	wdb *sql.DB
+}
+
+// NewDB returns a DB for dsn with default settings.
+func NewDB(dsn string) *DB {
+	return &DB{
+		DSN:    dsn,
+		Now:    func() time.Time { return time.Now().UTC() },
+		Logger: slog.New(slog.DiscardHandler),
+	}
+}
+
+// Dialect reports which engine the DB runs on.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// IsPostgresDSN reports whether dsn names a PostgreSQL database.
+func IsPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open connects, tunes the engine and applies pending migrations.
+func (db *DB) Open() (err error) {
+	if db.DSN == "" {
+		return fmt.Errorf("sqldb: dsn required")
+	}
+	if IsPostgresDSN(db.DSN) {
+		db.dialect = Postgres
+		if db.rdb, err = sql.Open("pgx", db.DSN); err != nil {
+			return fmt.Errorf("open postgres: %w", err)
+		}
+		db.rdb.SetMaxOpenConns(16)
+		db.rdb.SetMaxIdleConns(16)
+		db.rdb.SetConnMaxIdleTime(5 * time.Minute)
+		db.wdb = db.rdb
+	} else {
+		db.dialect = SQLite
+		path := strings.TrimPrefix(strings.TrimPrefix(db.DSN, "sqlite:"), "file:")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		if dir := filepath.Dir(path); dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("create data dir: %w", err)
+			}
+		}
+		pragmas := url.Values{}
+		for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "cache_size(-65536)", "temp_store(MEMORY)"} {
+			pragmas.Add("_pragma", p)
+		}
+		if db.rdb, err = sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode()); err != nil {
+			return fmt.Errorf("open sqlite: %w", err)
+		}
+		db.rdb.SetMaxOpenConns(8)
+		db.rdb.SetMaxIdleConns(8)
+		pragmas.Set("_txlock", "immediate")
+		if db.wdb, err = sql.Open("sqlite", "file:"+path+"?"+pragmas.Encode()); err != nil {
+			return fmt.Errorf("open sqlite: %w", err)
+		}
+		db.wdb.SetMaxOpenConns(1)
+		db.wdb.SetMaxIdleConns(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := db.rdb.PingContext(ctx); err != nil {
+		db.Close()
+		return fmt.Errorf("connect %s: %w", db.dialect, err)
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Close closes the connection pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.wdb != nil && db.wdb != db.rdb {
+		errs = append(errs, db.wdb.Close())
+	}
+	if db.rdb != nil {
+		errs = append(errs, db.rdb.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Ping reports whether the store answers; /readyz uses it.
+func (db *DB) Ping(ctx context.Context) error { return db.rdb.PingContext(ctx) }
+
+// Analyze refreshes the planner statistics. Run it after a bulk load so the
+// planner knows how wide each subtree is.
+func (db *DB) Analyze(ctx context.Context) error {
+	_, err := db.wdb.ExecContext(ctx, "ANALYZE")
+	return err
+}
+
+// migrate applies the embedded migrations of the dialect that have not run,
+// each in its own transaction, in file name order. On PostgreSQL an advisory
+// lock keeps several starting processes from racing.
+func (db *DB) migrate(ctx context.Context) error {
+	conn, err := db.wdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if db.dialect == Postgres {
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(7223372036854775807)`); err != nil {
+			return fmt.Errorf("migration lock: %w", err)
+		}
+		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7223372036854775807)`)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("create migrations table: %w", err)
+	}
+	names, err := fs.Glob(migrationFS, "migrations/"+string(db.dialect)+"/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var n int
+		if err := conn.QueryRowContext(ctx, db.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE name = ?`), name).Scan(&n); err != nil {
+			return err
+		} else if n > 0 {
+			continue
+		}
+		buf, err := fs.ReadFile(migrationFS, name)
+		if err != nil {
+			return err
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(buf)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, db.rebind(`INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`), name, db.Now().UnixMilli()); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		db.Logger.Info("migration applied", "name", name, "dialect", db.dialect)
+	}
+	return nil
+}
+
+// rebind turns the ? placeholders every statement is written with into $n
+// for PostgreSQL. No statement of ours has a literal question mark.
+func (db *DB) rebind(q string) string {
+	if db.dialect != Postgres || !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// Tx is a transaction with the DB's dialect, clock and query guard.
+type Tx struct {
+	tx  *sql.Tx
+	db  *DB
+	now time.Time
+}
+
+// beginTx opens a write transaction (on the single-writer pool for SQLite).
+func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
+	tx, err := db.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond)}, nil
+}
+
+// beginRead opens a read-only transaction, so a multi-statement read sees
+// one snapshot.
+func (db *DB) beginRead(ctx context.Context) (*Tx, error) {
+	tx, err := db.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: db.dialect == Postgres})
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond)}, nil
+}
+
+// Commit commits the transaction.
+func (tx *Tx) Commit() error { return tx.tx.Commit() }
+
+// Rollback aborts the transaction; after Commit it is a no-op.
+func (tx *Tx) Rollback() error { return tx.tx.Rollback() }
+
+func (tx *Tx) guard(q string, args []any) (string, error) {
+	if len(args) > herd.MaxQueryParams {
+		// A scoped query carries a few node paths; this many parameters
+		// means someone is shipping id lists to the database.
+		return "", fmt.Errorf("sqldb: statement with %d parameters refused (limit %d)", len(args), herd.MaxQueryParams)
+	}
+	if tx.db.QueryHook != nil {
+		tx.db.QueryHook(q, args)
+	}
+	return tx.db.rebind(q), nil
+}
+
+// ExecContext runs a statement.
+func (tx *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	q, err := tx.guard(q, args)
+	if err != nil {
+		return nil, err
+	}
+	return tx.tx.ExecContext(ctx, q, args...)
+}
+
+// QueryContext runs a query.
+func (tx *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q, err := tx.guard(q, args)
+	if err != nil {
+		return nil, err
+	}
+	return tx.tx.QueryContext(ctx, q, args...)
+}
+
+// QueryRowContext runs a query that returns one row.
+func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	q, err := tx.guard(q, args)
+	if err != nil {
+		// Let Scan report the refusal: an impossible statement fails.
+		return tx.tx.QueryRowContext(ctx, "SELECT guard_refused_statement_with_too_many_parameters")
+	}
+	return tx.tx.QueryRowContext(ctx, q, args...)
+}
+
+// insertID inserts a row and returns its id.
+func (tx *Tx) insertID(ctx context.Context, q string, args ...any) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, q+" RETURNING id", args...).Scan(&id)
+	return id, err
+}
+
+// formatError turns driver errors into application errors where the cause
+// is the caller's: a unique violation becomes ECONFLICT.
+func formatError(err error, conflictMsg string) error {
+	if err == nil {
+		return nil
+	}
+	if isUniqueViolation(err) {
+		return herd.Errorf(herd.ECONFLICT, "%s", conflictMsg)
+	}
+	return err
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		return sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// hashToken returns the stored form of a token secret. Secrets carry 256
+// random bits, so a fast hash is enough: there is nothing to brute-force.
+func hashToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+func msToTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// actor returns the actor of the request or EUNAUTHORIZED.
+func actor(ctx context.Context) (*herd.Actor, error) {
+	a := herd.ActorFromContext(ctx)
+	if a == nil {
+		return nil, herd.Errorf(herd.EUNAUTHORIZED, "authentication required")
+	}
+	return a, nil
+}

@@ -1,0 +1,282 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/herd-iot/herd"
+)
+
+// DeviceService implements herd.DeviceService.
+type DeviceService struct{ db *DB }
+
+var _ herd.DeviceService = (*DeviceService)(nil)
+
+// NewDeviceService returns a DeviceService on db.
+func NewDeviceService(db *DB) *DeviceService { return &DeviceService{db: db} }
+
+// deviceColumns is the projection every device read selects, in the order
+// scanDevice expects.
+const deviceColumns = `id, tenant_id, node_id, path, key, name, model, firmware, status, online, last_seen,
+temperature, humidity, pressure, voltage, current, power, battery, rssi, uptime_s, error_count, config_version, created_at`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanDevice(r rowScanner) (*herd.Device, error) {
+	var d herd.Device
+	var lastSeen, rssi, uptime sql.NullInt64
+	var temp, hum, pres, volt, cur, pow, bat sql.NullFloat64
+	var created int64
+	if err := r.Scan(&d.ID, &d.TenantID, &d.NodeID, &d.Path, &d.Key, &d.Name, &d.Model, &d.Firmware, &d.Status, &d.Online, &lastSeen,
+		&temp, &hum, &pres, &volt, &cur, &pow, &bat, &rssi, &uptime, &d.ErrorCount, &d.ConfigVersion, &created); err != nil {
+		return nil, err
+	}
+	if lastSeen.Valid {
+		t := msToTime(lastSeen.Int64)
+		d.LastSeen = &t
+	}
+	for _, p := range []struct {
+		src sql.NullFloat64
+		dst **float64
+	}{{temp, &d.Temperature}, {hum, &d.Humidity}, {pres, &d.Pressure}, {volt, &d.Voltage}, {cur, &d.Current}, {pow, &d.Power}, {bat, &d.Battery}} {
+		if p.src.Valid {
+			v := p.src.Float64
+			*p.dst = &v
+		}
+	}
+	if rssi.Valid {
+		d.RSSI = &rssi.Int64
+	}
+	if uptime.Valid {
+		d.UptimeS = &uptime.Int64
+	}
+	d.CreatedAt = msToTime(created)
+	return &d, nil
+}
+
+// CreateDevices creates all devices or none.
+func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if len(ds) == 0 {
+		return herd.Errorf(herd.EINVALID, "no devices given")
+	} else if len(ds) > herd.MaxBatchDevices {
+		return herd.Errorf(herd.EINVALID, "at most %d devices in one batch", herd.MaxBatchDevices)
+	}
+	seen := make(map[string]int, len(ds))
+	for i, d := range ds {
+		if err := d.Validate(); err != nil {
+			if len(ds) > 1 {
+				return herd.Errorf(herd.ErrorCode(err), "devices[%d]: %s", i, herd.ErrorMessage(err))
+			}
+			return err
+		}
+		if j, dup := seen[d.Key]; dup {
+			return herd.Errorf(herd.EINVALID, "devices[%d]: key %q repeats devices[%d]", i, d.Key, j)
+		}
+		seen[d.Key] = i
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	nodes := map[int64]*herd.Node{}
+	for _, d := range ds {
+		n, ok := nodes[d.NodeID]
+		if !ok {
+			if n, err = tx.findNode(ctx, a, d.NodeID); err != nil {
+				return err
+			} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
+				return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
+			}
+			nodes[d.NodeID] = n
+		}
+		d.TenantID, d.Path = n.TenantID, n.Path
+	}
+	if err := tx.insertDevices(ctx, ds); err != nil {
+		return err
+	}
+	evs := map[int64][]*herd.Event{}
+	for _, d := range ds {
+		evs[d.TenantID] = append(evs[d.TenantID], newEvent(herd.EventDeviceCreated, herd.EventSubjectDevice, d.ID, d.Path, d))
+	}
+	for tenantID, list := range evs {
+		if err := tx.appendEvents(ctx, tenantID, list...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// insertColumns are the columns a new device row is written with.
+var insertColumns = []string{"tenant_id", "node_id", "path", "key", "name", "model", "firmware", "status", "online", "last_seen",
+	"temperature", "humidity", "pressure", "voltage", "current", "power", "battery", "rssi", "uptime_s", "error_count", "config_version", "created_at"}
+
+// insertDevices writes devices in multi-row statements and sets their ids.
+// Each chunk stays under the parameter guard.
+func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
+	cols := len(insertColumns)
+	per := herd.MaxQueryParams / cols
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	for start := 0; start < len(ds); start += per {
+		chunk := ds[start:min(start+per, len(ds))]
+		var b strings.Builder
+		b.WriteString("INSERT INTO devices (" + strings.Join(insertColumns, ", ") + ") VALUES ")
+		args := make([]any, 0, len(chunk)*cols)
+		for i, d := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(row)
+			if d.CreatedAt.IsZero() {
+				d.CreatedAt = tx.now
+			}
+			args = append(args, deviceArgs(d)...)
+		}
+		// RETURNING promises no row order, so ids are matched by key.
+		b.WriteString(" RETURNING id, key")
+		rows, err := tx.QueryContext(ctx, b.String(), args...)
+		if err != nil {
+			return formatError(err, "a device key is already taken")
+		}
+		byKey := make(map[string]*herd.Device, len(chunk))
+		for _, d := range chunk {
+			byKey[d.Key] = d
+		}
+		n := 0
+		for rows.Next() {
+			var id int64
+			var key string
+			if err := rows.Scan(&id, &key); err != nil {
+				rows.Close()
+				return err
+			}
+			if d := byKey[key]; d != nil {
+				d.ID = id
+				n++
+			}
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return formatError(err, "a device key is already taken")
+		} else if err := rows.Close(); err != nil {
+			return formatError(err, "a device key is already taken")
+		} else if n != len(chunk) {
+			return fmt.Errorf("insert devices: %d ids returned for %d rows", n, len(chunk))
+		}
+	}
+	return nil
+}
+
+func deviceArgs(d *herd.Device) []any {
+	var lastSeen any
+	if d.LastSeen != nil {
+		lastSeen = d.LastSeen.UnixMilli()
+	}
+	f := func(p *float64) any {
+		if p == nil {
+			return nil
+		}
+		return *p
+	}
+	i := func(p *int64) any {
+		if p == nil {
+			return nil
+		}
+		return *p
+	}
+	return []any{d.TenantID, d.NodeID, d.Path, d.Key, d.Name, d.Model, d.Firmware, d.Status, d.Online, lastSeen,
+		f(d.Temperature), f(d.Humidity), f(d.Pressure), f(d.Voltage), f(d.Current), f(d.Power), f(d.Battery),
+		i(d.RSSI), i(d.UptimeS), d.ErrorCount, d.ConfigVersion, d.CreatedAt.UnixMilli()}
+}
+
+// FindDeviceByID returns a device within the actor's grants.
+func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (*herd.Device, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return tx.findDevice(ctx, a, id, herd.RoleViewer)
+}
+
+// findDevice returns ENOTFOUND for a device the actor cannot see, and
+// EFORBIDDEN for one they see but may not act on with role min.
+func (tx *Tx) findDevice(ctx context.Context, a *herd.Actor, id int64, min herd.Role) (*herd.Device, error) {
+	d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(d.TenantID, d.Path, herd.RoleViewer)) {
+		return nil, herd.Errorf(herd.ENOTFOUND, "device %d not found", id)
+	} else if err != nil {
+		return nil, err
+	} else if !a.Allows(d.TenantID, d.Path, min) {
+		return nil, herd.Errorf(herd.EFORBIDDEN, "%s role on device %d required", min, id)
+	}
+	return d, nil
+}
+
+// MoveDevice moves a device to another node; its path follows at once.
+func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd.Device, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	d, err := tx.findDevice(ctx, a, id, herd.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	n, err := tx.findNode(ctx, a, nodeID)
+	if err != nil || n.TenantID != d.TenantID {
+		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", nodeID)
+	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
+		return nil, herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
+	}
+	oldPath := d.Path
+	d.NodeID, d.Path = n.ID, n.Path
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ? WHERE id = ?`, d.NodeID, d.Path, d.ID); err != nil {
+		return nil, err
+	}
+	ev := newEvent(herd.EventDeviceMoved, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device": d, "old_path": oldPath})
+	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
+		return nil, err
+	}
+	return d, tx.Commit()
+}
+
+// DeleteDevice deletes a device and records the event.
+func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	d, err := tx.findDevice(ctx, a, id, herd.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+		return err
+	}
+	ev := newEvent(herd.EventDeviceDeleted, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"id": fmt.Sprint(d.ID), "key": d.Key})
+	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,197 @@
+package sqldb
+
+import (
+	"context"
+	"strings"
+
+	"github.com/herd-iot/herd"
+)
+
+// QueryDevices answers the scoped device query. The SQL carries the tenant
+// and the actor's covering node paths as byte ranges, the allow-listed
+// filters as bound parameters, and a keyset position; never device ids.
+func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*herd.DevicePage, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		q.Limit = herd.DefaultLimit
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	var scope herd.Scope
+	if a.Super {
+		if q.TenantID == 0 {
+			return nil, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
+		}
+		t, err := tx.findTenant(ctx, q.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		scope = herd.Scope{TenantID: t.ID, Paths: []string{herd.ChildPath("/", t.RootNodeID)}}
+	} else {
+		if q.TenantID != 0 && q.TenantID != a.TenantID {
+			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
+		}
+		scope = a.Scope(herd.RoleViewer)
+	}
+	page := &herd.DevicePage{Items: []*herd.Device{}}
+	if scope.Empty() {
+		return page, nil
+	}
+
+	var where strings.Builder
+	args := whereScope(&where, scope)
+	args = whereFilters(&where, q.Filters, args)
+
+	want := q.Limit + 1 // one more than the page tells whether a next page exists
+	for _, seg := range keysetSegments(q, s.db.dialect) {
+		if len(page.Items) >= want {
+			break
+		}
+		sqlText := `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where.String() + seg.where + ` ORDER BY ` + seg.order + ` LIMIT ?`
+		segArgs := append(append(append([]any(nil), args...), seg.args...), want-len(page.Items))
+		rows, err := tx.QueryContext(ctx, sqlText, segArgs...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			d, err := scanDevice(rows)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			page.Items = append(page.Items, d)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		} else if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if len(page.Items) > q.Limit {
+		page.Items = page.Items[:q.Limit]
+		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1])
+	}
+
+	// The count stops at the cap: exact below it, "10,000+" above, so a huge
+	// scope costs a bounded scan.
+	countArgs := append(append([]any(nil), args...), herd.CountCap+1)
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM devices WHERE `+where.String()+` LIMIT ?) c`, countArgs...).Scan(&page.Count); err != nil {
+		return nil, err
+	}
+	if page.Count > herd.CountCap {
+		page.Count, page.CountCapped = herd.CountCap, true
+	}
+	return page, nil
+}
+
+// whereScope writes the tenant and path-range condition of a scope.
+func whereScope(b *strings.Builder, scope herd.Scope) []any {
+	args := []any{scope.TenantID}
+	b.WriteString("tenant_id = ? AND (")
+	for i, p := range scope.Paths {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		b.WriteString("(path >= ? AND path < ?)")
+		args = append(args, p, herd.PathUpperBound(p))
+	}
+	b.WriteString(")")
+	return args
+}
+
+var sqlOps = map[string]string{herd.OpEq: "=", herd.OpNe: "<>", herd.OpLt: "<", herd.OpLe: "<=", herd.OpGt: ">", herd.OpGe: ">="}
+
+// whereFilters appends the filters. Field names come from herd.DeviceFields
+// (the parser refuses anything else), values are always bound.
+func whereFilters(b *strings.Builder, filters []herd.DeviceFilter, args []any) []any {
+	for _, f := range filters {
+		if _, ok := herd.DeviceFields[f.Field]; !ok {
+			panic("sqldb: unvalidated filter field " + f.Field)
+		}
+		col := f.Field
+		b.WriteString(" AND ")
+		switch f.Op {
+		case herd.OpIn:
+			b.WriteString(col + " IN (" + strings.TrimSuffix(strings.Repeat("?,", len(f.Values)), ",") + ")")
+			args = append(args, f.Values...)
+		case herd.OpPrefix:
+			prefix := f.Values[0].(string)
+			if upper, ok := herd.PrefixUpperBound(prefix); ok {
+				b.WriteString("(" + col + " >= ? AND " + col + " < ?)")
+				args = append(args, prefix, upper)
+			} else {
+				b.WriteString(col + " >= ?")
+				args = append(args, prefix)
+			}
+		default:
+			b.WriteString(col + " " + sqlOps[f.Op] + " ?")
+			args = append(args, f.Values[0])
+		}
+	}
+	return args
+}
+
+// segment is one index-friendly part of a keyset walk.
+type segment struct {
+	where string
+	args  []any
+	order string
+}
+
+// keysetSegments splits the walk of a nullable sort column into its NULL
+// rows and its non-NULL rows, each a plain index range: one ORDER BY over
+// both with a keyset "(col, id) > (v, id) OR col IS NULL" would defeat the
+// index. NULLs sort first: ascending walks start with them, descending walks
+// end with them. The cursor skips the segments it has left behind.
+func keysetSegments(q herd.DeviceQuery, dialect Dialect) []segment {
+	col := q.Sort.Field
+	field := herd.DeviceFields[col]
+	dir, cmp, nulls := "ASC", ">", " NULLS FIRST"
+	if q.Sort.Desc {
+		dir, cmp, nulls = "DESC", "<", " NULLS LAST"
+	}
+	if dialect != Postgres || !field.Nullable {
+		// SQLite already puts NULLs first ascending and last descending.
+		nulls = ""
+	}
+	values := segment{order: col + " " + dir + nulls + ", id " + dir}
+	if col == "id" {
+		values.order = "id " + dir
+	}
+	c := q.After
+	if c != nil && !c.Null {
+		if col == "id" {
+			values.where = " AND id " + cmp + " ?"
+			values.args = []any{c.ID}
+		} else {
+			values.where = " AND (" + col + ", id) " + cmp + " (?, ?)"
+			values.args = []any{c.Value, c.ID}
+		}
+	}
+	if !field.Nullable {
+		return []segment{values}
+	}
+	values.where = " AND " + col + " IS NOT NULL" + values.where
+	nullSeg := segment{where: " AND " + col + " IS NULL", order: "id " + dir}
+	if c != nil && c.Null {
+		nullSeg.where += " AND id " + cmp + " ?"
+		nullSeg.args = []any{c.ID}
+	}
+	switch {
+	case !q.Sort.Desc && c != nil && !c.Null:
+		return []segment{values} // past the NULLs already
+	case !q.Sort.Desc:
+		return []segment{nullSeg, values}
+	case c != nil && c.Null:
+		return []segment{nullSeg} // past the values already
+	default:
+		return []segment{values, nullSeg}
+	}
+}

@@ -1,0 +1,137 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/herd-iot/herd"
+)
+
+// GrantService implements herd.GrantService.
+type GrantService struct{ db *DB }
+
+var _ herd.GrantService = (*GrantService)(nil)
+
+// NewGrantService returns a GrantService on db.
+func NewGrantService(db *DB) *GrantService { return &GrantService{db: db} }
+
+// CreateGrant gives a user a role on a node. Nothing but the grant row and
+// its event is written.
+func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if err := g.Validate(); err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	u, err := tx.findUser(ctx, a, g.UserID)
+	if err != nil {
+		return err
+	}
+	n, err := tx.findNode(ctx, a, g.NodeID)
+	if err != nil || n.TenantID != u.TenantID {
+		return herd.Errorf(herd.ENOTFOUND, "node %d not found", g.NodeID)
+	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
+		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
+	}
+	g.TenantID, g.Path, g.CreatedAt = n.TenantID, n.Path, tx.now
+	if g.ID, err = tx.insertID(ctx, `INSERT INTO grants (tenant_id, user_id, node_id, role, created_at) VALUES (?, ?, ?, ?, ?)`,
+		g.TenantID, g.UserID, g.NodeID, string(g.Role), tx.now.UnixMilli()); err != nil {
+		return formatError(err, "the user already has a grant on this node; delete it first to change the role")
+	}
+	if err := tx.appendEvents(ctx, g.TenantID, newEvent(herd.EventGrantCreated, herd.EventSubjectGrant, g.ID, g.Path, g)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// DeleteGrant revokes a grant.
+func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	g, err := tx.findGrant(ctx, id)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(g.TenantID)) {
+		return herd.Errorf(herd.ENOTFOUND, "grant %d not found", id)
+	} else if err != nil {
+		return err
+	} else if !a.Allows(g.TenantID, g.Path, herd.RoleAdmin) {
+		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", g.NodeID)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE id = ?`, id); err != nil {
+		return err
+	}
+	if err := tx.appendEvents(ctx, g.TenantID, newEvent(herd.EventGrantDeleted, herd.EventSubjectGrant, g.ID, g.Path, g)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// FindGrantsByUser lists a user's grants with their nodes' current paths.
+func (s *GrantService) FindGrantsByUser(ctx context.Context, userID int64) ([]*herd.Grant, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	u, err := tx.findUser(ctx, a, userID)
+	if err != nil {
+		return nil, err
+	}
+	if a.Super || a.UserID != u.ID {
+		if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+			return nil, err
+		}
+	}
+	return tx.findGrants(ctx, userID)
+}
+
+const grantSelect = `SELECT g.id, g.tenant_id, g.user_id, g.node_id, g.role, n.path, g.created_at FROM grants g JOIN nodes n ON n.id = g.node_id`
+
+func scanGrant(r rowScanner) (*herd.Grant, error) {
+	var g herd.Grant
+	var role string
+	var created int64
+	if err := r.Scan(&g.ID, &g.TenantID, &g.UserID, &g.NodeID, &role, &g.Path, &created); err != nil {
+		return nil, err
+	}
+	g.Role, g.CreatedAt = herd.Role(role), msToTime(created)
+	return &g, nil
+}
+
+func (tx *Tx) findGrant(ctx context.Context, id int64) (*herd.Grant, error) {
+	return scanGrant(tx.QueryRowContext(ctx, grantSelect+` WHERE g.id = ?`, id))
+}
+
+func (tx *Tx) findGrants(ctx context.Context, userID int64) ([]*herd.Grant, error) {
+	rows, err := tx.QueryContext(ctx, grantSelect+` WHERE g.user_id = ? ORDER BY g.id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	grants := []*herd.Grant{}
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		grants = append(grants, g)
+	}
+	return grants, rows.Err()
+}

@@ -1,0 +1,134 @@
+-- Every id and foreign-key column is 64-bit (BIGINT on PostgreSQL; INTEGER,
+-- which is 64-bit, on SQLite). Times are unix milliseconds in BIGINT columns
+-- so that both engines compare, sort and index them the same way.
+
+CREATE TABLE tenants (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    root_node_id INTEGER,
+    event_seq    INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL
+);
+
+CREATE TABLE nodes (
+    id         INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants (id),
+    parent_id  INTEGER REFERENCES nodes (id),
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX nodes_tenant_path ON nodes (tenant_id, path);
+CREATE INDEX nodes_parent ON nodes (parent_id);
+
+-- devices is the device record and its latest-state projection in one row:
+-- the scoped query reads only this table. path is copied from the node.
+CREATE TABLE devices (
+    id             INTEGER PRIMARY KEY,
+    tenant_id      INTEGER NOT NULL REFERENCES tenants (id),
+    node_id        INTEGER NOT NULL REFERENCES nodes (id),
+    path           TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    model          TEXT NOT NULL DEFAULT '',
+    firmware       TEXT NOT NULL DEFAULT '',
+    status         TEXT NOT NULL DEFAULT 'offline',
+    online         BOOLEAN NOT NULL DEFAULT false,
+    last_seen      INTEGER,
+    temperature    REAL,
+    humidity       REAL,
+    pressure       REAL,
+    voltage        REAL,
+    current        REAL,
+    power          REAL,
+    battery        REAL,
+    rssi           INTEGER,
+    uptime_s       INTEGER,
+    error_count    INTEGER NOT NULL DEFAULT 0,
+    config_version INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX devices_key ON devices (key);
+CREATE INDEX devices_node ON devices (node_id);
+-- The scope index: "under node N" is a range on path.
+CREATE INDEX devices_tenant_path ON devices (tenant_id, path, id);
+-- One index per sort column, with id as the tie-break, so keyset pages over
+-- large scopes walk an index instead of sorting the scope.
+CREATE INDEX devices_tenant_name ON devices (tenant_id, name, id);
+CREATE INDEX devices_tenant_key ON devices (tenant_id, key, id);
+CREATE INDEX devices_tenant_model ON devices (tenant_id, model, id);
+CREATE INDEX devices_tenant_firmware ON devices (tenant_id, firmware, id);
+CREATE INDEX devices_tenant_status ON devices (tenant_id, status, id);
+CREATE INDEX devices_tenant_online ON devices (tenant_id, online, id);
+CREATE INDEX devices_tenant_last_seen ON devices (tenant_id, last_seen, id);
+CREATE INDEX devices_tenant_temperature ON devices (tenant_id, temperature, id);
+CREATE INDEX devices_tenant_humidity ON devices (tenant_id, humidity, id);
+CREATE INDEX devices_tenant_pressure ON devices (tenant_id, pressure, id);
+CREATE INDEX devices_tenant_voltage ON devices (tenant_id, voltage, id);
+CREATE INDEX devices_tenant_current ON devices (tenant_id, current, id);
+CREATE INDEX devices_tenant_power ON devices (tenant_id, power, id);
+CREATE INDEX devices_tenant_battery ON devices (tenant_id, battery, id);
+CREATE INDEX devices_tenant_rssi ON devices (tenant_id, rssi, id);
+CREATE INDEX devices_tenant_uptime_s ON devices (tenant_id, uptime_s, id);
+CREATE INDEX devices_tenant_error_count ON devices (tenant_id, error_count, id);
+CREATE INDEX devices_tenant_config_version ON devices (tenant_id, config_version, id);
+CREATE INDEX devices_tenant_created_at ON devices (tenant_id, created_at, id);
+CREATE INDEX devices_tenant_node_id ON devices (tenant_id, node_id, id);
+-- Filtered dashboards ask for alarms by severity: status first lets the
+-- "status = alarm sorted by temperature" page walk only alarm rows.
+CREATE INDEX devices_tenant_status_temperature ON devices (tenant_id, status, temperature, id);
+
+CREATE TABLE users (
+    id         INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants (id),
+    name       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX users_tenant ON users (tenant_id);
+
+-- Tokens are stored as the SHA-256 of the secret; the secret is shown once.
+CREATE TABLE tokens (
+    id         INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants (id),
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    hash       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX tokens_hash ON tokens (hash);
+CREATE INDEX tokens_user ON tokens (user_id);
+
+CREATE TABLE admin_tokens (
+    id         INTEGER PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX admin_tokens_hash ON admin_tokens (hash);
+
+-- A grant's path is not stored: it is read from its node, so a grant follows
+-- its node through moves without being rewritten.
+CREATE TABLE grants (
+    id         INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants (id),
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    node_id    INTEGER NOT NULL REFERENCES nodes (id),
+    role       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX grants_user_node ON grants (user_id, node_id);
+CREATE INDEX grants_node ON grants (node_id);
+
+-- events is the transactional outbox: written in the same transaction as
+-- the change it describes, with the tenant's gapless sequence number.
+CREATE TABLE events (
+    id           INTEGER PRIMARY KEY,
+    tenant_id    INTEGER NOT NULL REFERENCES tenants (id),
+    seq          INTEGER NOT NULL,
+    type         TEXT NOT NULL,
+    subject_type TEXT NOT NULL,
+    subject_id   INTEGER NOT NULL,
+    path         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX events_tenant_seq ON events (tenant_id, seq);

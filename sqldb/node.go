@@ -1,0 +1,162 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/herd-iot/herd"
+)
+
+// NodeService implements herd.NodeService.
+type NodeService struct{ db *DB }
+
+var _ herd.NodeService = (*NodeService)(nil)
+
+// NewNodeService returns a NodeService on db.
+func NewNodeService(db *DB) *NodeService { return &NodeService{db: db} }
+
+// CreateNode creates a node under its parent.
+func (s *NodeService) CreateNode(ctx context.Context, n *herd.Node) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if err := n.Validate(); err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if n.ParentID == 0 {
+		if n.TenantID == 0 {
+			return herd.Errorf(herd.EINVALID, "tenant_id or parent_id is required")
+		} else if !a.SeesTenant(n.TenantID) {
+			return herd.Errorf(herd.ENOTFOUND, "tenant %d not found", n.TenantID)
+		}
+		t, err := tx.findTenant(ctx, n.TenantID)
+		if err != nil {
+			return err
+		}
+		n.ParentID = t.RootNodeID
+	}
+	parent, err := tx.findNode(ctx, a, n.ParentID)
+	if err != nil {
+		return err
+	} else if n.TenantID != 0 && n.TenantID != parent.TenantID {
+		return herd.Errorf(herd.EINVALID, "parent %d belongs to another tenant", parent.ID)
+	} else if !a.Allows(parent.TenantID, parent.Path, herd.RoleAdmin) {
+		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", parent.ID)
+	}
+	n.TenantID = parent.TenantID
+	if err := tx.insertNode(ctx, n, parent.Path); err != nil {
+		return err
+	}
+	if err := tx.appendEvents(ctx, n.TenantID, newEvent(herd.EventNodeCreated, herd.EventSubjectNode, n.ID, n.Path, n)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// insertNode inserts n under the node at parentPath ("/" for a root) and sets
+// its id, path and creation time.
+func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (err error) {
+	var parent any
+	if n.ParentID != 0 {
+		parent = n.ParentID
+	}
+	// The path holds the node's own id, known only after the insert.
+	if n.ID, err = tx.insertID(ctx, `INSERT INTO nodes (tenant_id, parent_id, kind, name, path, created_at) VALUES (?, ?, ?, ?, '', ?)`,
+		n.TenantID, parent, n.Kind, n.Name, tx.now.UnixMilli()); err != nil {
+		return err
+	}
+	n.Path, n.CreatedAt = herd.ChildPath(parentPath, n.ID), tx.now
+	_, err = tx.ExecContext(ctx, `UPDATE nodes SET path = ? WHERE id = ?`, n.Path, n.ID)
+	return err
+}
+
+// FindNodeByID returns a node within the actor's grants.
+func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (*herd.Node, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return tx.findNode(ctx, a, id)
+}
+
+// findNode returns the node if the actor may see it (viewer or more on it
+// or an ancestor) and ENOTFOUND otherwise, so that ids outside a caller's
+// grants reveal nothing, not even their existence.
+func (tx *Tx) findNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node, error) {
+	var n herd.Node
+	var parent sql.NullInt64
+	var created int64
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, parent_id, kind, name, path, created_at FROM nodes WHERE id = ?`, id).
+		Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(n.TenantID, n.Path, herd.RoleViewer)) {
+		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", id)
+	} else if err != nil {
+		return nil, err
+	}
+	n.ParentID, n.CreatedAt = parent.Int64, msToTime(created)
+	return &n, nil
+}
+
+// MoveNode moves a subtree. Every node and device path under it is
+// rewritten in the same transaction, so no reader ever sees half a move.
+func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (*herd.Node, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	n, err := tx.findNode(ctx, a, id)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := tx.findNode(ctx, a, parentID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case n.ParentID == 0:
+		return nil, herd.Errorf(herd.EINVALID, "node %d is a tenant root and cannot move", n.ID)
+	case parent.TenantID != n.TenantID:
+		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", parentID)
+	case herd.PathUnder(parent.Path, n.Path):
+		return nil, herd.Errorf(herd.EINVALID, "node %d cannot move under itself or its own subtree", n.ID)
+	case !a.Allows(n.TenantID, n.Path, herd.RoleAdmin):
+		return nil, herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
+	case !a.Allows(parent.TenantID, parent.Path, herd.RoleAdmin):
+		return nil, herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", parent.ID)
+	}
+	if n.ParentID == parent.ID {
+		return n, nil
+	}
+	oldPath, newPath := n.Path, herd.ChildPath(parent.Path, n.ID)
+	for _, table := range []string{"nodes", "devices"} {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET path = ? || substr(path, ?) WHERE tenant_id = ? AND path >= ? AND path < ?`,
+			newPath, len(oldPath)+1, n.TenantID, oldPath, herd.PathUpperBound(oldPath)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET parent_id = ? WHERE id = ?`, parent.ID, n.ID); err != nil {
+		return nil, err
+	}
+	n.ParentID, n.Path = parent.ID, newPath
+	ev := newEvent(herd.EventNodeMoved, herd.EventSubjectNode, n.ID, n.Path, map[string]any{"node": n, "old_path": oldPath})
+	if err := tx.appendEvents(ctx, n.TenantID, ev); err != nil {
+		return nil, err
+	}
+	return n, tx.Commit()
+}

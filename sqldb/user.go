@@ -1,0 +1,236 @@
+package sqldb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+
+	"github.com/herd-iot/herd"
+)
+
+// UserService implements herd.UserService.
+type UserService struct{ db *DB }
+
+var _ herd.UserService = (*UserService)(nil)
+
+// NewUserService returns a UserService on db.
+func NewUserService(db *DB) *UserService { return &UserService{db: db} }
+
+// NewTokenSecret returns a fresh token secret with 256 random bits.
+func NewTokenSecret() string {
+	buf := make([]byte, 32)
+	rand.Read(buf)
+	return herd.TokenPrefix + base64.RawURLEncoding.EncodeToString(buf)
+}
+
+// rootPath returns the path of a tenant's root node, which admins of the
+// whole tenant hold a grant on.
+func (tx *Tx) rootPath(ctx context.Context, tenantID int64) (string, error) {
+	t, err := tx.findTenant(ctx, tenantID)
+	if err != nil {
+		return "", err
+	}
+	return herd.ChildPath("/", t.RootNodeID), nil
+}
+
+// requireTenantAdmin returns EFORBIDDEN unless the actor is a super-admin or
+// an admin of the tenant's root node.
+func (tx *Tx) requireTenantAdmin(ctx context.Context, a *herd.Actor, tenantID int64) error {
+	if !a.SeesTenant(tenantID) {
+		return herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
+	}
+	root, err := tx.rootPath(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if !a.Allows(tenantID, root, herd.RoleAdmin) {
+		return herd.Errorf(herd.EFORBIDDEN, "admin role on the tenant's root node required")
+	}
+	return nil
+}
+
+// CreateUser creates a user in a tenant.
+func (s *UserService) CreateUser(ctx context.Context, u *herd.User) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if err := u.Validate(); err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+		return err
+	}
+	if u.ID, err = tx.insertID(ctx, `INSERT INTO users (tenant_id, name, created_at) VALUES (?, ?, ?)`, u.TenantID, u.Name, tx.now.UnixMilli()); err != nil {
+		return err
+	}
+	u.CreatedAt = tx.now
+	root, _ := tx.rootPath(ctx, u.TenantID)
+	if err := tx.appendEvents(ctx, u.TenantID, newEvent(herd.EventUserCreated, herd.EventSubjectUser, u.ID, root, u)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// FindUserByID returns a user of the actor's tenant.
+func (s *UserService) FindUserByID(ctx context.Context, id int64) (*herd.User, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return tx.findUser(ctx, a, id)
+}
+
+func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User, error) {
+	var u herd.User
+	var created int64
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, name, created_at FROM users WHERE id = ?`, id).Scan(&u.ID, &u.TenantID, &u.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(u.TenantID)) {
+		return nil, herd.Errorf(herd.ENOTFOUND, "user %d not found", id)
+	} else if err != nil {
+		return nil, err
+	}
+	u.CreatedAt = msToTime(created)
+	return &u, nil
+}
+
+// CreateToken issues a token for a user: to the user themself, or by an
+// admin of their tenant.
+func (s *UserService) CreateToken(ctx context.Context, userID int64) (*herd.Token, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	u, err := tx.findUser(ctx, a, userID)
+	if err != nil {
+		return nil, err
+	}
+	if a.Super || a.UserID != u.ID {
+		if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+			return nil, err
+		}
+	}
+	t := &herd.Token{TenantID: u.TenantID, UserID: u.ID, Secret: NewTokenSecret(), CreatedAt: tx.now}
+	if t.ID, err = tx.insertID(ctx, `INSERT INTO tokens (tenant_id, user_id, hash, created_at) VALUES (?, ?, ?, ?)`, t.TenantID, t.UserID, hashToken(t.Secret), tx.now.UnixMilli()); err != nil {
+		return nil, err
+	}
+	root, _ := tx.rootPath(ctx, u.TenantID)
+	// The event never carries the secret.
+	ev := newEvent(herd.EventTokenCreated, herd.EventSubjectToken, t.ID, root, herd.Token{ID: t.ID, TenantID: t.TenantID, UserID: t.UserID, CreatedAt: t.CreatedAt})
+	if err := tx.appendEvents(ctx, u.TenantID, ev); err != nil {
+		return nil, err
+	}
+	return t, tx.Commit()
+}
+
+// DeleteToken revokes a token: its owner or a tenant admin may.
+func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var t herd.Token
+	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE id = ?`, id).Scan(&t.ID, &t.TenantID, &t.UserID)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(t.TenantID)) {
+		return herd.Errorf(herd.ENOTFOUND, "token %d not found", id)
+	} else if err != nil {
+		return err
+	}
+	if a.Super || a.UserID != t.UserID {
+		if err := tx.requireTenantAdmin(ctx, a, t.TenantID); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id); err != nil {
+		return err
+	}
+	root, _ := tx.rootPath(ctx, t.TenantID)
+	if err := tx.appendEvents(ctx, t.TenantID, newEvent(herd.EventTokenDeleted, herd.EventSubjectToken, t.ID, root, t)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Authenticate resolves a token secret to an actor. Grants are read in the
+// same snapshot on every call: there is no cache to invalidate, so a revoke
+// takes effect on the very next request.
+func (s *UserService) Authenticate(ctx context.Context, secret string) (*herd.Actor, error) {
+	unauth := herd.Errorf(herd.EUNAUTHORIZED, "invalid or revoked token")
+	if !herd.IsTokenSecret(secret) {
+		return nil, unauth
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	hash := hashToken(secret)
+	var a herd.Actor
+	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE hash = ?`, hash).Scan(&a.TokenID, &a.TenantID, &a.UserID)
+	if errors.Is(err, sql.ErrNoRows) {
+		var id int64
+		err = tx.QueryRowContext(ctx, `SELECT id FROM admin_tokens WHERE hash = ?`, hash).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, unauth
+		} else if err != nil {
+			return nil, err
+		}
+		return &herd.Actor{Super: true, TokenID: id}, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if a.Grants, err = tx.findGrants(ctx, a.UserID); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// EnsureAdminToken makes sure a super-admin token exists. On the first
+// start it stores secret (or a generated one when secret is empty) and
+// returns the secret so the caller can print it once; later it returns "".
+func (db *DB) EnsureAdminToken(ctx context.Context, secret string) (created string, err error) {
+	if secret != "" && !herd.IsTokenSecret(secret) {
+		return "", fmt.Errorf("admin token must start with %q and carry at least 21 more characters", herd.TokenPrefix)
+	}
+	tx, err := db.beginTx(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM admin_tokens`).Scan(&n); err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return "", nil
+	}
+	if secret == "" {
+		secret = NewTokenSecret()
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO admin_tokens (hash, created_at) VALUES (?, ?)`, hashToken(secret), tx.now.UnixMilli()); err != nil {
+		return "", err
+	}
+	return secret, tx.Commit()
+}
