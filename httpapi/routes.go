@@ -1,0 +1,37 @@
+package httpapi
+
+import "net/http"
+
+// registerRoutes lists the whole HTTP surface. Every /v1 route requires a
+// bearer token; the probes and /metrics do not, so that orchestrators and
+// Prometheus can reach them without one.
+func (s *Server) registerRoutes() {
+	s.handle("GET /healthz", s.handleHealthz)
+	s.handle("GET /readyz", s.handleReadyz)
+	s.mux.Handle("GET /metrics", s.metricsHandler())
+
+	s.handle("POST /v1/tenants", s.authed(s.handleTenantCreate))
+	s.handle("GET /v1/tenants/{id}", s.authed(s.handleTenantView))
+
+	s.handle("POST /v1/nodes", s.authed(s.handleNodeCreate))
+	s.handle("GET /v1/nodes/{id}", s.authed(s.handleNodeView))
+	s.handle("POST /v1/nodes/{id}/move", s.authed(s.handleNodeMove))
+
+	s.handle("GET /v1/devices", s.authed(s.handleDeviceQuery))
+	s.handle("POST /v1/devices", s.authed(s.handleDeviceCreate))
+	s.handle("POST /v1/devices/batch", s.authed(s.handleDeviceBatch))
+	s.handle("GET /v1/devices/{id}", s.authed(s.handleDeviceView))
+	s.handle("POST /v1/devices/{id}/move", s.authed(s.handleDeviceMove))
+	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
+
+	s.handle("POST /v1/users", s.authed(s.handleUserCreate))
+	s.handle("GET /v1/users/{id}", s.authed(s.handleUserView))
+	s.handle("POST /v1/users/{id}/tokens", s.authed(s.handleTokenCreate))
+	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
+	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
+
+	s.handle("POST /v1/grants", s.authed(s.handleGrantCreate))
+	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))
+}
+
+func (s *Server) handle(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, h) }

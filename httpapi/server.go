@@ -1,0 +1,340 @@
+// Package httpapi is herd's REST edge: the HTTP server with its routes,
+// authentication, error rendering, request logs and metrics, and the Go
+// client that the CLI and the tests use to talk to it. It speaks to the rest
+// of herd only through the service interfaces of the root package.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of a new Server.
+const (
+	// DefaultRequestTimeout bounds the work of one request; the services
+	// see it as the deadline of their context.
+	DefaultRequestTimeout = 30 * time.Second
+	// DefaultShutdownTimeout bounds how long Close waits for requests in
+	// flight before it cuts their connections.
+	DefaultShutdownTimeout = 15 * time.Second
+	// MaxBodySize bounds an ordinary request body.
+	MaxBodySize = 1 << 20
+	// MaxBatchBodySize bounds the body of a batch create, which may carry
+	// up to herd.MaxBatchDevices devices.
+	MaxBatchBodySize = 16 << 20
+)
+
+// Server is the HTTP server of the REST API. Create it with NewServer, set
+// its exported fields, then call Open; Close shuts it down.
+type Server struct {
+	// Addr is the TCP address to listen on; ":0" picks a free port, which
+	// URL reports after Open.
+	Addr string
+	// Logger receives one structured line per request and the causes of
+	// internal errors.
+	Logger *slog.Logger
+	// RequestTimeout is the deadline of every request's context.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds the graceful part of Close.
+	ShutdownTimeout time.Duration
+
+	TenantService herd.TenantService
+	NodeService   herd.NodeService
+	DeviceService herd.DeviceService
+	UserService   herd.UserService
+	GrantService  herd.GrantService
+
+	// Ready reports whether the server can do useful work (the store
+	// answers); GET /readyz turns it into 200 or 503. Nil means always ready.
+	Ready func(ctx context.Context) error
+
+	mux      *http.ServeMux
+	registry *prometheus.Registry
+	metrics  *metrics
+	ln       net.Listener
+	server   *http.Server
+	done     chan error
+}
+
+// NewServer returns a Server with default settings and every route
+// registered. The services must be set before Open.
+func NewServer() *Server {
+	s := &Server{
+		Addr:            ":8080",
+		Logger:          slog.New(slog.DiscardHandler),
+		RequestTimeout:  DefaultRequestTimeout,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		mux:             http.NewServeMux(),
+		registry:        prometheus.NewRegistry(),
+	}
+	s.metrics = newMetrics(s.registry)
+	s.registerRoutes()
+	return s
+}
+
+// Registry returns the Prometheus registry the server exposes on /metrics,
+// so that other components of the process can add their collectors to it.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Open starts listening on Addr and serving in the background. A listen
+// error (for example the port being taken) is returned as is, wrapped, so
+// callers can test it with errors.Is(err, syscall.EADDRINUSE).
+func (s *Server) Open() error {
+	switch {
+	case s.TenantService == nil, s.NodeService == nil, s.DeviceService == nil, s.UserService == nil, s.GrantService == nil:
+		return fmt.Errorf("httpapi: every service must be set before Open")
+	}
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.Addr, err)
+	}
+	s.ln = ln
+	s.server = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		// The body of a request is read inside its deadline; the write
+		// timeout leaves room to render the error of a request that hit it.
+		ReadTimeout:  s.RequestTimeout,
+		WriteTimeout: s.RequestTimeout + 5*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(s.Logger.Handler(), slog.LevelWarn),
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.server.Serve(ln) }()
+	return nil
+}
+
+// Close stops accepting connections and waits up to ShutdownTimeout for the
+// requests in flight; connections still busy after that are closed.
+func (s *Server) Close() error {
+	if s.server == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
+	defer cancel()
+	err := s.server.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.Logger.Warn("http shutdown deadline passed; closing busy connections", "timeout", s.ShutdownTimeout)
+		err = s.server.Close()
+	}
+	if serveErr := <-s.done; serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	s.server = nil
+	if err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// ListenAddr returns the address the server listens on after Open, with
+// the real port when Addr asked for ":0".
+func (s *Server) ListenAddr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// URL returns the base URL clients on this machine can reach the server at.
+// An unspecified host (":8080", "0.0.0.0", "[::]") becomes the loopback
+// address, since one cannot connect to "any address".
+func (s *Server) URL() string {
+	addr := s.ListenAddr()
+	if addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// ServeHTTP runs every request through the same envelope: a deadline,
+// panic recovery, JSON errors for unknown routes and methods, a request log
+// line and the request metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &responseWriter{ResponseWriter: w}
+	ctx, cancel := context.WithTimeout(r.Context(), s.RequestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+
+	h, pattern := s.mux.Handler(r)
+	s.metrics.inFlight.Inc()
+	defer func() {
+		s.metrics.inFlight.Dec()
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p) // net/http's own way to abort a response quietly
+			}
+			s.Logger.Error("http handler panic", "panic", p, "stack", string(debug.Stack()))
+			if !rw.wroteHeader {
+				Error(rw, r, fmt.Errorf("panic: %v", p))
+			}
+		}
+		s.logRequest(r, rw, routeLabel(pattern), time.Since(start))
+	}()
+	if pattern == "" {
+		// No route: the mux would answer in plain text. Let it decide
+		// between 404 and 405 (and set Allow), then answer in JSON.
+		s.serveUnmatched(rw, r, h)
+		return
+	}
+	h.ServeHTTP(rw, r)
+}
+
+// serveUnmatched renders the mux's own 404 or 405 as a JSON error; anything
+// else it answers (a redirect to a cleaned path) goes out unchanged.
+func (s *Server) serveUnmatched(w *responseWriter, r *http.Request, h http.Handler) {
+	iw := &interceptWriter{w: w}
+	h.ServeHTTP(iw, r)
+	switch iw.status {
+	case http.StatusNotFound:
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "no route for %s %s", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		allow := iw.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		Error(w, r, &methodError{method: r.Method, path: r.URL.Path, allow: allow})
+	}
+}
+
+// logRequest writes the request's log line and records its metrics.
+func (s *Server) logRequest(r *http.Request, rw *responseWriter, route string, d time.Duration) {
+	status := rw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	s.metrics.observe(route, r.Method, status, d)
+
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case route == "/healthz" || route == "/readyz" || route == "/metrics":
+		// Probes and scrapes arrive every few seconds; at info level they
+		// would drown the requests people make.
+		level = slog.LevelDebug
+	}
+	if !s.Logger.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.String("remote", r.RemoteAddr),
+		slog.Int64("bytes", rw.bytes),
+	}
+	if a := rw.actor; a != nil {
+		if a.Super {
+			attrs = append(attrs, slog.Bool("super", true))
+		} else {
+			attrs = append(attrs, slog.Int64("tenant_id", a.TenantID), slog.Int64("user_id", a.UserID))
+		}
+	}
+	if rw.err != nil && status >= 500 {
+		attrs = append(attrs, slog.String("error", rw.err.Error()))
+	}
+	// The request's own context may have hit its deadline; the log line
+	// must still go out.
+	s.Logger.LogAttrs(context.WithoutCancel(r.Context()), level, "http request", attrs...)
+}
+
+// routeLabel turns a mux pattern ("GET /v1/devices/{id}") into the route of
+// logs and metrics ("/v1/devices/{id}"). Requests that matched no route share
+// one label, so that scanners cannot blow up the metric cardinality.
+func routeLabel(pattern string) string {
+	if pattern == "" {
+		return "unmatched"
+	}
+	if i := strings.IndexByte(pattern, ' '); i >= 0 {
+		return pattern[i+1:]
+	}
+	return pattern
+}
+
+// responseWriter records what a handler answered, for the request log and
+// metrics, and carries the error and actor of the request to the log line.
+type responseWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	err         error
+	actor       *herd.Actor
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// interceptWriter swallows the mux's plain-text 404 and 405 so that they can
+// be answered in JSON, and passes any other answer through.
+type interceptWriter struct {
+	w      *responseWriter
+	header http.Header
+	status int
+}
+
+func (w *interceptWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = http.Header{}
+	}
+	return w.header
+}
+
+func (w *interceptWriter) WriteHeader(code int) {
+	if w.status != 0 {
+		return
+	}
+	w.status = code
+	if code == http.StatusNotFound || code == http.StatusMethodNotAllowed {
+		return
+	}
+	for k, v := range w.header {
+		w.w.Header()[k] = v
+	}
+	w.w.WriteHeader(code)
+}
+
+func (w *interceptWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.status == http.StatusNotFound || w.status == http.StatusMethodNotAllowed {
+		return len(p), nil
+	}
+	return w.w.Write(p)
+}
