@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/httpapi"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+// AdminTokenEnv names the environment variable whose value becomes the
+// super-admin token on the first start of a store.
+const AdminTokenEnv = "HERD_ADMIN_TOKEN"
+
+// Config is the configuration of herd serve. Each field has a flag and an
+// environment variable (HERD_ and the flag name in capitals, dashes as
+// underscores); a flag wins over the variable, the variable over the default.
+type Config struct {
+	// DataDir holds everything herd keeps on disk; the default store is a
+	// SQLite file in it.
+	DataDir string
+	// HTTPAddr is the listen address of the REST API.
+	HTTPAddr string
+	// Store is a postgres:// URL or a SQLite file path; empty means
+	// herd.db in DataDir.
+	Store string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+}
+
+// DefaultConfig returns the configuration of a plain `herd serve`: embedded
+// defaults, no outside service.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:   "./herd-data",
+		HTTPAddr:  ":8080",
+		LogLevel:  "info",
+		LogFormat: "text",
+	}
+}
+
+// StoreDSN returns the DSN of the store the configuration names.
+func (c Config) StoreDSN() string {
+	if c.Store != "" {
+		return c.Store
+	}
+	return filepath.Join(c.DataDir, "herd.db")
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if c.HTTPAddr == "" {
+		return &ConfigError{Field: "http-addr", Value: c.HTTPAddr, Err: errors.New("an address such as :8080 is required")}
+	}
+	if c.Store == "" && c.DataDir == "" {
+		return &ConfigError{Field: "data-dir", Value: c.DataDir, Err: errors.New("a directory is required for the default SQLite store")}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return &ConfigError{Field: "log-level", Value: c.LogLevel, Err: err}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return &ConfigError{Field: "log-format", Value: c.LogFormat, Err: errors.New("must be text or json")}
+	}
+	return nil
+}
+
+// ConfigError is a setting that cannot work. It names both ways of
+// setting it, since the bad value may have come from either.
+type ConfigError struct {
+	Field string
+	Value string
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("--%s (or %s) %q: %v", e.Field, envName(e.Field), e.Value, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// envName returns the environment variable of a flag: data-dir → HERD_DATA_DIR.
+func envName(flagName string) string {
+	return "HERD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Main is the herd server process: it reads its configuration, opens the
+// store and the HTTP server in Run, and closes them in reverse order in
+// Close. Tests run it in-process on :0.
+type Main struct {
+	Config Config
+
+	// Getenv reads the environment; tests replace it so that they can run
+	// in parallel without touching the process environment.
+	Getenv func(string) string
+	// Stderr receives the logs and the one-time admin token.
+	Stderr io.Writer
+
+	Logger     *slog.Logger
+	DB         *sqldb.DB
+	HTTPServer *httpapi.Server
+}
+
+// NewMain returns a Main with the default configuration, reading the
+// process environment and writing to os.Stderr.
+func NewMain() *Main {
+	return &Main{
+		Config: DefaultConfig(),
+		Getenv: os.Getenv,
+		Stderr: os.Stderr,
+	}
+}
+
+// ParseFlags reads the configuration from the environment and then from
+// the command line arguments of `herd serve`.
+func (m *Main) ParseFlags(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("herd serve", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	c := &m.Config
+	str := func(p *string, name, usage string) {
+		if v := m.Getenv(envName(name)); v != "" {
+			*p = v
+		}
+		fs.StringVar(p, name, *p, usage+" (env "+envName(name)+")")
+	}
+	str(&c.DataDir, "data-dir", "directory for herd's data")
+	str(&c.HTTPAddr, "http-addr", "listen address of the REST API")
+	str(&c.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
+	str(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: herd serve [flags]\n\nRuns the herd server. Every flag can also be set by its environment\nvariable; a flag wins. On first start the admin token is %s\nif set, otherwise a generated one printed once.\n\nFlags:\n", AdminTokenEnv)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &usageError{msg: fmt.Sprintf("serve takes no arguments, got %q", fs.Args())}
+	}
+	return c.Validate()
+}
+
+// Run opens the store (applying migrations), makes sure an admin token
+// exists and starts the HTTP server. It returns once everything listens;
+// Close stops it.
+func (m *Main) Run(ctx context.Context) error {
+	level, _ := parseLevel(m.Config.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if m.Config.LogFormat == "json" {
+		m.Logger = slog.New(slog.NewJSONHandler(m.Stderr, opts))
+	} else {
+		m.Logger = slog.New(slog.NewTextHandler(m.Stderr, opts))
+	}
+
+	dsn := m.Config.StoreDSN()
+	m.DB = sqldb.NewDB(dsn)
+	m.DB.Logger = m.Logger.With("component", "sqldb")
+	if err := m.DB.Open(); err != nil {
+		m.DB = nil
+		return fmt.Errorf("open store %s: %w", redactDSN(dsn), err)
+	}
+	if err := m.ensureAdminToken(ctx); err != nil {
+		return err
+	}
+
+	s := httpapi.NewServer()
+	s.Addr = m.Config.HTTPAddr
+	s.Logger = m.Logger.With("component", "http")
+	s.TenantService = sqldb.NewTenantService(m.DB)
+	s.NodeService = sqldb.NewNodeService(m.DB)
+	s.DeviceService = sqldb.NewDeviceService(m.DB)
+	s.UserService = sqldb.NewUserService(m.DB)
+	s.GrantService = sqldb.NewGrantService(m.DB)
+	s.Ready = m.DB.Ping
+	if err := s.Open(); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
+				m.Config.HTTPAddr, envName("http-addr"), err)
+		}
+		return fmt.Errorf("start HTTP server (address from --http-addr or %s): %w", envName("http-addr"), err)
+	}
+	m.HTTPServer = s
+	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(),
+		"store", m.DB.Dialect(), "dsn", redactDSN(dsn))
+	return nil
+}
+
+// ensureAdminToken creates the super-admin token of a new store. A
+// generated token is printed once, plainly, since nobody could recover it
+// later: the store keeps only its hash.
+func (m *Main) ensureAdminToken(ctx context.Context) error {
+	want := m.Getenv(AdminTokenEnv)
+	created, err := m.DB.EnsureAdminToken(ctx, want)
+	if err != nil {
+		return fmt.Errorf("admin token (%s): %w", AdminTokenEnv, err)
+	}
+	switch {
+	case created != "" && want == "":
+		fmt.Fprintf(m.Stderr, "\nadmin token (shown once): %s\n\n", created)
+	case created != "":
+		m.Logger.Info("admin token set from " + AdminTokenEnv)
+	case want != "":
+		// The store had its admin token already. Say so when the variable
+		// holds another one, or the operator will chase 401s.
+		if _, err := sqldb.NewUserService(m.DB).Authenticate(ctx, want); err != nil {
+			m.Logger.Warn(AdminTokenEnv+" is ignored: this store already has another admin token, set on its first start", "dsn", redactDSN(m.Config.StoreDSN()))
+		}
+	}
+	return nil
+}
+
+// Close stops the components in the reverse order of Run: first the HTTP
+// server (draining requests in flight), then the store they used.
+func (m *Main) Close() error {
+	var errs []error
+	if m.HTTPServer != nil {
+		errs = append(errs, m.HTTPServer.Close())
+		m.HTTPServer = nil
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+		m.DB = nil
+	}
+	return errors.Join(errs...)
+}
+
+// runServe runs the server until ctx ends (SIGINT or SIGTERM).
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	m := NewMain()
+	m.Stderr = stderr
+	if err := m.ParseFlags(ctx, args); err != nil {
+		return err
+	}
+	if err := m.Run(ctx); err != nil {
+		return errors.Join(err, m.Close())
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	if err := m.Close(); err != nil {
+		return err
+	}
+	m.Logger.Info("stopped")
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, errors.New("must be debug, info, warn or error")
+	}
+	return l, nil
+}
+
+// redactDSN hides the password of a database URL so that it can be logged.
+func redactDSN(dsn string) string {
+	if !sqldb.IsPostgresDSN(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://…"
+	}
+	return u.Redacted()
+}
