@@ -81,6 +81,12 @@ const MaxInValues = 100
 // MaxFilters bounds the filters of one query.
 const MaxFilters = 20
 
+// MaxFilterValues bounds the values of all filters of one query together:
+// MaxFilters in-lists of MaxInValues each would need more bind parameters
+// than the store accepts (MaxQueryParams), and a query the parser accepts
+// must not fail in the store.
+const MaxFilterValues = 200
+
 // Query limits.
 const (
 	DefaultLimit = 50
@@ -114,11 +120,16 @@ func (s DeviceSort) String() string {
 	return s.Field
 }
 
-// DeviceCursor is the keyset position after the last row of a page.
+// DeviceCursor is the keyset position after the last row of a page, and
+// the count the first page reported. Later pages repeat that count instead
+// of counting again: a table shows "51–100 of 1,234" without paying for the
+// count on every page, and the count stays steady while the client pages.
 type DeviceCursor struct {
-	Null  bool // the last row's sort value was NULL
-	Value any  // the last row's sort value, typed as in DeviceFilter
-	ID    int64
+	Null        bool // the last row's sort value was NULL
+	Value       any  // the last row's sort value, typed as in DeviceFilter
+	ID          int64
+	Count       int64
+	CountCapped bool
 }
 
 // DeviceQuery is a parsed scoped device query.
@@ -162,10 +173,14 @@ func ParseDeviceQuery(v url.Values) (DeviceQuery, error) {
 	if len(fs) > MaxFilters {
 		return q, Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
 	}
+	nvalues := 0
 	for _, s := range fs {
 		f, err := ParseDeviceFilter(s)
 		if err != nil {
 			return q, err
+		}
+		if nvalues += len(f.Values); nvalues > MaxFilterValues {
+			return q, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
 		}
 		q.Filters = append(q.Filters, f)
 	}
@@ -292,6 +307,10 @@ func ParseFieldValue(field Field, s string) (any, error) {
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
 			return nil, Errorf(EINVALID, "%q is not an RFC 3339 time or unix milliseconds", s)
+		} else if t.Nanosecond()%int(time.Millisecond) != 0 {
+			// Times are stored in milliseconds; truncating would make lt
+			// and ge include a row they exclude.
+			return nil, Errorf(EINVALID, "%q is more precise than a millisecond", s)
 		}
 		return t.UnixMilli(), nil
 	}
@@ -370,11 +389,13 @@ func (d *Device) FieldValue(name string) (v any, null bool) {
 const cursorVersion = 1
 
 type cursorJSON struct {
-	V    int    `json:"v"`
-	Hash string `json:"h"`
-	Null bool   `json:"n,omitempty"`
-	Key  string `json:"k,omitempty"`
-	ID   int64  `json:"i,string"`
+	V      int    `json:"v"`
+	Hash   string `json:"h"`
+	Null   bool   `json:"n,omitempty"`
+	Key    string `json:"k,omitempty"`
+	ID     int64  `json:"i,string"`
+	Count  int64  `json:"c"`
+	Capped bool   `json:"cc,omitempty"`
 }
 
 // fingerprint identifies the query a cursor belongs to: its filters and sort.
@@ -389,8 +410,10 @@ func (q DeviceQuery) fingerprint() string {
 		h.Write([]byte{0})
 		h.Write([]byte(f.Field + ":" + f.Op))
 		for _, v := range f.Values {
+			// Length-prefixed: text values may hold any byte but NUL.
+			k := formatKey(v)
 			h.Write([]byte{1})
-			h.Write([]byte(formatKey(v)))
+			h.Write([]byte(strconv.Itoa(len(k)) + ":" + k))
 		}
 	}
 	return strconv.FormatUint(h.Sum64(), 36)
@@ -410,10 +433,11 @@ func formatKey(v any) string {
 	return ""
 }
 
-// EncodeCursor returns the opaque cursor that continues q after the device.
-func (q DeviceQuery) EncodeCursor(d *Device) string {
+// EncodeCursor returns the opaque cursor that continues q after the device,
+// carrying the count of the first page.
+func (q DeviceQuery) EncodeCursor(d *Device, count int64, capped bool) string {
 	v, null := d.FieldValue(q.Sort.Field)
-	c := cursorJSON{V: cursorVersion, Hash: q.fingerprint(), Null: null, ID: d.ID}
+	c := cursorJSON{V: cursorVersion, Hash: q.fingerprint(), Null: null, ID: d.ID, Count: count, Capped: capped}
 	if !null {
 		c.Key = formatKey(v)
 	}
@@ -439,15 +463,34 @@ func (q DeviceQuery) DecodeCursor(s string) (*DeviceCursor, error) {
 	if c.Hash != q.fingerprint() {
 		return nil, Errorf(EINVALIDCURSOR, "cursor belongs to another query: keep filter and sort unchanged while paging")
 	}
-	out := &DeviceCursor{Null: c.Null, ID: c.ID}
+	if c.Count < 0 || c.Count > CountCap {
+		return nil, bad
+	}
+	out := &DeviceCursor{Null: c.Null, ID: c.ID, Count: c.Count, CountCapped: c.Capped}
 	if !c.Null {
 		field := DeviceFields[q.Sort.Field]
 		if field.Type == FieldTime {
 			field.Type = FieldInt // times travel as unix ms in cursors
 		}
-		v, err := ParseFieldValue(field, c.Key)
-		if err != nil {
-			return nil, bad
+		// A position is a stored value, which the bounds on filter input
+		// (text length, float range) need not fit.
+		var v any
+		switch field.Type {
+		case FieldFloat:
+			x, err := strconv.ParseFloat(c.Key, 64)
+			if err != nil || x != x {
+				return nil, bad
+			}
+			v = x
+		case FieldString:
+			if !ValidText(c.Key) {
+				return nil, bad
+			}
+			v = c.Key
+		default:
+			if v, err = ParseFieldValue(field, c.Key); err != nil {
+				return nil, bad
+			}
 		}
 		out.Value = v
 	} else if !DeviceFields[q.Sort.Field].Nullable {

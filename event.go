@@ -13,6 +13,7 @@ const (
 	EventDeviceCreated = "device.created"
 	EventDeviceMoved   = "device.moved"
 	EventDeviceDeleted = "device.deleted"
+	EventDevicesSeeded = "devices.seeded"
 	EventUserCreated   = "user.created"
 	EventTokenCreated  = "token.created"
 	EventTokenDeleted  = "token.deleted"

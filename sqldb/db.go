@@ -352,3 +352,10 @@ func actor(ctx context.Context) (*herd.Actor, error) {
 	}
 	return a, nil
 }
+
+// SQL returns the underlying read pool for tools that inspect the database
+// directly (benchmarks, the id doctor). Application code uses the services.
+func (db *DB) SQL() *sql.DB { return db.rdb }
+
+// Rebind rewrites ? placeholders for the DB's dialect.
+func (db *DB) Rebind(q string) string { return db.rebind(q) }

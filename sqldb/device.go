@@ -101,6 +101,15 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) er
 	if err := tx.insertDevices(ctx, ds); err != nil {
 		return err
 	}
+	perPath := map[string]int64{}
+	for _, d := range ds {
+		perPath[d.Path]++
+	}
+	for path, n := range perPath {
+		if err := tx.adjustDeviceCounts(ctx, path, n); err != nil {
+			return err
+		}
+	}
 	evs := map[int64][]*herd.Event{}
 	for _, d := range ds {
 		evs[d.TenantID] = append(evs[d.TenantID], newEvent(herd.EventDeviceCreated, herd.EventSubjectDevice, d.ID, d.Path, d))
@@ -248,6 +257,10 @@ func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd
 	d.NodeID, d.Path = n.ID, n.Path
 	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ? WHERE id = ?`, d.NodeID, d.Path, d.ID); err != nil {
 		return nil, err
+	} else if err := tx.adjustDeviceCounts(ctx, oldPath, -1); err != nil {
+		return nil, err
+	} else if err := tx.adjustDeviceCounts(ctx, d.Path, 1); err != nil {
+		return nil, err
 	}
 	ev := newEvent(herd.EventDeviceMoved, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device": d, "old_path": oldPath})
 	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
@@ -273,10 +286,30 @@ func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) error {
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
 		return err
+	} else if err := tx.adjustDeviceCounts(ctx, d.Path, -1); err != nil {
+		return err
 	}
 	ev := newEvent(herd.EventDeviceDeleted, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"id": fmt.Sprint(d.ID), "key": d.Key})
 	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
 		return err
 	}
 	return tx.Commit()
+}
+
+// adjustDeviceCounts adds delta to the device count of the node at path and
+// of each of its ancestors: one statement with at most depth parameters.
+func (tx *Tx) adjustDeviceCounts(ctx context.Context, path string, delta int64) error {
+	ids, err := herd.PathIDs(path)
+	if err != nil {
+		return err
+	} else if len(ids) == 0 || delta == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, delta)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE nodes SET device_count = device_count + ? WHERE id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+`)`, args...)
+	return err
 }

@@ -49,12 +49,19 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	args := whereScope(&where, scope)
 	args = whereFilters(&where, q.Filters, args)
 
+	// Pick the access path from the subtree counts the nodes keep: the
+	// planners cannot tell from a range on a path how many devices it holds.
+	small, err := tx.scopeIsSmall(ctx, q, scope)
+	if err != nil {
+		return nil, err
+	}
+
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
 	for _, seg := range keysetSegments(q, s.db.dialect) {
 		if len(page.Items) >= want {
 			break
 		}
-		sqlText := `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where.String() + seg.where + ` ORDER BY ` + seg.order + ` LIMIT ?`
+		sqlText := s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
 		segArgs := append(append(append([]any(nil), args...), seg.args...), want-len(page.Items))
 		rows, err := tx.QueryContext(ctx, sqlText, segArgs...)
 		if err != nil {
@@ -74,21 +81,136 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 			return nil, err
 		}
 	}
+
+	if q.After != nil {
+		page.Count, page.CountCapped = q.After.Count, q.After.CountCapped
+	} else {
+		// The count stops at the cap: exact below it, "10,000+" above, so a
+		// huge scope costs a bounded scan. Only the first page counts; the
+		// cursor carries the figure to the pages after it.
+		countArgs := append(append([]any(nil), args...), herd.CountCap+1)
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM devices WHERE `+where.String()+` LIMIT ?) c`, countArgs...).Scan(&page.Count); err != nil {
+			return nil, err
+		}
+		if page.Count > herd.CountCap {
+			page.Count, page.CountCapped = herd.CountCap, true
+		}
+	}
 	if len(page.Items) > q.Limit {
 		page.Items = page.Items[:q.Limit]
-		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1])
-	}
-
-	// The count stops at the cap: exact below it, "10,000+" above, so a huge
-	// scope costs a bounded scan.
-	countArgs := append(append([]any(nil), args...), herd.CountCap+1)
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM devices WHERE `+where.String()+` LIMIT ?) c`, countArgs...).Scan(&page.Count); err != nil {
-		return nil, err
-	}
-	if page.Count > herd.CountCap {
-		page.Count, page.CountCapped = herd.CountCap, true
+		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
 	return page, nil
+}
+
+// scopeIsSmall decides between the two access paths of a page. Reading the
+// whole scope through the path index and sorting it costs about one row
+// fetch per device in scope. Walking the sort column's index in order costs
+// the index entries passed until the page is full — the scope's share of the
+// tenant and the filters' selectivity decide how many — at about a fifth of a
+// row fetch each (the scope test is made on the index entry), plus a fetch
+// for each in-scope entry the filters then test. Selectivity is unknown, so
+// each filter is assumed to keep a quarter of the rows.
+func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.Scope) (bool, error) {
+	ids := make([]any, 0, len(scope.Paths)+2)
+	ids = append(ids, scope.TenantID)
+	var root int64
+	for _, p := range scope.Paths {
+		pathIDs, err := herd.PathIDs(p)
+		if err != nil {
+			return false, err
+		}
+		root = pathIDs[0]
+		ids = append(ids, pathIDs[len(pathIDs)-1])
+	}
+	ids = append(ids, root)
+	rows, err := tx.QueryContext(ctx, `SELECT id, device_count FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(ids)-1), ",")+`)`, ids...)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	var inScope, total float64
+	for rows.Next() {
+		var id, n int64
+		if err := rows.Scan(&id, &n); err != nil {
+			return false, err
+		}
+		if id == root {
+			total = float64(n)
+		}
+		for _, x := range ids[1 : len(ids)-1] {
+			if x.(int64) == id {
+				inScope += float64(n)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	if inScope > total { // the root itself is in scope
+		inScope = total
+	}
+	sel := 1.0
+	index := sortIndex(q)
+	for _, f := range q.Filters {
+		if f.Field == "status" && index == "devices_tenant_status_temperature" {
+			continue // the index walks only the rows of that status
+		}
+		sel *= 0.25
+	}
+	want := float64(q.Limit + 1)
+	if inScope <= want {
+		return true, nil
+	}
+	walked := min(total, want*total/(inScope*sel))
+	walkCost := 0.2*walked + min(inScope, want/sel)
+	return walkCost >= inScope, nil
+}
+
+// selectiveFields have indexes that find a handful of rows for an equality;
+// with a filter on one of them the engine's planner knows best.
+var selectiveFields = map[string]bool{"id": true, "key": true, "name": true, "node_id": true, "path": true}
+
+// pageSQL returns the page statement for one keyset segment, steering the
+// engine to the access path chosen by QueryDevices.
+func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) string {
+	if db.dialect == Postgres {
+		if small {
+			// MATERIALIZED fences the scope scan from the ORDER BY, so the
+			// planner cannot trade it for a walk of the whole tenant in sort
+			// order.
+			return `WITH s AS MATERIALIZED (SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + `) SELECT * FROM s ORDER BY ` + order + ` LIMIT ?`
+		}
+		return `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
+	}
+	index := "devices_tenant_path"
+	if !small {
+		index = sortIndex(q)
+	}
+	for _, f := range q.Filters {
+		if selectiveFields[f.Field] && (f.Op == herd.OpEq || f.Op == herd.OpIn || f.Op == herd.OpPrefix) {
+			index = ""
+		}
+	}
+	from := "devices"
+	if index != "" {
+		from += " INDEXED BY " + index
+	}
+	return `SELECT ` + deviceColumns + ` FROM ` + from + ` WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
+}
+
+// sortIndex names the index that yields the query's rows in sort order:
+// the sort column's own, or the status-first one when the query keeps to a
+// single status, the alarm-board case.
+func sortIndex(q herd.DeviceQuery) string {
+	if q.Sort.Field == "temperature" {
+		for _, f := range q.Filters {
+			if f.Field == "status" && f.Op == herd.OpEq {
+				return "devices_tenant_status_temperature"
+			}
+		}
+	}
+	return "devices_tenant_" + q.Sort.Field
 }
 
 // whereScope writes the tenant and path-range condition of a scope.

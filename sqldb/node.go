@@ -153,6 +153,17 @@ func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (*herd.N
 	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET parent_id = ? WHERE id = ?`, parent.ID, n.ID); err != nil {
 		return nil, err
 	}
+	// The subtree's devices leave the old ancestors and join the new ones.
+	var count int64
+	if err := tx.QueryRowContext(ctx, `SELECT device_count FROM nodes WHERE id = ?`, n.ID).Scan(&count); err != nil {
+		return nil, err
+	}
+	oldParentPath := oldPath[:len(oldPath)-len(herd.ChildPath("/", n.ID))+1]
+	if err := tx.adjustDeviceCounts(ctx, oldParentPath, -count); err != nil {
+		return nil, err
+	} else if err := tx.adjustDeviceCounts(ctx, parent.Path, count); err != nil {
+		return nil, err
+	}
 	n.ParentID, n.Path = parent.ID, newPath
 	ev := newEvent(herd.EventNodeMoved, herd.EventSubjectNode, n.ID, n.Path, map[string]any{"node": n, "old_path": oldPath})
 	if err := tx.appendEvents(ctx, n.TenantID, ev); err != nil {

@@ -17,6 +17,9 @@ CREATE TABLE nodes (
     kind       TEXT NOT NULL,
     name       TEXT NOT NULL,
     path       TEXT NOT NULL,
+    -- device_count is the number of devices in the subtree, kept in the
+    -- transaction of every device change; the query planner of herd reads it.
+    device_count BIGINT NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
 CREATE INDEX nodes_tenant_path ON nodes (tenant_id, path);
@@ -28,7 +31,10 @@ CREATE TABLE devices (
     id             INTEGER PRIMARY KEY,
     tenant_id      INTEGER NOT NULL REFERENCES tenants (id),
     node_id        INTEGER NOT NULL REFERENCES nodes (id),
-    path           TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    -- device_count is the number of devices in the subtree, kept in the
+    -- transaction of every device change; the query planner of herd reads it.
+    device_count BIGINT NOT NULL DEFAULT 0,
     key            TEXT NOT NULL,
     name           TEXT NOT NULL,
     model          TEXT NOT NULL DEFAULT '',
@@ -50,34 +56,36 @@ CREATE TABLE devices (
     created_at     INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX devices_key ON devices (key);
-CREATE INDEX devices_node ON devices (node_id);
 -- The scope index: "under node N" is a range on path.
 CREATE INDEX devices_tenant_path ON devices (tenant_id, path, id);
 -- One index per sort column, with id as the tie-break, so keyset pages over
--- large scopes walk an index instead of sorting the scope.
-CREATE INDEX devices_tenant_name ON devices (tenant_id, name, id);
-CREATE INDEX devices_tenant_key ON devices (tenant_id, key, id);
-CREATE INDEX devices_tenant_model ON devices (tenant_id, model, id);
-CREATE INDEX devices_tenant_firmware ON devices (tenant_id, firmware, id);
-CREATE INDEX devices_tenant_status ON devices (tenant_id, status, id);
-CREATE INDEX devices_tenant_online ON devices (tenant_id, online, id);
-CREATE INDEX devices_tenant_last_seen ON devices (tenant_id, last_seen, id);
-CREATE INDEX devices_tenant_temperature ON devices (tenant_id, temperature, id);
-CREATE INDEX devices_tenant_humidity ON devices (tenant_id, humidity, id);
-CREATE INDEX devices_tenant_pressure ON devices (tenant_id, pressure, id);
-CREATE INDEX devices_tenant_voltage ON devices (tenant_id, voltage, id);
-CREATE INDEX devices_tenant_current ON devices (tenant_id, current, id);
-CREATE INDEX devices_tenant_power ON devices (tenant_id, power, id);
-CREATE INDEX devices_tenant_battery ON devices (tenant_id, battery, id);
-CREATE INDEX devices_tenant_rssi ON devices (tenant_id, rssi, id);
-CREATE INDEX devices_tenant_uptime_s ON devices (tenant_id, uptime_s, id);
-CREATE INDEX devices_tenant_error_count ON devices (tenant_id, error_count, id);
-CREATE INDEX devices_tenant_config_version ON devices (tenant_id, config_version, id);
-CREATE INDEX devices_tenant_created_at ON devices (tenant_id, created_at, id);
-CREATE INDEX devices_tenant_node_id ON devices (tenant_id, node_id, id);
+-- large scopes walk an index instead of sorting the scope. Each ends with
+-- path: the scope test is then made on the index entry, and only rows in
+-- scope are fetched from the table.
+CREATE INDEX devices_tenant_id ON devices (tenant_id, id, path);
+CREATE INDEX devices_tenant_name ON devices (tenant_id, name, id, path);
+CREATE INDEX devices_tenant_key ON devices (tenant_id, key, id, path);
+CREATE INDEX devices_tenant_model ON devices (tenant_id, model, id, path);
+CREATE INDEX devices_tenant_firmware ON devices (tenant_id, firmware, id, path);
+CREATE INDEX devices_tenant_status ON devices (tenant_id, status, id, path);
+CREATE INDEX devices_tenant_online ON devices (tenant_id, online, id, path);
+CREATE INDEX devices_tenant_last_seen ON devices (tenant_id, last_seen, id, path);
+CREATE INDEX devices_tenant_temperature ON devices (tenant_id, temperature, id, path);
+CREATE INDEX devices_tenant_humidity ON devices (tenant_id, humidity, id, path);
+CREATE INDEX devices_tenant_pressure ON devices (tenant_id, pressure, id, path);
+CREATE INDEX devices_tenant_voltage ON devices (tenant_id, voltage, id, path);
+CREATE INDEX devices_tenant_current ON devices (tenant_id, current, id, path);
+CREATE INDEX devices_tenant_power ON devices (tenant_id, power, id, path);
+CREATE INDEX devices_tenant_battery ON devices (tenant_id, battery, id, path);
+CREATE INDEX devices_tenant_rssi ON devices (tenant_id, rssi, id, path);
+CREATE INDEX devices_tenant_uptime_s ON devices (tenant_id, uptime_s, id, path);
+CREATE INDEX devices_tenant_error_count ON devices (tenant_id, error_count, id, path);
+CREATE INDEX devices_tenant_config_version ON devices (tenant_id, config_version, id, path);
+CREATE INDEX devices_tenant_created_at ON devices (tenant_id, created_at, id, path);
+CREATE INDEX devices_tenant_node_id ON devices (tenant_id, node_id, id, path);
 -- Filtered dashboards ask for alarms by severity: status first lets the
 -- "status = alarm sorted by temperature" page walk only alarm rows.
-CREATE INDEX devices_tenant_status_temperature ON devices (tenant_id, status, temperature, id);
+CREATE INDEX devices_tenant_status_temperature ON devices (tenant_id, status, temperature, id, path);
 
 CREATE TABLE users (
     id         INTEGER PRIMARY KEY,
@@ -127,7 +135,10 @@ CREATE TABLE events (
     type         TEXT NOT NULL,
     subject_type TEXT NOT NULL,
     subject_id   INTEGER NOT NULL,
-    path         TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    -- device_count is the number of devices in the subtree, kept in the
+    -- transaction of every device change; the query planner of herd reads it.
+    device_count BIGINT NOT NULL DEFAULT 0,
     payload      TEXT NOT NULL,
     created_at   INTEGER NOT NULL
 );

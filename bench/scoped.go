@@ -1,0 +1,285 @@
+// Package bench holds herd's benchmark scenarios. Each runs against real
+// stores and measures herd's way and its named baseline in the same run, so
+// the ratios hold on a noisy machine. `herd bench <scenario>` runs them;
+// bench/README.md keeps the latest figures and the commands.
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/seed"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+// ScopedConfig configures the scoped-query scenario.
+type ScopedConfig struct {
+	// Store is a SQLite path or a postgres:// URL.
+	Store string
+	// Devices and Shape make the fleet. The default 1,000,000 devices in
+	// 5x2x10x10 gives subtrees of 200k (region), 100k, 10k and 1k devices.
+	Devices int64
+	Shape   []int
+	// Pages is how many pages are timed per scope and query; NaivePages the
+	// same for the naive baseline, which is far slower.
+	Pages      int
+	NaivePages int
+	Out        io.Writer
+	Logger     *slog.Logger
+}
+
+// DefaultScopedConfig returns the configuration of the issue's benchmark.
+func DefaultScopedConfig() ScopedConfig {
+	return ScopedConfig{Devices: 1_000_000, Shape: []int{5, 2, 10, 10}, Pages: 300, NaivePages: 15}
+}
+
+// ScopedQuery is one of the benchmark's three pages.
+type ScopedQuery struct {
+	Name    string
+	Filters []string
+	Sort    string
+	// naiveWhere is the same filter for the hand-written naive query.
+	naiveWhere string
+}
+
+// ScopedQueries are the three pages the issue names.
+var ScopedQueries = []ScopedQuery{
+	{Name: "all by -last_seen", Sort: "-last_seen"},
+	{Name: "alarm by -temperature", Filters: []string{"status:eq:alarm"}, Sort: "-temperature", naiveWhere: " AND status = 'alarm'"},
+	{Name: "temp>30 battery<20 by name", Filters: []string{"temperature:gt:30", "battery:lt:20"}, Sort: "name", naiveWhere: " AND temperature > 30 AND battery < 20"},
+}
+
+// ScopedResult is one measured cell.
+type ScopedResult struct {
+	Store   string
+	Scope   int64 // devices under the grant
+	Query   string
+	Method  string // "scoped" or "naive"
+	Samples int
+	P50     time.Duration
+	P99     time.Duration
+}
+
+// RunScoped seeds the fleet (or reuses one seeded before in the same store),
+// grants one user per scope size, and times pages of the three queries the
+// scoped way and the naive way (fetch the user's device ids, pass them as an
+// IN list).
+func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	db := sqldb.NewDB(cfg.Store)
+	db.Logger = cfg.Logger
+	if err := db.Open(); err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	super := herd.NewContextWithActor(ctx, &herd.Actor{Super: true})
+	shape := make([]string, len(cfg.Shape))
+	for i, n := range cfg.Shape {
+		shape[i] = strconv.Itoa(n)
+	}
+	tenantName := fmt.Sprintf("bench-scoped-%d-%s", cfg.Devices, strings.Join(shape, "x"))
+
+	var tenantID int64
+	err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id FROM tenants WHERE name = ? ORDER BY id LIMIT 1`), tenantName).Scan(&tenantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		start := time.Now()
+		fmt.Fprintf(cfg.Out, "seeding %d devices in %s on %s\n", cfg.Devices, strings.Join(shape, "x"), db.Dialect())
+		fleet, err := seed.Run(super, seed.Config{Tenant: tenantName, Devices: cfg.Devices, Shape: cfg.Shape, Seed: 1},
+			sqldb.NewTenantService(db), sqldb.NewNodeService(db), db, ProgressPrinter(cfg.Out))
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Out, "\nseeded in %s\n", time.Since(start).Round(time.Millisecond))
+		tenantID = fleet.Tenant.ID
+	} else if err != nil {
+		return nil, err
+	} else {
+		fmt.Fprintf(cfg.Out, "reusing fleet %q on %s\n", tenantName, db.Dialect())
+	}
+
+	// The first node of each level is the first child of the first node of
+	// the level above, so they nest: 200k ⊃ 100k ⊃ 10k ⊃ 1k.
+	users := sqldb.NewUserService(db)
+	grants := sqldb.NewGrantService(db)
+	devices := sqldb.NewDeviceService(db)
+	var results []ScopedResult
+	for depth := range cfg.Shape {
+		kind := seed.LevelKinds[depth]
+		var nodeID int64
+		var path string
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id, path FROM nodes WHERE tenant_id = ? AND kind = ? ORDER BY id LIMIT 1`), tenantID, kind).Scan(&nodeID, &path); err != nil {
+			return nil, fmt.Errorf("find first %s: %w", kind, err)
+		}
+		var scope int64
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
+			return nil, err
+		}
+		u := &herd.User{TenantID: tenantID, Name: fmt.Sprintf("bench %s %d", kind, time.Now().UnixNano())}
+		if err := users.CreateUser(super, u); err != nil {
+			return nil, err
+		}
+		if err := grants.CreateGrant(super, &herd.Grant{UserID: u.ID, NodeID: nodeID, Role: herd.RoleViewer}); err != nil {
+			return nil, err
+		}
+		tok, err := users.CreateToken(super, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		a, err := users.Authenticate(ctx, tok.Secret)
+		if err != nil {
+			return nil, err
+		}
+		userCtx := herd.NewContextWithActor(ctx, a)
+		for _, sq := range ScopedQueries {
+			lat, err := timeScoped(userCtx, devices, sq, cfg.Pages)
+			if err != nil {
+				return nil, fmt.Errorf("%s at %d: %w", sq.Name, scope, err)
+			}
+			r := summarize(string(db.Dialect()), scope, sq.Name, "scoped", lat)
+			results = append(results, r)
+			fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s scoped  p50 %8s  p99 %8s\n", r.Store, scope, sq.Name, fmtDur(r.P50), fmtDur(r.P99))
+			lat, err = timeNaive(ctx, db, tenantID, path, sq, cfg.NaivePages)
+			if err != nil {
+				return nil, fmt.Errorf("naive %s at %d: %w", sq.Name, scope, err)
+			}
+			r = summarize(string(db.Dialect()), scope, sq.Name, "naive", lat)
+			results = append(results, r)
+			fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s naive   p50 %8s  p99 %8s\n", r.Store, scope, sq.Name, fmtDur(r.P50), fmtDur(r.P99))
+		}
+	}
+	return results, nil
+}
+
+// timeScoped times pages of the query: the first page and the pages after
+// it, following cursors ten deep, over and over.
+func timeScoped(ctx context.Context, devices herd.DeviceService, sq ScopedQuery, pages int) ([]time.Duration, error) {
+	v := map[string][]string{"filter": sq.Filters, "sort": {sq.Sort}, "limit": {"50"}}
+	q, err := herd.ParseDeviceQuery(v)
+	if err != nil {
+		return nil, err
+	}
+	lat := make([]time.Duration, 0, pages)
+	depth := 0
+	for len(lat) < pages {
+		start := time.Now()
+		page, err := devices.QueryDevices(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(start))
+		depth++
+		if page.NextCursor == "" || depth == 10 {
+			q.After, depth = nil, 0
+			continue
+		}
+		if q.After, err = q.DecodeCursor(page.NextCursor); err != nil {
+			return nil, err
+		}
+	}
+	return lat, nil
+}
+
+// timeNaive times the first page computed the naive way: fetch the user's
+// device ids, then pass them as an IN list to the page query and to the
+// count. The ids go inline as literals, as ORMs do once a list outgrows the
+// engines' parameter caps (SQLite 32,766, PostgreSQL 65,535).
+func timeNaive(ctx context.Context, db *sqldb.DB, tenantID int64, path string, sq ScopedQuery, pages int) ([]time.Duration, error) {
+	col, dir := sq.Sort, "ASC"
+	if strings.HasPrefix(col, "-") {
+		col, dir = col[1:], "DESC"
+	}
+	lat := make([]time.Duration, 0, pages)
+	for len(lat) < pages {
+		start := time.Now()
+		rows, err := db.SQL().QueryContext(ctx, db.Rebind(`SELECT id FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path))
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.FormatInt(id, 10))
+		}
+		rows.Close()
+		in := "id IN (" + b.String() + ")"
+		page, err := db.SQL().QueryContext(ctx, `SELECT id, name FROM devices WHERE `+in+sq.naiveWhere+` ORDER BY `+col+` `+dir+`, id `+dir+` LIMIT 51`)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for page.Next() {
+			n++
+		}
+		page.Close()
+		var count int64
+		if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE `+in+sq.naiveWhere).Scan(&count); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat, nil
+}
+
+func summarize(store string, scope int64, query, method string, lat []time.Duration) ScopedResult {
+	slices.Sort(lat)
+	return ScopedResult{Store: store, Scope: scope, Query: query, Method: method, Samples: len(lat),
+		P50: percentile(lat, 0.50), P99: percentile(lat, 0.99)}
+}
+
+// percentile returns the nearest-rank percentile of sorted samples.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func fmtDur(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + "ms"
+}
+
+// ProgressPrinter returns a seed progress callback that redraws one line
+// per phase and ends it when the phase is done.
+func ProgressPrinter(w io.Writer) func(seed.Progress) {
+	start, phase, finished := time.Now(), "", false
+	return func(p seed.Progress) {
+		if p.Phase != phase {
+			start, phase, finished = time.Now(), p.Phase, false
+		}
+		if finished {
+			return
+		}
+		pct := float64(p.Done) / float64(max(p.Total, 1)) * 100
+		rate := float64(p.Done) / max(time.Since(start).Seconds(), 1e-3)
+		const width = 30
+		fill := min(width, int(pct/100*width))
+		bar := strings.Repeat("#", fill) + strings.Repeat(".", width-fill)
+		fmt.Fprintf(w, "\r%-7s [%s] %5.1f%% %d/%d (%.0f/s)   ", p.Phase, bar, pct, p.Done, p.Total, rate)
+		if p.Done >= p.Total {
+			fmt.Fprintln(w)
+			finished = true
+		}
+	}
+}
