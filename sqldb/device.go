@@ -76,7 +76,8 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) er
 			return err
 		}
 		if j, dup := seen[d.Key]; dup {
-			return herd.Errorf(herd.EINVALID, "devices[%d]: key %q repeats devices[%d]", i, d.Key, j)
+			// The same clash the store reports for a key already taken.
+			return herd.Errorf(herd.ECONFLICT, "devices[%d]: key %q repeats devices[%d]", i, d.Key, j)
 		}
 		seen[d.Key] = i
 	}
