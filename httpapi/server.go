@@ -195,7 +195,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveUnmatched(rw, r, h)
 		return
 	}
-	h.ServeHTTP(rw, r)
+	// Through the mux again rather than h: only the mux fills in the
+	// path wildcards (r.PathValue).
+	s.mux.ServeHTTP(rw, r)
 }
 
 // serveUnmatched renders the mux's own 404 or 405 as a JSON error; anything
