@@ -1,0 +1,315 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/herd-iot/herd"
+	main "github.com/herd-iot/herd/cmd/herd"
+	"github.com/herd-iot/herd/httpapi"
+	"github.com/herd-iot/herd/internal/testutil"
+)
+
+const adminSecret = "herd_e2e_admin_token_0123456789abcdef"
+
+// mustRunMain runs the real Main with args and env in-process and closes it
+// when the test ends.
+func mustRunMain(t *testing.T, env map[string]string, args ...string) (*main.Main, *syncBuffer) {
+	t.Helper()
+	m, stderr := newMain(env)
+	if err := m.ParseFlags(context.Background(), args); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return m, stderr
+}
+
+func newMain(env map[string]string) (*main.Main, *syncBuffer) {
+	m := main.NewMain()
+	m.Getenv = func(k string) string { return env[k] }
+	stderr := &syncBuffer{}
+	m.Stderr = stderr
+	return m, stderr
+}
+
+// TestMain_Quickstart walks the README's quickstart against the real
+// binary's Main: tenant, tree, devices, user, grant, token, and a scoped
+// query as that user.
+func TestMain_Quickstart(t *testing.T) {
+	t.Parallel()
+	stores := map[string]func(t *testing.T) []string{
+		"sqlite": func(t *testing.T) []string { return nil },
+		"postgres": func(t *testing.T) []string {
+			return []string{"--store", testutil.PostgresSchemaDSN(t)}
+		},
+	}
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, stores[name](t)...)
+			m, stderr := mustRunMain(t, map[string]string{"HERD_ADMIN_TOKEN": adminSecret}, args...)
+			if strings.Contains(stderr.String(), "shown once") {
+				t.Fatal("an admin token was generated although HERD_ADMIN_TOKEN was set")
+			}
+			if !strings.Contains(stderr.String(), m.HTTPServer.ListenAddr()) {
+				t.Fatalf("listening address not logged: %s", stderr.String())
+			}
+			walkQuickstart(t, m.HTTPServer.URL())
+		})
+	}
+}
+
+func walkQuickstart(t *testing.T, url string) {
+	t.Helper()
+	ctx := context.Background()
+	admin := httpapi.NewClient(url, adminSecret)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acme := &herd.Tenant{Name: "acme"}
+	must(admin.CreateTenant(ctx, acme))
+	north := &herd.Node{TenantID: acme.ID, Kind: "region", Name: "north"}
+	south := &herd.Node{TenantID: acme.ID, Kind: "region", Name: "south"}
+	must(admin.CreateNode(ctx, north))
+	must(admin.CreateNode(ctx, south))
+	oslo := &herd.Node{ParentID: north.ID, Kind: "site", Name: "oslo"}
+	rome := &herd.Node{ParentID: south.ID, Kind: "site", Name: "rome"}
+	must(admin.CreateNode(ctx, oslo))
+	must(admin.CreateNode(ctx, rome))
+	var ds []*herd.Device
+	for _, k := range []string{"oslo-1", "oslo-2", "oslo-3", "oslo-4"} {
+		ds = append(ds, &herd.Device{NodeID: oslo.ID, Key: k, Model: "th-200"})
+	}
+	ds = append(ds, &herd.Device{NodeID: oslo.ID, Key: "oslo-gw", Model: "gw-1"})
+	ds = append(ds, &herd.Device{NodeID: rome.ID, Key: "rome-1", Model: "th-200"})
+	must(admin.CreateDevices(ctx, ds))
+	alice := &herd.User{TenantID: acme.ID, Name: "alice"}
+	must(admin.CreateUser(ctx, alice))
+	must(admin.CreateGrant(ctx, &herd.Grant{UserID: alice.ID, NodeID: north.ID, Role: herd.RoleViewer}))
+	tok, err := admin.CreateToken(ctx, alice.ID)
+	must(err)
+
+	as := admin.WithToken(tok.Secret)
+	params := httpapi.DeviceQueryParams{Filters: []string{"model:eq:th-200"}, Sort: "-key", Limit: 3}
+	var got []string
+	for page := 0; ; page++ {
+		p, err := as.QueryDevices(ctx, params)
+		must(err)
+		if p.Count != 4 || p.CountCapped {
+			t.Fatalf("page %d: count %d capped %v, want 4", page, p.Count, p.CountCapped)
+		}
+		for _, d := range p.Items {
+			got = append(got, d.Key)
+		}
+		if p.NextCursor == "" {
+			break
+		} else if page > 5 {
+			t.Fatal("paging does not end")
+		}
+		params.Cursor = p.NextCursor
+	}
+	if want := []string{"oslo-4", "oslo-3", "oslo-2", "oslo-1"}; !slices.Equal(got, want) {
+		t.Fatalf("alice's query gave %v, want %v", got, want)
+	}
+	// Outside her grants, rome-1 does not exist for alice.
+	if _, err := as.FindDeviceByID(ctx, ds[5].ID); herd.ErrorCode(err) != herd.ENOTFOUND {
+		t.Fatalf("rome-1 as alice: %v, want not found", err)
+	}
+}
+
+func TestMain_GeneratedAdminToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	secretRE := regexp.MustCompile(`admin token \(shown once\): (herd_\S+)`)
+
+	m, stderr := newMain(nil)
+	if err := m.ParseFlags(context.Background(), []string{"--http-addr", "127.0.0.1:0", "--data-dir", dir}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	match := secretRE.FindStringSubmatch(stderr.String())
+	if match == nil {
+		m.Close()
+		t.Fatalf("no admin token printed: %s", stderr.String())
+	}
+	secret := match[1]
+	if err := httpapi.NewClient(m.HTTPServer.URL(), secret).CreateTenant(context.Background(), &herd.Tenant{Name: "t"}); err != nil {
+		t.Fatalf("printed token does not work: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "herd.db")); err != nil {
+		t.Fatalf("default store not in the data dir: %v", err)
+	}
+
+	// The second start of the same store prints nothing and keeps the token.
+	m2, stderr2 := mustRunMain(t, nil, "--http-addr", "127.0.0.1:0", "--data-dir", dir)
+	if strings.Contains(stderr2.String(), "shown once") {
+		t.Fatal("admin token printed again")
+	}
+	if _, err := httpapi.NewClient(m2.HTTPServer.URL(), secret).FindTenantByID(context.Background(), 1); err != nil {
+		t.Fatalf("token lost across restart: %v", err)
+	}
+}
+
+func TestMain_AdminTokenEnvIgnoredWarns(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	m, _ := mustRunMain(t, map[string]string{"HERD_ADMIN_TOKEN": adminSecret}, "--http-addr", "127.0.0.1:0", "--data-dir", dir)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr := mustRunMain(t, map[string]string{"HERD_ADMIN_TOKEN": "herd_another_token_0123456789abcdefgh"}, "--http-addr", "127.0.0.1:0", "--data-dir", dir)
+	if !strings.Contains(stderr.String(), "HERD_ADMIN_TOKEN is ignored") {
+		t.Fatalf("no warning: %s", stderr.String())
+	}
+}
+
+func TestMain_ErrPortTaken(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	m, _ := newMain(nil)
+	if err := m.ParseFlags(context.Background(), []string{"--http-addr", ln.Addr().String(), "--data-dir", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	err = m.Run(context.Background())
+	m.Close()
+	if err == nil {
+		t.Fatal("Run succeeded on a taken port")
+	}
+	for _, want := range []string{ln.Addr().String(), "already in use", "--http-addr", "HERD_HTTP_ADDR"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestMain_ParseFlags(t *testing.T) {
+	t.Parallel()
+	t.Run("Defaults", func(t *testing.T) {
+		m, _ := newMain(nil)
+		if err := m.ParseFlags(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := m.Config, main.DefaultConfig(); got != want {
+			t.Fatalf("config %+v, want %+v", got, want)
+		}
+		if got := m.Config.StoreDSN(); got != filepath.Join("herd-data", "herd.db") {
+			t.Fatalf("default store %q", got)
+		}
+	})
+	t.Run("EnvThenFlag", func(t *testing.T) {
+		m, _ := newMain(map[string]string{
+			"HERD_HTTP_ADDR":  "127.0.0.1:7000",
+			"HERD_DATA_DIR":   "/srv/herd",
+			"HERD_STORE":      "postgres://db/herd",
+			"HERD_LOG_LEVEL":  "debug",
+			"HERD_LOG_FORMAT": "json",
+		})
+		if err := m.ParseFlags(context.Background(), []string{"--http-addr", "127.0.0.1:9000", "--log-level", "warn"}); err != nil {
+			t.Fatal(err)
+		}
+		want := main.Config{DataDir: "/srv/herd", HTTPAddr: "127.0.0.1:9000", Store: "postgres://db/herd", LogLevel: "warn", LogFormat: "json"}
+		if m.Config != want {
+			t.Fatalf("config %+v, want %+v", m.Config, want)
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"ErrLogLevel", nil, []string{"--log-level", "loud"}, []string{"--log-level", "HERD_LOG_LEVEL", "loud"}},
+		{"ErrLogFormatFromEnv", map[string]string{"HERD_LOG_FORMAT": "xml"}, nil, []string{"--log-format", "HERD_LOG_FORMAT", "xml"}},
+		{"ErrEmptyAddr", nil, []string{"--http-addr", ""}, []string{"--http-addr"}},
+		{"ErrUnknownFlag", nil, []string{"--colour"}, []string{"colour"}},
+		{"ErrArgument", nil, []string{"now"}, []string{"now"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, stderr := newMain(tt.env)
+			err := m.ParseFlags(context.Background(), tt.args)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error() + stderr.String()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMain_ErrStore(t *testing.T) {
+	t.Parallel()
+	m, _ := newMain(nil)
+	// A file where the data directory should be.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ParseFlags(context.Background(), []string{"--http-addr", "127.0.0.1:0", "--data-dir", file}); err != nil {
+		t.Fatal(err)
+	}
+	err := m.Run(context.Background())
+	if cerr := m.Close(); cerr != nil {
+		t.Errorf("close after a failed run: %v", cerr)
+	}
+	if err == nil || !strings.Contains(err.Error(), "open store") {
+		t.Fatalf("err %v, want an open store error", err)
+	}
+	var ce *main.ConfigError
+	if errors.As(err, &ce) {
+		t.Fatal("a store failure is not a config error")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's logger and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
