@@ -1,0 +1,24 @@
+# Two commands set herd up: `make run` and `make test`. CI runs `make test`
+# (through .ci/run, which first makes sure PostgreSQL is up).
+
+# staticcheck v0.8.2 (the 2026.1 line) is the first release that reads Go 1.26 code.
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: run test bench lint
+
+# Runs herd with embedded defaults: SQLite in ./herd-data, REST API on :8080.
+run:
+	go run ./cmd/herd serve
+
+# Runs every test with the race detector; store tests also run on PostgreSQL
+# when HERD_TEST_POSTGRES_URL is set (see DEVELOPERS.md).
+test:
+	go test -race -count=1 ./...
+
+bench:
+	go run ./cmd/herd bench all
+
+lint:
+	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt -l reports:"; echo "$$unformatted"; exit 1; fi
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
