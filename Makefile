@@ -1,7 +1,8 @@
 # Two commands set herd up: `make run` and `make test`. CI runs `make test`
 # (through .ci/run, which first makes sure PostgreSQL is up).
 
-# staticcheck v0.8.2 (the 2026.1 line) is the first release that reads Go 1.26 code.
+# staticcheck v0.8.2 is release 2026.2.2, which understands Go 1.26; older
+# releases can fail to type-check code built with a newer Go than they know.
 STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: run test bench lint
