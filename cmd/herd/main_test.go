@@ -70,8 +70,6 @@ func TestCLI(t *testing.T) {
 		{"ErrUnknownCommandShowsUsage", []string{"frobnicate"}, 2, "", "herd <command> [flags]"},
 		{"ServeHelp", []string{"serve", "-h"}, 0, "", "HERD_HTTP_ADDR"},
 		{"ErrServeBadFlag", []string{"serve", "--log-level", "loud"}, 1, "", "HERD_LOG_LEVEL"},
-		{"SeedSlot", []string{"seed"}, 1, "", "seed"},
-		{"BenchSlot", []string{"bench"}, 1, "", "bench"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
