@@ -145,52 +145,58 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 		}
 		userCtx := herd.NewContextWithActor(ctx, a)
 		for _, sq := range ScopedQueries {
-			lat, err := timeScoped(userCtx, devices, sq, cfg.Pages)
+			first, next, err := timeScoped(userCtx, devices, sq, cfg.Pages)
 			if err != nil {
 				return nil, fmt.Errorf("%s at %d: %w", sq.Name, scope, err)
 			}
-			r := summarize(string(db.Dialect()), scope, sq.Name, "scoped", lat)
-			results = append(results, r)
-			fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s scoped  p50 %8s  p99 %8s\n", r.Store, scope, sq.Name, fmtDur(r.P50), fmtDur(r.P99))
-			lat, err = timeNaive(ctx, db, tenantID, path, sq, cfg.NaivePages)
+			naive, err := timeNaive(ctx, db, tenantID, path, sq, cfg.NaivePages)
 			if err != nil {
 				return nil, fmt.Errorf("naive %s at %d: %w", sq.Name, scope, err)
 			}
-			r = summarize(string(db.Dialect()), scope, sq.Name, "naive", lat)
-			results = append(results, r)
-			fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s naive   p50 %8s  p99 %8s\n", r.Store, scope, sq.Name, fmtDur(r.P50), fmtDur(r.P99))
+			for _, m := range []struct {
+				name string
+				lat  []time.Duration
+			}{{"pages", append(append([]time.Duration(nil), first...), next...)}, {"first", first}, {"next", next}, {"naive", naive}} {
+				r := summarize(string(db.Dialect()), scope, sq.Name, m.name, m.lat)
+				results = append(results, r)
+				fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s %-6s n=%-4d p50 %9s  p99 %9s\n", r.Store, scope, sq.Name, m.name, r.Samples, fmtDur(r.P50), fmtDur(r.P99))
+			}
 		}
 	}
 	return results, nil
 }
 
-// timeScoped times pages of the query: the first page and the pages after
-// it, following cursors ten deep, over and over.
-func timeScoped(ctx context.Context, devices herd.DeviceService, sq ScopedQuery, pages int) ([]time.Duration, error) {
+// timeScoped times pages of the query: the first page (which counts) and
+// the pages after it (which carry the count in the cursor), following
+// cursors ten deep, over and over.
+func timeScoped(ctx context.Context, devices herd.DeviceService, sq ScopedQuery, pages int) (first, next []time.Duration, err error) {
 	v := map[string][]string{"filter": sq.Filters, "sort": {sq.Sort}, "limit": {"50"}}
 	q, err := herd.ParseDeviceQuery(v)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	lat := make([]time.Duration, 0, pages)
 	depth := 0
-	for len(lat) < pages {
+	for len(first)+len(next) < pages {
 		start := time.Now()
 		page, err := devices.QueryDevices(ctx, q)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		lat = append(lat, time.Since(start))
+		if q.After == nil {
+			first = append(first, time.Since(start))
+		} else {
+			next = append(next, time.Since(start))
+		}
 		depth++
 		if page.NextCursor == "" || depth == 10 {
 			q.After, depth = nil, 0
 			continue
 		}
 		if q.After, err = q.DecodeCursor(page.NextCursor); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return lat, nil
+	return first, next, nil
 }
 
 // timeNaive times the first page computed the naive way: fetch the user's
@@ -282,4 +288,57 @@ func ProgressPrinter(w io.Writer) func(seed.Progress) {
 			finished = true
 		}
 	}
+}
+
+// ScopedMarkdown renders results as the tables of bench/README.md, with the
+// ratios the issue sets targets for.
+func ScopedMarkdown(results []ScopedResult) string {
+	type key struct {
+		store, query string
+		scope        int64
+	}
+	cells := map[key]map[string]ScopedResult{}
+	var keys []key
+	for _, r := range results {
+		k := key{r.Store, r.Query, r.Scope}
+		if cells[k] == nil {
+			cells[k] = map[string]ScopedResult{}
+			keys = append(keys, k)
+		}
+		cells[k][r.Method] = r
+	}
+	var b strings.Builder
+	b.WriteString("| store | query | scope | all pages p50 | all pages p99 | first page p99 | next pages p99 | naive p50 | naive p99 | naive ÷ scoped (first page p50) |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, k := range keys {
+		c := cells[k]
+		ratio := float64(c["naive"].P50) / float64(max(c["first"].P50, 1))
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.0f× |\n", k.store, k.query, k.scope,
+			fmtDur(c["pages"].P50), fmtDur(c["pages"].P99), fmtDur(c["first"].P99), fmtDur(c["next"].P99),
+			fmtDur(c["naive"].P50), fmtDur(c["naive"].P99), ratio)
+	}
+	b.WriteString("\n| store | query | p99(largest) ÷ p99(smallest), all pages | same, next pages |\n|---|---|---:|---:|\n")
+	seen := map[[2]string]bool{}
+	for _, k := range keys {
+		sq := [2]string{k.store, k.query}
+		if seen[sq] {
+			continue
+		}
+		seen[sq] = true
+		var lo, hi key
+		for _, k2 := range keys {
+			if k2.store == k.store && k2.query == k.query {
+				if lo.scope == 0 || k2.scope < lo.scope {
+					lo = k2
+				}
+				if k2.scope > hi.scope {
+					hi = k2
+				}
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f |\n", k.store, k.query,
+			float64(cells[hi]["pages"].P99)/float64(max(cells[lo]["pages"].P99, 1)),
+			float64(cells[hi]["next"].P99)/float64(max(cells[lo]["next"].P99, 1)))
+	}
+	return b.String()
 }

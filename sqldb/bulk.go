@@ -59,15 +59,30 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 	return db.bulkSQLite(ctx, conn, tenantID, rebuild, next, progress, perPath)
 }
 
+// keptDuringLoad are the device indexes a bulk load keeps: generated keys,
+// ids and paths arrive in ascending order, so these grow at their right edge
+// cheaply, and the unique key index rejects a duplicate key as it comes.
+var keptDuringLoad = map[string]bool{"devices_key": true, "devices_tenant_path": true, "devices_tenant_id": true}
+
 // deviceIndexes returns the names and definitions of the secondary indexes
-// of the devices table, so a bulk load can drop and recreate them exactly
-// as the migrations made them.
+// of the devices table that a bulk load drops and recreates, exactly as the
+// migrations made them.
 func deviceIndexes(ctx context.Context, query func(ctx context.Context, q string) ([][2]string, error), dialect Dialect) ([][2]string, error) {
+	var all [][2]string
+	var err error
 	if dialect == Postgres {
-		return query(ctx, `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'devices'
+		all, err = query(ctx, `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'devices'
 			AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = 'devices'::regclass)`)
+	} else {
+		all, err = query(ctx, `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'devices' AND sql IS NOT NULL`)
 	}
-	return query(ctx, `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'devices' AND sql IS NOT NULL`)
+	var out [][2]string
+	for _, ix := range all {
+		if !keptDuringLoad[ix[0]] {
+			out = append(out, ix)
+		}
+	}
+	return out, err
 }
 
 func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID int64, rebuild bool, next func() *herd.Device, progress func(int64), perPath map[string]int64) (int64, error) {
@@ -141,7 +156,10 @@ func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID int64, 
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
-	_, err = conn.Exec(ctx, `ANALYZE devices`)
+	// VACUUM sets the visibility map, without which no index-only scan
+	// (the capped counts) avoids the heap; ANALYZE tells the planner about
+	// the new rows.
+	_, err = conn.Exec(ctx, `VACUUM (ANALYZE) devices`)
 	return n, err
 }
 
@@ -223,6 +241,12 @@ func (db *DB) bulkSQLite(ctx context.Context, conn *sql.Conn, tenantID int64, re
 	}
 	if progress != nil {
 		progress(n)
+	}
+	if len(indexes) > 0 {
+		// A second sorter thread nearly halves each index build.
+		if _, err := tx.ExecContext(ctx, `PRAGMA threads = 2`); err != nil {
+			return 0, err
+		}
 	}
 	for _, ix := range indexes {
 		if _, err := tx.ExecContext(ctx, ix[1]); err != nil {

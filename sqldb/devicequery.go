@@ -112,6 +112,9 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 // for each in-scope entry the filters then test. Selectivity is unknown, so
 // each filter is assumed to keep a quarter of the rows.
 func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.Scope) (bool, error) {
+	if !sortIndexed[q.Sort.Field] {
+		return true, nil // no index yields this order: the scope is read and sorted
+	}
 	ids := make([]any, 0, len(scope.Paths)+2)
 	ids = append(ids, scope.TenantID)
 	var root int64
@@ -166,6 +169,11 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	walkCost := 0.2*walked + min(inScope, want/sel)
 	return walkCost >= inScope, nil
 }
+
+// sortIndexed are the fields with a devices_tenant_<field> index (see the
+// migrations); a sort on any other field reads the scope and sorts it.
+var sortIndexed = map[string]bool{"id": true, "path": true, "name": true, "key": true, "firmware": true,
+	"status": true, "last_seen": true, "temperature": true, "battery": true, "created_at": true}
 
 // selectiveFields have indexes that find a handful of rows for an equality;
 // with a filter on one of them the engine's planner knows best.

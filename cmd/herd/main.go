@@ -48,9 +48,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return runServe(ctx, args, stderr)
 	case "seed":
-		return runSeed(ctx, args)
+		return runSeed(ctx, args, stdout, stderr)
 	case "bench":
-		return runBench(ctx, args)
+		return runBench(ctx, args, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "-help", "--help":
