@@ -151,6 +151,48 @@ type DevicePage struct {
 	CountCapped bool      `json:"count_capped"`
 }
 
+// Normalize fills in the defaults of a query built in code (sort by id, the
+// default limit) and checks it against the allow-lists, so that a store can
+// trust every name it puts into SQL whoever built the query.
+func (q *DeviceQuery) Normalize() error {
+	if q.Sort.Field == "" {
+		q.Sort.Field = "id"
+	}
+	if q.Limit == 0 {
+		q.Limit = DefaultLimit
+	}
+	if _, ok := DeviceFields[q.Sort.Field]; !ok {
+		return Errorf(EINVALIDSORT, "sort: unknown field %q", q.Sort.Field)
+	} else if q.Limit < 1 || q.Limit > MaxLimit {
+		return Errorf(EINVALIDLIMIT, "limit %d must be from 1 to %d", q.Limit, MaxLimit)
+	} else if len(q.Filters) > MaxFilters {
+		return Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
+	}
+	for _, f := range q.Filters {
+		if _, ok := DeviceFields[f.Field]; !ok {
+			return Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
+		}
+		switch f.Op {
+		case OpEq, OpNe, OpLt, OpLe, OpGt, OpGe, OpPrefix:
+			if len(f.Values) != 1 {
+				return Errorf(EINVALIDFILTER, "filter %s:%s takes one value", f.Field, f.Op)
+			}
+		case OpIn:
+			if len(f.Values) < 1 || len(f.Values) > MaxInValues {
+				return Errorf(EINVALIDFILTER, "filter %s:in takes 1 to %d values", f.Field, MaxInValues)
+			}
+		default:
+			return Errorf(EINVALIDFILTER, "filter %s: unknown operator %q", f.Field, f.Op)
+		}
+		if f.Op == OpPrefix {
+			if _, ok := f.Values[0].(string); !ok {
+				return Errorf(EINVALIDFILTER, "filter %s:prefix takes text", f.Field)
+			}
+		}
+	}
+	return nil
+}
+
 // ParseDeviceQuery parses the query string of GET /v1/devices. Every error
 // names the part that is wrong.
 func ParseDeviceQuery(v url.Values) (DeviceQuery, error) {

@@ -18,7 +18,7 @@ import (
 // BulkLoader loads many devices of one tenant at once. sqldb.DB implements
 // it.
 type BulkLoader interface {
-	BulkLoadDevices(ctx context.Context, tenantID, expected int64, next func() *herd.Device, progress func(loaded int64)) (int64, error)
+	BulkLoadDevices(ctx context.Context, tenantID, expected int64, next func() *herd.Device, progress func(phase string, done, total int64)) (int64, error)
 }
 
 // Config says what fleet to make.
@@ -73,7 +73,7 @@ func (f *Fleet) Leaves() []*herd.Node { return f.Levels[len(f.Levels)-1] }
 
 // Progress reports the state of a long seed.
 type Progress struct {
-	Phase string // "nodes" or "devices"
+	Phase string // "nodes", "devices", then "indexes" for a large load
 	Done  int64
 	Total int64
 }
@@ -128,8 +128,8 @@ func Run(ctx context.Context, cfg Config, tenants herd.TenantService, nodes herd
 	progress(Progress{Phase: "nodes", Done: made, Total: totalNodes})
 
 	gen := newGenerator(cfg, t.ID, fleet.Leaves())
-	n, err := loader.BulkLoadDevices(ctx, t.ID, cfg.Devices, gen.next, func(done int64) {
-		progress(Progress{Phase: "devices", Done: done, Total: cfg.Devices})
+	n, err := loader.BulkLoadDevices(ctx, t.ID, cfg.Devices, gen.next, func(phase string, done, total int64) {
+		progress(Progress{Phase: phase, Done: done, Total: total})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load devices: %w", err)

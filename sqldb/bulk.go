@@ -12,30 +12,34 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// BulkLoadMinRows is the load size from which BulkLoadDevices drops the
-// device indexes and rebuilds them after the load: building a B-tree from
-// sorted rows is many times faster than a million random inserts into
-// twenty of them.
-const BulkLoadMinRows = 50000
+// DefaultBulkRebuildRows is the load size from which BulkLoadDevices drops
+// the device sort indexes and rebuilds them after the load: building a
+// B-tree from sorted rows is many times faster than a million random inserts
+// into each of them.
+const DefaultBulkRebuildRows = 50000
 
 // BulkLoadDevices loads devices of one tenant as fast as the engine allows,
 // for seeding demo and benchmark fleets: COPY on PostgreSQL, prepared
 // multi-row inserts on SQLite. Each device must carry its TenantID, NodeID
 // and Path. next returns nil when there are no more; expected is the number
 // the caller will yield (it decides whether indexes are rebuilt), progress is
-// called now and then with the running total.
+// called now and then with the phase ("devices", then "indexes") and how far
+// it is.
 //
 // The whole load is one transaction, index drops and rebuilds included (DDL
 // is transactional on both engines): a load that fails or is killed leaves
 // the store as it was. It writes one devices.seeded event for the load, not
 // one event per device; seeding is a bulk import, not a stream of changes.
-func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int64, next func() *herd.Device, progress func(loaded int64)) (int64, error) {
+func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int64, next func() *herd.Device, progress func(phase string, done, total int64)) (int64, error) {
 	conn, err := db.wdb.Conn(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	rebuild := expected >= BulkLoadMinRows
+	if progress == nil {
+		progress = func(string, int64, int64) {}
+	}
+	rebuild := expected >= db.BulkRebuildRows
 	perPath := map[string]int64{}
 	inner := next
 	next = func() *herd.Device {
@@ -48,7 +52,7 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 	var n int64
 	err = conn.Raw(func(driverConn any) error {
 		if db.dialect == Postgres {
-			n, err = db.bulkPostgres(ctx, driverConn.(*stdlib.Conn).Conn(), tenantID, rebuild, next, progress, perPath)
+			n, err = db.bulkPostgres(ctx, driverConn.(*stdlib.Conn).Conn(), tenantID, expected, rebuild, next, progress, perPath)
 			return err
 		}
 		return nil
@@ -56,7 +60,7 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 	if err != nil || db.dialect == Postgres {
 		return n, err
 	}
-	return db.bulkSQLite(ctx, conn, tenantID, rebuild, next, progress, perPath)
+	return db.bulkSQLite(ctx, conn, tenantID, expected, rebuild, next, progress, perPath)
 }
 
 // keptDuringLoad are the device indexes a bulk load keeps: generated keys,
@@ -85,7 +89,7 @@ func deviceIndexes(ctx context.Context, query func(ctx context.Context, q string
 	return out, err
 }
 
-func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID int64, rebuild bool, next func() *herd.Device, progress func(int64), perPath map[string]int64) (int64, error) {
+func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID, expected int64, rebuild bool, next func() *herd.Device, progress func(string, int64, int64), perPath map[string]int64) (int64, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -122,26 +126,26 @@ func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID int64, 
 			d.CreatedAt = db.Now()
 		}
 		n++
-		if progress != nil && n%20000 == 0 {
-			progress(n)
+		if n%20000 == 0 {
+			progress("devices", n, max(n, expected))
 		}
 		return deviceArgs(d), nil
 	})
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"devices"}, insertColumns, src); err != nil {
 		return 0, fmt.Errorf("copy devices: %w", err)
 	}
-	if progress != nil {
-		progress(n)
-	}
+	progress("devices", n, n)
 	if len(indexes) > 0 {
 		if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '512MB'`); err != nil {
 			return 0, err
 		}
-		for _, ix := range indexes {
+		for i, ix := range indexes {
+			progress("indexes", int64(i), int64(len(indexes)))
 			if _, err := tx.Exec(ctx, ix[1]); err != nil {
 				return 0, fmt.Errorf("rebuild %s: %w", ix[0], err)
 			}
 		}
+		progress("indexes", int64(len(indexes)), int64(len(indexes)))
 	}
 	if err := db.bulkEvent(ctx, func(q string, args ...any) (int64, error) {
 		var v int64
@@ -163,7 +167,7 @@ func (db *DB) bulkPostgres(ctx context.Context, conn *pgx.Conn, tenantID int64, 
 	return n, err
 }
 
-func (db *DB) bulkSQLite(ctx context.Context, conn *sql.Conn, tenantID int64, rebuild bool, next func() *herd.Device, progress func(int64), perPath map[string]int64) (int64, error) {
+func (db *DB) bulkSQLite(ctx context.Context, conn *sql.Conn, tenantID, expected int64, rebuild bool, next func() *herd.Device, progress func(string, int64, int64), perPath map[string]int64) (int64, error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
@@ -232,26 +236,28 @@ func (db *DB) bulkSQLite(ctx context.Context, conn *sql.Conn, tenantID int64, re
 				return 0, err
 			}
 		}
-		if progress != nil && n%20000 == 0 {
-			progress(n)
+		if n%20000 == 0 {
+			progress("devices", n, max(n, expected))
 		}
 	}
 	if err := flush(); err != nil {
 		return 0, err
 	}
-	if progress != nil {
-		progress(n)
-	}
+	progress("devices", n, n)
 	if len(indexes) > 0 {
 		// A second sorter thread nearly halves each index build.
 		if _, err := tx.ExecContext(ctx, `PRAGMA threads = 2`); err != nil {
 			return 0, err
 		}
 	}
-	for _, ix := range indexes {
+	for i, ix := range indexes {
+		progress("indexes", int64(i), int64(len(indexes)))
 		if _, err := tx.ExecContext(ctx, ix[1]); err != nil {
 			return 0, fmt.Errorf("rebuild %s: %w", ix[0], err)
 		}
+	}
+	if len(indexes) > 0 {
+		progress("indexes", int64(len(indexes)), int64(len(indexes)))
 	}
 	if err := db.bulkEvent(ctx, func(q string, args ...any) (int64, error) {
 		var v int64

@@ -54,6 +54,9 @@ type DB struct {
 	// QueryHook, when set, sees every statement and its arguments before it
 	// runs. Tests use it to prove what reaches the database.
 	QueryHook func(query string, args []any)
+	// BulkRebuildRows is the bulk load size from which indexes are rebuilt
+	// rather than maintained row by row.
+	BulkRebuildRows int64
 
 	dialect Dialect
 	// rdb serves reads. On SQLite wdb is a separate single-connection pool
@@ -70,6 +73,8 @@ func NewDB(dsn string) *DB {
 		DSN:    dsn,
 		Now:    func() time.Time { return time.Now().UTC() },
 		Logger: slog.New(slog.DiscardHandler),
+
+		BulkRebuildRows: DefaultBulkRebuildRows,
 	}
 }
 

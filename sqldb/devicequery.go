@@ -15,8 +15,8 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	if err != nil {
 		return nil, err
 	}
-	if q.Limit <= 0 {
-		q.Limit = herd.DefaultLimit
+	if err := q.Normalize(); err != nil {
+		return nil, err
 	}
 	tx, err := s.db.beginRead(ctx)
 	if err != nil {
