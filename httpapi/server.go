@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -175,6 +176,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(ctx)
 
 	h, pattern := s.mux.Handler(r)
+	if !isCleanPath(r.URL.Path) {
+		// The mux would redirect to the cleaned path with a 301, which
+		// many clients follow by turning a POST into a GET. An API client
+		// that sends "/v1//devices" has a bug to see, not to paper over.
+		h, pattern = http.NotFoundHandler(), ""
+	}
 	s.metrics.inFlight.Inc()
 	defer func() {
 		s.metrics.inFlight.Dec()
@@ -213,6 +220,16 @@ func (s *Server) serveUnmatched(w *responseWriter, r *http.Request, h http.Handl
 		w.Header().Set("Allow", allow)
 		Error(w, r, &methodError{method: r.Method, path: r.URL.Path, allow: allow})
 	}
+}
+
+// isCleanPath reports whether p is already in the form path.Clean gives
+// it, a trailing slash aside.
+func isCleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || c+"/" == p
 }
 
 // logRequest writes the request's log line and records its metrics.

@@ -344,6 +344,12 @@ func TestServer_Routing(t *testing.T) {
 	t.Run("ErrUnknownRoute", func(t *testing.T) {
 		e.do("GET", "/v1/widgets", adminSecret, nil).wantError(t, http.StatusNotFound, herd.ENOTFOUND, "/v1/widgets")
 		e.do("GET", "/v1/devices/1/extra", adminSecret, nil).wantError(t, http.StatusNotFound, herd.ENOTFOUND)
+		e.do("GET", "/v1/devices/", adminSecret, nil).wantError(t, http.StatusNotFound, herd.ENOTFOUND)
+	})
+	t.Run("ErrUncleanPathNotRedirected", func(t *testing.T) {
+		// A redirect would turn this POST into a GET in many clients.
+		e.do("POST", "/v1//tenants", adminSecret, `{"name":"x"}`).wantError(t, http.StatusNotFound, herd.ENOTFOUND, "/v1//tenants")
+		e.do("GET", "/v1/tenants/../devices", adminSecret, nil).wantError(t, http.StatusNotFound, herd.ENOTFOUND)
 	})
 	t.Run("ErrMethodNotAllowed", func(t *testing.T) {
 		r := e.do("PUT", "/v1/devices", adminSecret, "{}")
