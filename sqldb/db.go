@@ -254,9 +254,15 @@ func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
 }
 
 // beginRead opens a read-only transaction, so a multi-statement read sees
-// one snapshot.
+// one snapshot. PostgreSQL needs REPEATABLE READ for that: under its
+// default, READ COMMITTED, every statement takes a new snapshot. SQLite in
+// WAL mode keeps the snapshot of a transaction's first read.
 func (db *DB) beginRead(ctx context.Context) (*Tx, error) {
-	tx, err := db.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: db.dialect == Postgres})
+	opts := &sql.TxOptions{}
+	if db.dialect == Postgres {
+		opts = &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	tx, err := db.rdb.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}

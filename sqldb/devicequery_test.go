@@ -1,0 +1,737 @@
+package sqldb_test
+
+import (
+	"cmp"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+var seedFlag = flag.Uint64("herd.seed", 0, "seed of the randomized store tests; 0 picks one (the test logs it)")
+
+// testSeed returns the seed of a randomized test and logs how to repeat it.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	t.Logf("seed %d: repeat with go test ./sqldb -run '%s' -herd.seed=%d", seed, t.Name(), seed)
+	return seed
+}
+
+// Value pools hold few values so that sort values repeat and the id
+// tie-break decides, and so that filters hit. Text values reach into
+// multi-byte UTF-8 and U+10FFFF, where byte order and prefix bounds are
+// easy to get wrong; none contains '|', the in-list separator.
+var (
+	t0           = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	poolNames    = []string{"a", "ab", "abc", "b", "pump", "Pump", "pump 2", "pümp", "é", "z", "a\U0010FFFF", "\U0010FFFF", "\U0010FFFFz", "x:y"}
+	poolModels   = []string{"", "P1", "P10", "P2", "p1", "\uffff"}
+	poolFirmware = []string{"", "1.0", "1.10", "1.2", "2.0-β"}
+	poolStatus   = []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, herd.StatusOffline}
+	poolTimes    = []int64{t0 - 5000, t0, t0 + 1, t0 + 1000, t0 + 86400000}
+	poolFloats   = []float64{-5.5, -0.25, 0, 20, 20.5, 30, 1e10}
+	poolInts     = []int64{-90, -70, 0, 5, 3600}
+	poolCounts   = []int64{0, 1, 2, 7}
+)
+
+func pick[T any](rng *rand.Rand, pool []T) T { return pool[rng.IntN(len(pool))] }
+
+// randomDevice returns a device with random readings, NULL about a third
+// of the time.
+func randomDevice(rng *rand.Rand, nodeID int64) *herd.Device {
+	d := &herd.Device{
+		NodeID: nodeID, Key: nextKey("p"), Name: pick(rng, poolNames), Model: pick(rng, poolModels),
+		Firmware: pick(rng, poolFirmware), Status: pick(rng, poolStatus), Online: rng.IntN(2) == 0,
+		ErrorCount: pick(rng, poolCounts), ConfigVersion: pick(rng, poolCounts),
+		CreatedAt: time.UnixMilli(pick(rng, poolTimes[:3])).UTC(),
+	}
+	maybe := func() bool { return rng.IntN(3) != 0 }
+	if maybe() {
+		ts := time.UnixMilli(pick(rng, poolTimes)).UTC()
+		d.LastSeen = &ts
+	}
+	for _, p := range []**float64{&d.Temperature, &d.Humidity, &d.Pressure, &d.Voltage, &d.Current, &d.Power, &d.Battery} {
+		if maybe() {
+			*p = new(pick(rng, poolFloats))
+		}
+	}
+	for _, p := range []**int64{&d.RSSI, &d.UptimeS} {
+		if maybe() {
+			*p = new(pick(rng, poolInts))
+		}
+	}
+	return d
+}
+
+// compareValues orders two non-NULL values of one field as SQL does with
+// byte-ordered text: strings by bytes, false before true.
+func compareValues(a, b any) int {
+	switch x := a.(type) {
+	case string:
+		return strings.Compare(x, b.(string))
+	case int64:
+		return cmp.Compare(x, b.(int64))
+	case float64:
+		return cmp.Compare(x, b.(float64))
+	case bool:
+		y := b.(bool)
+		switch {
+		case x == y:
+			return 0
+		case !x:
+			return -1
+		}
+		return 1
+	}
+	panic(fmt.Sprintf("compareValues %T", a))
+}
+
+// matches is the oracle of one filter: SQL semantics, so any comparison
+// with NULL is false, ne included.
+func matches(d *herd.Device, f herd.DeviceFilter) bool {
+	v, null := d.FieldValue(f.Field)
+	if null {
+		return false
+	}
+	c := func() int { return compareValues(v, f.Values[0]) }
+	switch f.Op {
+	case herd.OpEq:
+		return c() == 0
+	case herd.OpNe:
+		return c() != 0
+	case herd.OpLt:
+		return c() < 0
+	case herd.OpLe:
+		return c() <= 0
+	case herd.OpGt:
+		return c() > 0
+	case herd.OpGe:
+		return c() >= 0
+	case herd.OpIn:
+		for _, x := range f.Values {
+			if compareValues(v, x) == 0 {
+				return true
+			}
+		}
+		return false
+	case herd.OpPrefix:
+		return strings.HasPrefix(v.(string), f.Values[0].(string))
+	}
+	panic("op " + f.Op)
+}
+
+// compareDevices is the oracle's order: NULLs first ascending and last
+// descending, ties by id in the same direction.
+func compareDevices(a, b *herd.Device, s herd.DeviceSort) int {
+	va, na := a.FieldValue(s.Field)
+	vb, nb := b.FieldValue(s.Field)
+	c := 0
+	switch {
+	case na && nb:
+	case na:
+		c = -1
+	case nb:
+		c = 1
+	default:
+		c = compareValues(va, vb)
+	}
+	if c == 0 {
+		c = cmp.Compare(a.ID, b.ID)
+	}
+	if s.Desc {
+		c = -c
+	}
+	return c
+}
+
+// model is the in-memory truth of one tenant: its tree, devices and
+// grants, kept without paths so that paths are checked, not assumed.
+type model struct {
+	tenant  *herd.Tenant
+	parent  map[int64]int64 // node → parent, 0 for the root
+	nodes   []int64
+	devices map[int64]*herd.Device
+	grants  map[int64]map[int64]*herd.Grant // user → node → grant
+	secrets map[int64]string                // user → token
+}
+
+func (m *model) path(node int64) string {
+	var chain []int64
+	for n := node; n != 0; n = m.parent[n] {
+		chain = append(chain, n)
+	}
+	p := "/"
+	for i := len(chain) - 1; i >= 0; i-- {
+		p = herd.ChildPath(p, chain[i])
+	}
+	return p
+}
+
+func (m *model) under(node, ancestor int64) bool {
+	for n := node; n != 0; n = m.parent[n] {
+		if n == ancestor {
+			return true
+		}
+	}
+	return false
+}
+
+// visible is the oracle of the scope: the device's node descends from a
+// node the user holds any grant on (every role can view). User 0 is the
+// super-admin.
+func (m *model) visible(user int64, d *herd.Device) bool {
+	if user == 0 {
+		return true
+	}
+	for node := range m.grants[user] {
+		if m.under(d.NodeID, node) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) oracle(user int64, q herd.DeviceQuery) []*herd.Device {
+	var out []*herd.Device
+	for _, d := range m.devices {
+		if !m.visible(user, d) {
+			continue
+		}
+		ok := true
+		for _, f := range q.Filters {
+			ok = ok && matches(d, f)
+		}
+		if ok {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b *herd.Device) int { return compareDevices(a, b, q.Sort) })
+	return out
+}
+
+// formatValue writes a value as a filter takes it, times in either form.
+func formatValue(rng *rand.Rand, field herd.Field, v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case bool:
+		return strconv.FormatBool(x)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case int64:
+		if field.Type == herd.FieldTime && rng.IntN(2) == 0 {
+			return time.UnixMilli(x).UTC().Format(time.RFC3339Nano)
+		}
+		return strconv.FormatInt(x, 10)
+	}
+	panic(fmt.Sprintf("formatValue %T", v))
+}
+
+// randomValue draws a value of the field: mostly one some device holds,
+// sometimes one from the field's pool that may match nothing.
+func (m *model) randomValue(rng *rand.Rand, name string) any {
+	if rng.IntN(4) != 0 && len(m.devices) > 0 {
+		for _, d := range m.devices {
+			if v, null := d.FieldValue(name); !null {
+				return v
+			}
+			break
+		}
+	}
+	switch herd.DeviceFields[name].Type {
+	case herd.FieldString:
+		switch name {
+		case "path":
+			return m.path(pick(rng, m.nodes))
+		case "key":
+			return "p-" + strconv.Itoa(rng.IntN(50))
+		case "model":
+			return pick(rng, poolModels)
+		case "firmware":
+			return pick(rng, poolFirmware)
+		}
+		return pick(rng, poolNames)
+	case herd.FieldEnum:
+		return pick(rng, poolStatus)
+	case herd.FieldBool:
+		return rng.IntN(2) == 0
+	case herd.FieldFloat:
+		return pick(rng, poolFloats) + float64(rng.IntN(2))*0.5
+	case herd.FieldTime:
+		return pick(rng, poolTimes)
+	}
+	switch name {
+	case "id":
+		for id := range m.devices {
+			return id
+		}
+	case "node_id":
+		return pick(rng, m.nodes)
+	case "error_count", "config_version":
+		return pick(rng, poolCounts)
+	}
+	return pick(rng, poolInts)
+}
+
+// randomFilter returns a FIELD:OP:VALUE string for any field and any
+// operator that applies to it.
+func (m *model) randomFilter(rng *rand.Rand) string {
+	name := pick(rng, herd.DeviceFieldNames)
+	field := herd.DeviceFields[name]
+	ops := []string{herd.OpEq, herd.OpNe, herd.OpIn}
+	if field.Type != herd.FieldBool && field.Type != herd.FieldEnum {
+		ops = append(ops, herd.OpLt, herd.OpLe, herd.OpGt, herd.OpGe)
+	}
+	if field.Type == herd.FieldString {
+		ops = append(ops, herd.OpPrefix, herd.OpPrefix)
+	}
+	op := pick(rng, ops)
+	var vals []string
+	switch op {
+	case herd.OpIn:
+		for range 1 + rng.IntN(4) {
+			vals = append(vals, formatValue(rng, field, m.randomValue(rng, name)))
+		}
+	case herd.OpPrefix:
+		s := m.randomValue(rng, name).(string)
+		if n := utf8.RuneCountInString(s); n > 0 {
+			s = string([]rune(s)[:1+rng.IntN(n)])
+		}
+		if name == "path" && rng.IntN(2) == 0 {
+			s = strings.TrimSuffix(s, "/") // "/1/2" also matches "/1/23/"
+		}
+		if s == "" {
+			s = pick(rng, []string{"a", "p", "\U0010FFFF", "P"})
+		}
+		vals = []string{s}
+	default:
+		vals = []string{formatValue(rng, field, m.randomValue(rng, name))}
+	}
+	return name + ":" + op + ":" + strings.Join(vals, "|")
+}
+
+// build makes a random tree of depth 1–4 under a new tenant, with devices
+// on random nodes (the root and inner nodes included) and users with
+// random, overlapping grants.
+func build(t *testing.T, f *fixture, rng *rand.Rand, devices, users int) *model {
+	t.Helper()
+	ten := f.mustTenant(t, "prop")
+	m := &model{tenant: ten, parent: map[int64]int64{ten.RootNodeID: 0}, nodes: []int64{ten.RootNodeID},
+		devices: map[int64]*herd.Device{}, grants: map[int64]map[int64]*herd.Grant{}, secrets: map[int64]string{}}
+	depth := 1 + rng.IntN(4)
+	level := []int64{ten.RootNodeID}
+	for range depth {
+		var next []int64
+		for _, p := range level {
+			for range 1 + rng.IntN(3) {
+				n := f.mustNode(t, p, "n")
+				m.parent[n.ID] = p
+				m.nodes = append(m.nodes, n.ID)
+				next = append(next, n.ID)
+			}
+		}
+		level = next
+	}
+	ds := make([]*herd.Device, devices)
+	for i := range ds {
+		ds[i] = randomDevice(rng, pick(rng, m.nodes))
+	}
+	mustOK(t, f.Devices.CreateDevices(f.super, ds))
+	for _, d := range ds {
+		m.devices[d.ID] = d
+	}
+	for i := range users {
+		u, secret := f.mustUser(t, ten.ID, "u"+strconv.Itoa(i))
+		m.secrets[u.ID] = secret
+		m.grants[u.ID] = map[int64]*herd.Grant{}
+		for range rng.IntN(5) { // some users have no grant at all
+			m.grant(t, f, rng, u.ID)
+		}
+	}
+	return m
+}
+
+func (m *model) grant(t *testing.T, f *fixture, rng *rand.Rand, user int64) {
+	t.Helper()
+	node := pick(rng, m.nodes)
+	if m.grants[user][node] != nil {
+		return
+	}
+	m.grants[user][node] = f.mustGrant(t, user, node, pick(rng, []herd.Role{herd.RoleViewer, herd.RoleOperator, herd.RoleAdmin}))
+}
+
+// churn moves random subtrees and devices, deletes a device, and revokes
+// and adds grants, keeping the model in step.
+func (m *model) churn(t *testing.T, f *fixture, rng *rand.Rand) {
+	t.Helper()
+	for range 1 + rng.IntN(3) {
+		id := m.nodes[1+rng.IntN(len(m.nodes)-1)]
+		to := pick(rng, m.nodes)
+		_, err := f.Nodes.MoveNode(f.super, id, to)
+		if m.under(to, id) {
+			wantCode(t, err, herd.EINVALID)
+			continue
+		}
+		mustOK(t, err)
+		m.parent[id] = to
+	}
+	for id, d := range m.devices {
+		switch rng.IntN(8) {
+		case 0:
+			_, err := f.Devices.MoveDevice(f.super, id, pick(rng, m.nodes))
+			mustOK(t, err)
+			got, err := f.Devices.FindDeviceByID(f.super, id)
+			mustOK(t, err)
+			d.NodeID = got.NodeID
+		case 1:
+			mustOK(t, f.Devices.DeleteDevice(f.super, id))
+			delete(m.devices, id)
+		}
+	}
+	for user, gs := range m.grants {
+		for node, g := range gs {
+			if rng.IntN(4) == 0 {
+				mustOK(t, f.Grants.DeleteGrant(f.super, g.ID))
+				delete(gs, node)
+			}
+		}
+		if rng.IntN(2) == 0 {
+			m.grant(t, f, rng, user)
+		}
+	}
+	for _, d := range m.devices {
+		d.Path = m.path(d.NodeID)
+	}
+}
+
+// TestQueryDevices_Property checks the scoped query against a brute-force
+// oracle on random trees, devices, grants, moves, filters, sorts and page
+// sizes: all pages walked through the cursor must give exactly the devices
+// under a node the user holds a grant on that match the filters, in the
+// sort's order, and count must be their number.
+func TestQueryDevices_Property(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		seed := testSeed(t)
+		rng := rand.New(rand.NewPCG(seed, 0x6865726421))
+		rounds, queries := 3, 20
+		if testing.Short() {
+			rounds, queries = 2, 8
+		}
+		// A decoy tenant whose devices hold the same values must never show.
+		decoy := build(t, f, rng, 20, 1)
+		m := build(t, f, rng, 60+rng.IntN(60), 3)
+		walks, pages := 0, 0
+		for round := range rounds {
+			if round > 0 {
+				m.churn(t, f, rng)
+			}
+			users := []int64{0} // the super-admin
+			for u := range m.secrets {
+				users = append(users, u)
+			}
+			slices.Sort(users)
+			for _, user := range users {
+				ctx := f.super
+				if user != 0 {
+					ctx = f.as(t, m.secrets[user]) // grants as they are now
+				}
+				for range queries {
+					v := url.Values{}
+					for range rng.IntN(4) {
+						v.Add("filter", m.randomFilter(rng))
+					}
+					sort := pick(rng, herd.DeviceFieldNames)
+					if rng.IntN(2) == 0 {
+						sort = "-" + sort
+					}
+					v.Set("sort", sort)
+					v.Set("limit", strconv.Itoa(pick(rng, []int{1, 2, 3, 5, 8, 13, 50, 500})))
+					if user == 0 {
+						v.Set("tenant_id", strconv.FormatInt(m.tenant.ID, 10))
+					}
+					q, err := herd.ParseDeviceQuery(v)
+					if err != nil {
+						t.Fatalf("seed %d: parse %q: %v", seed, v.Encode(), err)
+					}
+					want := m.oracle(user, q)
+					got, count := f.walk(t, ctx, q)
+					walks++
+					pages += len(got)/q.Limit + 1
+					if !slices.Equal(ids(got), ids(want)) {
+						t.Fatalf("seed %d round %d user %d query %s:\ngot  %v\nwant %v%s", seed, round, user, v.Encode(), ids(got), ids(want), explain(got, want, q))
+					}
+					for i, d := range got {
+						if !reflect.DeepEqual(d, want[i]) {
+							t.Fatalf("seed %d: device %d reads\n%+v\nwant\n%+v", seed, d.ID, d, want[i])
+						}
+					}
+					if count != int64(len(want)) {
+						t.Fatalf("seed %d round %d user %d query %s: count %d, want %d", seed, round, user, v.Encode(), count, len(want))
+					}
+				}
+			}
+		}
+		// The decoy tenant's own admin sees its devices and only those.
+		for u := range decoy.secrets {
+			if decoy.grants[u][decoy.tenant.RootNodeID] == nil {
+				decoy.grants[u][decoy.tenant.RootNodeID] = f.mustGrant(t, u, decoy.tenant.RootNodeID, herd.RoleViewer)
+			}
+			q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}, Limit: 7}
+			got, _ := f.walk(t, f.as(t, decoy.secrets[u]), q)
+			if want := decoy.oracle(u, q); !slices.Equal(ids(got), ids(want)) {
+				t.Fatalf("seed %d: decoy tenant sees %v, want %v", seed, ids(got), ids(want))
+			}
+		}
+		t.Logf("%d walks, about %d pages", walks, pages)
+	})
+}
+
+// explain describes the first difference between a walk and the oracle.
+func explain(got, want []*herd.Device, q herd.DeviceQuery) string {
+	for i := range min(len(got), len(want)) {
+		if got[i].ID != want[i].ID {
+			gv, gn := got[i].FieldValue(q.Sort.Field)
+			wv, wn := want[i].FieldValue(q.Sort.Field)
+			return fmt.Sprintf("\nfirst difference at %d: got %d (%v null=%v path %s), want %d (%v null=%v path %s)",
+				i, got[i].ID, gv, gn, got[i].Path, want[i].ID, wv, wn, want[i].Path)
+		}
+	}
+	return fmt.Sprintf("\n%d items, want %d", len(got), len(want))
+}
+
+// TestQueryDevices_WalkDuringInserts walks all pages while another
+// goroutine keeps inserting devices into the scope: every device that
+// existed before the walk shows exactly once, no device shows twice, and
+// the walk never goes back in sort order. The sort columns are ones the
+// inserts do not change for existing rows.
+func TestQueryDevices_WalkDuringInserts(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		seed := testSeed(t)
+		rng := rand.New(rand.NewPCG(seed, 1))
+		ten := f.mustTenant(t, "busy")
+		region := f.mustNode(t, ten.RootNodeID, "region")
+		sites := []int64{region.ID, f.mustNode(t, region.ID, "s1").ID, f.mustNode(t, region.ID, "s2").ID}
+		outside := f.mustNode(t, ten.RootNodeID, "outside")
+		u, secret := f.mustUser(t, ten.ID, "watcher")
+		f.mustGrant(t, u.ID, region.ID, herd.RoleViewer)
+		var pre []*herd.Device
+		for range 150 {
+			pre = append(pre, randomDevice(rng, pick(rng, sites)))
+		}
+		mustOK(t, f.Devices.CreateDevices(f.super, pre))
+
+		for _, sort := range []string{"name", "-temperature", "last_seen", "-id"} {
+			t.Run(strings.TrimPrefix(sort, "-"), func(t *testing.T) {
+				s, err := herd.ParseDeviceSort(sort)
+				mustOK(t, err)
+				q := herd.DeviceQuery{Sort: s, Limit: 7}
+				ctx := f.as(t, secret)
+
+				inserted := make(chan []int64) // one batch per page the walker asks for
+				stop := make(chan struct{})
+				errc := make(chan error, 1)
+				irng := rand.New(rand.NewPCG(rng.Uint64(), 2))
+				go func() {
+					defer close(inserted)
+					for {
+						var batch []*herd.Device
+						for range 1 + irng.IntN(3) {
+							node := pick(irng, sites)
+							if irng.IntN(4) == 0 {
+								node = outside.ID
+							}
+							batch = append(batch, randomDevice(irng, node))
+						}
+						if err := f.Devices.CreateDevices(f.super, batch); err != nil {
+							errc <- err
+							return
+						}
+						select {
+						case inserted <- ids(batch):
+						case <-stop:
+							return
+						}
+					}
+				}()
+
+				seen := map[int64]int{}
+				var last *herd.Device
+				walked, newRows := 0, 0
+				for page := 0; ; page++ {
+					// Each page is asked for after at least one more insert,
+					// while the next insert is already under way.
+					select {
+					case _, ok := <-inserted:
+						if !ok {
+							t.Fatalf("inserter: %v", <-errc)
+						}
+					case err := <-errc:
+						t.Fatalf("inserter: %v", err)
+					}
+					p, err := f.Devices.QueryDevices(ctx, q)
+					mustOK(t, err)
+					for _, d := range p.Items {
+						seen[d.ID]++
+						if last != nil && compareDevices(last, d, q.Sort) >= 0 {
+							t.Fatalf("seed %d: walk went back from %d to %d", seed, last.ID, d.ID)
+						}
+						last = d
+						walked++
+					}
+					if p.NextCursor == "" {
+						break
+					}
+					q.After, err = q.DecodeCursor(p.NextCursor)
+					mustOK(t, err)
+				}
+				close(stop)
+				for range inserted { // let the inserter finish its last batch
+				}
+				for _, d := range pre {
+					if seen[d.ID] != 1 {
+						t.Fatalf("seed %d: pre-existing device %d seen %d times", seed, d.ID, seen[d.ID])
+					}
+				}
+				for id, n := range seen {
+					if n != 1 {
+						t.Fatalf("seed %d: device %d seen %d times", seed, id, n)
+					}
+				}
+				newRows = walked - len(pre)
+				t.Logf("%d rows walked, %d of them inserted during the walk", walked, newRows)
+			})
+		}
+	})
+}
+
+// TestGrantService_RevokeTakesEffect checks that a revoke takes effect on
+// the very next request, old cursor or not, and that neither grant nor
+// revoke touches a device row.
+func TestGrantService_RevokeTakesEffect(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		ten := f.mustTenant(t, "acme")
+		region := f.mustNode(t, ten.RootNodeID, "region")
+		site := f.mustNode(t, region.ID, "site")
+		ds := f.mustDevices(t, site.ID, 12)
+		u, secret := f.mustUser(t, ten.ID, "viewer")
+		q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}, Limit: 5}
+
+		var writes []string
+		db.QueryHook = func(query string, _ []any) {
+			if isWrite(query) {
+				writes = append(writes, query)
+			}
+		}
+		t.Cleanup(func() { db.QueryHook = nil })
+		before := f.state(t, ten.ID).devices
+		g := f.mustGrant(t, u.ID, region.ID, herd.RoleViewer)
+		ctx := f.as(t, secret)
+		page, err := f.Devices.QueryDevices(ctx, q)
+		mustOK(t, err)
+		if len(page.Items) != 5 || page.Count != 12 || page.NextCursor == "" {
+			t.Fatalf("with the grant: %d items, count %d", len(page.Items), page.Count)
+		}
+		if _, err := f.Devices.FindDeviceByID(ctx, ds[0].ID); err != nil {
+			t.Fatal(err)
+		}
+
+		mustOK(t, f.Grants.DeleteGrant(f.super, g.ID))
+		// The very next request, authenticated as every request is.
+		ctx = f.as(t, secret)
+		for name, q := range map[string]herd.DeviceQuery{"first page": q, "old cursor": withCursor(t, q, page.NextCursor)} {
+			p, err := f.Devices.QueryDevices(ctx, q)
+			mustOK(t, err)
+			if len(p.Items) != 0 || p.NextCursor != "" {
+				t.Fatalf("%s after revoke: %v", name, ids(p.Items))
+			}
+		}
+		if p, _ := f.Devices.QueryDevices(ctx, q); p.Count != 0 {
+			t.Fatalf("count after revoke %d", p.Count)
+		}
+		_, err = f.Devices.FindDeviceByID(ctx, ds[0].ID)
+		wantCode(t, err, herd.ENOTFOUND)
+
+		// Granting again is just as immediate.
+		f.mustGrant(t, u.ID, site.ID, herd.RoleOperator)
+		items, _ := f.walk(t, f.as(t, secret), q)
+		if len(items) != len(ds) {
+			t.Fatalf("after re-grant: %d devices", len(items))
+		}
+
+		// Grant and revoke wrote grant and event rows and nothing else.
+		for _, w := range writes {
+			lw := strings.ToLower(w)
+			if strings.Contains(lw, "devices") || !(strings.Contains(lw, "grants") || strings.Contains(lw, "events") || strings.Contains(lw, "tenants set event_seq")) {
+				t.Fatalf("grant or revoke ran %q", w)
+			}
+		}
+		if len(writes) == 0 {
+			t.Fatal("the hook saw no writes")
+		}
+		if after := f.state(t, ten.ID).devices; !reflect.DeepEqual(after, before) {
+			t.Fatal("device rows changed")
+		}
+	})
+}
+
+func withCursor(tb testing.TB, q herd.DeviceQuery, cursor string) herd.DeviceQuery {
+	tb.Helper()
+	c, err := q.DecodeCursor(cursor)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q.After = c
+	return q
+}
+
+// TestQueryDevices_OneSnapshot checks that a page and its count come from
+// one snapshot: a device committed between the page statement and the
+// count statement shows in neither.
+func TestQueryDevices_OneSnapshot(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		ten := f.mustTenant(t, "acme")
+		site := f.mustNode(t, ten.RootNodeID, "site")
+		f.mustDevices(t, site.ID, 3)
+		var inserted bool
+		var insertErr error
+		db.QueryHook = func(query string, _ []any) {
+			if inserted || !strings.Contains(query, "COUNT(*)") {
+				return
+			}
+			inserted = true // before the call: the insert runs this hook too
+			insertErr = f.Devices.CreateDevices(f.super, []*herd.Device{{NodeID: site.ID, Key: nextKey("late")}})
+		}
+		t.Cleanup(func() { db.QueryHook = nil })
+		p, err := f.Devices.QueryDevices(f.super, herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "id"}, Limit: 10})
+		mustOK(t, err)
+		mustOK(t, insertErr)
+		if !inserted {
+			t.Fatal("no count statement seen")
+		}
+		if len(p.Items) != 3 || p.Count != 3 {
+			t.Fatalf("page of %d items with count %d: not one snapshot", len(p.Items), p.Count)
+		}
+		// The device is there for the next request.
+		if p, err := f.Devices.QueryDevices(f.super, herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}); err != nil || p.Count != 4 {
+			t.Fatalf("next request: count %d, %v", p.Count, err)
+		}
+	})
+}
