@@ -76,6 +76,8 @@ func TestMain_Quickstart(t *testing.T) {
 	}
 }
 
+// walkQuickstart does what the README's quickstart does, with the same
+// names, and checks the answers the README promises.
 func walkQuickstart(t *testing.T, url string) {
 	t.Helper()
 	ctx := context.Background()
@@ -96,15 +98,19 @@ func walkQuickstart(t *testing.T, url string) {
 	must(admin.CreateNode(ctx, north))
 	must(admin.CreateNode(ctx, south))
 	oslo := &herd.Node{ParentID: north.ID, Kind: "site", Name: "oslo"}
+	bergen := &herd.Node{ParentID: north.ID, Kind: "site", Name: "bergen"}
 	rome := &herd.Node{ParentID: south.ID, Kind: "site", Name: "rome"}
 	must(admin.CreateNode(ctx, oslo))
+	must(admin.CreateNode(ctx, bergen))
 	must(admin.CreateNode(ctx, rome))
-	var ds []*herd.Device
-	for _, k := range []string{"oslo-1", "oslo-2", "oslo-3", "oslo-4"} {
-		ds = append(ds, &herd.Device{NodeID: oslo.ID, Key: k, Model: "th-200"})
+	ds := []*herd.Device{
+		{NodeID: oslo.ID, Key: "oslo-boiler", Model: "th-200", Firmware: "1.4.2"},
+		{NodeID: oslo.ID, Key: "oslo-freezer", Model: "th-200", Firmware: "1.4.2"},
+		{NodeID: oslo.ID, Key: "oslo-gateway", Model: "gw-10", Firmware: "3.0.1"},
+		{NodeID: bergen.ID, Key: "bergen-cellar", Model: "th-200", Firmware: "1.3.9"},
+		{NodeID: bergen.ID, Key: "bergen-roof", Model: "th-200", Firmware: "1.4.2"},
+		{NodeID: rome.ID, Key: "rome-lobby", Model: "th-200", Firmware: "1.4.2"},
 	}
-	ds = append(ds, &herd.Device{NodeID: oslo.ID, Key: "oslo-gw", Model: "gw-1"})
-	ds = append(ds, &herd.Device{NodeID: rome.ID, Key: "rome-1", Model: "th-200"})
 	must(admin.CreateDevices(ctx, ds))
 	alice := &herd.User{TenantID: acme.ID, Name: "alice"}
 	must(admin.CreateUser(ctx, alice))
@@ -113,30 +119,46 @@ func walkQuickstart(t *testing.T, url string) {
 	must(err)
 
 	as := admin.WithToken(tok.Secret)
-	params := httpapi.DeviceQueryParams{Filters: []string{"model:eq:th-200"}, Sort: "-key", Limit: 3}
-	var got []string
-	for page := 0; ; page++ {
+	params := httpapi.DeviceQueryParams{Filters: []string{"model:eq:th-200"}, Sort: "-name", Limit: 2}
+	var pages [][]string
+	for {
 		p, err := as.QueryDevices(ctx, params)
 		must(err)
 		if p.Count != 4 || p.CountCapped {
-			t.Fatalf("page %d: count %d capped %v, want 4", page, p.Count, p.CountCapped)
+			t.Fatalf("page %d: count %d capped %v, want 4", len(pages)+1, p.Count, p.CountCapped)
 		}
+		var keys []string
 		for _, d := range p.Items {
-			got = append(got, d.Key)
+			keys = append(keys, d.Key)
 		}
+		pages = append(pages, keys)
 		if p.NextCursor == "" {
 			break
-		} else if page > 5 {
+		} else if len(pages) > 5 {
 			t.Fatal("paging does not end")
 		}
 		params.Cursor = p.NextCursor
 	}
-	if want := []string{"oslo-4", "oslo-3", "oslo-2", "oslo-1"}; !slices.Equal(got, want) {
-		t.Fatalf("alice's query gave %v, want %v", got, want)
+	want := [][]string{{"oslo-freezer", "oslo-boiler"}, {"bergen-roof", "bergen-cellar"}}
+	if !slices.EqualFunc(pages, want, slices.Equal) {
+		t.Fatalf("alice's pages %v, want %v", pages, want)
 	}
-	// Outside her grants, rome-1 does not exist for alice.
+	// Outside her grants, rome-lobby does not exist for alice.
+	p, err := as.QueryDevices(ctx, httpapi.DeviceQueryParams{Filters: []string{"key:eq:rome-lobby"}})
+	must(err)
+	if p.Count != 0 || len(p.Items) != 0 {
+		t.Fatalf("alice finds rome-lobby: %+v", p)
+	}
 	if _, err := as.FindDeviceByID(ctx, ds[5].ID); herd.ErrorCode(err) != herd.ENOTFOUND {
-		t.Fatalf("rome-1 as alice: %v, want not found", err)
+		t.Fatalf("rome-lobby by id as alice: %v, want not_found", err)
+	}
+	// A viewer changes nothing; a bad filter names itself.
+	if err := as.CreateDevice(ctx, &herd.Device{NodeID: oslo.ID, Key: "oslo-extra"}); herd.ErrorCode(err) != herd.EFORBIDDEN {
+		t.Fatalf("create as viewer: %v, want forbidden", err)
+	}
+	_, err = as.QueryDevices(ctx, httpapi.DeviceQueryParams{Filters: []string{"temperature:gt:hot"}})
+	if herd.ErrorCode(err) != herd.EINVALIDFILTER || !strings.Contains(herd.ErrorMessage(err), `"hot"`) {
+		t.Fatalf("bad filter: %v", err)
 	}
 }
 
