@@ -249,7 +249,9 @@ func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd
 		return nil, err
 	}
 	n, err := tx.findNode(ctx, a, nodeID)
-	if err != nil || n.TenantID != d.TenantID {
+	if err != nil {
+		return nil, err
+	} else if n.TenantID != d.TenantID {
 		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", nodeID)
 	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
 		return nil, herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)

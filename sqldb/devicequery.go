@@ -165,9 +165,13 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	if inScope <= want {
 		return true, nil
 	}
+	scopeCost := inScope
+	if statusFilter(q) {
+		scopeCost *= 0.25 // the scope is read through the status index
+	}
 	walked := min(total, want*total/(inScope*sel))
 	walkCost := 0.2*walked + min(inScope, want/sel)
-	return walkCost >= inScope, nil
+	return walkCost >= scopeCost, nil
 }
 
 // sortIndexed are the fields with a devices_tenant_<field> index (see the
@@ -192,7 +196,9 @@ func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) strin
 		return `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
 	}
 	index := "devices_tenant_path"
-	if !small {
+	if small && statusFilter(q) {
+		index = "devices_tenant_status_path"
+	} else if !small {
 		index = sortIndex(q)
 	}
 	for _, f := range q.Filters {
@@ -207,16 +213,22 @@ func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) strin
 	return `SELECT ` + deviceColumns + ` FROM ` + from + ` WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
 }
 
+// statusFilter reports whether the query keeps to a single status.
+func statusFilter(q herd.DeviceQuery) bool {
+	for _, f := range q.Filters {
+		if f.Field == "status" && f.Op == herd.OpEq {
+			return true
+		}
+	}
+	return false
+}
+
 // sortIndex names the index that yields the query's rows in sort order:
 // the sort column's own, or the status-first one when the query keeps to a
 // single status, the alarm-board case.
 func sortIndex(q herd.DeviceQuery) string {
-	if q.Sort.Field == "temperature" {
-		for _, f := range q.Filters {
-			if f.Field == "status" && f.Op == herd.OpEq {
-				return "devices_tenant_status_temperature"
-			}
-		}
+	if q.Sort.Field == "temperature" && statusFilter(q) {
+		return "devices_tenant_status_temperature"
 	}
 	return "devices_tenant_" + q.Sort.Field
 }

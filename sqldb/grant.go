@@ -35,7 +35,9 @@ func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
 		return err
 	}
 	n, err := tx.findNode(ctx, a, g.NodeID)
-	if err != nil || n.TenantID != u.TenantID {
+	if err != nil {
+		return err
+	} else if n.TenantID != u.TenantID {
 		return herd.Errorf(herd.ENOTFOUND, "node %d not found", g.NodeID)
 	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
 		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)

@@ -72,7 +72,10 @@ func (s *UserService) CreateUser(ctx context.Context, u *herd.User) error {
 		return err
 	}
 	u.CreatedAt = tx.now
-	root, _ := tx.rootPath(ctx, u.TenantID)
+	root, err := tx.rootPath(ctx, u.TenantID)
+	if err != nil {
+		return err
+	}
 	if err := tx.appendEvents(ctx, u.TenantID, newEvent(herd.EventUserCreated, herd.EventSubjectUser, u.ID, root, u)); err != nil {
 		return err
 	}
@@ -131,7 +134,10 @@ func (s *UserService) CreateToken(ctx context.Context, userID int64) (*herd.Toke
 	if t.ID, err = tx.insertID(ctx, `INSERT INTO tokens (tenant_id, user_id, hash, created_at) VALUES (?, ?, ?, ?)`, t.TenantID, t.UserID, hashToken(t.Secret), tx.now.UnixMilli()); err != nil {
 		return nil, err
 	}
-	root, _ := tx.rootPath(ctx, u.TenantID)
+	root, err := tx.rootPath(ctx, u.TenantID)
+	if err != nil {
+		return nil, err
+	}
 	// The event never carries the secret.
 	ev := newEvent(herd.EventTokenCreated, herd.EventSubjectToken, t.ID, root, herd.Token{ID: t.ID, TenantID: t.TenantID, UserID: t.UserID, CreatedAt: t.CreatedAt})
 	if err := tx.appendEvents(ctx, u.TenantID, ev); err != nil {
@@ -166,7 +172,10 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id); err != nil {
 		return err
 	}
-	root, _ := tx.rootPath(ctx, t.TenantID)
+	root, err := tx.rootPath(ctx, t.TenantID)
+	if err != nil {
+		return err
+	}
 	if err := tx.appendEvents(ctx, t.TenantID, newEvent(herd.EventTokenDeleted, herd.EventSubjectToken, t.ID, root, t)); err != nil {
 		return err
 	}
