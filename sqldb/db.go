@@ -239,9 +239,10 @@ func (db *DB) rebind(q string) string {
 
 // Tx is a transaction with the DB's dialect, clock and query guard.
 type Tx struct {
-	tx  *sql.Tx
-	db  *DB
-	now time.Time
+	tx    *sql.Tx
+	db    *DB
+	now   time.Time
+	write bool
 }
 
 // beginTx opens a write transaction (on the single-writer pool for SQLite).
@@ -250,7 +251,23 @@ func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond)}, nil
+	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond), write: true}, nil
+}
+
+// lockTenantTree serialises the writes of a tenant that read a path and
+// store one derived from it (a new node or device under a node, a move)
+// with the subtree moves that rewrite paths. It takes the tenant row's lock,
+// which every write of the tenant takes anyway to advance the event
+// sequence, before the path is read; a move holds it until it commits.
+// Without it, on PostgreSQL's READ COMMITTED, a move committing between the
+// read and the write leaves the write with a stale path. SQLite has one
+// writer, so it needs nothing; reads need nothing either.
+func (tx *Tx) lockTenantTree(ctx context.Context, tenantID int64) (locked bool, err error) {
+	if !tx.write || tx.db.dialect != Postgres {
+		return false, nil
+	}
+	_, err = tx.ExecContext(ctx, `SELECT id FROM tenants WHERE id = ? FOR UPDATE`, tenantID)
+	return err == nil, err
 }
 
 // beginRead opens a read-only transaction, so a multi-statement read sees

@@ -223,6 +223,15 @@ func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (*herd.Dev
 // EFORBIDDEN for one they see but may not act on with role min.
 func (tx *Tx) findDevice(ctx context.Context, a *herd.Actor, id int64, min herd.Role) (*herd.Device, error) {
 	d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	if err == nil {
+		// In a write, read the path again under the tenant's tree lock (see
+		// findNode).
+		if locked, lerr := tx.lockTenantTree(ctx, d.TenantID); lerr != nil {
+			return nil, lerr
+		} else if locked {
+			d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+		}
+	}
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(d.TenantID, d.Path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "device %d not found", id)
 	} else if err != nil {

@@ -92,8 +92,22 @@ func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (*herd.Node, e
 
 // findNode returns the node if the actor may see it (viewer or more on it
 // or an ancestor) and ENOTFOUND otherwise, so that ids outside a caller's
-// grants reveal nothing, not even their existence.
+// grants reveal nothing, not even their existence. In a write it reads the
+// node again under the tenant's tree lock, so its path stays current until
+// the write commits.
 func (tx *Tx) findNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node, error) {
+	n, err := tx.readNode(ctx, a, id)
+	if err != nil {
+		return nil, err
+	} else if locked, err := tx.lockTenantTree(ctx, n.TenantID); err != nil {
+		return nil, err
+	} else if locked {
+		return tx.readNode(ctx, a, id)
+	}
+	return n, nil
+}
+
+func (tx *Tx) readNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node, error) {
 	var n herd.Node
 	var parent sql.NullInt64
 	var created int64

@@ -3,6 +3,8 @@ package sqldb_test
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/herd-iot/herd"
@@ -306,4 +308,130 @@ func TestNodeService_RandomTrees(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNodeService_ConcurrentMove checks that a subtree move and a write
+// that reads a path inside that subtree cannot interleave so that the write
+// stores a path the move has already rewritten: the write starts, reads its
+// node, and just before it writes, a move of the region above commits (or
+// waits, if the store serialises them). Afterwards every node's path is the
+// walk to its root and every device's path is its node's.
+func TestNodeService_ConcurrentMove(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		if db.Dialect() == sqldb.SQLite {
+			// Writes run one at a time on a single connection: the move
+			// cannot even begin while the write is open.
+			t.Skip("SQLite has one writer; writes cannot interleave")
+		}
+		for _, tt := range []struct {
+			name    string
+			trigger string // the statement of the write before which the move runs
+			// write runs the write and returns the id of a node it made.
+			write func(f *fixture, site, other *herd.Node) (int64, error)
+		}{
+			{"CreateDevices", "INSERT INTO devices", func(f *fixture, site, _ *herd.Node) (int64, error) {
+				return 0, f.Devices.CreateDevices(f.super, []*herd.Device{{NodeID: site.ID, Key: nextKey("c")}})
+			}},
+			{"CreateNode", "INSERT INTO nodes", func(f *fixture, site, _ *herd.Node) (int64, error) {
+				n := &herd.Node{ParentID: site.ID, Kind: "hall", Name: "h"}
+				err := f.Nodes.CreateNode(f.super, n)
+				return n.ID, err
+			}},
+			{"MoveDevice", "UPDATE devices SET node_id", func(f *fixture, site, other *herd.Node) (int64, error) {
+				ds := []*herd.Device{{NodeID: other.ID, Key: nextKey("m")}}
+				if err := f.Devices.CreateDevices(f.super, ds); err != nil {
+					return 0, err
+				}
+				return 0, errOf(f.Devices.MoveDevice(f.super, ds[0].ID, site.ID))
+			}},
+			{"MoveNode", "UPDATE nodes SET path", func(f *fixture, site, other *herd.Node) (int64, error) {
+				return 0, errOf(f.Nodes.MoveNode(f.super, other.ID, site.ID))
+			}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				f := newFixture(db)
+				ten := f.mustTenant(t, "acme")
+				region := f.mustNode(t, ten.RootNodeID, "region")
+				site := f.mustNode(t, region.ID, "site")
+				other := f.mustNode(t, ten.RootNodeID, "other")
+				away := f.mustNode(t, ten.RootNodeID, "away")
+				f.mustDevices(t, site.ID, 2)
+
+				var mu sync.Mutex
+				var fired, moving bool
+				blocked := make(chan struct{}, 1)
+				moveDone := make(chan error, 1)
+				db.QueryHook = func(query string, _ []any) {
+					mu.Lock()
+					if moving {
+						// The move's own statements: a lock it will wait on
+						// means the store serialises it behind the write.
+						if strings.Contains(query, "FOR UPDATE") || strings.Contains(query, "FOR SHARE") {
+							select {
+							case blocked <- struct{}{}:
+							default:
+							}
+						}
+						mu.Unlock()
+						return
+					}
+					if fired || !strings.HasPrefix(strings.TrimSpace(query), tt.trigger) {
+						mu.Unlock()
+						return
+					}
+					fired, moving = true, true
+					mu.Unlock()
+					go func() { moveDone <- errOf(f.Nodes.MoveNode(f.super, region.ID, away.ID)) }()
+					select {
+					case err := <-moveDone:
+						moveDone <- err // the move committed first
+					case <-blocked: // the move waits for the write
+					}
+				}
+				made, err := tt.write(f, site, other)
+				mustOK(t, err)
+				if !fired {
+					t.Fatalf("the write ran no %q", tt.trigger)
+				}
+				mustOK(t, <-moveDone)
+				db.QueryHook = nil // both are done with it
+				checkTree(t, f, ten, ten.RootNodeID, region.ID, site.ID, other.ID, away.ID, made)
+			})
+		}
+	})
+}
+
+// checkTree fails unless every node of the tenant has the path of its walk
+// to the root and every device the path of its node.
+func checkTree(t *testing.T, f *fixture, ten *herd.Tenant, nodes ...int64) {
+	t.Helper()
+	devices, _ := f.walk(t, f.super, herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "id"}, Limit: herd.MaxLimit})
+	nodePath := map[int64]string{}
+	var walkUp func(id int64) string
+	walkUp = func(id int64) string {
+		if p, ok := nodePath[id]; ok {
+			return p
+		}
+		n, err := f.Nodes.FindNodeByID(f.super, id)
+		mustOK(t, err)
+		want := herd.ChildPath("/", n.ID)
+		if n.ParentID != 0 {
+			want = herd.ChildPath(walkUp(n.ParentID), n.ID)
+		}
+		if n.Path != want {
+			t.Fatalf("node %d has path %q, its walk to the root is %q", n.ID, n.Path, want)
+		}
+		nodePath[id] = n.Path
+		return n.Path
+	}
+	for _, d := range devices {
+		if p := walkUp(d.NodeID); d.Path != p {
+			t.Fatalf("device %d has path %q, its node %d has %q", d.ID, d.Path, d.NodeID, p)
+		}
+	}
+	for _, id := range nodes {
+		if id != 0 {
+			walkUp(id)
+		}
+	}
 }
