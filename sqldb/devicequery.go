@@ -49,6 +49,30 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	args := whereScope(&where, scope)
 	args = whereFilters(&where, q.Filters, args)
 
+	// The first page counts, and the count can cost more than the page (it
+	// has to see every match up to the cap), so it runs beside the page on
+	// a connection of its own: the answer waits for the slower of the two,
+	// not their sum. It reads its own snapshot, a moment apart from the
+	// page's; a count is a figure for people, not a consistency boundary.
+	type countResult struct {
+		n   int64
+		err error
+	}
+	var counted chan countResult
+	if q.After == nil {
+		counted = make(chan countResult, 1)
+		countSQL, countArgs := where.String(), append([]any(nil), args...)
+		go func() {
+			n, err := s.db.countDevices(ctx, countSQL, countArgs)
+			counted <- countResult{n, err}
+		}()
+		defer func() {
+			if counted != nil {
+				<-counted // never leave the count running past the request
+			}
+		}()
+	}
+
 	// Pick the access path from the subtree counts the nodes keep: the
 	// planners cannot tell from a range on a path how many devices it holds.
 	small, err := tx.scopeIsSmall(ctx, q, scope)
@@ -83,15 +107,15 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 
 	if q.After != nil {
+		// Only the first page counts; the cursor carries its figure on.
 		page.Count, page.CountCapped = q.After.Count, q.After.CountCapped
 	} else {
-		// The count stops at the cap: exact below it, "10,000+" above, so a
-		// huge scope costs a bounded scan. Only the first page counts; the
-		// cursor carries the figure to the pages after it.
-		countArgs := append(append([]any(nil), args...), herd.CountCap+1)
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM devices WHERE `+where.String()+` LIMIT ?) c`, countArgs...).Scan(&page.Count); err != nil {
-			return nil, err
+		r := <-counted
+		counted = nil
+		if r.err != nil {
+			return nil, r.err
 		}
+		page.Count = r.n
 		if page.Count > herd.CountCap {
 			page.Count, page.CountCapped = herd.CountCap, true
 		}
@@ -101,6 +125,19 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
 	return page, nil
+}
+
+// countDevices counts the devices matching where, stopping at one past the
+// cap: exact below it, "10,000+" above, so a huge scope costs a bounded scan.
+func (db *DB) countDevices(ctx context.Context, where string, args []any) (int64, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var n int64
+	err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM devices WHERE `+where+` LIMIT ?) c`, append(args, herd.CountCap+1)...).Scan(&n)
+	return n, err
 }
 
 // scopeIsSmall decides between the two access paths of a page. Reading the
