@@ -262,6 +262,14 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
+// cell renders a duration of a result, or a dash when it has no samples.
+func cell(r ScopedResult, d time.Duration) string {
+	if r.Samples == 0 {
+		return "–"
+	}
+	return fmtDur(d)
+}
+
 func fmtDur(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + "ms"
 }
@@ -314,8 +322,8 @@ func ScopedMarkdown(results []ScopedResult) string {
 		c := cells[k]
 		ratio := float64(c["naive"].P50) / float64(max(c["first"].P50, 1))
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.0f× |\n", k.store, k.query, k.scope,
-			fmtDur(c["pages"].P50), fmtDur(c["pages"].P99), fmtDur(c["first"].P99), fmtDur(c["next"].P99),
-			fmtDur(c["naive"].P50), fmtDur(c["naive"].P99), ratio)
+			cell(c["pages"], c["pages"].P50), cell(c["pages"], c["pages"].P99), cell(c["first"], c["first"].P99), cell(c["next"], c["next"].P99),
+			cell(c["naive"], c["naive"].P50), cell(c["naive"], c["naive"].P99), ratio)
 	}
 	b.WriteString("\n| store | query | p99(largest) ÷ p99(smallest), all pages | same, next pages |\n|---|---|---:|---:|\n")
 	seen := map[[2]string]bool{}
@@ -336,9 +344,12 @@ func ScopedMarkdown(results []ScopedResult) string {
 				}
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f |\n", k.store, k.query,
-			float64(cells[hi]["pages"].P99)/float64(max(cells[lo]["pages"].P99, 1)),
-			float64(cells[hi]["next"].P99)/float64(max(cells[lo]["next"].P99, 1)))
+		next := "–" // the smallest scope may fit in one page
+		if cells[lo]["next"].Samples > 0 && cells[hi]["next"].Samples > 0 {
+			next = fmt.Sprintf("%.1f", float64(cells[hi]["next"].P99)/float64(cells[lo]["next"].P99))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %s |\n", k.store, k.query,
+			float64(cells[hi]["pages"].P99)/float64(max(cells[lo]["pages"].P99, 1)), next)
 	}
 	return b.String()
 }

@@ -1,0 +1,45 @@
+package bench_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/herd-iot/herd/bench"
+)
+
+// TestRunScoped runs the scenario on a small fleet so that it keeps working;
+// its timings mean nothing here.
+func TestRunScoped(t *testing.T) {
+	cfg := bench.DefaultScopedConfig()
+	cfg.Store = filepath.Join(t.TempDir(), "bench.db")
+	cfg.Devices, cfg.Shape, cfg.Pages, cfg.NaivePages = 3000, []int{2, 3, 5}, 12, 2
+	res, err := bench.RunScoped(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(cfg.Shape) * len(bench.ScopedQueries) * 4; len(res) != want {
+		t.Fatalf("%d results, want %d", len(res), want)
+	}
+	scopes := map[int64]bool{}
+	for _, r := range res {
+		scopes[r.Scope] = true
+		if r.Method == "pages" && r.Samples != cfg.Pages {
+			t.Fatalf("%s at %d: %d samples, want %d", r.Query, r.Scope, r.Samples, cfg.Pages)
+		}
+	}
+	for _, want := range []int64{1500, 500, 100} { // 3000 devices in a 2x3x5 tree
+		if !scopes[want] {
+			t.Fatalf("no scope of %d devices among %v", want, scopes)
+		}
+	}
+	// A second run finds the fleet and reuses it.
+	if _, err := bench.RunScoped(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	md := bench.ScopedMarkdown(res)
+	if !strings.Contains(md, "| sqlite | temp>30 battery<20 by name | 1500 |") {
+		t.Fatalf("markdown lacks a row:\n%s", md)
+	}
+}
