@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -633,10 +634,13 @@ func TestGrantService_RevokeTakesEffect(t *testing.T) {
 		u, secret := f.mustUser(t, ten.ID, "viewer")
 		q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}, Limit: 5}
 
+		var mu sync.Mutex
 		var writes []string
 		db.QueryHook = func(query string, _ []any) {
 			if isWrite(query) {
+				mu.Lock()
 				writes = append(writes, query)
+				mu.Unlock()
 			}
 		}
 		t.Cleanup(func() { db.QueryHook = nil })
@@ -676,6 +680,7 @@ func TestGrantService_RevokeTakesEffect(t *testing.T) {
 		}
 
 		// Grant and revoke wrote grant and event rows and nothing else.
+		db.QueryHook = nil
 		for _, w := range writes {
 			lw := strings.ToLower(w)
 			if strings.Contains(lw, "devices") || !(strings.Contains(lw, "grants") || strings.Contains(lw, "events") || strings.Contains(lw, "tenants set event_seq")) {
@@ -701,37 +706,47 @@ func withCursor(tb testing.TB, q herd.DeviceQuery, cursor string) herd.DeviceQue
 	return q
 }
 
-// TestQueryDevices_OneSnapshot checks that a page and its count come from
-// one snapshot: a device committed between the page statement and the
-// count statement shows in neither.
+// TestQueryDevices_OneSnapshot checks that the statements of one page read
+// one snapshot: a page over a nullable sort column reads its NULL rows and
+// its other rows in two statements, and a device committed between them
+// shows in neither. (Otherwise a reading that goes from NULL to a value
+// between the two would show its device twice on one page.)
 func TestQueryDevices_OneSnapshot(t *testing.T) {
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
 		f := newFixture(db)
 		ten := f.mustTenant(t, "acme")
 		site := f.mustNode(t, ten.RootNodeID, "site")
-		f.mustDevices(t, site.ID, 3)
+		f.mustDevices(t, site.ID, 3) // no temperature yet
+		var mu sync.Mutex
 		var inserted bool
 		var insertErr error
 		db.QueryHook = func(query string, _ []any) {
-			if inserted || !strings.Contains(query, "COUNT(*)") {
-				return
+			mu.Lock()
+			fire := !inserted && strings.Contains(query, "temperature IS NOT NULL")
+			inserted = inserted || fire // before the insert, which runs this hook too
+			mu.Unlock()
+			if fire {
+				err := f.Devices.CreateDevices(f.super, []*herd.Device{{NodeID: site.ID, Key: nextKey("late"), Temperature: new(20.0)}})
+				mu.Lock()
+				insertErr = err
+				mu.Unlock()
 			}
-			inserted = true // before the call: the insert runs this hook too
-			insertErr = f.Devices.CreateDevices(f.super, []*herd.Device{{NodeID: site.ID, Key: nextKey("late")}})
 		}
 		t.Cleanup(func() { db.QueryHook = nil })
-		p, err := f.Devices.QueryDevices(f.super, herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "id"}, Limit: 10})
+		q := herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "temperature"}, Limit: 10}
+		p, err := f.Devices.QueryDevices(f.super, q)
 		mustOK(t, err)
+		db.QueryHook = nil
 		mustOK(t, insertErr)
 		if !inserted {
-			t.Fatal("no count statement seen")
+			t.Fatal("the page read no non-NULL temperatures")
 		}
-		if len(p.Items) != 3 || p.Count != 3 {
-			t.Fatalf("page of %d items with count %d: not one snapshot", len(p.Items), p.Count)
+		if len(p.Items) != 3 {
+			t.Fatalf("page of %d items: its statements read different snapshots", len(p.Items))
 		}
 		// The device is there for the next request.
-		if p, err := f.Devices.QueryDevices(f.super, herd.DeviceQuery{TenantID: ten.ID, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}); err != nil || p.Count != 4 {
-			t.Fatalf("next request: count %d, %v", p.Count, err)
+		if p, err := f.Devices.QueryDevices(f.super, q); err != nil || len(p.Items) != 4 {
+			t.Fatalf("next request: %d items, %v", len(p.Items), err)
 		}
 	})
 }
@@ -787,9 +802,23 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 		f.mustGrant(t, u.ID, smallSite.ID, herd.RoleViewer)
 		const paths = 2
 
+		// The hook may be called from several goroutines of one request.
+		var mu sync.Mutex
 		var seen []stmt
 		db.QueryHook = func(query string, args []any) {
+			mu.Lock()
+			defer mu.Unlock()
 			seen = append(seen, stmt{query, append([]any(nil), args...)})
+		}
+		statements := func() []stmt {
+			mu.Lock()
+			defer mu.Unlock()
+			return append([]stmt(nil), seen...)
+		}
+		reset := func() {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = nil
 		}
 		t.Cleanup(func() { db.QueryHook = nil })
 
@@ -802,7 +831,7 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 				{"sort": {"id"}, "limit": {"500"}},
 			}
 			for _, v := range queries {
-				seen = nil
+				reset()
 				ctx := f.as(t, secret)
 				q, err := herd.ParseDeviceQuery(v)
 				mustOK(t, err)
@@ -837,7 +866,7 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 				// tenant + 2 per path + filter values + keyset (value, id) +
 				// limit.
 				bound := 1 + 2*paths + values + 2 + 1
-				for _, s := range seen {
+				for _, s := range statements() {
 					total += len(s.args)
 					if len(s.args) > bound {
 						t.Fatalf("%s: statement with %d parameters (bound %d): %s", v.Encode(), len(s.args), bound, s.query)
@@ -854,8 +883,8 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 						t.Fatalf("%s: statement carries %d device ids: %s %v", v.Encode(), ids, s.query, s.args)
 					}
 				}
-				if len(seen) == 0 || total > 40*3 {
-					t.Fatalf("%s: %d statements with %d parameters in all", v.Encode(), len(seen), total)
+				if n := len(statements()); n == 0 || total > 40*3 {
+					t.Fatalf("%s: %d statements with %d parameters in all", v.Encode(), n, total)
 				}
 			}
 		})
@@ -879,13 +908,13 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 				}
 				list = append(list, id)
 			}
-			seen = nil
+			reset()
 			q := herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: list}}, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}
 			_, err := f.Devices.QueryDevices(f.as(t, secret), q)
 			if err == nil {
 				t.Fatal("a query with more parameters than MaxQueryParams ran")
 			}
-			for _, s := range seen {
+			for _, s := range statements() {
 				if len(s.args) > herd.MaxQueryParams {
 					t.Fatalf("statement with %d parameters reached the database: %s", len(s.args), s.query)
 				}
