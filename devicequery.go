@@ -168,9 +168,12 @@ func (q *DeviceQuery) Normalize() error {
 	} else if len(q.Filters) > MaxFilters {
 		return Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
 	}
+	nvalues := 0
 	for _, f := range q.Filters {
 		if _, ok := DeviceFields[f.Field]; !ok {
 			return Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
+		} else if nvalues += len(f.Values); nvalues > MaxFilterValues {
+			return Errorf(EINVALIDFILTER, "at most %d filter values in one query", MaxFilterValues)
 		}
 		switch f.Op {
 		case OpEq, OpNe, OpLt, OpLe, OpGt, OpGe, OpPrefix:

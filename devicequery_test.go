@@ -598,3 +598,42 @@ func fingerprintOf(tb testing.TB, q herd.DeviceQuery) string {
 	}
 	return body.H
 }
+
+func TestDeviceQuery_Normalize(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		var q herd.DeviceQuery
+		if err := q.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if q.Sort.Field != "id" || q.Limit != herd.DefaultLimit {
+			t.Fatalf("got %+v", q)
+		}
+	})
+	values := func(n int) []any {
+		vs := make([]any, n)
+		for i := range vs {
+			vs[i] = int64(i)
+		}
+		return vs
+	}
+	var tooMany []herd.DeviceFilter
+	for range herd.MaxFilterValues/herd.MaxInValues + 1 {
+		tooMany = append(tooMany, herd.DeviceFilter{Field: "id", Op: herd.OpIn, Values: values(herd.MaxInValues)})
+	}
+	for _, tt := range []struct {
+		name string
+		q    herd.DeviceQuery
+		code string
+	}{
+		{"ErrSortField", herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id; DROP TABLE devices"}}, herd.EINVALIDSORT},
+		{"ErrLimit", herd.DeviceQuery{Limit: herd.MaxLimit + 1}, herd.EINVALIDLIMIT},
+		{"ErrFilterField", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "1=1 OR id", Op: herd.OpEq, Values: values(1)}}}, herd.EINVALIDFILTER},
+		{"ErrFilterOp", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: "like", Values: values(1)}}}, herd.EINVALIDFILTER},
+		{"ErrInListTooLong", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: values(herd.MaxInValues + 1)}}}, herd.EINVALIDFILTER},
+		{"ErrTooManyValues", herd.DeviceQuery{Filters: tooMany}, herd.EINVALIDFILTER},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mustFail(t, tt.q.Normalize(), tt.code)
+		})
+	}
+}

@@ -897,10 +897,10 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 			_, err := herd.ParseDeviceQuery(url.Values{"filter": {"id:in:" + strings.Join(vals, "|")}})
 			wantCode(t, err, herd.EINVALIDFILTER)
 		})
-		t.Run("ErrGuard", func(t *testing.T) {
-			// A query built around the parser, shipping the caller's ids as
-			// an in-list, is refused by the store before it reaches the
-			// database.
+		t.Run("ErrQueryTooLarge", func(t *testing.T) {
+			// Queries built around the parser, shipping the caller's ids as
+			// an in-list or as many lists, are refused before anything
+			// reaches the database, whichever layer refuses them.
 			var list []any
 			for id := range inScope {
 				if len(list) > herd.MaxQueryParams {
@@ -908,23 +908,57 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 				}
 				list = append(list, id)
 			}
-			reset()
-			q := herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: list}}, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}
-			_, err := f.Devices.QueryDevices(f.as(t, secret), q)
-			if err == nil {
-				t.Fatal("a query with more parameters than MaxQueryParams ran")
+			oneList := []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: list}}
+			var manyLists []herd.DeviceFilter
+			for i := range herd.MaxFilters {
+				manyLists = append(manyLists, herd.DeviceFilter{Field: "id", Op: herd.OpIn, Values: list[i*20 : i*20+herd.MaxInValues]})
 			}
-			for _, s := range statements() {
-				if len(s.args) > herd.MaxQueryParams {
-					t.Fatalf("statement with %d parameters reached the database: %s", len(s.args), s.query)
+			for name, filters := range map[string][]herd.DeviceFilter{"one list": oneList, "many lists": manyLists} {
+				reset()
+				q := herd.DeviceQuery{Filters: filters, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}
+				_, err := f.Devices.QueryDevices(f.as(t, secret), q)
+				if herd.ErrorCode(err) != herd.EINVALIDFILTER {
+					t.Fatalf("%s: got %v, want %s", name, err, herd.EINVALIDFILTER)
+				}
+				for _, s := range statements() {
+					if len(s.args) > herd.MaxQueryParams {
+						t.Fatalf("%s: statement with %d parameters reached the database: %s", name, len(s.args), s.query)
+					}
 				}
 			}
 			// A short list of ids is fine.
-			q.Filters[0].Values = list[:50]
+			q := herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: list[:50]}}, Sort: herd.DeviceSort{Field: "id"}, Limit: 10}
 			p, err := f.Devices.QueryDevices(f.as(t, secret), q)
 			mustOK(t, err)
 			if p.Count != 50 {
 				t.Fatalf("count %d, want 50", p.Count)
+			}
+		})
+		t.Run("ErrGuard", func(t *testing.T) {
+			// The store's last line: any statement above MaxQueryParams is
+			// refused before it is sent; one at the limit runs.
+			in := func(n int) (string, []any) {
+				return "SELECT id FROM devices WHERE id IN (" + strings.TrimSuffix(strings.Repeat("?,", n), ",") + ")", make([]any, n)
+			}
+			q, args := in(herd.MaxQueryParams)
+			for i := range args {
+				args[i] = int64(i + 1)
+			}
+			reset()
+			mustOK(t, db.QueryGuarded(t.Context(), q, args...))
+			if n := len(statements()); n != 1 {
+				t.Fatalf("the hook saw %d statements, want 1", n)
+			}
+			q, args = in(herd.MaxQueryParams + 1)
+			for i := range args {
+				args[i] = int64(i + 1)
+			}
+			reset()
+			if err := db.QueryGuarded(t.Context(), q, args...); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Fatalf("a statement with %d parameters: %v", len(args), err)
+			}
+			if n := len(statements()); n != 0 {
+				t.Fatalf("the refused statement reached the hook (%d statements)", n)
 			}
 		})
 	})
