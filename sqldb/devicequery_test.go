@@ -433,6 +433,26 @@ func TestQueryDevices_Property(t *testing.T) {
 		if testing.Short() {
 			rounds, queries = 2, 8
 		}
+		// The store picks an access path per page: read the scope and sort
+		// it, or walk the sort column's index. The walks must take both.
+		var mu sync.Mutex
+		shapes := map[string]int{}
+		db.QueryHook = func(query string, _ []any) {
+			if !strings.Contains(query, "ORDER BY") {
+				return
+			}
+			shape := "sort index"
+			if strings.Contains(query, "MATERIALIZED") || strings.Contains(query, "INDEXED BY devices_tenant_path") ||
+				strings.Contains(query, "INDEXED BY devices_tenant_status_path") {
+				shape = "scope first"
+			} else if !strings.Contains(query, "INDEXED BY") && db.Dialect() == sqldb.SQLite {
+				shape = "engine's choice"
+			}
+			mu.Lock()
+			shapes[shape]++
+			mu.Unlock()
+		}
+		t.Cleanup(func() { db.QueryHook = nil })
 		// A decoy tenant whose devices hold the same values must never show.
 		decoy := build(t, f, rng, 20, 1)
 		m := build(t, f, rng, 60+rng.IntN(60), 3)
@@ -498,7 +518,11 @@ func TestQueryDevices_Property(t *testing.T) {
 				t.Fatalf("seed %d: decoy tenant sees %v, want %v", seed, ids(got), ids(want))
 			}
 		}
-		t.Logf("%d walks, about %d pages", walks, pages)
+		db.QueryHook = nil
+		t.Logf("%d walks, about %d pages; page statements by access path: %v", walks, pages, shapes)
+		if shapes["scope first"] == 0 || shapes["sort index"] == 0 {
+			t.Errorf("seed %d: the walks did not take both access paths (%v); the oracle checked only one", seed, shapes)
+		}
 	})
 }
 
