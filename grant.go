@@ -33,6 +33,12 @@ func (r Role) Rank() int {
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return r.Rank() > 0 }
 
+// MaxGrantsPerUser bounds the grants of one user. Access is meant to be
+// granted on a few nodes high in the tree; a user who would need more should
+// be granted a node above them. The bound keeps every scoped query within
+// MaxQueryParams: two parameters per covering path.
+const MaxGrantsPerUser = 100
+
 // Grant gives a user a role on a node and everything under it.
 type Grant struct {
 	ID        int64     `json:"id,string"`

@@ -52,7 +52,8 @@ type DB struct {
 	// Logger receives structured logs.
 	Logger *slog.Logger
 	// QueryHook, when set, sees every statement and its arguments before it
-	// runs. Tests use it to prove what reaches the database.
+	// runs. Tests use it to prove what reaches the database. It may be called
+	// from several goroutines at once (a first page counts beside the page).
 	QueryHook func(query string, args []any)
 	// BulkRebuildRows is the bulk load size from which indexes are rebuilt
 	// rather than maintained row by row.

@@ -42,6 +42,14 @@ func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
 	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
 		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
 	}
+	// Concurrent grants to one user are serialised by the tenant lock that
+	// findNode took (PostgreSQL) or by the single writer (SQLite).
+	var held int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM grants WHERE user_id = ?`, u.ID).Scan(&held); err != nil {
+		return err
+	} else if held >= herd.MaxGrantsPerUser {
+		return herd.Errorf(herd.EINVALID, "user %d already holds %d grants, the most a user may hold: grant a node above them instead", u.ID, held)
+	}
 	g.TenantID, g.Path, g.CreatedAt = n.TenantID, n.Path, tx.now
 	if g.ID, err = tx.insertID(ctx, `INSERT INTO grants (tenant_id, user_id, node_id, role, created_at) VALUES (?, ?, ?, ?, ?)`,
 		g.TenantID, g.UserID, g.NodeID, string(g.Role), tx.now.UnixMilli()); err != nil {

@@ -48,6 +48,31 @@ func TestGrantService(t *testing.T) {
 			mustOK(t, f.Grants.CreateGrant(f.as(t, asecret), g))
 			mustOK(t, f.Grants.DeleteGrant(f.as(t, asecret), g.ID))
 		})
+		t.Run("ErrTooManyGrants", func(t *testing.T) {
+			// The most grants a user may hold is the most covering paths a
+			// scoped query carries; the query still runs at the bound.
+			u, secret := f.mustUser(t, ten.ID, "many")
+			var last *herd.Node
+			for i := 0; i < herd.MaxGrantsPerUser; i++ {
+				last = f.mustNode(t, south.ID, "s")
+				f.mustGrant(t, u.ID, last.ID, herd.RoleViewer)
+			}
+			f.mustDevices(t, last.ID, 3)
+			extra := f.mustNode(t, south.ID, "one too many")
+			wantCode(t, f.Grants.CreateGrant(f.super, &herd.Grant{UserID: u.ID, NodeID: extra.ID, Role: herd.RoleViewer}), herd.EINVALID)
+			q := herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "key", Op: herd.OpIn, Values: make([]any, herd.MaxInValues)}, {Field: "name", Op: herd.OpIn, Values: make([]any, herd.MaxInValues)}}}
+			for i := range q.Filters[0].Values {
+				q.Filters[0].Values[i], q.Filters[1].Values[i] = "k", "n"
+			}
+			if _, err := f.Devices.QueryDevices(f.as(t, secret), q); err != nil {
+				t.Fatalf("query at %d grants and %d filter values: %v", herd.MaxGrantsPerUser, herd.MaxFilterValues, err)
+			}
+			page, err := f.Devices.QueryDevices(f.as(t, secret), herd.DeviceQuery{})
+			mustOK(t, err)
+			if page.Count != 3 {
+				t.Fatalf("count %d, want 3", page.Count)
+			}
+		})
 		t.Run("ErrConflict", func(t *testing.T) {
 			u, _ := f.mustUser(t, ten.ID, "jo")
 			f.mustGrant(t, u.ID, north.ID, herd.RoleViewer)
