@@ -378,6 +378,22 @@ func hashToken(secret string) string {
 
 func msToTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
+// asActor runs fn in a read transaction on behalf of the request's actor:
+// the shape of every lookup a service exports.
+func asActor[T any](ctx context.Context, db *DB, fn func(tx *Tx, a *herd.Actor) (T, error)) (T, error) {
+	var zero T
+	a, err := actor(ctx)
+	if err != nil {
+		return zero, err
+	}
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return zero, err
+	}
+	defer tx.Rollback()
+	return fn(tx, a)
+}
+
 // actor returns the actor of the request or EUNAUTHORIZED.
 func actor(ctx context.Context) (*herd.Actor, error) {
 	a := herd.ActorFromContext(ctx)

@@ -207,16 +207,7 @@ func deviceArgs(d *herd.Device) []any {
 
 // FindDeviceByID returns a device within the actor's grants.
 func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (*herd.Device, error) {
-	a, err := actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := s.db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	return tx.findDevice(ctx, a, id, herd.RoleViewer)
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Device, error) { return tx.findDevice(ctx, a, id, herd.RoleViewer) })
 }
 
 // findDevice returns ENOTFOUND for a device the actor cannot see, and

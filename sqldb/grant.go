@@ -91,25 +91,18 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
 
 // FindGrantsByUser lists a user's grants with their nodes' current paths.
 func (s *GrantService) FindGrantsByUser(ctx context.Context, userID int64) ([]*herd.Grant, error) {
-	a, err := actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := s.db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	u, err := tx.findUser(ctx, a, userID)
-	if err != nil {
-		return nil, err
-	}
-	if a.Super || a.UserID != u.ID {
-		if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Grant, error) {
+		u, err := tx.findUser(ctx, a, userID)
+		if err != nil {
 			return nil, err
 		}
-	}
-	return tx.findGrants(ctx, userID)
+		if a.Super || a.UserID != u.ID {
+			if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+				return nil, err
+			}
+		}
+		return tx.findGrants(ctx, userID)
+	})
 }
 
 const grantSelect = `SELECT g.id, g.tenant_id, g.user_id, g.node_id, g.role, n.path, g.created_at FROM grants g JOIN nodes n ON n.id = g.node_id`

@@ -78,16 +78,7 @@ func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (
 
 // FindNodeByID returns a node within the actor's grants.
 func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (*herd.Node, error) {
-	a, err := actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := s.db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	return tx.findNode(ctx, a, id)
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Node, error) { return tx.findNode(ctx, a, id) })
 }
 
 // findNode returns the node if the actor may see it (viewer or more on it

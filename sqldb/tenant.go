@@ -54,18 +54,12 @@ func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) error 
 
 // FindTenantByID returns a tenant the actor belongs to.
 func (s *TenantService) FindTenantByID(ctx context.Context, id int64) (*herd.Tenant, error) {
-	a, err := actor(ctx)
-	if err != nil {
-		return nil, err
-	} else if !a.SeesTenant(id) {
-		return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", id)
-	}
-	tx, err := s.db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	return tx.findTenant(ctx, id)
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Tenant, error) {
+		if !a.SeesTenant(id) {
+			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", id)
+		}
+		return tx.findTenant(ctx, id)
+	})
 }
 
 func (tx *Tx) findTenant(ctx context.Context, id int64) (*herd.Tenant, error) {

@@ -84,16 +84,7 @@ func (s *UserService) CreateUser(ctx context.Context, u *herd.User) error {
 
 // FindUserByID returns a user of the actor's tenant.
 func (s *UserService) FindUserByID(ctx context.Context, id int64) (*herd.User, error) {
-	a, err := actor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := s.db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	return tx.findUser(ctx, a, id)
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.User, error) { return tx.findUser(ctx, a, id) })
 }
 
 func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User, error) {
