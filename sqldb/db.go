@@ -60,6 +60,7 @@ type DB struct {
 	BulkRebuildRows int64
 
 	dialect Dialect
+	metrics *metrics
 	// rdb serves reads. On SQLite wdb is a separate single-connection pool
 	// with BEGIN IMMEDIATE, because SQLite has one writer and a write that
 	// starts as a read would fail with SQLITE_BUSY on upgrade; on PostgreSQL
@@ -76,6 +77,7 @@ func NewDB(dsn string) *DB {
 		Logger: slog.New(slog.DiscardHandler),
 
 		BulkRebuildRows: DefaultBulkRebuildRows,
+		metrics:         newMetrics(),
 	}
 }
 
@@ -302,6 +304,7 @@ func (tx *Tx) guard(q string, args []any) (string, error) {
 	if len(args) > herd.MaxQueryParams {
 		// A scoped query carries a few node paths; this many parameters
 		// means someone is shipping id lists to the database.
+		tx.db.metrics.refused.Inc()
 		return "", fmt.Errorf("sqldb: statement with %d parameters refused (limit %d)", len(args), herd.MaxQueryParams)
 	}
 	if tx.db.QueryHook != nil {

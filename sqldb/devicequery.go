@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/herd-iot/herd"
 )
@@ -11,6 +12,7 @@ import (
 // and the actor's covering node paths as byte ranges, the allow-listed
 // filters as bound parameters, and a keyset position; never device ids.
 func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*herd.DevicePage, error) {
+	start := time.Now()
 	a, err := actor(ctx)
 	if err != nil {
 		return nil, err
@@ -79,6 +81,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	if err != nil {
 		return nil, err
 	}
+	defer s.db.metrics.observeDeviceQuery(small, q.After == nil, start)
 
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
 	for _, seg := range keysetSegments(q, s.db.dialect) {

@@ -184,6 +184,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.UserService = sqldb.NewUserService(m.DB)
 	s.GrantService = sqldb.NewGrantService(m.DB)
 	s.Ready = m.DB.Ping
+	s.Registry().MustRegister(m.DB.Collectors()...)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -72,6 +74,19 @@ func TestMain_Quickstart(t *testing.T) {
 				t.Fatalf("listening address not logged: %s", stderr.String())
 			}
 			walkQuickstart(t, m.HTTPServer.URL())
+
+			// The store's own figures are served beside the HTTP ones.
+			resp, err := http.Get(m.HTTPServer.URL() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{`herd_store_device_query_duration_seconds_count{page="first",plan="scope"}`, "herd_store_statements_refused_total 0"} {
+				if !strings.Contains(string(body), want) {
+					t.Fatalf("/metrics lacks %s", want)
+				}
+			}
 		})
 	}
 }
