@@ -283,6 +283,22 @@ func TestNodeService_RandomTrees(t *testing.T) {
 						t.Fatalf("seed %d: device %d on %d path %q, want node %d path %q", seed, did, d.NodeID, d.Path, nid, n.Path)
 					}
 				}
+				// The subtree counts the query planner reads follow every
+				// create, move and delete.
+				for _, id := range nodes {
+					var got, want int64
+					if err := db.SQL().QueryRow(db.Rebind(`SELECT device_count FROM nodes WHERE id = ?`), id).Scan(&got); err != nil {
+						t.Fatal(err)
+					}
+					for _, nid := range deviceNode {
+						if under(nid, id) {
+							want++
+						}
+					}
+					if got != want {
+						t.Fatalf("seed %d round %d: node %d counts %d devices, holds %d", seed, round, id, got, want)
+					}
+				}
 			}
 			check()
 			for range 15 {
@@ -301,6 +317,13 @@ func TestNodeService_RandomTrees(t *testing.T) {
 						_, err := f.Devices.MoveDevice(f.super, did, to)
 						mustOK(t, err)
 						deviceNode[did] = to
+						break
+					}
+				}
+				if rng.IntN(4) == 0 && len(deviceNode) > 0 {
+					for did := range deviceNode {
+						mustOK(t, f.Devices.DeleteDevice(f.super, did))
+						delete(deviceNode, did)
 						break
 					}
 				}
