@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,7 +31,7 @@ type env struct {
 	db    *sqldb.DB
 	srv   *httpapi.Server
 	admin *httpapi.Client
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 }
 
 // mustOpenServer starts a server on db. configure, when given, adjusts the
@@ -42,7 +41,7 @@ func mustOpenServer(t *testing.T, db *sqldb.DB, configure ...func(*httpapi.Serve
 	if _, err := db.EnsureAdminToken(context.Background(), adminSecret); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s := httpapi.NewServer()
 	s.Addr = "127.0.0.1:0"
 	s.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -216,25 +215,6 @@ func (e *env) mustCreateFleet() *fleet {
 	f.bobToken, err = c.CreateToken(ctx, f.bob.ID)
 	must(err)
 	return f
-}
-
-// syncBuffer is a bytes.Buffer that the server's logger and the test may
-// use at the same time.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestServer_Open(t *testing.T) {

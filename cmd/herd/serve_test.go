@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/herd-iot/herd"
@@ -25,7 +23,7 @@ const adminSecret = "herd_e2e_admin_token_0123456789abcdef"
 
 // mustRunMain runs the real Main with args and env in-process and closes it
 // when the test ends.
-func mustRunMain(t *testing.T, env map[string]string, args ...string) (*main.Main, *syncBuffer) {
+func mustRunMain(t *testing.T, env map[string]string, args ...string) (*main.Main, *testutil.SyncBuffer) {
 	t.Helper()
 	m, stderr := newMain(env)
 	if err := m.ParseFlags(context.Background(), args); err != nil {
@@ -43,10 +41,10 @@ func mustRunMain(t *testing.T, env map[string]string, args ...string) (*main.Mai
 	return m, stderr
 }
 
-func newMain(env map[string]string) (*main.Main, *syncBuffer) {
+func newMain(env map[string]string) (*main.Main, *testutil.SyncBuffer) {
 	m := main.NewMain()
 	m.Getenv = func(k string) string { return env[k] }
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	m.Stderr = stderr
 	return m, stderr
 }
@@ -331,22 +329,4 @@ func TestMain_ErrStore(t *testing.T) {
 	if errors.As(err, &ce) {
 		t.Fatal("a store failure is not a config error")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's logger and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/herd-iot/herd"
@@ -102,4 +104,25 @@ func PostgresSchemaDSN(tb testing.TB) string {
 // SuperContext returns a context acting as the super-admin.
 func SuperContext() context.Context {
 	return herd.NewContextWithActor(context.Background(), &herd.Actor{Super: true})
+}
+
+// SyncBuffer is a bytes.Buffer that a server's logger and the test reading
+// its output may use at the same time.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
