@@ -31,11 +31,11 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		if q.TenantID == 0 {
 			return nil, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
 		}
-		t, err := tx.findTenant(ctx, q.TenantID)
+		root, err := tx.rootPath(ctx, q.TenantID)
 		if err != nil {
 			return nil, err
 		}
-		scope = herd.Scope{TenantID: t.ID, Paths: []string{herd.ChildPath("/", t.RootNodeID)}}
+		scope = herd.Scope{TenantID: q.TenantID, Paths: []string{root}}
 	} else {
 		if q.TenantID != 0 && q.TenantID != a.TenantID {
 			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
@@ -56,24 +56,22 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	// a connection of its own: the answer waits for the slower of the two,
 	// not their sum. It reads its own snapshot, a moment apart from the
 	// page's; a count is a figure for people, not a consistency boundary.
-	type countResult struct {
-		n   int64
-		err error
-	}
-	var counted chan countResult
+	var count int64
+	var capped bool
+	var countErr error
+	counted := make(chan struct{})
 	if q.After == nil {
-		counted = make(chan countResult, 1)
 		countSQL, countArgs := where.String(), append([]any(nil), args...)
 		go func() {
-			n, err := s.db.countDevices(ctx, countSQL, countArgs)
-			counted <- countResult{n, err}
+			defer close(counted)
+			count, countErr = s.db.countDevices(ctx, countSQL, countArgs)
 		}()
-		defer func() {
-			if counted != nil {
-				<-counted // never leave the count running past the request
-			}
-		}()
+	} else {
+		// Only the first page counts; the cursor carries its figure on.
+		count, capped = q.After.Count, q.After.CountCapped
+		close(counted)
 	}
+	defer func() { <-counted }() // never leave the count running past the request
 
 	// Pick the access path from the subtree counts the nodes keep: the
 	// planners cannot tell from a range on a path how many devices it holds.
@@ -109,20 +107,14 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		}
 	}
 
-	if q.After != nil {
-		// Only the first page counts; the cursor carries its figure on.
-		page.Count, page.CountCapped = q.After.Count, q.After.CountCapped
-	} else {
-		r := <-counted
-		counted = nil
-		if r.err != nil {
-			return nil, r.err
-		}
-		page.Count = r.n
-		if page.Count > herd.CountCap {
-			page.Count, page.CountCapped = herd.CountCap, true
-		}
+	<-counted
+	if countErr != nil {
+		return nil, countErr
 	}
+	if q.After == nil && count > herd.CountCap {
+		count, capped = herd.CountCap, true
+	}
+	page.Count, page.CountCapped = count, capped
 	if len(page.Items) > q.Limit {
 		page.Items = page.Items[:q.Limit]
 		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1], page.Count, page.CountCapped)
@@ -155,19 +147,22 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	if !sortIndexed[q.Sort.Field] {
 		return true, nil // no index yields this order: the scope is read and sorted
 	}
-	ids := make([]any, 0, len(scope.Paths)+2)
-	ids = append(ids, scope.TenantID)
+	// The covering paths are disjoint subtrees: the scope holds the sum of
+	// their counts; the tenant, its root's.
 	var root int64
+	scoped := map[int64]bool{}
+	args := []any{scope.TenantID}
 	for _, p := range scope.Paths {
 		pathIDs, err := herd.PathIDs(p)
 		if err != nil {
 			return false, err
 		}
 		root = pathIDs[0]
-		ids = append(ids, pathIDs[len(pathIDs)-1])
+		scoped[pathIDs[len(pathIDs)-1]] = true
+		args = append(args, pathIDs[len(pathIDs)-1])
 	}
-	ids = append(ids, root)
-	rows, err := tx.QueryContext(ctx, `SELECT id, device_count FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(ids)-1), ",")+`)`, ids...)
+	args = append(args, root)
+	rows, err := tx.QueryContext(ctx, `SELECT id, device_count FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(args)-1), ",")+`)`, args...)
 	if err != nil {
 		return false, err
 	}
@@ -181,17 +176,12 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 		if id == root {
 			total = float64(n)
 		}
-		for _, x := range ids[1 : len(ids)-1] {
-			if x.(int64) == id {
-				inScope += float64(n)
-			}
+		if scoped[id] {
+			inScope += float64(n)
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return false, err
-	}
-	if inScope > total { // the root itself is in scope
-		inScope = total
 	}
 	sel := 1.0
 	index := sortIndex(q)
