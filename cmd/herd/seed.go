@@ -20,14 +20,7 @@ func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("herd seed", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := DefaultConfig()
-	str := func(p *string, name, usage string) {
-		if v := os.Getenv(envName(name)); v != "" {
-			*p = v
-		}
-		fs.StringVar(p, name, *p, usage+" (env "+envName(name)+")")
-	}
-	str(&cfg.DataDir, "data-dir", "directory for herd's data")
-	str(&cfg.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
+	storeFlags(fs, os.Getenv, &cfg)
 	devices := fs.Int64("devices", 10000, "number of devices")
 	shapeFlag := fs.String("shape", "5x20x10", "fan-out of each tree level below the tenant root: regions x sites x ...")
 	tenant := fs.String("tenant", "", `tenant name (default "demo-<time>")`)

@@ -95,6 +95,23 @@ func envName(flagName string) string {
 	return "HERD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// stringFlag defines a flag whose default is taken from its environment
+// variable when that is set, so that a flag wins over the variable and the
+// variable over the built-in default.
+func stringFlag(fs *flag.FlagSet, getenv func(string) string, p *string, name, usage string) {
+	if v := getenv(envName(name)); v != "" {
+		*p = v
+	}
+	fs.StringVar(p, name, *p, usage+" (env "+envName(name)+")")
+}
+
+// storeFlags defines the flags that locate the store, shared by every
+// command that opens it.
+func storeFlags(fs *flag.FlagSet, getenv func(string) string, c *Config) {
+	stringFlag(fs, getenv, &c.DataDir, "data-dir", "directory for herd's data")
+	stringFlag(fs, getenv, &c.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
+}
+
 // Main is the herd server process: it reads its configuration, opens the
 // store and the HTTP server in Run, and closes them in reverse order in
 // Close. Tests run it in-process on :0.
@@ -128,17 +145,10 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("herd serve", flag.ContinueOnError)
 	fs.SetOutput(m.Stderr)
 	c := &m.Config
-	str := func(p *string, name, usage string) {
-		if v := m.Getenv(envName(name)); v != "" {
-			*p = v
-		}
-		fs.StringVar(p, name, *p, usage+" (env "+envName(name)+")")
-	}
-	str(&c.DataDir, "data-dir", "directory for herd's data")
-	str(&c.HTTPAddr, "http-addr", "listen address of the REST API")
-	str(&c.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
-	str(&c.LogLevel, "log-level", "log level: debug, info, warn or error")
-	str(&c.LogFormat, "log-format", "log format: text or json")
+	storeFlags(fs, m.Getenv, c)
+	stringFlag(fs, m.Getenv, &c.HTTPAddr, "http-addr", "listen address of the REST API")
+	stringFlag(fs, m.Getenv, &c.LogLevel, "log-level", "log level: debug, info, warn or error")
+	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: herd serve [flags]\n\nRuns the herd server. Every flag can also be set by its environment\nvariable; a flag wins. On first start the admin token is %s\nif set, otherwise a generated one printed once.\n\nFlags:\n", AdminTokenEnv)
 		fs.PrintDefaults()
