@@ -1,7 +1,6 @@
 package sqldb_test
 
 import (
-	"cmp"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -78,86 +77,8 @@ func randomDevice(rng *rand.Rand, nodeID int64) *herd.Device {
 	return d
 }
 
-// compareValues orders two non-NULL values of one field as SQL does with
-// byte-ordered text: strings by bytes, false before true.
-func compareValues(a, b any) int {
-	switch x := a.(type) {
-	case string:
-		return strings.Compare(x, b.(string))
-	case int64:
-		return cmp.Compare(x, b.(int64))
-	case float64:
-		return cmp.Compare(x, b.(float64))
-	case bool:
-		y := b.(bool)
-		switch {
-		case x == y:
-			return 0
-		case !x:
-			return -1
-		}
-		return 1
-	}
-	panic(fmt.Sprintf("compareValues %T", a))
-}
 
-// matches is the oracle of one filter: SQL semantics, so any comparison
-// with NULL is false, ne included.
-func matches(d *herd.Device, f herd.DeviceFilter) bool {
-	v, null := d.FieldValue(f.Field)
-	if null {
-		return false
-	}
-	c := func() int { return compareValues(v, f.Values[0]) }
-	switch f.Op {
-	case herd.OpEq:
-		return c() == 0
-	case herd.OpNe:
-		return c() != 0
-	case herd.OpLt:
-		return c() < 0
-	case herd.OpLe:
-		return c() <= 0
-	case herd.OpGt:
-		return c() > 0
-	case herd.OpGe:
-		return c() >= 0
-	case herd.OpIn:
-		for _, x := range f.Values {
-			if compareValues(v, x) == 0 {
-				return true
-			}
-		}
-		return false
-	case herd.OpPrefix:
-		return strings.HasPrefix(v.(string), f.Values[0].(string))
-	}
-	panic("op " + f.Op)
-}
 
-// compareDevices is the oracle's order: NULLs first ascending and last
-// descending, ties by id in the same direction.
-func compareDevices(a, b *herd.Device, s herd.DeviceSort) int {
-	va, na := a.FieldValue(s.Field)
-	vb, nb := b.FieldValue(s.Field)
-	c := 0
-	switch {
-	case na && nb:
-	case na:
-		c = -1
-	case nb:
-		c = 1
-	default:
-		c = compareValues(va, vb)
-	}
-	if c == 0 {
-		c = cmp.Compare(a.ID, b.ID)
-	}
-	if s.Desc {
-		c = -c
-	}
-	return c
-}
 
 // model is the in-memory truth of one tenant: its tree, devices and
 // grants, kept without paths so that paths are checked, not assumed.
@@ -214,13 +135,13 @@ func (m *model) oracle(user int64, q herd.DeviceQuery) []*herd.Device {
 		}
 		ok := true
 		for _, f := range q.Filters {
-			ok = ok && matches(d, f)
+			ok = ok && testutil.Matches(d, f)
 		}
 		if ok {
 			out = append(out, d)
 		}
 	}
-	slices.SortFunc(out, func(a, b *herd.Device) int { return compareDevices(a, b, q.Sort) })
+	slices.SortFunc(out, func(a, b *herd.Device) int { return testutil.CompareDevices(a, b, q.Sort) })
 	return out
 }
 
@@ -613,7 +534,7 @@ func TestQueryDevices_WalkDuringInserts(t *testing.T) {
 					mustOK(t, err)
 					for _, d := range p.Items {
 						seen[d.ID]++
-						if last != nil && compareDevices(last, d, q.Sort) >= 0 {
+						if last != nil && testutil.CompareDevices(last, d, q.Sort) >= 0 {
 							t.Fatalf("seed %d: walk went back from %d to %d", seed, last.ID, d.ID)
 						}
 						last = d

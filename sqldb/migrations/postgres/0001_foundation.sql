@@ -32,9 +32,6 @@ CREATE TABLE devices (
     tenant_id      BIGINT NOT NULL REFERENCES tenants (id),
     node_id        BIGINT NOT NULL REFERENCES nodes (id),
     path             TEXT COLLATE "C" NOT NULL,
-    -- device_count is the number of devices in the subtree, kept in the
-    -- transaction of every device change; the query planner of herd reads it.
-    device_count BIGINT NOT NULL DEFAULT 0,
     key            TEXT COLLATE "C" NOT NULL,
     name           TEXT COLLATE "C" NOT NULL,
     model          TEXT COLLATE "C" NOT NULL DEFAULT '',
@@ -133,9 +130,6 @@ CREATE TABLE events (
     subject_type TEXT COLLATE "C" NOT NULL,
     subject_id   BIGINT NOT NULL,
     path           TEXT COLLATE "C" NOT NULL,
-    -- device_count is the number of devices in the subtree, kept in the
-    -- transaction of every device change; the query planner of herd reads it.
-    device_count BIGINT NOT NULL DEFAULT 0,
     payload      TEXT COLLATE "C" NOT NULL,
     created_at   BIGINT NOT NULL
 );

@@ -32,9 +32,6 @@ CREATE TABLE devices (
     tenant_id      INTEGER NOT NULL REFERENCES tenants (id),
     node_id        INTEGER NOT NULL REFERENCES nodes (id),
     path             TEXT NOT NULL,
-    -- device_count is the number of devices in the subtree, kept in the
-    -- transaction of every device change; the query planner of herd reads it.
-    device_count BIGINT NOT NULL DEFAULT 0,
     key            TEXT NOT NULL,
     name           TEXT NOT NULL,
     model          TEXT NOT NULL DEFAULT '',
@@ -129,9 +126,6 @@ CREATE TABLE events (
     subject_type TEXT NOT NULL,
     subject_id   INTEGER NOT NULL,
     path           TEXT NOT NULL,
-    -- device_count is the number of devices in the subtree, kept in the
-    -- transaction of every device change; the query planner of herd reads it.
-    device_count BIGINT NOT NULL DEFAULT 0,
     payload      TEXT NOT NULL,
     created_at   INTEGER NOT NULL
 );
