@@ -482,9 +482,16 @@ func formatKey(v any) string {
 // carrying the count of the first page.
 func (q DeviceQuery) EncodeCursor(d *Device, count int64, capped bool) string {
 	v, null := d.FieldValue(q.Sort.Field)
-	c := cursorJSON{V: cursorVersion, Hash: q.fingerprint(), Null: null, ID: d.ID, Count: count, Capped: capped}
-	if !null {
-		c.Key = formatKey(v)
+	return q.EncodeCursorAt(DeviceCursor{Null: null, Value: v, ID: d.ID, Count: count, CountCapped: capped})
+}
+
+// EncodeCursorAt returns the opaque cursor for a keyset position given by
+// its parts: the sort value (typed as in DeviceFilter) and id of the last
+// row, for a store that knows them without holding the row.
+func (q DeviceQuery) EncodeCursorAt(at DeviceCursor) string {
+	c := cursorJSON{V: cursorVersion, Hash: q.fingerprint(), Null: at.Null, ID: at.ID, Count: at.Count, Capped: at.CountCapped}
+	if !at.Null {
+		c.Key = formatKey(at.Value)
 	}
 	buf, _ := json.Marshal(c)
 	return base64.RawURLEncoding.EncodeToString(buf)

@@ -60,6 +60,10 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 			return 0, err
 		}
 	}
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return 0, err
+	}
 	perPath := map[string]int64{}
 	var n int64
 	loaded := func() *herd.Device {
@@ -77,9 +81,9 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 		return d
 	}
 	if db.dialect == Postgres {
-		err = tx.copyDevices(ctx, conn, loaded)
+		err = tx.copyDevices(ctx, conn, rev, loaded)
 	} else {
-		err = tx.insertDeviceStream(ctx, loaded)
+		err = tx.insertDeviceStream(ctx, rev, loaded)
 	}
 	if err != nil {
 		return 0, err
@@ -174,11 +178,11 @@ func (tx *Tx) dropDeviceIndexes(ctx context.Context) ([][2]string, error) {
 // copyDevices streams devices into PostgreSQL with COPY. database/sql has
 // no COPY, so it runs on the pgx connection underneath conn, inside the
 // transaction tx has open on that same connection.
-func (tx *Tx) copyDevices(ctx context.Context, conn *sql.Conn, next func() *herd.Device) error {
+func (tx *Tx) copyDevices(ctx context.Context, conn *sql.Conn, rev int64, next func() *herd.Device) error {
 	return conn.Raw(func(driverConn any) error {
 		src := pgx.CopyFromFunc(func() ([]any, error) {
 			if d := next(); d != nil {
-				return deviceArgs(d), nil
+				return append(deviceArgs(d), rev), nil
 			}
 			return nil, nil
 		})
@@ -189,7 +193,7 @@ func (tx *Tx) copyDevices(ctx context.Context, conn *sql.Conn, next func() *herd
 
 // insertDeviceStream writes devices into SQLite with a prepared statement
 // of 20 rows at a time.
-func (tx *Tx) insertDeviceStream(ctx context.Context, next func() *herd.Device) error {
+func (tx *Tx) insertDeviceStream(ctx context.Context, rev int64, next func() *herd.Device) error {
 	const perStmt = 20
 	cols := len(insertColumns)
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
@@ -203,7 +207,7 @@ func (tx *Tx) insertDeviceStream(ctx context.Context, next func() *herd.Device) 
 	defer full.Close()
 	batch := make([]any, 0, perStmt*cols)
 	for d := next(); d != nil; d = next() {
-		if batch = append(batch, deviceArgs(d)...); len(batch) == perStmt*cols {
+		if batch = append(append(batch, deviceArgs(d)...), rev); len(batch) == perStmt*cols {
 			if _, err := full.ExecContext(ctx, batch...); err != nil {
 				return formatError(err, "a device key is already taken")
 			}

@@ -58,7 +58,10 @@ type DB struct {
 	// BulkRebuildRows is the bulk load size from which indexes are rebuilt
 	// rather than maintained row by row.
 	BulkRebuildRows int64
+	// StateCache configures the in-memory state cache of the scoped query.
+	StateCache StateCacheConfig
 
+	caches  stateCaches
 	dialect Dialect
 	metrics *metrics
 	// rdb serves reads. On SQLite wdb is a separate single-connection pool
@@ -77,6 +80,7 @@ func NewDB(dsn string) *DB {
 		Logger: slog.New(slog.DiscardHandler),
 
 		BulkRebuildRows: DefaultBulkRebuildRows,
+		StateCache:      DefaultStateCache,
 		metrics:         newMetrics(),
 	}
 }
@@ -148,8 +152,9 @@ func (db *DB) Open() (err error) {
 	return nil
 }
 
-// Close closes the connection pools.
+// Close stops the state cache's refresh and closes the connection pools.
 func (db *DB) Close() error {
+	db.closeCaches()
 	var errs []error
 	if db.wdb != nil && db.wdb != db.rdb {
 		errs = append(errs, db.wdb.Close())
@@ -251,6 +256,7 @@ type Tx struct {
 	db    *DB
 	now   time.Time
 	write bool
+	rev   int64 // see deviceRev; 0 until asked for
 }
 
 // beginTx opens a write transaction (on the single-writer pool for SQLite).
@@ -276,6 +282,23 @@ func (tx *Tx) lockTenantTree(ctx context.Context, tenantID int64) (locked bool, 
 	}
 	_, err = tx.ExecContext(ctx, `SELECT id FROM tenants WHERE id = ? FOR UPDATE`, tenantID)
 	return err == nil, err
+}
+
+// deviceRev returns the rev that the transaction stamps on the device rows
+// it writes (see migration 0002): on PostgreSQL the transaction's id, on
+// SQLite the next value of a counter that only this transaction advances.
+func (tx *Tx) deviceRev(ctx context.Context) (int64, error) {
+	if tx.rev != 0 {
+		return tx.rev, nil
+	}
+	q := `UPDATE counters SET value = value + 1 WHERE name = 'device_rev' RETURNING value`
+	if tx.db.dialect == Postgres {
+		q = `SELECT pg_current_xact_id()::text::bigint`
+	}
+	if err := tx.QueryRowContext(ctx, q).Scan(&tx.rev); err != nil {
+		return 0, fmt.Errorf("device rev: %w", err)
+	}
+	return tx.rev, nil
 }
 
 // beginRead opens a read-only transaction, so a multi-statement read sees

@@ -125,11 +125,15 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) er
 
 // insertColumns are the columns a new device row is written with.
 var insertColumns = []string{"tenant_id", "node_id", "path", "key", "name", "model", "firmware", "status", "online", "last_seen",
-	"temperature", "humidity", "pressure", "voltage", "current", "power", "battery", "rssi", "uptime_s", "error_count", "config_version", "created_at"}
+	"temperature", "humidity", "pressure", "voltage", "current", "power", "battery", "rssi", "uptime_s", "error_count", "config_version", "created_at", "rev"}
 
 // insertDevices writes devices in multi-row statements and sets their ids.
 // Each chunk stays under the parameter guard.
 func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return err
+	}
 	cols := len(insertColumns)
 	per := herd.MaxQueryParams / cols
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
@@ -146,7 +150,7 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 			if d.CreatedAt.IsZero() {
 				d.CreatedAt = tx.now
 			}
-			args = append(args, deviceArgs(d)...)
+			args = append(append(args, deviceArgs(d)...), rev)
 		}
 		// RETURNING promises no row order, so ids are matched by key.
 		b.WriteString(" RETURNING id, key")
@@ -258,7 +262,11 @@ func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd
 	}
 	oldPath := d.Path
 	d.NodeID, d.Path = n.ID, n.Path
-	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ? WHERE id = ?`, d.NodeID, d.Path, d.ID); err != nil {
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ?, rev = ? WHERE id = ?`, d.NodeID, d.Path, rev, d.ID); err != nil {
 		return nil, err
 	} else if err := tx.adjustDeviceCounts(ctx, oldPath, -1); err != nil {
 		return nil, err
@@ -287,7 +295,13 @@ func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) error {
 	if err != nil {
 		return err
 	}
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+		return err
+	} else if _, err := tx.ExecContext(ctx, `INSERT INTO device_tombstones (tenant_id, device_id, rev, deleted_at) VALUES (?, ?, ?, ?)`, d.TenantID, d.ID, rev, tx.now.UnixMilli()); err != nil {
 		return err
 	} else if err := tx.adjustDeviceCounts(ctx, d.Path, -1); err != nil {
 		return err

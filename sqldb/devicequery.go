@@ -51,6 +51,31 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	args := whereScope(&where, scope)
 	args = whereFilters(&where, q.Filters, args)
 
+	// Pick the access path from the subtree counts the nodes keep: the
+	// planners cannot tell from a range on a path how many devices it holds.
+	p, err := tx.planQuery(ctx, q, scope)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := s.db.cacheFor(ctx, q, scope, p)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		page, ok, err := s.queryCached(ctx, tx, tc, q, scope, where.String(), args)
+		if err != nil {
+			return nil, err
+		} else if ok {
+			s.db.metrics.observeDeviceQuery("cache", q.After == nil, start)
+			return page, nil
+		}
+	}
+	planName := "walk"
+	if p.small {
+		planName = "scope"
+	}
+	defer s.db.metrics.observeDeviceQuery(planName, q.After == nil, start)
+
 	// The first page counts, and the count can cost more than the page (it
 	// has to see every match up to the cap), so it runs beside the page on
 	// a connection of its own: the answer waits for the slower of the two,
@@ -73,14 +98,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	defer func() { <-counted }() // never leave the count running past the request
 
-	// Pick the access path from the subtree counts the nodes keep: the
-	// planners cannot tell from a range on a path how many devices it holds.
-	small, err := tx.scopeIsSmall(ctx, q, scope)
-	if err != nil {
-		return nil, err
-	}
-	defer s.db.metrics.observeDeviceQuery(small, q.After == nil, start)
-
+	small := p.small
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
 	for _, seg := range keysetSegments(q, s.db.dialect) {
 		if len(page.Items) >= want {
@@ -135,7 +153,14 @@ func (db *DB) countDevices(ctx context.Context, where string, args []any) (int64
 	return n, err
 }
 
-// scopeIsSmall decides between the two access paths of a page. Reading the
+// plan is the access path chosen for a page, and the sizes it was chosen by.
+type plan struct {
+	small   bool    // read the whole scope and sort it, rather than walk a sort index
+	inScope float64 // devices in the scope
+	total   float64 // devices in the tenant
+}
+
+// planQuery decides between the two access paths of a page. Reading the
 // whole scope through the path index and sorting it costs about one row
 // fetch per device in scope. Walking the sort column's index in order costs
 // the index entries passed until the page is full — the scope's share of the
@@ -143,19 +168,16 @@ func (db *DB) countDevices(ctx context.Context, where string, args []any) (int64
 // row fetch each (the scope test is made on the index entry), plus a fetch
 // for each in-scope entry the filters then test. Selectivity is unknown, so
 // each filter is assumed to keep a quarter of the rows.
-func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.Scope) (bool, error) {
-	if !sortIndexed[q.Sort.Field] {
-		return true, nil // no index yields this order: the scope is read and sorted
-	}
+func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scope) (plan, error) {
 	// The covering paths are disjoint subtrees: the scope holds the sum of
 	// their counts; the tenant, its root's.
 	var root int64
 	scoped := map[int64]bool{}
 	args := []any{scope.TenantID}
-	for _, p := range scope.Paths {
-		pathIDs, err := herd.PathIDs(p)
+	for _, path := range scope.Paths {
+		pathIDs, err := herd.PathIDs(path)
 		if err != nil {
-			return false, err
+			return plan{}, err
 		}
 		root = pathIDs[0]
 		scoped[pathIDs[len(pathIDs)-1]] = true
@@ -164,14 +186,14 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	args = append(args, root)
 	rows, err := tx.QueryContext(ctx, `SELECT id, device_count FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(args)-1), ",")+`)`, args...)
 	if err != nil {
-		return false, err
+		return plan{}, err
 	}
 	defer rows.Close()
 	var inScope, total float64
 	for rows.Next() {
 		var id, n int64
 		if err := rows.Scan(&id, &n); err != nil {
-			return false, err
+			return plan{}, err
 		}
 		if id == root {
 			total = float64(n)
@@ -181,7 +203,11 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return false, err
+		return plan{}, err
+	}
+	p := plan{inScope: inScope, total: total, small: true}
+	if !sortIndexed[q.Sort.Field] {
+		return p, nil // no index yields this order: the scope is read and sorted
 	}
 	sel := 1.0
 	index := sortIndex(q)
@@ -193,7 +219,7 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	}
 	want := float64(q.Limit + 1)
 	if inScope <= want {
-		return true, nil
+		return p, nil
 	}
 	scopeCost := inScope
 	if statusFilter(q) {
@@ -201,7 +227,8 @@ func (tx *Tx) scopeIsSmall(ctx context.Context, q herd.DeviceQuery, scope herd.S
 	}
 	walked := min(total, want*total/(inScope*sel))
 	walkCost := 0.2*walked + min(inScope, want/sel)
-	return walkCost >= scopeCost, nil
+	p.small = walkCost >= scopeCost
+	return p, nil
 }
 
 // sortIndexed are the fields with a devices_tenant_<field> index (see the

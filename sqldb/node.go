@@ -149,11 +149,19 @@ func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (*herd.N
 		return n, nil
 	}
 	oldPath, newPath := n.Path, herd.ChildPath(parent.Path, n.ID)
-	for _, table := range []string{"nodes", "devices"} {
-		if _, err := tx.ExecContext(ctx, `UPDATE `+table+` SET path = ? || substr(path, ?) WHERE tenant_id = ? AND path >= ? AND path < ?`,
-			newPath, len(oldPath)+1, n.TenantID, oldPath, herd.PathUpperBound(oldPath)); err != nil {
-			return nil, err
-		}
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return nil, err
+	}
+	repath := func(table, set string, args ...any) error {
+		args = append(args, newPath, len(oldPath)+1, n.TenantID, oldPath, herd.PathUpperBound(oldPath))
+		_, err := tx.ExecContext(ctx, `UPDATE `+table+` SET `+set+`path = ? || substr(path, ?) WHERE tenant_id = ? AND path >= ? AND path < ?`, args...)
+		return err
+	}
+	if err := repath("nodes", ""); err != nil {
+		return nil, err
+	} else if err := repath("devices", "rev = ?, ", rev); err != nil {
+		return nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET parent_id = ? WHERE id = ?`, parent.ID, n.ID); err != nil {
 		return nil, err

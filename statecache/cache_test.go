@@ -1,4 +1,4 @@
-package statecache
+package statecache_test
 
 import (
 	"math/rand/v2"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/statecache"
 )
 
 // Few values per column, so that sort values repeat (the id tie-break
@@ -132,7 +133,7 @@ func TestCache_Oracle(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	c := New()
+	c := statecache.New()
 	truth := map[int64]*herd.Device{}
 	nextID := int64(1)
 	for round := range 60 {
@@ -187,7 +188,7 @@ func TestCache_Oracle(t *testing.T) {
 			var got []int64
 			var after *herd.DeviceCursor
 			for page := 0; ; page++ {
-				res, ok := c.Query(Query{Paths: scope, Filters: q.Filters, Sort: q.Sort, After: after, Limit: q.Limit})
+				res, ok := c.Query(statecache.Query{Paths: scope, Filters: q.Filters, Sort: q.Sort, After: after, Limit: q.Limit})
 				if !ok {
 					t.Fatalf("query %+v refused", q)
 				}
@@ -221,12 +222,12 @@ func TestCache_Oracle(t *testing.T) {
 // cursor wants it, so that the store can make a cursor without the row.
 func TestCache_HitValues(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	c := New()
+	c := statecache.New()
 	d := randomDevice(rng, 7)
 	d.Temperature, d.Online = nil, true
 	c.Upsert(d)
 	for _, field := range herd.DeviceFieldNames {
-		res, ok := c.Query(Query{Paths: []string{"/"}, Sort: herd.DeviceSort{Field: field}, Limit: 1})
+		res, ok := c.Query(statecache.Query{Paths: []string{"/"}, Sort: herd.DeviceSort{Field: field}, Limit: 1})
 		if !ok || len(res.Hits) != 1 {
 			t.Fatalf("%s: %+v %v", field, res, ok)
 		}
@@ -240,9 +241,9 @@ func TestCache_HitValues(t *testing.T) {
 // TestCache_WrongValueType checks that a value of the wrong type makes the
 // cache decline the query instead of panicking.
 func TestCache_WrongValueType(t *testing.T) {
-	c := New()
+	c := statecache.New()
 	c.Upsert(randomDevice(rand.New(rand.NewPCG(1, 1)), 1))
-	for _, q := range []Query{
+	for _, q := range []statecache.Query{
 		{Filters: []herd.DeviceFilter{{Field: "temperature", Op: herd.OpGt, Values: []any{"30"}}}},
 		{Filters: []herd.DeviceFilter{{Field: "name", Op: herd.OpEq, Values: []any{int64(3)}}}},
 		{Filters: []herd.DeviceFilter{{Field: "rssi", Op: herd.OpPrefix, Values: []any{"1"}}}},
@@ -302,7 +303,7 @@ func TestCache_PointerFree(t *testing.T) {
 			}
 		}
 	}
-	ct := reflect.TypeFor[Cache]()
+	ct := reflect.TypeFor[statecache.Cache]()
 	for i := range ct.NumField() {
 		f := ct.Field(i)
 		switch f.Name {
@@ -320,7 +321,7 @@ func TestCache_PointerFree(t *testing.T) {
 // devices in scope.
 func BenchmarkQuery(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	c := New()
+	c := statecache.New()
 	var scopes []string
 	for region := range 5 {
 		for site := range 40 {
@@ -337,7 +338,7 @@ func BenchmarkQuery(b *testing.B) {
 			}
 		}
 	}
-	q := Query{
+	q := statecache.Query{
 		Paths: []string{"/1/10/"},
 		Filters: []herd.DeviceFilter{
 			{Field: "temperature", Op: herd.OpGt, Values: []any{30.0}},

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/sqldb"
@@ -41,6 +42,26 @@ func RunWithDialects(t *testing.T, fn func(t *testing.T, db *sqldb.DB)) {
 	for _, d := range []sqldb.Dialect{sqldb.SQLite, sqldb.Postgres} {
 		t.Run(string(d), func(t *testing.T) {
 			fn(t, MustOpenDB(t, d))
+		})
+	}
+}
+
+// RunWithStateCache is RunWithDialects for tests of the scoped query: each
+// dialect runs twice, once answering from the database's own plans and once
+// ("+cache") with every query answered through the in-memory state cache,
+// which then must give the same answers.
+func RunWithStateCache(t *testing.T, fn func(t *testing.T, db *sqldb.DB)) {
+	t.Helper()
+	for _, d := range []sqldb.Dialect{sqldb.SQLite, sqldb.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			fn(t, MustOpenDB(t, d))
+		})
+		t.Run(string(d)+"+cache", func(t *testing.T) {
+			db := MustOpenDB(t, d)
+			// No background refresh: the hooks of some tests count statements, and
+			// every query catches up first anyway.
+			db.StateCache = sqldb.StateCacheConfig{MinTenantDevices: 1, Always: true, Refresh: time.Hour}
+			fn(t, db)
 		})
 	}
 }
