@@ -356,7 +356,7 @@ func TestQueryDevices_Property(t *testing.T) {
 		var mu sync.Mutex
 		shapes := map[string]int{}
 		db.QueryHook = func(query string, _ []any) {
-			if strings.Contains(query, " AND id IN (") {
+			if strings.Contains(query, "FROM devices WHERE") && strings.Contains(query, " AND id IN (") {
 				mu.Lock()
 				shapes["state cache"]++
 				mu.Unlock()

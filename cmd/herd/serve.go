@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -38,6 +39,10 @@ type Config struct {
 	LogLevel string
 	// LogFormat is text or json.
 	LogFormat string
+	// StateCacheMinDevices is the tenant size from which the scoped query
+	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
+	// the cache off.
+	StateCacheMinDevices int64
 }
 
 // DefaultConfig returns the configuration of a plain `herd serve`: embedded
@@ -48,6 +53,8 @@ func DefaultConfig() Config {
 		HTTPAddr:  ":8080",
 		LogLevel:  "info",
 		LogFormat: "text",
+
+		StateCacheMinDevices: sqldb.DefaultStateCache.MinTenantDevices,
 	}
 }
 
@@ -72,6 +79,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return &ConfigError{Field: "log-format", Value: c.LogFormat, Err: errors.New("must be text or json")}
+	}
+	if c.StateCacheMinDevices < 0 {
+		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
 	}
 	return nil
 }
@@ -105,6 +115,20 @@ func stringFlag(fs *flag.FlagSet, getenv func(string) string, p *string, name, u
 	fs.StringVar(p, name, *p, usage+" (env "+envName(name)+")")
 }
 
+// int64Flag is stringFlag for a whole number. A variable that is not a
+// number is reported like a bad flag value, naming the variable.
+func int64Flag(fs *flag.FlagSet, getenv func(string) string, p *int64, name, usage string) error {
+	if v := getenv(envName(name)); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return &ConfigError{Field: name, Value: v, Err: errors.New("not a whole number")}
+		}
+		*p = n
+	}
+	fs.Int64Var(p, name, *p, usage+" (env "+envName(name)+")")
+	return nil
+}
+
 // storeFlags defines the flags that locate the store, shared by every
 // command that opens it.
 func storeFlags(fs *flag.FlagSet, getenv func(string) string, c *Config) {
@@ -127,6 +151,9 @@ type Main struct {
 	Logger     *slog.Logger
 	DB         *sqldb.DB
 	HTTPServer *httpapi.Server
+
+	stopWarm context.CancelFunc
+	warmed   chan struct{}
 }
 
 // NewMain returns a Main with the default configuration, reading the
@@ -149,6 +176,10 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.HTTPAddr, "http-addr", "listen address of the REST API")
 	stringFlag(fs, m.Getenv, &c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
+	if err := int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
+		"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"); err != nil {
+		return err
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: herd serve [flags]\n\nRuns the herd server. Every flag can also be set by its environment\nvariable; a flag wins. On first start the admin token is %s\nif set, otherwise a generated one printed once.\n\nFlags:\n", AdminTokenEnv)
 		fs.PrintDefaults()
@@ -177,10 +208,22 @@ func (m *Main) Run(ctx context.Context) error {
 	dsn := m.Config.StoreDSN()
 	m.DB = sqldb.NewDB(dsn)
 	m.DB.Logger = m.Logger.With("component", "sqldb")
+	m.DB.StateCache.MinTenantDevices = m.Config.StateCacheMinDevices
 	if err := m.DB.Open(); err != nil {
 		m.DB = nil
 		return fmt.Errorf("open store %s: %w", redactDSN(dsn), err)
 	}
+	// Large tenants' state caches load in the background; until one is
+	// ready its queries read the database.
+	warmCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.stopWarm = cancel
+	m.warmed = make(chan struct{})
+	go func() {
+		defer close(m.warmed)
+		if err := m.DB.WarmStateCaches(warmCtx); err != nil && warmCtx.Err() == nil {
+			m.Logger.Warn("state caches not loaded; queries read the database", "err", err)
+		}
+	}()
 	if err := m.ensureAdminToken(ctx); err != nil {
 		return err
 	}
@@ -239,6 +282,11 @@ func (m *Main) Close() error {
 	if m.HTTPServer != nil {
 		errs = append(errs, m.HTTPServer.Close())
 		m.HTTPServer = nil
+	}
+	if m.stopWarm != nil {
+		m.stopWarm()
+		<-m.warmed
+		m.stopWarm = nil
 	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())

@@ -270,11 +270,13 @@ func TestMain_ParseFlags(t *testing.T) {
 			"HERD_STORE":      "postgres://db/herd",
 			"HERD_LOG_LEVEL":  "debug",
 			"HERD_LOG_FORMAT": "json",
+
+			"HERD_STATE_CACHE_MIN_DEVICES": "5000",
 		})
 		if err := m.ParseFlags(context.Background(), []string{"--http-addr", "127.0.0.1:9000", "--log-level", "warn"}); err != nil {
 			t.Fatal(err)
 		}
-		want := main.Config{DataDir: "/srv/herd", HTTPAddr: "127.0.0.1:9000", Store: "postgres://db/herd", LogLevel: "warn", LogFormat: "json"}
+		want := main.Config{DataDir: "/srv/herd", HTTPAddr: "127.0.0.1:9000", Store: "postgres://db/herd", LogLevel: "warn", LogFormat: "json", StateCacheMinDevices: 5000}
 		if m.Config != want {
 			t.Fatalf("config %+v, want %+v", m.Config, want)
 		}
@@ -290,6 +292,8 @@ func TestMain_ParseFlags(t *testing.T) {
 		{"ErrEmptyAddr", nil, []string{"--http-addr", ""}, []string{"--http-addr"}},
 		{"ErrUnknownFlag", nil, []string{"--colour"}, []string{"colour"}},
 		{"ErrArgument", nil, []string{"now"}, []string{"now"}},
+		{"ErrStateCacheNegative", nil, []string{"--state-cache-min-devices", "-1"}, []string{"--state-cache-min-devices", "HERD_STATE_CACHE_MIN_DEVICES"}},
+		{"ErrStateCacheEnv", map[string]string{"HERD_STATE_CACHE_MIN_DEVICES": "many"}, nil, []string{"--state-cache-min-devices", "HERD_STATE_CACHE_MIN_DEVICES", "many"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m, stderr := newMain(tt.env)
