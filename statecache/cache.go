@@ -167,10 +167,14 @@ type Cache struct {
 	paths    []string
 	pathNode []int64
 	pathIdx  map[string]int32
-	str      [nStr]strCol
-	ints     [nInt]intCol
-	floats   [nFloat]floatCol
-	online   []bool
+	// members lists the slots of each path, and pos each slot's place in
+	// its list, so that a query visits only the slots of its scope.
+	members [][]int32
+	pos     []int32
+	str     [nStr]strCol
+	ints    [nInt]intCol
+	floats  [nFloat]floatCol
+	online  []bool
 }
 
 // New returns an empty cache.
@@ -225,7 +229,14 @@ func (c *Cache) upsert(d *herd.Device) {
 			c.floats[k].null = append(c.floats[k].null, false)
 		}
 	}
-	c.path[i] = c.internPath(d.Path, d.NodeID)
+	p := c.internPath(d.Path, d.NodeID)
+	if !ok {
+		c.pos = append(c.pos, 0)
+		c.join(i, p)
+	} else if c.path[i] != p {
+		c.leave(i)
+		c.join(i, p)
+	}
 	c.online[i] = d.Online
 	for k, s := range [nStr]string{d.Key, d.Name, d.Model, d.Firmware, d.Status} {
 		c.str[k].set(i, s)
@@ -258,6 +269,22 @@ func (c *Cache) upsert(d *herd.Device) {
 	}
 }
 
+// join adds slot i to the members of path p.
+func (c *Cache) join(i, p int32) {
+	c.path[i] = p
+	c.pos[i] = int32(len(c.members[p]))
+	c.members[p] = append(c.members[p], i)
+}
+
+// leave removes slot i from the members of its path.
+func (c *Cache) leave(i int32) {
+	m := c.members[c.path[i]]
+	last := m[len(m)-1]
+	m[c.pos[i]] = last
+	c.pos[last] = c.pos[i]
+	c.members[c.path[i]] = m[:len(m)-1]
+}
+
 func (c *Cache) internPath(p string, nodeID int64) int32 {
 	if i, ok := c.pathIdx[p]; ok {
 		return i
@@ -266,6 +293,7 @@ func (c *Cache) internPath(p string, nodeID int64) int32 {
 	p = strings.Clone(p)
 	c.paths = append(c.paths, p)
 	c.pathNode = append(c.pathNode, nodeID)
+	c.members = append(c.members, nil)
 	c.pathIdx[p] = i
 	return i
 }
@@ -286,12 +314,14 @@ func (c *Cache) delete(id int64) {
 		return
 	}
 	delete(c.slots, id)
+	c.leave(i)
 	last := int32(len(c.ids) - 1)
 	if i != last {
 		moved := c.ids[last]
 		c.slots[moved] = i
 		c.ids[i] = moved
-		c.path[i] = c.path[last]
+		c.path[i], c.pos[i] = c.path[last], c.pos[last]
+		c.members[c.path[i]][c.pos[i]] = i
 		c.online[i] = c.online[last]
 		for k := range c.str {
 			c.str[k].set(i, c.str[k].get(last))
@@ -304,7 +334,7 @@ func (c *Cache) delete(id int64) {
 		}
 	}
 	c.ids = c.ids[:last]
-	c.path = c.path[:last]
+	c.path, c.pos = c.path[:last], c.pos[:last]
 	c.online = c.online[:last]
 	for k := range c.str {
 		c.str[k].removeLast()
@@ -353,16 +383,16 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 
-	inScope := make([]bool, len(c.paths))
+	var scope []int32
 	for i, p := range c.paths {
 		for _, s := range q.Paths {
 			if strings.HasPrefix(p, s) {
-				inScope[i] = true
+				scope = append(scope, int32(i))
 				break
 			}
 		}
 	}
-	preds := make([]func(int32) bool, 0, len(q.Filters))
+	preds := make([]batchPred, 0, len(q.Filters))
 	for _, f := range q.Filters {
 		p, ok := c.predicate(f)
 		if !ok {
@@ -391,26 +421,27 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 	// root is the worst kept row, the one a better row replaces.
 	top := make([]int32, 0, q.Limit)
 	var count int64
-rows:
-	for i := range int32(len(c.ids)) {
-		if !inScope[c.path[i]] {
-			continue
+	var bufs [2][]int32
+	for _, p := range scope {
+		// Each filter narrows the path's slots to those it keeps, a batch
+		// at a time: tight loops over typed slices, not a call per row.
+		sel := c.members[p]
+		for n, pred := range preds {
+			bufs[n%2] = pred(sel, bufs[n%2][:0])
+			sel = bufs[n%2]
 		}
-		for _, p := range preds {
-			if !p(i) {
-				continue rows
+		count += int64(len(sel))
+		for _, i := range sel {
+			if after != nil && !after(i) {
+				continue
 			}
-		}
-		count++
-		if after != nil && !after(i) {
-			continue
-		}
-		if len(top) < q.Limit {
-			top = append(top, i)
-			siftUp(top, len(top)-1, cmpRows)
-		} else if q.Limit > 0 && cmpRows(i, top[0]) < 0 {
-			top[0] = i
-			siftDown(top, 0, cmpRows)
+			if len(top) < q.Limit {
+				top = append(top, i)
+				siftUp(top, len(top)-1, cmpRows)
+			} else if q.Limit > 0 && cmpRows(i, top[0]) < 0 {
+				top[0] = i
+				siftDown(top, 0, cmpRows)
+			}
 		}
 	}
 	slices.SortFunc(top, cmpRows)
@@ -607,7 +638,7 @@ func boolInt(b bool) int64 {
 // with NULL is never true, text compares bytewise, and a prefix is the same
 // half-open range the SQL uses. ok is false when a value does not have the
 // column's type.
-func (c *Cache) predicate(f herd.DeviceFilter) (func(int32) bool, bool) {
+func (c *Cache) predicate(f herd.DeviceFilter) (batchPred, bool) {
 	ref, ok := columns[f.Field]
 	if !ok {
 		return nil, false
@@ -625,9 +656,9 @@ func (c *Cache) predicate(f herd.DeviceFilter) (func(int32) bool, bool) {
 				return nil, false
 			}
 			if hi, bounded := herd.PrefixUpperBound(lo); bounded {
-				return func(i int32) bool { v := col.get(i); return v >= lo && v < hi }, true
+				return rowPred(func(i int32) bool { v := col.get(i); return v >= lo && v < hi }), true
 			}
-			return func(i int32) bool { return col.get(i) >= lo }, true
+			return rowPred(func(i int32) bool { return col.get(i) >= lo }), true
 		}
 		return compile(col, f, asType[string])
 	case kindBool:
@@ -644,7 +675,23 @@ func asType[T any](v any) (T, bool) {
 	return x, ok
 }
 
-func compile[T cmp.Ordered](col column[T], f herd.DeviceFilter, conv func(any) (T, bool)) (func(int32) bool, bool) {
+// batchPred appends to out the slots of in that a filter keeps.
+type batchPred func(in, out []int32) []int32
+
+// rowPred makes a batch predicate of a row predicate, for the columns that
+// are not kept in a plain slice.
+func rowPred(keep func(int32) bool) batchPred {
+	return func(in, out []int32) []int32 {
+		for _, i := range in {
+			if keep(i) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+}
+
+func compile[T cmp.Ordered](col column[T], f herd.DeviceFilter, conv func(any) (T, bool)) (batchPred, bool) {
 	vals := make([]T, len(f.Values))
 	for n, v := range f.Values {
 		x, ok := conv(v)
@@ -657,7 +704,11 @@ func compile[T cmp.Ordered](col column[T], f herd.DeviceFilter, conv func(any) (
 		return nil, false
 	}
 	if col.v != nil {
-		return compileSlice(col.v, col.nulls, f.Op, vals)
+		nulls := col.nulls
+		if nulls == nil {
+			nulls = noNulls(len(col.v))
+		}
+		return compileSlice(col.v, nulls, f.Op, vals)
 	}
 	get, v := col.get, vals[0]
 	var p func(int32) bool
@@ -679,48 +730,94 @@ func compile[T cmp.Ordered](col column[T], f herd.DeviceFilter, conv func(any) (
 	default:
 		return nil, false
 	}
-	return p, true
+	return rowPred(p), true
 }
 
-// compileSlice is compile for a column kept in a slice: the scan's inner
-// loop, so one indirect call per row and filter and no more.
-func compileSlice[T cmp.Ordered](vs []T, nulls []bool, op string, vals []T) (func(int32) bool, bool) {
-	v := vals[0]
-	if nulls == nil {
-		switch op {
-		case herd.OpEq:
-			return func(i int32) bool { return vs[i] == v }, true
-		case herd.OpNe:
-			return func(i int32) bool { return vs[i] != v }, true
-		case herd.OpLt:
-			return func(i int32) bool { return vs[i] < v }, true
-		case herd.OpLe:
-			return func(i int32) bool { return vs[i] <= v }, true
-		case herd.OpGt:
-			return func(i int32) bool { return vs[i] > v }, true
-		case herd.OpGe:
-			return func(i int32) bool { return vs[i] >= v }, true
-		case herd.OpIn:
-			return func(i int32) bool { return slices.Contains(vals, vs[i]) }, true
-		}
-		return nil, false
+// noNulls returns n false values, shared: the NULL flags of a column that
+// has none, so that every slice-kept column runs the same loops.
+func noNulls(n int) []bool {
+	noNullsMu.Lock()
+	defer noNullsMu.Unlock()
+	if len(noNullsBuf) < n {
+		noNullsBuf = make([]bool, max(n, 2*len(noNullsBuf)))
 	}
+	return noNullsBuf[:n]
+}
+
+var (
+	noNullsMu  sync.Mutex
+	noNullsBuf []bool
+)
+
+// compileSlice is compile for a column kept in a slice: the scan's inner
+// loops, one per operator, with nothing but the comparison inside.
+func compileSlice[T cmp.Ordered](vs []T, nulls []bool, op string, vals []T) (batchPred, bool) {
+	v := vals[0]
 	nulls = nulls[:len(vs)]
 	switch op {
 	case herd.OpEq:
-		return func(i int32) bool { return !nulls[i] && vs[i] == v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] == v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpNe:
-		return func(i int32) bool { return !nulls[i] && vs[i] != v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] != v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpLt:
-		return func(i int32) bool { return !nulls[i] && vs[i] < v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] < v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpLe:
-		return func(i int32) bool { return !nulls[i] && vs[i] <= v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] <= v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpGt:
-		return func(i int32) bool { return !nulls[i] && vs[i] > v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] > v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpGe:
-		return func(i int32) bool { return !nulls[i] && vs[i] >= v }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && vs[i] >= v {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	case herd.OpIn:
-		return func(i int32) bool { return !nulls[i] && slices.Contains(vals, vs[i]) }, true
+		return func(in, out []int32) []int32 {
+			for _, i := range in {
+				if !nulls[i] && slices.Contains(vals, vs[i]) {
+					out = append(out, i)
+				}
+			}
+			return out
+		}, true
 	}
 	return nil, false
 }

@@ -308,7 +308,7 @@ func TestCache_PointerFree(t *testing.T) {
 		f := ct.Field(i)
 		switch f.Name {
 		case "mu":
-		case "paths", "pathIdx":
+		case "paths", "pathIdx", "members":
 			// One entry per node path, not per device.
 		default:
 			check(f.Name, f.Type)
