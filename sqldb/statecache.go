@@ -59,7 +59,8 @@ type tenantCache struct {
 	// read (rows with a greater rev are new), on PostgreSQL the oldest
 	// transaction then running (rows with a rev at or above it may be new).
 	horizon  int64
-	ready    bool // guarded by stateCaches.mu
+	mark     string // see readChanges
+	ready    bool   // guarded by stateCaches.mu
 	failedAt time.Time
 }
 
@@ -188,15 +189,23 @@ func (db *DB) readChanges(ctx context.Context, tc *tenantCache, all bool) (int, 
 		return 0, err
 	}
 	defer tx.Rollback()
-	horizonSQL := `SELECT value FROM counters WHERE name = 'device_rev'`
+	// The mark tells whether anything committed since the last read: the
+	// counter on SQLite; on PostgreSQL the whole snapshot, which any commit
+	// of a writing transaction changes (its xid leaves the running list, or
+	// a new xid moves xmax).
+	horizonSQL := `SELECT value, CAST(value AS TEXT) FROM counters WHERE name = 'device_rev'`
 	past := "rev > ?"
 	if db.dialect == Postgres {
-		horizonSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
+		horizonSQL = `SELECT pg_snapshot_xmin(s)::text::bigint, s::text FROM pg_current_snapshot() AS s`
 		past = "rev >= ?"
 	}
 	var horizon int64
-	if err := tx.QueryRowContext(ctx, horizonSQL).Scan(&horizon); err != nil {
+	var mark string
+	if err := tx.QueryRowContext(ctx, horizonSQL).Scan(&horizon, &mark); err != nil {
 		return 0, fmt.Errorf("change horizon: %w", err)
+	}
+	if !all && mark == tc.mark {
+		return 0, nil
 	}
 	where, args := "tenant_id = ?", []any{tc.tenantID}
 	if !all {
@@ -247,7 +256,7 @@ func (db *DB) readChanges(ctx context.Context, tc *tenantCache, all bool) (int, 
 		tc.cache.Delete(gone...)
 		n += len(gone)
 	}
-	tc.horizon = horizon
+	tc.horizon, tc.mark = horizon, mark
 	return n, nil
 }
 
