@@ -19,6 +19,7 @@ package statecache
 
 import (
 	"cmp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -417,40 +418,88 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 		}
 	}
 
-	// top holds the best q.Limit rows seen, as a max-heap by sort order: its
-	// root is the worst kept row, the one a better row replaces.
-	top := make([]int32, 0, q.Limit)
-	var count int64
-	var bufs [2][]int32
-	for _, p := range scope {
-		// Each filter narrows the path's slots to those it keeps, a batch
-		// at a time: tight loops over typed slices, not a call per row.
-		sel := c.members[p]
-		for n, pred := range preds {
-			bufs[n%2] = pred(sel, bufs[n%2][:0])
-			sel = bufs[n%2]
-		}
-		count += int64(len(sel))
-		for _, i := range sel {
-			if after != nil && !after(i) {
-				continue
+	scan := func(scope []int32) (top []int32, count int64) {
+		// top holds the best q.Limit rows seen, as a max-heap by sort order:
+		// its root is the worst kept row, the one a better row replaces.
+		top = make([]int32, 0, q.Limit)
+		var bufs [2][]int32
+		for _, p := range scope {
+			// Each filter narrows the path's slots to those it keeps, a
+			// batch at a time: tight loops over typed slices, not a call
+			// per row.
+			sel := c.members[p]
+			for n, pred := range preds {
+				bufs[n%2] = pred(sel, bufs[n%2][:0])
+				sel = bufs[n%2]
 			}
-			if len(top) < q.Limit {
-				top = append(top, i)
-				siftUp(top, len(top)-1, cmpRows)
-			} else if q.Limit > 0 && cmpRows(i, top[0]) < 0 {
-				top[0] = i
-				siftDown(top, 0, cmpRows)
+			count += int64(len(sel))
+			for _, i := range sel {
+				if after != nil && !after(i) {
+					continue
+				}
+				if len(top) < q.Limit {
+					top = append(top, i)
+					siftUp(top, len(top)-1, cmpRows)
+				} else if q.Limit > 0 && cmpRows(i, top[0]) < 0 {
+					top[0] = i
+					siftDown(top, 0, cmpRows)
+				}
 			}
 		}
+		return top, count
+	}
+	// A large scope is split between the processors by device count and
+	// the parts' best rows merged: the latency of one large query, not the
+	// throughput of many, is what the cores are spent on here.
+	parts := splitScope(scope, c.members, runtime.GOMAXPROCS(0))
+	tops := make([][]int32, len(parts))
+	counts := make([]int64, len(parts))
+	var wg sync.WaitGroup
+	for n := 1; n < len(parts); n++ {
+		wg.Go(func() { tops[n], counts[n] = scan(parts[n]) })
+	}
+	tops[0], counts[0] = scan(parts[0])
+	wg.Wait()
+	top := tops[0]
+	count := counts[0]
+	for n := 1; n < len(parts); n++ {
+		top = append(top, tops[n]...)
+		count += counts[n]
 	}
 	slices.SortFunc(top, cmpRows)
+	top = top[:min(len(top), q.Limit)]
 	res = Result{Count: count, Hits: make([]Hit, len(top))}
 	for n, i := range top {
 		v, null := key.value(i)
 		res.Hits[n] = Hit{ID: c.ids[i], Null: null, Value: v}
 	}
 	return res, true
+}
+
+// parallelFrom is the scope size from which a query is split between
+// processors: below it a goroutine costs more than it saves.
+const parallelFrom = 50000
+
+// splitScope divides the scope's paths into up to n parts of about equal
+// device counts.
+func splitScope(scope []int32, members [][]int32, n int) [][]int32 {
+	total := 0
+	for _, p := range scope {
+		total += len(members[p])
+	}
+	if n < 2 || total < parallelFrom {
+		return [][]int32{scope}
+	}
+	parts := make([][]int32, 0, n)
+	start, acc := 0, 0
+	for i, p := range scope {
+		acc += len(members[p])
+		if acc >= total*(len(parts)+1)/n && len(parts) < n-1 {
+			parts = append(parts, scope[start:i+1])
+			start = i + 1
+		}
+	}
+	return append(parts, scope[start:])
 }
 
 func siftUp(h []int32, i int, cmp func(a, b int32) int) {

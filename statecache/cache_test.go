@@ -218,6 +218,63 @@ func TestCache_Oracle(t *testing.T) {
 	}
 }
 
+// TestCache_LargeScope checks the queries that are split between
+// processors against the oracle: a scope above the split size, first pages
+// and counts.
+func TestCache_LargeScope(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads 60,000 devices")
+	}
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	c := statecache.New()
+	all := make([]*herd.Device, 60000)
+	for i := range all {
+		all[i] = randomDevice(rng, int64(i+1))
+	}
+	c.Upsert(all...)
+	for range 20 {
+		q := randomQuery(rng, all)
+		q.Limit = 1 + rng.IntN(60)
+		var want []*herd.Device
+		for _, d := range all {
+			ok := true
+			for _, f := range q.Filters {
+				ok = ok && testutil.Matches(d, f)
+			}
+			if ok {
+				want = append(want, d)
+			}
+		}
+		slices.SortFunc(want, func(a, b *herd.Device) int { return testutil.CompareDevices(a, b, q.Sort) })
+		var after *herd.DeviceCursor
+		var got []int64
+		for range 3 {
+			res, ok := c.Query(statecache.Query{Paths: []string{"/1/"}, Filters: q.Filters, Sort: q.Sort, After: after, Limit: q.Limit})
+			if !ok || res.Count != int64(len(want)) {
+				t.Fatalf("sort %s, filters %+v: count %d (ok %v), want %d", q.Sort, q.Filters, res.Count, ok, len(want))
+			}
+			for _, h := range res.Hits {
+				got = append(got, h.ID)
+			}
+			if len(res.Hits) < q.Limit {
+				break
+			}
+			last := res.Hits[len(res.Hits)-1]
+			after = &herd.DeviceCursor{Null: last.Null, Value: last.Value, ID: last.ID}
+		}
+		for i, id := range got {
+			if id != want[i].ID {
+				t.Fatalf("sort %s, filters %+v: hit %d is %d, want %d", q.Sort, q.Filters, i, id, want[i].ID)
+			}
+		}
+		if len(got) < min(len(want), 3*q.Limit) {
+			t.Fatalf("%d hits, want %d", len(got), min(len(want), 3*q.Limit))
+		}
+	}
+}
+
 // TestCache_HitValues checks that a hit carries its sort value typed as the
 // cursor wants it, so that the store can make a cursor without the row.
 func TestCache_HitValues(t *testing.T) {
