@@ -1,0 +1,79 @@
+package herd
+
+import (
+	"context"
+	"time"
+)
+
+// The device edge: how devices authenticate to the MQTT gateway and how what
+// they send reaches the store.
+
+// Event types of the device edge.
+const (
+	EventDeviceOnline            = "device.online"
+	EventDeviceOffline           = "device.offline"
+	EventDeviceCredentialCreated = "device.credential_created"
+	EventDeviceCredentialDeleted = "device.credential_deleted"
+)
+
+// DeviceCredential is the secret a device presents as its MQTT password, with
+// its key as client id and user name. The token is shown once, when made; the
+// store keeps its hash. A device has at most one: a new one replaces the old.
+type DeviceCredential struct {
+	DeviceID  int64     `json:"device_id,string"`
+	TenantID  int64     `json:"tenant_id,string"`
+	Key       string    `json:"key"`
+	Token     string    `json:"token,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// DeviceIdentity is what the gateway knows of an authenticated device.
+type DeviceIdentity struct {
+	DeviceID int64
+	TenantID int64
+	Key      string
+}
+
+// CredentialService issues, revokes and checks device credentials.
+type CredentialService interface {
+	// CreateDeviceCredential makes a new credential for the device,
+	// replacing any it had, and returns it with its token. Requires the
+	// admin role on the device's node.
+	CreateDeviceCredential(ctx context.Context, deviceID int64) (*DeviceCredential, error)
+	// DeleteDeviceCredential revokes the device's credential. ENOTFOUND when
+	// it has none.
+	DeleteDeviceCredential(ctx context.Context, deviceID int64) error
+	// AuthenticateDevice returns the device whose key and token these are,
+	// or EUNAUTHORIZED. It needs no actor: the credential is the authority.
+	AuthenticateDevice(ctx context.Context, key, token string) (*DeviceIdentity, error)
+}
+
+// IngestKind says what an IngestItem records.
+type IngestKind uint8
+
+// Ingest item kinds.
+const (
+	IngestReading    IngestKind = iota + 1 // a telemetry reading
+	IngestConnect                          // the device connected
+	IngestDisconnect                       // the device's connection ended, cleanly or not
+)
+
+// IngestItem is one thing a device did, on its way to the store.
+type IngestItem struct {
+	Kind     IngestKind
+	DeviceID int64
+	TenantID int64
+	At       int64   // arrival, unix milliseconds
+	Reading  Reading // for IngestReading
+}
+
+// IngestService stores what devices send.
+type IngestService interface {
+	// Ingest commits the items in one transaction: readings into the
+	// history and, when newest, into the latest-state projection; connects
+	// and disconnects into online, status and last_seen, with a
+	// device.online or device.offline event when online changes. Items of
+	// devices that no longer exist are skipped. Either all items are
+	// stored or, on error, none.
+	Ingest(ctx context.Context, items []IngestItem) error
+}

@@ -1,0 +1,429 @@
+package sqldb
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/herd-iot/herd"
+)
+
+// CredentialService implements herd.CredentialService.
+type CredentialService struct{ db *DB }
+
+var _ herd.CredentialService = (*CredentialService)(nil)
+
+// NewCredentialService returns the device credential service of db.
+func NewCredentialService(db *DB) *CredentialService { return &CredentialService{db: db} }
+
+// CreateDeviceCredential makes a new token for the device, replacing the old.
+func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID int64) (*herd.DeviceCredential, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	d, err := tx.findDevice(ctx, a, deviceID, herd.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	c := &herd.DeviceCredential{DeviceID: d.ID, TenantID: d.TenantID, Key: d.Key, Token: NewTokenSecret(), CreatedAt: tx.now}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO device_credentials (device_id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
+		d.ID, d.TenantID, hashToken(c.Token), tx.now.UnixMilli()); err != nil {
+		return nil, err
+	}
+	ev := newEvent(herd.EventDeviceCredentialCreated, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key})
+	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
+		return nil, err
+	}
+	return c, tx.Commit()
+}
+
+// DeleteDeviceCredential revokes the device's credential.
+func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID int64) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	d, err := tx.findDevice(ctx, a, deviceID, herd.RoleAdmin)
+	if err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM device_credentials WHERE device_id = ?`, d.ID)
+	if err != nil {
+		return err
+	} else if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return herd.Errorf(herd.ENOTFOUND, "device %d has no credential", d.ID)
+	}
+	ev := newEvent(herd.EventDeviceCredentialDeleted, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key})
+	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// AuthenticateDevice checks a device's key and token. An unknown key and a
+// wrong token are the same answer, so that keys cannot be probed.
+func (s *CredentialService) AuthenticateDevice(ctx context.Context, key, token string) (*herd.DeviceIdentity, error) {
+	bad := herd.Errorf(herd.EUNAUTHORIZED, "bad device key or token")
+	if key == "" || !herd.IsTokenSecret(token) {
+		return nil, bad
+	}
+	tx, err := s.db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	id := &herd.DeviceIdentity{Key: key}
+	err = tx.QueryRowContext(ctx, `SELECT d.id, d.tenant_id FROM devices d JOIN device_credentials c ON c.device_id = d.id WHERE d.key = ? AND c.hash = ?`,
+		key, hashToken(token)).Scan(&id.DeviceID, &id.TenantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, bad
+	} else if err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// IngestService implements herd.IngestService.
+type IngestService struct{ db *DB }
+
+var _ herd.IngestService = (*IngestService)(nil)
+
+// NewIngestService returns the ingest service of db.
+func NewIngestService(db *DB) *IngestService { return &IngestService{db: db} }
+
+// readingColumns are the history columns, in the order readingArgs gives.
+var readingColumns = []string{"device_id", "ts", "tenant_id", "received_at", "temperature", "humidity", "pressure", "voltage",
+	"current", "power", "battery", "rssi", "uptime_s", "error_count", "status", "firmware", "extra"}
+
+// readingFloats and readingInts pair the projection columns with the bits
+// of herd.ReadingFields and their values.
+var readingFloats = []struct {
+	col string
+	bit herd.ReadingFields
+	get func(*herd.Reading) float64
+}{
+	{"temperature", herd.ReadingTemperature, func(r *herd.Reading) float64 { return r.Temperature }},
+	{"humidity", herd.ReadingHumidity, func(r *herd.Reading) float64 { return r.Humidity }},
+	{"pressure", herd.ReadingPressure, func(r *herd.Reading) float64 { return r.Pressure }},
+	{"voltage", herd.ReadingVoltage, func(r *herd.Reading) float64 { return r.Voltage }},
+	{"current", herd.ReadingCurrent, func(r *herd.Reading) float64 { return r.Current }},
+	{"power", herd.ReadingPower, func(r *herd.Reading) float64 { return r.Power }},
+	{"battery", herd.ReadingBattery, func(r *herd.Reading) float64 { return r.Battery }},
+}
+
+var readingInts = []struct {
+	col string
+	bit herd.ReadingFields
+	get func(*herd.Reading) int64
+}{
+	{"rssi", herd.ReadingRSSI, func(r *herd.Reading) int64 { return r.RSSI }},
+	{"uptime_s", herd.ReadingUptimeS, func(r *herd.Reading) int64 { return r.UptimeS }},
+	{"error_count", herd.ReadingErrorCount, func(r *herd.Reading) int64 { return r.ErrorCount }},
+}
+
+func readingArgs(it *herd.IngestItem) []any {
+	r := &it.Reading
+	args := make([]any, 0, len(readingColumns))
+	args = append(args, it.DeviceID, r.TS, it.TenantID, it.At)
+	for _, f := range readingFloats {
+		if r.Has&f.bit != 0 {
+			args = append(args, f.get(r))
+		} else {
+			args = append(args, nil)
+		}
+	}
+	for _, f := range readingInts {
+		if r.Has&f.bit != 0 {
+			args = append(args, f.get(r))
+		} else {
+			args = append(args, nil)
+		}
+	}
+	for _, s := range []struct {
+		bit herd.ReadingFields
+		v   string
+	}{{herd.ReadingStatus, r.Status}, {herd.ReadingFirmware, r.Firmware}} {
+		if r.Has&s.bit != 0 {
+			args = append(args, s.v)
+		} else {
+			args = append(args, nil)
+		}
+	}
+	if r.Extra != nil {
+		args = append(args, string(r.Extra))
+	} else {
+		args = append(args, nil)
+	}
+	return args
+}
+
+// Ingest stores a batch of device activity in one transaction.
+func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rev, err := tx.deviceRev(ctx)
+	if err != nil {
+		return err
+	}
+	if err := tx.insertReadings(ctx, items); err != nil {
+		return err
+	}
+
+	// Per device, in arrival order: readings since the last connection
+	// change fold into one projection update, made before that change.
+	order := make([]int, len(items))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(items[a].DeviceID, items[b].DeviceID) })
+	events := map[int64][]*herd.Event{}
+	var fold *herd.Reading
+	var foldAt int64
+	flush := func(it *herd.IngestItem) error {
+		if fold == nil {
+			return nil
+		}
+		err := tx.applyReading(ctx, it.DeviceID, fold, foldAt, rev)
+		fold = nil
+		return err
+	}
+	for n, i := range order {
+		it := &items[i]
+		switch it.Kind {
+		case herd.IngestReading:
+			if fold == nil {
+				r := it.Reading
+				fold = &r
+			} else {
+				mergeReading(fold, &it.Reading)
+			}
+			foldAt = max(foldAt, it.At)
+		case herd.IngestConnect, herd.IngestDisconnect:
+			if err := flush(it); err != nil {
+				return err
+			}
+			ev, err := tx.applyConnection(ctx, it, rev)
+			if err != nil {
+				return err
+			} else if ev != nil {
+				events[it.TenantID] = append(events[it.TenantID], ev)
+			}
+		default:
+			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
+		}
+		if n+1 == len(order) || items[order[n+1]].DeviceID != it.DeviceID {
+			if err := flush(it); err != nil {
+				return err
+			}
+			foldAt = 0
+		}
+	}
+	// Tenants in id order, so that two gateways' batches lock tenant rows
+	// in the same order on PostgreSQL and cannot deadlock.
+	tenants := make([]int64, 0, len(events))
+	for t := range events {
+		tenants = append(tenants, t)
+	}
+	slices.Sort(tenants)
+	for _, t := range tenants {
+		if err := tx.appendEvents(ctx, t, events[t]...); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// mergeReading folds a later-arriving reading into acc: the newer of the
+// two (by ts, arrival breaking ties) wins each field both carry.
+func mergeReading(acc, r *herd.Reading) {
+	older, newer := acc, r
+	if r.TS < acc.TS {
+		older, newer = r, acc
+	}
+	m := *older
+	m.TS = newer.TS
+	m.Has |= newer.Has
+	for _, f := range readingFloats {
+		if newer.Has&f.bit != 0 {
+			setFloat(&m, f.col, f.get(newer))
+		}
+	}
+	for _, f := range readingInts {
+		if newer.Has&f.bit != 0 {
+			setInt(&m, f.col, f.get(newer))
+		}
+	}
+	if newer.Has&herd.ReadingStatus != 0 {
+		m.Status = newer.Status
+	}
+	if newer.Has&herd.ReadingFirmware != 0 {
+		m.Firmware = newer.Firmware
+	}
+	*acc = m
+}
+
+func setFloat(r *herd.Reading, col string, v float64) {
+	switch col {
+	case "temperature":
+		r.Temperature = v
+	case "humidity":
+		r.Humidity = v
+	case "pressure":
+		r.Pressure = v
+	case "voltage":
+		r.Voltage = v
+	case "current":
+		r.Current = v
+	case "power":
+		r.Power = v
+	case "battery":
+		r.Battery = v
+	}
+}
+
+func setInt(r *herd.Reading, col string, v int64) {
+	switch col {
+	case "rssi":
+		r.RSSI = v
+	case "uptime_s":
+		r.UptimeS = v
+	case "error_count":
+		r.ErrorCount = v
+	}
+}
+
+// insertReadings writes the batch's readings into the history. A reading
+// already there (same device and ts: a retry after a lost PUBACK) is kept
+// as first stored.
+func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) error {
+	cols := len(readingColumns)
+	per := herd.MaxQueryParams / cols
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	args := make([]any, 0, per*cols)
+	rows := 0
+	write := func() error {
+		if rows == 0 {
+			return nil
+		}
+		q := `INSERT INTO readings (` + strings.Join(readingColumns, ", ") + `) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(row+",", rows), ",") + ` ON CONFLICT (device_id, ts) DO NOTHING`
+		_, err := tx.ExecContext(ctx, q, args...)
+		args, rows = args[:0], 0
+		return err
+	}
+	for i := range items {
+		if items[i].Kind != herd.IngestReading {
+			continue
+		}
+		args = append(args, readingArgs(&items[i])...)
+		if rows++; rows == per {
+			if err := write(); err != nil {
+				return fmt.Errorf("insert readings: %w", err)
+			}
+		}
+	}
+	if err := write(); err != nil {
+		return fmt.Errorf("insert readings: %w", err)
+	}
+	return nil
+}
+
+// applyReading writes a device's newest reading into the projection,
+// unless the projection already holds a newer one (a backlog arriving
+// late). last_seen follows arrival either way.
+func (tx *Tx) applyReading(ctx context.Context, deviceID int64, r *herd.Reading, at, rev int64) error {
+	var set strings.Builder
+	args := []any{}
+	for _, f := range readingFloats {
+		if r.Has&f.bit != 0 {
+			set.WriteString(", " + f.col + " = ?")
+			args = append(args, f.get(r))
+		}
+	}
+	for _, f := range readingInts {
+		if r.Has&f.bit != 0 {
+			set.WriteString(", " + f.col + " = ?")
+			args = append(args, f.get(r))
+		}
+	}
+	if r.Has&herd.ReadingStatus != 0 {
+		set.WriteString(", status = ?")
+		args = append(args, r.Status)
+	}
+	if r.Has&herd.ReadingFirmware != 0 {
+		set.WriteString(", firmware = ?")
+		args = append(args, r.Firmware)
+	}
+	args = append(append([]any{r.TS, at, at}, args...), rev, deviceID, r.TS)
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET reading_ts = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END`+
+		set.String()+`, rev = ? WHERE id = ? AND (reading_ts IS NULL OR reading_ts <= ?)`, args...)
+	if err != nil {
+		return fmt.Errorf("apply reading: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n > 0 {
+		return err
+	}
+	return tx.touch(ctx, deviceID, at, rev)
+}
+
+// touch moves a device's last_seen forward to at.
+func (tx *Tx) touch(ctx context.Context, deviceID, at, rev int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = ?, rev = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`, at, rev, deviceID, at)
+	return err
+}
+
+// applyConnection records a connect or disconnect, and returns the event
+// when it changed whether the device is online.
+func (tx *Tx) applyConnection(ctx context.Context, it *herd.IngestItem, rev int64) (*herd.Event, error) {
+	online := it.Kind == herd.IngestConnect
+	var q string
+	var args []any
+	if online {
+		// A device coming back is ok until a reading says otherwise.
+		q = `UPDATE devices SET online = ?, status = CASE WHEN status = 'offline' THEN 'ok' ELSE status END, last_seen = ?, rev = ? WHERE id = ? AND online = ? RETURNING path, key`
+		args = []any{true, it.At, rev, it.DeviceID, false}
+	} else {
+		q = `UPDATE devices SET online = ?, status = 'offline', rev = ? WHERE id = ? AND online = ? RETURNING path, key`
+		args = []any{false, rev, it.DeviceID, true}
+	}
+	var path, key string
+	err := tx.QueryRowContext(ctx, q, args...).Scan(&path, &key)
+	if errors.Is(err, sql.ErrNoRows) {
+		if online {
+			// Already online (a takeover), or deleted: last_seen only.
+			return nil, tx.touch(ctx, it.DeviceID, it.At, rev)
+		}
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("apply connection: %w", err)
+	}
+	typ := herd.EventDeviceOffline
+	if online {
+		typ = herd.EventDeviceOnline
+	}
+	return newEvent(typ, herd.EventSubjectDevice, it.DeviceID, path, map[string]any{"device_id": fmt.Sprint(it.DeviceID), "key": key, "at": msToTime(it.At)}), nil
+}
