@@ -140,9 +140,21 @@ func (s *Server) handleDeviceDelete(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
+	var key string
+	if s.Disconnecter != nil {
+		d, err := s.DeviceService.FindDeviceByID(r.Context(), id)
+		if err != nil {
+			Error(w, r, err)
+			return
+		}
+		key = d.Key
+	}
 	if err := s.DeviceService.DeleteDevice(r.Context(), id); err != nil {
 		Error(w, r, err)
 		return
+	}
+	if key != "" {
+		s.disconnect(key)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

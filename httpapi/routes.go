@@ -23,6 +23,11 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/devices/{id}", s.authed(s.handleDeviceView))
 	s.handle("POST /v1/devices/{id}/move", s.authed(s.handleDeviceMove))
 	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
+	s.handle("POST /v1/devices/{id}/credentials", s.authed(s.handleCredentialCreate))
+	s.handle("DELETE /v1/devices/{id}/credentials", s.authed(s.handleCredentialDelete))
+
+	// MQTT over WebSocket: the gateway authenticates devices itself.
+	s.handle("GET /mqtt", s.handleMQTT)
 
 	s.handle("POST /v1/users", s.authed(s.handleUserCreate))
 	s.handle("GET /v1/users/{id}", s.authed(s.handleUserView))

@@ -54,6 +54,14 @@ type Server struct {
 	DeviceService herd.DeviceService
 	UserService   herd.UserService
 	GrantService  herd.GrantService
+	// CredentialService issues device credentials; nil leaves the device
+	// credential routes answering 404.
+	CredentialService herd.CredentialService
+	// Disconnecter closes the connection of a device whose credential is
+	// revoked or which is deleted; nil when no gateway runs here.
+	Disconnecter DeviceDisconnecter
+	// MQTT serves MQTT over WebSocket at /mqtt; nil answers 404.
+	MQTT http.Handler
 
 	// Ready reports whether the server can do useful work (the store
 	// answers); GET /readyz turns it into 200 or 503. Nil means always ready.

@@ -96,7 +96,7 @@ func TestServe_SignalShutdown(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
-			cmd := herdCommand(t, "serve", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "json")
+			cmd := herdCommand(t, "serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--log-format", "json")
 			stderr, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)

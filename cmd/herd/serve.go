@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/herd-iot/herd/mqttgw"
 	"io"
 	"log/slog"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
@@ -39,6 +41,18 @@ type Config struct {
 	LogLevel string
 	// LogFormat is text or json.
 	LogFormat string
+	// MQTTAddr is the listen address of the MQTT gateway (TCP); "off" runs
+	// none. MQTT over WebSocket is served at /mqtt on the HTTP address
+	// either way.
+	MQTTAddr string
+	// MQTTMaxKeepalive is the longest keepalive a device may ask for.
+	MQTTMaxKeepalive time.Duration
+	// MQTTConnectRate is the number of new device connections admitted per
+	// second.
+	MQTTConnectRate int64
+	// MQTTMaxConnections caps device connections; 0 derives the cap from
+	// the open-file limit.
+	MQTTMaxConnections int64
 	// StateCacheMinDevices is the tenant size from which the scoped query
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
@@ -55,6 +69,9 @@ func DefaultConfig() Config {
 		LogFormat: "text",
 
 		StateCacheMinDevices: sqldb.DefaultStateCache.MinTenantDevices,
+		MQTTAddr:             mqttgw.DefaultAddr,
+		MQTTMaxKeepalive:     mqttgw.DefaultMaxKeepalive,
+		MQTTConnectRate:      mqttgw.DefaultConnectRate,
 	}
 }
 
@@ -79,6 +96,18 @@ func (c Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return &ConfigError{Field: "log-format", Value: c.LogFormat, Err: errors.New("must be text or json")}
+	}
+	if c.MQTTAddr == "" {
+		return &ConfigError{Field: "mqtt-addr", Value: c.MQTTAddr, Err: errors.New(`an address such as :1883 is required, or "off"`)}
+	}
+	if c.MQTTMaxKeepalive < time.Second || c.MQTTMaxKeepalive > 65535*time.Second {
+		return &ConfigError{Field: "mqtt-max-keepalive", Value: c.MQTTMaxKeepalive.String(), Err: errors.New("must be from 1s to 18h12m15s, MQTT's largest keepalive")}
+	}
+	if c.MQTTConnectRate < 1 {
+		return &ConfigError{Field: "mqtt-connect-rate", Value: strconv.FormatInt(c.MQTTConnectRate, 10), Err: errors.New("must be 1 or more")}
+	}
+	if c.MQTTMaxConnections < 0 {
+		return &ConfigError{Field: "mqtt-max-connections", Value: strconv.FormatInt(c.MQTTMaxConnections, 10), Err: errors.New("must be 0 (from the open-file limit) or more")}
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
@@ -129,6 +158,19 @@ func int64Flag(fs *flag.FlagSet, getenv func(string) string, p *int64, name, usa
 	return nil
 }
 
+// durationFlag is stringFlag for a duration such as 90s or 5m.
+func durationFlag(fs *flag.FlagSet, getenv func(string) string, p *time.Duration, name, usage string) error {
+	if v := getenv(envName(name)); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return &ConfigError{Field: name, Value: v, Err: errors.New("not a duration such as 90s or 5m")}
+		}
+		*p = d
+	}
+	fs.DurationVar(p, name, *p, usage+" (env "+envName(name)+")")
+	return nil
+}
+
 // storeFlags defines the flags that locate the store, shared by every
 // command that opens it.
 func storeFlags(fs *flag.FlagSet, getenv func(string) string, c *Config) {
@@ -150,6 +192,7 @@ type Main struct {
 
 	Logger     *slog.Logger
 	DB         *sqldb.DB
+	Gateway    *mqttgw.Gateway
 	HTTPServer *httpapi.Server
 
 	stopWarm context.CancelFunc
@@ -176,9 +219,17 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.HTTPAddr, "http-addr", "listen address of the REST API")
 	stringFlag(fs, m.Getenv, &c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
-	if err := int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
-		"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"); err != nil {
-		return err
+	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
+	for _, err := range []error{
+		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
+		int64Flag(fs, m.Getenv, &c.MQTTConnectRate, "mqtt-connect-rate", "new device connections admitted per second; more are refused with a reason code"),
+		int64Flag(fs, m.Getenv, &c.MQTTMaxConnections, "mqtt-max-connections", "device connections admitted at most; 0 derives it from the open-file limit"),
+		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
+			"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"),
+	} {
+		if err != nil {
+			return err
+		}
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: herd serve [flags]\n\nRuns the herd server. Every flag can also be set by its environment\nvariable; a flag wins. On first start the admin token is %s\nif set, otherwise a generated one printed once.\n\nFlags:\n", AdminTokenEnv)
@@ -228,6 +279,25 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	creds := sqldb.NewCredentialService(m.DB)
+	gw := mqttgw.New(creds, sqldb.NewIngestService(m.DB))
+	gw.Logger = m.Logger.With("component", "mqtt")
+	gw.Addr = m.Config.MQTTAddr
+	if gw.Addr == "off" {
+		gw.Addr = ""
+	}
+	gw.MaxKeepalive = m.Config.MQTTMaxKeepalive
+	gw.ConnectRate = float64(m.Config.MQTTConnectRate)
+	gw.MaxConnections = int(m.Config.MQTTMaxConnections)
+	if err := gw.Open(); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("MQTT address %s is already in use (another broker?): stop what holds it, or choose another address with --mqtt-addr or %s (\"off\" runs no TCP listener): %w",
+				m.Config.MQTTAddr, envName("mqtt-addr"), err)
+		}
+		return fmt.Errorf("start MQTT gateway: %w", err)
+	}
+	m.Gateway = gw
+
 	s := httpapi.NewServer()
 	s.Addr = m.Config.HTTPAddr
 	s.Logger = m.Logger.With("component", "http")
@@ -236,8 +306,12 @@ func (m *Main) Run(ctx context.Context) error {
 	s.DeviceService = sqldb.NewDeviceService(m.DB)
 	s.UserService = sqldb.NewUserService(m.DB)
 	s.GrantService = sqldb.NewGrantService(m.DB)
+	s.CredentialService = creds
+	s.Disconnecter = gw
+	s.MQTT = gw
 	s.Ready = m.DB.Ping
 	s.Registry().MustRegister(m.DB.Collectors()...)
+	s.Registry().MustRegister(gw.Collectors()...)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -246,7 +320,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("start HTTP server (address from --http-addr or %s): %w", envName("http-addr"), err)
 	}
 	m.HTTPServer = s
-	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(),
+	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(), "mqtt", gw.TCPAddr(),
 		"store", m.DB.Dialect(), "dsn", redactDSN(dsn))
 	return nil
 }
@@ -282,6 +356,12 @@ func (m *Main) Close() error {
 	if m.HTTPServer != nil {
 		errs = append(errs, m.HTTPServer.Close())
 		m.HTTPServer = nil
+	}
+	if m.Gateway != nil {
+		// After HTTP, whose /mqtt connections it closes too; it commits what
+		// devices sent before the store closes.
+		errs = append(errs, m.Gateway.Close())
+		m.Gateway = nil
 	}
 	if m.stopWarm != nil {
 		m.stopWarm()

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herd-iot/herd"
 	main "github.com/herd-iot/herd/cmd/herd"
@@ -43,7 +44,15 @@ func mustRunMain(t *testing.T, env map[string]string, args ...string) (*main.Mai
 
 func newMain(env map[string]string) (*main.Main, *testutil.SyncBuffer) {
 	m := main.NewMain()
-	m.Getenv = func(k string) string { return env[k] }
+	m.Getenv = func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		if k == "HERD_MQTT_ADDR" {
+			return "127.0.0.1:0" // the machine's Mosquitto has 1883
+		}
+		return ""
+	}
 	stderr := &testutil.SyncBuffer{}
 	m.Stderr = stderr
 	return m, stderr
@@ -252,7 +261,7 @@ func TestMain_ErrPortTaken(t *testing.T) {
 func TestMain_ParseFlags(t *testing.T) {
 	t.Parallel()
 	t.Run("Defaults", func(t *testing.T) {
-		m, _ := newMain(nil)
+		m, _ := newMain(map[string]string{"HERD_MQTT_ADDR": ""}) // unset: the built-in default
 		if err := m.ParseFlags(context.Background(), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -272,11 +281,14 @@ func TestMain_ParseFlags(t *testing.T) {
 			"HERD_LOG_FORMAT": "json",
 
 			"HERD_STATE_CACHE_MIN_DEVICES": "5000",
+			"HERD_MQTT_MAX_KEEPALIVE":      "90s",
 		})
 		if err := m.ParseFlags(context.Background(), []string{"--http-addr", "127.0.0.1:9000", "--log-level", "warn"}); err != nil {
 			t.Fatal(err)
 		}
-		want := main.Config{DataDir: "/srv/herd", HTTPAddr: "127.0.0.1:9000", Store: "postgres://db/herd", LogLevel: "warn", LogFormat: "json", StateCacheMinDevices: 5000}
+		want := main.DefaultConfig()
+		want.DataDir, want.HTTPAddr, want.Store, want.LogLevel, want.LogFormat = "/srv/herd", "127.0.0.1:9000", "postgres://db/herd", "warn", "json"
+		want.StateCacheMinDevices, want.MQTTAddr, want.MQTTMaxKeepalive = 5000, "127.0.0.1:0", 90*time.Second
 		if m.Config != want {
 			t.Fatalf("config %+v, want %+v", m.Config, want)
 		}

@@ -1,0 +1,512 @@
+// Package mqttgw is herd's device edge: an embedded MQTT broker
+// (mochi-mqtt) that authenticates devices by key and token, confines each to
+// its own topics, turns telemetry into readings committed by group commit,
+// and keeps connections in check (one session per key, keepalive enforced, a
+// connection cap under the file limit, a connect rate).
+//
+// What mochi does and herd relies on (v2.7.9):
+//   - OnPublish runs in the publishing client's read goroutine, before the
+//     PUBACK is written: blocking there until the commit is how a QoS 1
+//     PUBACK comes after the reading is stored. Only that client waits.
+//   - A second CONNECT with a taken client id closes the old socket at once
+//     (DISCONNECT 0x8E, then Close) inside the new CONNECT; the old
+//     client's OnDisconnect comes later, with StopCause session taken over.
+//   - OnConnect runs before authentication and sends nothing when it
+//     refuses, so herd authenticates there and writes its own CONNACK, with
+//     the reason code each protocol version has for it.
+//   - The read deadline is 1.5 × keepalive, refreshed on every packet, and
+//     none at all for keepalive 0, so herd replaces 0 and anything above the
+//     server maximum with the maximum.
+//   - A hook error that is not a bare packets.Code is ignored for v3 and
+//     the message published anyway; herd returns only bare codes.
+package mqttgw
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/herd-iot/herd"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults of a Gateway.
+const (
+	DefaultAddr         = ":1883"
+	DefaultMaxKeepalive = 5 * time.Minute
+	DefaultBatchItems   = 1000
+	DefaultBatchWait    = 2 * time.Millisecond
+	DefaultConnectRate  = 1000 // new connections per second
+	// DefaultFileReserve is what the connection cap leaves of the open-file
+	// limit for everything else: store connections, listeners, NATS, logs.
+	DefaultFileReserve = 256
+)
+
+// Gateway is the MQTT device edge. Set its fields, then Open it.
+type Gateway struct {
+	// Addr is the TCP listen address; empty means no TCP listener (the
+	// WebSocket endpoint still works).
+	Addr        string
+	Credentials herd.CredentialService
+	Ingest      herd.IngestService
+	Logger      *slog.Logger
+	Now         func() time.Time
+
+	// MaxPayload is the largest telemetry payload accepted, in bytes.
+	MaxPayload int
+	// MaxKeepalive is the longest keepalive a client may have; a client
+	// asking for none or more gets this (MQTT 5 clients are told so in the
+	// CONNACK).
+	MaxKeepalive time.Duration
+	// MaxConnections caps the open device connections; 0 derives it from the
+	// open-file limit minus FileReserve.
+	MaxConnections int
+	FileReserve    int
+	// ConnectRate is the number of new connections accepted per second, with
+	// a burst of as many; more are refused with a reason code that tells a
+	// well-behaved client to back off.
+	ConnectRate float64
+	// BatchItems and BatchWait bound one group commit: it takes what has
+	// queued, up to BatchItems items, waiting at most BatchWait for more.
+	BatchItems int
+	BatchWait  time.Duration
+
+	server   *mqtt.Server
+	tcp      *tcpListener
+	ws       *wsListener
+	batch    *batcher
+	conns    atomic.Int64 // open sockets, TCP and WebSocket
+	limit    int          // the connection cap in force
+	bucket   *tokenBucket
+	metrics  *metrics
+	mu       sync.RWMutex
+	sessions map[string]session // by device key
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+}
+
+// session is what the gateway keeps of a connected device.
+type session struct {
+	deviceID int64
+	tenantID int64
+	// lastTS is the last default time given to a reading of this device, so
+	// that two readings without ts in one millisecond get distinct times
+	// (the history keeps one reading per device and time).
+	lastTS int64
+}
+
+// New returns a Gateway with the default settings.
+func New(creds herd.CredentialService, ingest herd.IngestService) *Gateway {
+	return &Gateway{
+		Addr:         DefaultAddr,
+		Credentials:  creds,
+		Ingest:       ingest,
+		Logger:       slog.New(slog.DiscardHandler),
+		Now:          time.Now,
+		MaxPayload:   herd.DefaultTelemetryMaxBytes,
+		MaxKeepalive: DefaultMaxKeepalive,
+		FileReserve:  DefaultFileReserve,
+		ConnectRate:  DefaultConnectRate,
+		BatchItems:   DefaultBatchItems,
+		BatchWait:    DefaultBatchWait,
+		metrics:      newMetrics(),
+	}
+}
+
+// Collectors returns the gateway's Prometheus collectors.
+func (g *Gateway) Collectors() []prometheus.Collector { return g.metrics.collectors(g) }
+
+// Limit returns the connection cap in force (after Open).
+func (g *Gateway) Limit() int { return g.limit }
+
+// TCPAddr returns the address the TCP listener is bound to, or nil.
+func (g *Gateway) TCPAddr() net.Addr {
+	if g.tcp == nil {
+		return nil
+	}
+	return g.tcp.ln.Addr()
+}
+
+// Open starts the broker, the TCP listener and the group commit.
+func (g *Gateway) Open() error {
+	if g.Credentials == nil || g.Ingest == nil {
+		return errors.New("mqttgw: Credentials and Ingest are required")
+	}
+	g.limit = g.MaxConnections
+	if g.limit <= 0 {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return fmt.Errorf("mqttgw: open-file limit: %w", err)
+		}
+		g.limit = int(min(rl.Cur, 1<<30)) - g.FileReserve
+		if g.limit < 1 {
+			return fmt.Errorf("mqttgw: the open-file limit %d leaves no room for connections after a reserve of %d: raise it (ulimit -n)", rl.Cur, g.FileReserve)
+		}
+	}
+	g.bucket = newTokenBucket(g.ConnectRate, g.Now)
+	g.sessions = map[string]session{}
+	g.baseCtx, g.cancel = context.WithCancel(context.Background())
+	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit)
+	go g.batch.run()
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	// A device sends to the server, and the server sends it a few commands:
+	// a small outbound queue per client (mochi's default holds 8,192 packet
+	// pointers, 64 KiB a client) and no sessions kept for a century.
+	caps.MaximumClientWritesPending = 64
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	caps.MaximumPacketSize = uint32(g.MaxPayload + 1024)
+	caps.MaximumInflight = 256
+	caps.ReceiveMaximum = 256
+	g.server = mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		InlineClient:             true,
+		Logger:                   g.Logger,
+		ClientNetReadBufferSize:  1024,
+		ClientNetWriteBufferSize: 1024,
+	})
+	if err := g.server.AddHook(&hook{g: g}, nil); err != nil {
+		return err
+	}
+	g.ws = &wsListener{id: "ws"}
+	if err := g.server.AddListener(g.ws); err != nil {
+		return err
+	}
+	if g.Addr != "" {
+		ln, err := net.Listen("tcp", g.Addr)
+		if err != nil {
+			g.stopBatch()
+			return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
+		}
+		g.tcp = &tcpListener{id: "tcp", ln: ln, conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc}
+		if err := g.server.AddListener(g.tcp); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	if err := g.server.Serve(); err != nil {
+		return err
+	}
+	g.Logger.Info("mqtt gateway listening", "addr", g.TCPAddr(), "connection_cap", g.limit, "max_keepalive", g.MaxKeepalive)
+	return nil
+}
+
+// Close disconnects every device (MQTT 5 clients are told the server is
+// shutting down), then commits what has queued.
+func (g *Gateway) Close() error {
+	if g.server == nil {
+		return nil
+	}
+	err := g.server.Close()
+	if g.tcp != nil {
+		g.tcp.wg.Wait()
+	}
+	g.stopBatch()
+	return err
+}
+
+func (g *Gateway) stopBatch() {
+	if g.cancel != nil {
+		g.cancel()
+	}
+	close(g.batch.in)
+	<-g.batch.done
+}
+
+// ServeHTTP serves MQTT over WebSocket (subprotocol "mqtt"), for herd's HTTP
+// server to mount at /mqtt.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The HTTP server's request deadlines stay on a hijacked connection;
+	// mochi keeps the connection's deadlines from here on.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+	if err != nil {
+		return // Accept has answered
+	}
+	// The connection outlives the request's context, which the server
+	// cancels when the handler returns.
+	nc := websocket.NetConn(g.baseCtx, c, websocket.MessageBinary)
+	remote, _ := net.ResolveTCPAddr("tcp", r.RemoteAddr)
+	conn := &wsConn{Conn: nc, ws: c, remote: remote}
+	_ = conn.SetDeadline(time.Now().Add(connectTimeout))
+	g.conns.Add(1)
+	defer g.conns.Add(-1)
+	defer conn.Close()
+	_ = g.server.EstablishConnection(g.ws.id, conn)
+}
+
+// DisconnectDevice closes the device's connection, if it has one here; a
+// revoked credential calls it. MQTT 5 clients are told why.
+func (g *Gateway) DisconnectDevice(key string) bool {
+	cl, ok := g.server.Clients.Get(key)
+	if !ok || cl.Closed() {
+		return false
+	}
+	_ = g.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+	return true
+}
+
+// Connected returns the number of devices connected now.
+func (g *Gateway) Connected() int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return len(g.sessions)
+}
+
+// OpenConns returns the number of open sockets now, TCP and WebSocket.
+func (g *Gateway) OpenConns() int64 { return g.conns.Load() }
+
+// topic kinds a device may use.
+const (
+	topicTelemetry = "telemetry"
+	topicEvents    = "events"
+	topicAck       = "commands/ack"
+	topicCommands  = "commands"
+	topicConfig    = "config"
+)
+
+// deviceTopic splits devices/{key}/{rest}; ok is false for anything else.
+func deviceTopic(topic string) (key, rest string, ok bool) {
+	after, found := strings.CutPrefix(topic, "devices/")
+	if !found {
+		return "", "", false
+	}
+	key, rest, found = strings.Cut(after, "/")
+	return key, rest, found && key != ""
+}
+
+// hook is the gateway's mochi hook.
+type hook struct {
+	mqtt.HookBase
+	g *Gateway
+}
+
+func (h *hook) ID() string { return "herd" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect, mqtt.OnPublish}, []byte{b})
+}
+
+// refuse writes a refusing CONNACK with the code of the client's protocol
+// version and returns the error that makes mochi close the connection.
+func (h *hook) refuse(cl *mqtt.Client, v5, v3 packets.Code, reason string) error {
+	code := v5
+	if cl.Properties.ProtocolVersion < 5 {
+		code = v3
+	}
+	h.g.metrics.connects.WithLabelValues(reason).Inc()
+	_ = h.g.server.SendConnack(cl, code, false, nil)
+	return code
+}
+
+// OnConnect admits or refuses a connection: the rate, the cap, then the
+// credentials. mochi runs it before its own authentication and sends no
+// CONNACK when it fails, so each refusal writes its own.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	g := h.g
+	remote := cl.Net.Remote
+	if !g.bucket.take() {
+		g.Logger.Debug("connect refused: rate", "remote", remote)
+		return h.refuse(cl, packets.ErrConnectionRateExceeded, packets.Err3ServerUnavailable, "rate")
+	}
+	// A reconnect of a device connected now replaces its old socket, so it
+	// does not add to the files open: admit it at the cap.
+	if int(g.conns.Load()) > g.limit {
+		if old, ok := g.server.Clients.Get(cl.ID); !ok || old.Closed() {
+			g.Logger.Warn("connect refused: connection cap reached", "remote", remote, "cap", g.limit)
+			return h.refuse(cl, packets.ErrQuotaExceeded, packets.Err3ServerUnavailable, "cap")
+		}
+	}
+	user, pass := string(pk.Connect.Username), string(pk.Connect.Password)
+	if cl.ID == "" || user != cl.ID || cl.ID == "inline" {
+		g.Logger.Info("connect refused: client id must be the device key and the user name", "remote", remote)
+		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
+	}
+	ctx, cancel := context.WithTimeout(g.baseCtx, 5*time.Second)
+	id, err := g.Credentials.AuthenticateDevice(ctx, user, pass)
+	cancel()
+	if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
+		// Never the token: only who tried from where.
+		g.Logger.Info("connect refused: bad credentials", "remote", remote, "key", user)
+		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
+	} else if err != nil {
+		g.Logger.Error("connect refused: credential check failed", "remote", remote, "key", user, "err", err)
+		return h.refuse(cl, packets.ErrServerUnavailable, packets.Err3ServerUnavailable, "error")
+	}
+	maxKA := uint16(min(g.MaxKeepalive/time.Second, 65535))
+	if maxKA > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA) {
+		cl.State.Keepalive = maxKA
+		cl.State.ServerKeepalive = true
+	}
+	g.mu.Lock()
+	prev := g.sessions[cl.ID]
+	g.sessions[cl.ID] = session{deviceID: id.DeviceID, tenantID: id.TenantID, lastTS: prev.lastTS}
+	g.mu.Unlock()
+	return nil
+}
+
+// OnConnectAuthenticate admits what OnConnect admitted.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool { return true }
+
+// OnSessionEstablished marks the device online.
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	g := h.g
+	s, ok := g.session(cl.ID)
+	if !ok {
+		return
+	}
+	g.metrics.connects.WithLabelValues("ok").Inc()
+	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestConnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
+}
+
+// OnDisconnect marks the device offline, unless a new connection of the
+// same key took over: that one is online now.
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	g := h.g
+	if cl.Net.Inline || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		return
+	}
+	g.mu.Lock()
+	s, ok := g.sessions[cl.ID]
+	if ok {
+		delete(g.sessions, cl.ID)
+	}
+	g.mu.Unlock()
+	if !ok {
+		return
+	}
+	g.metrics.disconnects.Inc()
+	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestDisconnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
+}
+
+func (g *Gateway) session(key string) (session, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	s, ok := g.sessions[key]
+	return s, ok
+}
+
+// OnACLCheck confines a device to its own topics: it publishes telemetry,
+// events and command acks, and subscribes to its commands and config.
+// Wildcards never match: a filter must name the topic exactly.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	key, rest, ok := deviceTopic(topic)
+	allowed := ok && key == cl.ID
+	if allowed && write {
+		allowed = rest == topicTelemetry || rest == topicEvents || rest == topicAck
+	} else if allowed {
+		allowed = rest == topicCommands || rest == topicConfig
+	}
+	if !allowed {
+		kind := "subscribe"
+		if write {
+			kind = "publish"
+		}
+		h.g.metrics.refusedACL.WithLabelValues(kind).Inc()
+		h.g.Logger.Debug("topic refused", "key", cl.ID, "topic", topic, "publish", write)
+	}
+	return allowed
+}
+
+// OnPublish stores what a device publishes. For QoS 1 it returns only
+// after the reading's transaction committed, so mochi's PUBACK follows the
+// commit. Device messages are never retained or forwarded: herd is their
+// only reader.
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	g := h.g
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	_, rest, _ := deviceTopic(pk.TopicName)
+	v5 := cl.Properties.ProtocolVersion >= 5
+	qos1 := pk.FixedHeader.Qos > 0
+	if rest != topicTelemetry {
+		// Events and command acks are handled by later work; they are
+		// acknowledged and counted so devices do not retry them forever.
+		g.metrics.publishes.WithLabelValues(rest, "ignored").Inc()
+		return pk, packets.CodeSuccessIgnore
+	}
+	s, ok := g.session(cl.ID)
+	if !ok {
+		return pk, packets.ErrRejectPacket
+	}
+	now := g.Now()
+	readings, err := herd.ParseTelemetry(pk.Payload, now, g.MaxPayload)
+	if err != nil {
+		reason := "malformed"
+		if herd.ErrorCode(err) == herd.ETOOLARGE {
+			reason = "too_large"
+		}
+		g.metrics.publishes.WithLabelValues(rest, reason).Inc()
+		g.Logger.Info("telemetry refused", "key", cl.ID, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
+		if v5 && qos1 {
+			return pk, packets.ErrPayloadFormatInvalid
+		}
+		// MQTT 3.1.1 has no way to refuse a publish: the message is acked
+		// and dropped, or the device would send it again forever.
+		return pk, packets.CodeSuccessIgnore
+	}
+	items := make([]herd.IngestItem, len(readings))
+	at := now.UnixMilli()
+	g.mu.Lock()
+	s = g.sessions[cl.ID]
+	for i, r := range readings {
+		// A reading without ts was given the arrival time; two of them in
+		// one millisecond would be one row of history, so each gets a time
+		// past the last. (A ts the device sent that happens to equal the
+		// arrival millisecond is treated the same: it moves by a
+		// millisecond at most, and only when it would collide.)
+		if r.TS == at {
+			r.TS = max(r.TS, s.lastTS+1)
+			s.lastTS = r.TS
+		}
+		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
+	}
+	if cur, ok := g.sessions[cl.ID]; ok && cur.deviceID == s.deviceID {
+		g.sessions[cl.ID] = s
+	}
+	g.mu.Unlock()
+
+	p := &pending{items: items}
+	if qos1 {
+		p.done = make(chan error, 1)
+	}
+	start := time.Now()
+	if err := g.batch.submit(g.baseCtx, p); err != nil {
+		return pk, packets.ErrRejectPacket
+	}
+	if !qos1 {
+		g.metrics.publishes.WithLabelValues(rest, "queued").Inc()
+		return pk, packets.CodeSuccessIgnore
+	}
+	if err := <-p.done; err != nil {
+		g.metrics.publishes.WithLabelValues(rest, "store_failed").Inc()
+		g.Logger.Error("telemetry not stored", "key", cl.ID, "err", err)
+		if v5 {
+			return pk, packets.ErrUnspecifiedError
+		}
+		// No PUBACK: the device sends it again when it reconnects.
+		return pk, packets.ErrRejectPacket
+	}
+	g.metrics.pubackLatency.Observe(time.Since(start).Seconds())
+	g.metrics.publishes.WithLabelValues(rest, "stored").Inc()
+	return pk, packets.CodeSuccessIgnore
+}
