@@ -201,26 +201,21 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(items[a].DeviceID, items[b].DeviceID) })
 	events := map[int64][]*herd.Event{}
-	var fold *herd.Reading
+	var fold []*herd.Reading // in arrival order
 	var foldAt int64
 	flush := func(it *herd.IngestItem) error {
-		if fold == nil {
+		if len(fold) == 0 {
 			return nil
 		}
-		err := tx.applyReading(ctx, it.DeviceID, fold, foldAt, rev)
-		fold = nil
+		err := tx.applyReadings(ctx, it.DeviceID, fold, foldAt, rev)
+		fold = fold[:0]
 		return err
 	}
 	for n, i := range order {
 		it := &items[i]
 		switch it.Kind {
 		case herd.IngestReading:
-			if fold == nil {
-				r := it.Reading
-				fold = &r
-			} else {
-				mergeReading(fold, &it.Reading)
-			}
+			fold = append(fold, &it.Reading)
 			foldAt = max(foldAt, it.At)
 		case herd.IngestConnect, herd.IngestDisconnect:
 			if err := flush(it); err != nil {
@@ -257,63 +252,16 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	return tx.Commit()
 }
 
-// mergeReading folds a later-arriving reading into acc: the newer of the
-// two (by ts, arrival breaking ties) wins each field both carry.
-func mergeReading(acc, r *herd.Reading) {
-	older, newer := acc, r
-	if r.TS < acc.TS {
-		older, newer = r, acc
-	}
-	m := *older
-	m.TS = newer.TS
-	m.Has |= newer.Has
-	for _, f := range readingFloats {
-		if newer.Has&f.bit != 0 {
-			setFloat(&m, f.col, f.get(newer))
+// newestWith returns, of a device's readings in arrival order, the newest
+// (by ts, later arrival breaking ties) that carries the field, or nil.
+func newestWith(rs []*herd.Reading, bit herd.ReadingFields) *herd.Reading {
+	var n *herd.Reading
+	for _, r := range rs {
+		if r.Has&bit != 0 && (n == nil || r.TS >= n.TS) {
+			n = r
 		}
 	}
-	for _, f := range readingInts {
-		if newer.Has&f.bit != 0 {
-			setInt(&m, f.col, f.get(newer))
-		}
-	}
-	if newer.Has&herd.ReadingStatus != 0 {
-		m.Status = newer.Status
-	}
-	if newer.Has&herd.ReadingFirmware != 0 {
-		m.Firmware = newer.Firmware
-	}
-	*acc = m
-}
-
-func setFloat(r *herd.Reading, col string, v float64) {
-	switch col {
-	case "temperature":
-		r.Temperature = v
-	case "humidity":
-		r.Humidity = v
-	case "pressure":
-		r.Pressure = v
-	case "voltage":
-		r.Voltage = v
-	case "current":
-		r.Current = v
-	case "power":
-		r.Power = v
-	case "battery":
-		r.Battery = v
-	}
-}
-
-func setInt(r *herd.Reading, col string, v int64) {
-	switch col {
-	case "rssi":
-		r.RSSI = v
-	case "uptime_s":
-		r.UptimeS = v
-	case "error_count":
-		r.ErrorCount = v
-	}
+	return n
 }
 
 // insertReadings writes the batch's readings into the history. A reading
@@ -352,33 +300,36 @@ func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) error
 	return nil
 }
 
-// applyReading writes a device's newest reading into the projection,
-// unless the projection already holds a newer one (a backlog arriving
-// late). last_seen follows arrival either way.
-func (tx *Tx) applyReading(ctx context.Context, deviceID int64, r *herd.Reading, at, rev int64) error {
+// applyReadings writes a device's readings into the projection: each
+// field takes the value of the newest reading that carries it, unless the
+// projection already holds a newer reading than that one (a backlog
+// arriving late). Each field is checked on its own, so that an old reading
+// folded with a new one in a batch changes no more than it would alone.
+// last_seen follows arrival either way.
+func (tx *Tx) applyReadings(ctx context.Context, deviceID int64, rs []*herd.Reading, at, rev int64) error {
 	var set strings.Builder
 	args := []any{}
-	for _, f := range readingFloats {
-		if r.Has&f.bit != 0 {
-			set.WriteString(", " + f.col + " = ?")
-			args = append(args, f.get(r))
+	field := func(col string, bit herd.ReadingFields, value func(*herd.Reading) any) {
+		if r := newestWith(rs, bit); r != nil {
+			set.WriteString(", " + col + " = CASE WHEN reading_ts IS NULL OR reading_ts <= ? THEN ? ELSE " + col + " END")
+			args = append(args, r.TS, value(r))
 		}
+	}
+	for _, f := range readingFloats {
+		field(f.col, f.bit, func(r *herd.Reading) any { return f.get(r) })
 	}
 	for _, f := range readingInts {
-		if r.Has&f.bit != 0 {
-			set.WriteString(", " + f.col + " = ?")
-			args = append(args, f.get(r))
-		}
+		field(f.col, f.bit, func(r *herd.Reading) any { return f.get(r) })
 	}
-	if r.Has&herd.ReadingStatus != 0 {
-		set.WriteString(", status = ?")
-		args = append(args, r.Status)
+	field("status", herd.ReadingStatus, func(r *herd.Reading) any { return r.Status })
+	field("firmware", herd.ReadingFirmware, func(r *herd.Reading) any { return r.Firmware })
+	ts := rs[0].TS
+	for _, r := range rs[1:] {
+		ts = max(ts, r.TS)
 	}
-	if r.Has&herd.ReadingFirmware != 0 {
-		set.WriteString(", firmware = ?")
-		args = append(args, r.Firmware)
-	}
-	args = append(append([]any{r.TS, at, at}, args...), rev, deviceID, r.TS)
+	// SET reads the row as it was before the update: every CASE sees the
+	// old reading_ts.
+	args = append(append([]any{ts, at, at}, args...), rev, deviceID, ts)
 	res, err := tx.ExecContext(ctx, `UPDATE devices SET reading_ts = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END`+
 		set.String()+`, rev = ? WHERE id = ? AND (reading_ts IS NULL OR reading_ts <= ?)`, args...)
 	if err != nil {
