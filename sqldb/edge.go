@@ -185,6 +185,23 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 		return err
 	}
 	defer tx.Rollback()
+	// Connects and disconnects write events, which lock their tenant's
+	// row. Every other writer locks the tenant before its device rows, so
+	// the batch does too, in tenant id order, or the two could deadlock on
+	// PostgreSQL. Batches of readings alone write no events and lock no
+	// tenant: they do not wait for the tenant's other writes.
+	var tenants []int64
+	for i := range items {
+		if items[i].Kind != herd.IngestReading {
+			tenants = append(tenants, items[i].TenantID)
+		}
+	}
+	slices.Sort(tenants)
+	for _, t := range slices.Compact(tenants) {
+		if _, err := tx.lockTenantTree(ctx, t); err != nil {
+			return err
+		}
+	}
 	rev, err := tx.deviceRev(ctx)
 	if err != nil {
 		return err
@@ -237,9 +254,8 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			foldAt = 0
 		}
 	}
-	// Tenants in id order, so that two gateways' batches lock tenant rows
-	// in the same order on PostgreSQL and cannot deadlock.
-	tenants := make([]int64, 0, len(events))
+	// Tenants in id order, as they were locked.
+	tenants = tenants[:0]
 	for t := range events {
 		tenants = append(tenants, t)
 	}

@@ -1,5 +1,5 @@
 // Command herd is the one binary of the herd IoT fleet platform: the server
-// (herd serve) and the tools around it (seed, bench, version). Wiring of the
+// (herd serve) and the tools around it (seed, simulate, bench, version). Wiring of the
 // adapters into a running process happens here and nowhere else.
 package main
 
@@ -51,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSeed(ctx, args, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args, stdout, stderr)
+	case "simulate":
+		return runSimulate(ctx, args, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -77,6 +79,7 @@ Commands:
 
 	serve     run the server (REST API) with embedded defaults
 	seed      fill a store with a synthetic fleet
+	simulate  simulate devices against a running herd over MQTT
 	bench     run the benchmark scenarios
 	version   print the version
 	help      print this help

@@ -70,6 +70,13 @@ func TestCLI(t *testing.T) {
 		{"ErrUnknownCommandShowsUsage", []string{"frobnicate"}, 2, "", "herd <command> [flags]"},
 		{"ServeHelp", []string{"serve", "-h"}, 0, "", "HERD_HTTP_ADDR"},
 		{"ErrServeBadFlag", []string{"serve", "--log-level", "loud"}, 1, "", "HERD_LOG_LEVEL"},
+		{"ErrServeMQTTKeepalive", []string{"serve", "--mqtt-max-keepalive", "0s"}, 1, "", "HERD_MQTT_MAX_KEEPALIVE"},
+		{"SimulateHelp", []string{"simulate", "-h"}, 0, "", "reboot-storm"},
+		{"ErrSimulateQoS", []string{"simulate", "--qos", "2", "--keys", "x"}, 2, "", "--qos must be 0 or 1"},
+		{"ErrSimulateNoDevices", []string{"simulate", "--token", ""}, 2, "", "give --keys, or --node and --token"},
+		{"ErrSimulateScenario", []string{"simulate", "--scenario", "chaos"}, 2, "", `--scenario "chaos"`},
+		{"ErrSimulateShard", []string{"simulate", "--keys", "/dev/null", "--shard", "2/2"}, 2, "", `--shard "2/2"`},
+		{"ErrSimulateKeysFile", []string{"simulate", "--keys", "/nonexistent/keys"}, 1, "", "no such file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
