@@ -320,7 +320,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("start HTTP server (address from --http-addr or %s): %w", envName("http-addr"), err)
 	}
 	m.HTTPServer = s
-	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(), "mqtt", gw.TCPAddr(),
+	mqttAddr := "off"
+	if a := gw.TCPAddr(); a != nil {
+		mqttAddr = a.String()
+	}
+	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(), "mqtt", mqttAddr,
 		"store", m.DB.Dialect(), "dsn", redactDSN(dsn))
 	return nil
 }

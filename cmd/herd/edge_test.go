@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/httpapi"
+	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+const testAdminToken = "herd_test_admin_token_0123456789abcdef"
+
+// herdProc is herd serve running as a child process.
+type herdProc struct {
+	cmd    *exec.Cmd
+	url    string // REST API
+	mqtt   string // MQTT TCP address
+	stderr *testutil.SyncBuffer
+}
+
+// startHerd starts `herd serve` on free ports and waits for its listening
+// line. extra holds more flags; prefix, when set, runs herd under a shell
+// prefix such as "ulimit -n 300;".
+func startHerd(t *testing.T, prefix string, extra ...string) *herdProc {
+	t.Helper()
+	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	cmd := herdCommand(t, args...)
+	if prefix != "" {
+		quoted := make([]string, len(cmd.Args))
+		for i, a := range cmd.Args {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		cmd = exec.CommandContext(t.Context(), "/bin/sh", "-c", prefix+" exec "+strings.Join(quoted, " "))
+		cmd.Env = herdCommand(t).Env
+	}
+	cmd.Env = append(cmd.Env, "HERD_ADMIN_TOKEN="+testAdminToken)
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &herdProc{cmd: cmd, stderr: &testutil.SyncBuffer{}}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := bufio.NewScanner(pipe)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
+	timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	for p.url == "" && lines.Scan() {
+		p.stderr.Write(append(lines.Bytes(), '\n'))
+		var rec struct {
+			Msg  string `json:"msg"`
+			URL  string `json:"url"`
+			MQTT string `json:"mqtt"`
+		}
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "herd listening" {
+			p.url, p.mqtt = rec.URL, rec.MQTT
+		}
+	}
+	if p.url == "" || p.mqtt == "" {
+		t.Fatalf("herd never logged its addresses:\n%s", p.stderr.String())
+	}
+	go io.Copy(p.stderr, pipe)
+	return p
+}
+
+// provisionFleet creates a tenant with n devices and a credential each, through
+// the API.
+func provisionFleet(t *testing.T, api *httpapi.Client, n int) (*herd.Tenant, []*herd.Device, map[string]string) {
+	t.Helper()
+	ctx := t.Context()
+	ten := &herd.Tenant{Name: "edge"}
+	if err := api.CreateTenant(ctx, ten); err != nil {
+		t.Fatal(err)
+	}
+	var ds []*herd.Device
+	for i := range n {
+		ds = append(ds, &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("edge-%d-%d", ten.ID, i)})
+	}
+	if err := api.CreateDevices(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{}
+	for _, d := range ds {
+		c, err := api.CreateDeviceCredential(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[d.Key] = c.Token
+	}
+	return ten, ds, tokens
+}
+
+func mqttClient(addr, key, token string) paho.Client {
+	return paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+addr).
+		SetClientID(key).SetUsername(key).SetPassword(token).SetProtocolVersion(4).
+		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
+		SetConnectTimeout(10 * time.Second).SetWriteTimeout(10 * time.Second))
+}
+
+// TestServe_PubackAfterCommit kills herd with SIGKILL while devices publish
+// QoS 1 telemetry, restarts it on the same store, and finds every reading
+// whose PUBACK a device received.
+func TestServe_PubackAfterCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs herd twice as a child process")
+	}
+	t.Parallel()
+	stores := map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return filepath.Join(t.TempDir(), "herd.db") },
+		"postgres": func(t *testing.T) string { return testutil.PostgresSchemaDSN(t) },
+	}
+	for name, store := range stores {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dsn := store(t)
+			p := startHerd(t, "", "--store", dsn)
+			_, ds, tokens := provisionFleet(t, httpapi.NewClient(p.url, testAdminToken), 8)
+
+			type ack struct {
+				key string
+				ts  int64
+			}
+			var mu sync.Mutex
+			var acked []ack
+			enough := make(chan struct{})
+			var once sync.Once
+			var wg sync.WaitGroup
+			base := time.Now().Add(-time.Hour).UnixMilli()
+			for _, d := range ds {
+				c := mqttClient(p.mqtt, d.Key, tokens[d.Key])
+				if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+					t.Fatalf("connect %s: %v", d.Key, tok.Error())
+				}
+				wg.Go(func() {
+					for i := int64(0); ; i++ {
+						ts := base + i
+						tok := c.Publish("devices/"+d.Key+"/telemetry", 1, false, fmt.Sprintf(`{"ts":%d,"temperature":%d}`, ts, i%50))
+						if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+							return // herd is gone
+						}
+						mu.Lock()
+						acked = append(acked, ack{d.Key, ts})
+						if len(acked) >= 400 {
+							once.Do(func() { close(enough) })
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			select {
+			case <-enough:
+			case <-time.After(30 * time.Second):
+				t.Fatal("devices did not get 400 PUBACKs in 30 s")
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			p.cmd.Wait()
+			wg.Wait()
+
+			// The restarted herd opens the same store: it must start cleanly.
+			startHerd(t, "", "--store", dsn)
+			db := sqldb.NewDB(dsn)
+			if err := db.Open(); err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			missing := 0
+			for _, a := range acked {
+				var n int
+				if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM readings r JOIN devices d ON d.id = r.device_id WHERE d.key = ? AND r.ts = ?`), a.key, a.ts).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 1 {
+					missing++
+				}
+			}
+			if missing > 0 {
+				t.Fatalf("%d of %d acknowledged readings are not in the store", missing, len(acked))
+			}
+			t.Logf("%d acknowledged readings, all stored", len(acked))
+		})
+	}
+}
+
+// TestServe_ConnectionCap runs herd with a low open-file limit: it derives
+// a small connection cap from it, refuses the devices beyond it with a
+// CONNACK instead of failing accept, and keeps the admitted ones working.
+func TestServe_ConnectionCap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs herd as a child process")
+	}
+	t.Parallel()
+	// 256 of the 300 files are kept for the store and the rest: 44 devices.
+	p := startHerd(t, "ulimit -n 300;", "--data-dir", t.TempDir())
+	_, ds, tokens := provisionFleet(t, httpapi.NewClient(p.url, testAdminToken), 60)
+	var admitted []paho.Client
+	refused := 0
+	for _, d := range ds {
+		c := mqttClient(p.mqtt, d.Key, tokens[d.Key])
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			t.Fatalf("connect %s timed out", d.Key)
+		}
+		switch err := tok.Error(); {
+		case err == nil:
+			admitted = append(admitted, c)
+			t.Cleanup(func() { c.Disconnect(0) })
+		case strings.Contains(strings.ToLower(err.Error()), "server unavailable"):
+			refused++
+		default:
+			t.Fatalf("connect %s: %v", d.Key, err)
+		}
+	}
+	if len(admitted) < 30 || len(admitted) > 44 || refused == 0 {
+		t.Fatalf("%d admitted, %d refused; want about 44 admitted and the rest refused\n%s", len(admitted), refused, p.stderr.String())
+	}
+	for _, c := range admitted {
+		if !c.IsConnectionOpen() {
+			t.Fatal("an admitted device lost its connection")
+		}
+		r := c.OptionsReader()
+		key := r.ClientID()
+		tok := c.Publish("devices/"+key+"/telemetry", 1, false, `{"temperature":20}`)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("admitted device %s cannot publish: %v", key, tok.Error())
+		}
+	}
+	if !strings.Contains(p.stderr.String(), "connection cap reached") {
+		t.Errorf("no log line for the refusals:\n%s", p.stderr.String())
+	}
+}
