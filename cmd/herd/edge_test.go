@@ -109,7 +109,7 @@ func provisionFleet(t *testing.T, api *httpapi.Client, n int) (*herd.Tenant, []*
 }
 
 func mqttClient(addr, key, token string) paho.Client {
-	return paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+addr).
+	return paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).
 		SetClientID(key).SetUsername(key).SetPassword(token).SetProtocolVersion(4).
 		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
 		SetConnectTimeout(10 * time.Second).SetWriteTimeout(10 * time.Second))
