@@ -48,6 +48,50 @@ func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID
 	return c, tx.Commit()
 }
 
+// CreateDeviceCredentials makes a credential for each device in one
+// transaction, for provisioning a fleet; like CreateDeviceCredential each.
+func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceIDs []int64) ([]*herd.DeviceCredential, error) {
+	if len(deviceIDs) > herd.MaxBatchDevices {
+		return nil, herd.Errorf(herd.EINVALID, "at most %d devices in one batch", herd.MaxBatchDevices)
+	}
+	a, err := actor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	out := make([]*herd.DeviceCredential, 0, len(deviceIDs))
+	events := map[int64][]*herd.Event{}
+	var tenants []int64
+	for _, id := range deviceIDs {
+		d, err := tx.findDevice(ctx, a, id, herd.RoleAdmin)
+		if err != nil {
+			return nil, err
+		}
+		c := &herd.DeviceCredential{DeviceID: d.ID, TenantID: d.TenantID, Key: d.Key, Token: NewTokenSecret(), CreatedAt: tx.now}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_credentials (device_id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
+			d.ID, d.TenantID, hashToken(c.Token), tx.now.UnixMilli()); err != nil {
+			return nil, err
+		}
+		if events[d.TenantID] == nil {
+			tenants = append(tenants, d.TenantID)
+		}
+		events[d.TenantID] = append(events[d.TenantID], newEvent(herd.EventDeviceCredentialCreated, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key}))
+		out = append(out, c)
+	}
+	slices.Sort(tenants)
+	for _, t := range tenants {
+		if err := tx.appendEvents(ctx, t, events[t]...); err != nil {
+			return nil, err
+		}
+	}
+	return out, tx.Commit()
+}
+
 // DeleteDeviceCredential revokes the device's credential.
 func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID int64) error {
 	a, err := actor(ctx)

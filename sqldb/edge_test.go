@@ -823,3 +823,42 @@ func TestIngestService_StateCache(t *testing.T) {
 		}
 	})
 }
+
+// TestCredentialService_Batch checks the provisioning path: credentials for
+// many devices in one transaction, all or none.
+func TestCredentialService_Batch(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		creds := sqldb.NewCredentialService(db)
+		ten := f.mustTenant(t, "acme")
+		site := f.mustNode(t, ten.RootNodeID, "site")
+		other := f.mustNode(t, ten.RootNodeID, "other")
+		ds := f.mustDevices(t, site.ID, 3)
+		outside := f.mustDevices(t, other.ID, 1)[0]
+
+		u, secret := f.mustUser(t, ten.ID, "site admin")
+		f.mustGrant(t, u.ID, site.ID, herd.RoleAdmin)
+		// One device outside the caller's grants refuses the whole batch.
+		_, err := creds.CreateDeviceCredentials(f.as(t, secret), append(ids(ds), outside.ID))
+		wantCode(t, err, herd.ENOTFOUND)
+		var n int
+		mustOK(t, db.SQL().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM device_credentials`).Scan(&n))
+		if n != 0 {
+			t.Fatalf("a refused batch left %d credentials", n)
+		}
+		got, err := creds.CreateDeviceCredentials(f.as(t, secret), ids(ds))
+		mustOK(t, err)
+		if len(got) != len(ds) {
+			t.Fatalf("%d credentials for %d devices", len(got), len(ds))
+		}
+		for i, c := range got {
+			id, err := creds.AuthenticateDevice(t.Context(), ds[i].Key, c.Token)
+			mustOK(t, err)
+			if id.DeviceID != ds[i].ID || c.Key != ds[i].Key {
+				t.Fatalf("credential %d: %+v for device %+v", i, id, ds[i])
+			}
+		}
+		_, err = creds.CreateDeviceCredentials(f.super, make([]int64, herd.MaxBatchDevices+1))
+		wantCode(t, err, herd.EINVALID)
+	})
+}
