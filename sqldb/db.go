@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -62,6 +63,7 @@ type DB struct {
 	StateCache StateCacheConfig
 
 	caches  stateCaches
+	stmts   stmtCache
 	dialect Dialect
 	metrics *metrics
 	// rdb serves reads. On SQLite wdb is a separate single-connection pool
@@ -157,6 +159,12 @@ func (db *DB) Open() (err error) {
 // Close stops the state cache's refresh and closes the connection pools.
 func (db *DB) Close() error {
 	db.closeCaches()
+	db.stmts.mu.Lock()
+	for _, st := range db.stmts.m {
+		st.Close()
+	}
+	db.stmts.m = nil
+	db.stmts.mu.Unlock()
 	var errs []error
 	if db.wdb != nil && db.wdb != db.rdb {
 		errs = append(errs, db.wdb.Close())
@@ -320,7 +328,19 @@ func (db *DB) beginRead(ctx context.Context) (*Tx, error) {
 }
 
 // Commit commits the transaction.
-func (tx *Tx) Commit() error { return tx.tx.Commit() }
+func (tx *Tx) Commit() error {
+	err := tx.tx.Commit()
+	if tx.write && tx.db.dialect == SQLite {
+		tx.db.stmts.mu.Lock()
+		pending := len(tx.db.stmts.pending) > 0
+		tx.db.stmts.mu.Unlock()
+		if pending {
+			// Not here: a bulk load commits on a connection it still holds.
+			go tx.db.preparePending()
+		}
+	}
+	return err
+}
 
 // Rollback aborts the transaction; after Commit it is a no-op.
 func (tx *Tx) Rollback() error { return tx.tx.Rollback() }
@@ -364,6 +384,86 @@ func (tx *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 		return tx.tx.QueryRowContext(ctx, "SELECT guard_refused_statement_with_too_many_parameters")
 	}
 	return tx.tx.QueryRowContext(ctx, q, args...)
+}
+
+// stmtCache holds statements prepared on SQLite's single writer
+// connection. modernc's SQLite parses every statement it is given, and the
+// ingest statements are long; PostgreSQL's driver caches prepared
+// statements itself. A statement is prepared after the transaction that
+// first ran it: the writer pool's one connection is busy until then.
+type stmtCache struct {
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+}
+
+// maxCachedStmts bounds the cache: statement texts vary with the fields a
+// batch carries, a few shapes in practice.
+const maxCachedStmts = 256
+
+// stmt returns q prepared for this transaction, or nil to run it plainly.
+func (tx *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	db := tx.db
+	if db.dialect != SQLite || !tx.write {
+		return nil
+	}
+	db.stmts.mu.Lock()
+	defer db.stmts.mu.Unlock()
+	if st, ok := db.stmts.m[q]; ok {
+		return tx.tx.StmtContext(ctx, st)
+	}
+	if len(db.stmts.m)+len(db.stmts.pending) < maxCachedStmts {
+		if db.stmts.pending == nil {
+			db.stmts.pending = map[string]bool{}
+		}
+		db.stmts.pending[q] = true
+	}
+	return nil
+}
+
+// preparePending prepares the statements that transactions asked for,
+// once the writer connection is free.
+func (db *DB) preparePending() {
+	db.stmts.mu.Lock()
+	pending := db.stmts.pending
+	db.stmts.pending = nil
+	db.stmts.mu.Unlock()
+	for q := range pending {
+		st, err := db.wdb.Prepare(q)
+		if err != nil {
+			continue // the plain path reports the error
+		}
+		db.stmts.mu.Lock()
+		if db.stmts.m == nil {
+			db.stmts.m = map[string]*sql.Stmt{}
+		}
+		db.stmts.m[q] = st
+		db.stmts.mu.Unlock()
+	}
+}
+
+// execCached is ExecContext through the statement cache.
+func (tx *Tx) execCached(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	q, err := tx.guard(q, args)
+	if err != nil {
+		return nil, err
+	}
+	if st := tx.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.tx.ExecContext(ctx, q, args...)
+}
+
+// queryCached is QueryContext through the statement cache.
+func (tx *Tx) queryCached(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q, err := tx.guard(q, args)
+	if err != nil {
+		return nil, err
+	}
+	if st := tx.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.tx.QueryContext(ctx, q, args...)
 }
 
 // insertID inserts a row and returns its id.

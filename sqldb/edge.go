@@ -264,6 +264,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	events := map[int64][]*herd.Event{}
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
+	var finals []deviceFold
 	flush := func(it *herd.IngestItem) error {
 		if len(fold) == 0 {
 			return nil
@@ -292,11 +293,17 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
 		}
 		if n+1 == len(order) || items[order[n+1]].DeviceID != it.DeviceID {
-			if err := flush(it); err != nil {
-				return err
+			// The device's last readings come after all its connection
+			// changes: they join one update for the whole batch.
+			if len(fold) > 0 {
+				finals = append(finals, deviceFold{deviceID: it.DeviceID, readings: slices.Clone(fold), at: foldAt})
+				fold = fold[:0]
 			}
 			foldAt = 0
 		}
+	}
+	if err := tx.applyFolds(ctx, finals, rev); err != nil {
+		return err
 	}
 	// Tenants in id order, as they were locked.
 	tenants = tenants[:0]
@@ -339,7 +346,7 @@ func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) error
 		}
 		q := `INSERT INTO readings (` + strings.Join(readingColumns, ", ") + `) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(row+",", rows), ",") + ` ON CONFLICT (device_id, ts) DO NOTHING`
-		_, err := tx.ExecContext(ctx, q, args...)
+		_, err := tx.execCached(ctx, q, args...)
 		args, rows = args[:0], 0
 		return err
 	}
@@ -358,6 +365,142 @@ func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) error
 		return fmt.Errorf("insert readings: %w", err)
 	}
 	return nil
+}
+
+// deviceFold is one device's readings of a batch, for the projection.
+type deviceFold struct {
+	deviceID int64
+	readings []*herd.Reading
+	at       int64
+}
+
+// projectionField is a projection column a reading may carry.
+type projectionField struct {
+	col   string
+	bit   herd.ReadingFields
+	typ   string // SQL type of the value, for the VALUES list
+	value func(*herd.Reading) any
+}
+
+var projectionFields = func() []projectionField {
+	var fs []projectionField
+	for _, f := range readingFloats {
+		fs = append(fs, projectionField{f.col, f.bit, "DOUBLE PRECISION", func(r *herd.Reading) any { return f.get(r) }})
+	}
+	for _, f := range readingInts {
+		fs = append(fs, projectionField{f.col, f.bit, "BIGINT", func(r *herd.Reading) any { return f.get(r) }})
+	}
+	return append(fs,
+		projectionField{"status", herd.ReadingStatus, "TEXT", func(r *herd.Reading) any { return r.Status }},
+		projectionField{"firmware", herd.ReadingFirmware, "TEXT", func(r *herd.Reading) any { return r.Firmware }})
+}()
+
+// applyFolds writes many devices' readings into the projection with the
+// rules of applyReadings, in a few statements: devices whose readings carry
+// the same fields share an UPDATE ... FROM a VALUES list, as many rows as
+// the parameter guard allows. One statement per device costs a parse on
+// SQLite and a round trip on PostgreSQL for each.
+func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) error {
+	groups := map[herd.ReadingFields][]deviceFold{}
+	var masks []herd.ReadingFields
+	for _, f := range folds {
+		var mask herd.ReadingFields
+		for _, r := range f.readings {
+			mask |= r.Has
+		}
+		if groups[mask] == nil {
+			masks = append(masks, mask)
+		}
+		groups[mask] = append(groups[mask], f)
+	}
+	slices.Sort(masks)
+	var stale []deviceFold
+	for _, mask := range masks {
+		var fields []projectionField
+		for _, f := range projectionFields {
+			if mask&f.bit != 0 {
+				fields = append(fields, f)
+			}
+		}
+		// Per row: id, ts, at, then each field's reading time and value.
+		cols := 3 + 2*len(fields)
+		per := (herd.MaxQueryParams - 1) / cols
+		group := groups[mask]
+		for start := 0; start < len(group); start += per {
+			chunk := group[start:min(start+per, len(group))]
+			q, args := tx.foldUpdate(fields, chunk, rev)
+			rows, err := tx.queryCached(ctx, q, args...)
+			if err != nil {
+				return fmt.Errorf("apply readings: %w", err)
+			}
+			updated := make(map[int64]bool, len(chunk))
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				updated[id] = true
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return fmt.Errorf("apply readings: %w", err)
+			}
+			for _, f := range chunk {
+				if !updated[f.deviceID] {
+					stale = append(stale, f)
+				}
+			}
+		}
+	}
+	// Readings older than the projection's (or of deleted devices): only
+	// last_seen moves. Rare, so one statement each.
+	for _, f := range stale {
+		if err := tx.touch(ctx, f.deviceID, f.at, rev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// foldUpdate builds the UPDATE of one chunk of devices whose readings carry
+// the given fields.
+func (tx *Tx) foldUpdate(fields []projectionField, chunk []deviceFold, rev int64) (string, []any) {
+	var b strings.Builder
+	names := []string{"id", "ts", "at"}
+	for _, f := range fields {
+		names = append(names, "t_"+f.col, "v_"+f.col)
+	}
+	b.WriteString("WITH v (" + strings.Join(names, ", ") + ") AS (VALUES ")
+	args := make([]any, 0, len(chunk)*len(names)+1)
+	for i, f := range chunk {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		ts := f.readings[0].TS
+		for _, r := range f.readings[1:] {
+			ts = max(ts, r.TS)
+		}
+		b.WriteString("(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT)")
+		args = append(args, f.deviceID, ts, f.at)
+		for _, pf := range fields {
+			b.WriteString(", CAST(? AS BIGINT), CAST(? AS " + pf.typ + ")")
+			if r := newestWith(f.readings, pf.bit); r != nil {
+				args = append(args, r.TS, pf.value(r))
+			} else {
+				args = append(args, nil, nil)
+			}
+		}
+		b.WriteByte(')')
+	}
+	// SET reads the row as it was before the update: every CASE sees the
+	// old reading_ts. A field no reading of the device carried has a NULL
+	// time and keeps its value.
+	b.WriteString(") UPDATE devices SET reading_ts = v.ts, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END")
+	for _, f := range fields {
+		fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
+	}
+	b.WriteString(", rev = ? FROM v WHERE devices.id = v.id AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.ts) RETURNING devices.id")
+	return b.String(), append(args, rev)
 }
 
 // applyReadings writes a device's readings into the projection: each
