@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herd-iot/herd/bench"
 	"github.com/herd-iot/herd/seed"
@@ -16,14 +18,67 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
-	case "scoped", "all":
+	case "scoped":
 		return runBenchScoped(ctx, args, stdout, stderr)
+	case "ingest":
+		return runBenchIngest(ctx, args, stdout, stderr)
+	case "all":
+		if err := runBenchScoped(ctx, nil, stdout, stderr); err != nil {
+			return err
+		}
+		return runBenchIngest(ctx, nil, stdout, stderr)
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, all)", scenario)}
+}
+
+// runBenchIngest runs the end-to-end ingest scenario against herd serve in
+// a child process, with Mosquitto as the baseline.
+func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench ingest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench stores (a fresh one per run)")
+	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL of an empty schema to bench as well (env HERD_BENCH_POSTGRES_URL)")
+	devicesFlag := fs.String("devices", "1000,10000", "fleet sizes, comma-separated")
+	duration := fs.Duration("duration", 10*time.Second, "length of each measured phase")
+	mosquitto := fs.String("mosquitto", "127.0.0.1:1883", `baseline broker address ("" skips it)`)
+	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
+	serveArgs := fs.String("serve-args", "", "more flags for the herd serve under test, space-separated (e.g. \"--ingest-batch-items 4000\")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var sizes []int
+	for _, f := range strings.Split(*devicesFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 15000 {
+			return &usageError{msg: fmt.Sprintf("--devices %q: want sizes from 1 to 15,000 (one process holds the clients)", *devicesFlag)}
+		}
+		sizes = append(sizes, n)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	stores := []string{""}
+	if *pg != "" {
+		stores = append(stores, *pg)
+	}
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: stores, Dir: *dir, Devices: sizes, Duration: *duration, Mosquitto: *mosquitto, Out: stderr, ServeArgs: strings.Fields(*serveArgs)})
+	if err != nil {
+		return err
+	}
+	md := bench.IngestMarkdown(res)
+	fmt.Fprint(stdout, md)
+	if *markdown != "" {
+		return os.WriteFile(*markdown, []byte(md), 0o644)
+	}
+	return nil
 }
 
 // runBenchScoped runs the scoped-query scenario on SQLite and, when a

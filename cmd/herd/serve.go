@@ -8,6 +8,9 @@ import (
 	"github.com/herd-iot/herd/mqttgw"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,6 +56,13 @@ type Config struct {
 	// MQTTMaxConnections caps device connections; 0 derives the cap from
 	// the open-file limit.
 	MQTTMaxConnections int64
+	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on its own
+	// listener, never on the API's: for the operator's eyes only.
+	DebugAddr string
+	// IngestBatchItems and IngestBatchWait bound one group commit of device
+	// data: up to this many items, waiting at most this long for more.
+	IngestBatchItems int64
+	IngestBatchWait  time.Duration
 	// StateCacheMinDevices is the tenant size from which the scoped query
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
@@ -72,6 +82,8 @@ func DefaultConfig() Config {
 		MQTTAddr:             mqttgw.DefaultAddr,
 		MQTTMaxKeepalive:     mqttgw.DefaultMaxKeepalive,
 		MQTTConnectRate:      mqttgw.DefaultConnectRate,
+		IngestBatchItems:     mqttgw.DefaultBatchItems,
+		IngestBatchWait:      mqttgw.DefaultBatchWait,
 	}
 }
 
@@ -108,6 +120,12 @@ func (c Config) Validate() error {
 	}
 	if c.MQTTMaxConnections < 0 {
 		return &ConfigError{Field: "mqtt-max-connections", Value: strconv.FormatInt(c.MQTTMaxConnections, 10), Err: errors.New("must be 0 (from the open-file limit) or more")}
+	}
+	if c.IngestBatchItems < 1 || c.IngestBatchItems > 100000 {
+		return &ConfigError{Field: "ingest-batch-items", Value: strconv.FormatInt(c.IngestBatchItems, 10), Err: errors.New("must be from 1 to 100,000")}
+	}
+	if c.IngestBatchWait < 0 || c.IngestBatchWait > time.Second {
+		return &ConfigError{Field: "ingest-batch-wait", Value: c.IngestBatchWait.String(), Err: errors.New("must be from 0 to 1s")}
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
@@ -195,6 +213,7 @@ type Main struct {
 	Gateway    *mqttgw.Gateway
 	HTTPServer *httpapi.Server
 
+	debug    *http.Server
 	stopWarm context.CancelFunc
 	warmed   chan struct{}
 }
@@ -219,11 +238,14 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.HTTPAddr, "http-addr", "listen address of the REST API")
 	stringFlag(fs, m.Getenv, &c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
+	stringFlag(fs, m.Getenv, &c.DebugAddr, "debug-addr", "listen address of the Go profiler (/debug/pprof/), off when empty; keep it on loopback")
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
 		int64Flag(fs, m.Getenv, &c.MQTTConnectRate, "mqtt-connect-rate", "new device connections admitted per second; more are refused with a reason code"),
 		int64Flag(fs, m.Getenv, &c.MQTTMaxConnections, "mqtt-max-connections", "device connections admitted at most; 0 derives it from the open-file limit"),
+		int64Flag(fs, m.Getenv, &c.IngestBatchItems, "ingest-batch-items", "most readings, connects and disconnects committed in one transaction"),
+		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
 			"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"),
 	} {
@@ -279,6 +301,19 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	if m.Config.DebugAddr != "" {
+		ln, err := net.Listen("tcp", m.Config.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("debug address (--debug-addr or %s): %w", envName("debug-addr"), err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		m.debug = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go m.debug.Serve(ln)
+		m.Logger.Info("profiler listening", "addr", ln.Addr().String())
+	}
 	creds := sqldb.NewCredentialService(m.DB)
 	gw := mqttgw.New(creds, sqldb.NewIngestService(m.DB))
 	gw.Logger = m.Logger.With("component", "mqtt")
@@ -289,6 +324,7 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.MaxKeepalive = m.Config.MQTTMaxKeepalive
 	gw.ConnectRate = float64(m.Config.MQTTConnectRate)
 	gw.MaxConnections = int(m.Config.MQTTMaxConnections)
+	gw.BatchItems, gw.BatchWait = int(m.Config.IngestBatchItems), m.Config.IngestBatchWait
 	if err := gw.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("MQTT address %s is already in use (another broker?): stop what holds it, or choose another address with --mqtt-addr or %s (\"off\" runs no TCP listener): %w",
@@ -360,6 +396,10 @@ func (m *Main) Close() error {
 	if m.HTTPServer != nil {
 		errs = append(errs, m.HTTPServer.Close())
 		m.HTTPServer = nil
+	}
+	if m.debug != nil {
+		m.debug.Close()
+		m.debug = nil
 	}
 	if m.Gateway != nil {
 		// After HTTP, whose /mqtt connections it closes too; it commits what

@@ -1,0 +1,284 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+// IngestConfig configures the end-to-end ingest scenario: devices publish
+// QoS 1 telemetry to a herd process over MQTT, and each PUBACK means the
+// reading is committed. The baseline is the machine's Mosquitto relaying the
+// same load to one subscriber: a broker that stores nothing.
+type IngestConfig struct {
+	// Herd is the herd binary to run as the server, in a child process so
+	// that its file descriptors and CPU are its own.
+	Herd string
+	// Stores are SQLite paths (a fresh file is made in Dir when empty) or
+	// postgres:// URLs of empty schemas.
+	Stores []string
+	Dir    string
+	// Devices are the fleet sizes to run, each with that many connections.
+	Devices []int
+	// Duration of each measured phase.
+	Duration time.Duration
+	// Mosquitto is the baseline broker's address; empty skips it.
+	Mosquitto string
+	// ServeArgs are more flags for herd serve, to try its settings.
+	ServeArgs []string
+	Out       io.Writer
+}
+
+// IngestResult is one fleet size on one store.
+type IngestResult struct {
+	Store   string
+	Devices int
+	// MaxRate is readings committed per second with every device sending
+	// its next reading as soon as the last was acknowledged.
+	MaxRate float64
+	// At80 is the rate offered at 80% of MaxRate and what it achieved, with
+	// the PUBACK latency there.
+	At80Offered, At80Rate float64
+	P50, P99, Max         time.Duration
+	// Stored is the count of readings in the store after the run, checked
+	// against the acknowledged ones.
+	Stored, Acked int64
+	// MosquittoRate is the baseline's relay rate for the same load.
+	MosquittoRate float64
+}
+
+// RunIngest runs the scenario.
+func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	maxN := 0
+	for _, n := range cfg.Devices {
+		maxN = max(maxN, n)
+	}
+	var results []IngestResult
+	mosq := map[int]float64{}
+	if cfg.Mosquitto != "" {
+		for _, n := range cfg.Devices {
+			fmt.Fprintf(cfg.Out, "mosquitto %s: %d devices, closed loop\n", cfg.Mosquitto, n)
+			rate, err := mosquittoRelay(ctx, cfg, n)
+			if err != nil {
+				return nil, fmt.Errorf("mosquitto baseline: %w", err)
+			}
+			mosq[n] = rate
+			fmt.Fprintf(cfg.Out, "mosquitto relayed %.0f messages/s to its subscriber\n", rate)
+		}
+	}
+	for _, store := range cfg.Stores {
+		if store == "" {
+			store = filepath.Join(cfg.Dir, fmt.Sprintf("ingest-%d.db", time.Now().UnixNano()))
+		}
+		name := "sqlite"
+		if sqldb.IsPostgresDSN(store) {
+			name = "postgres"
+		}
+		fmt.Fprintf(cfg.Out, "%s: provisioning %d devices\n", name, maxN)
+		db, devices, err := provisionIngest(ctx, store, maxN)
+		if err != nil {
+			return nil, err
+		}
+		p, err := startServer(ctx, cfg.Herd, store, cfg.ServeArgs...)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		for _, n := range cfg.Devices {
+			res := IngestResult{Store: name, Devices: n, MosquittoRate: mosq[n]}
+			before, err := countReadings(ctx, db)
+			if err != nil {
+				break
+			}
+			fmt.Fprintf(cfg.Out, "%s: %d devices, closed loop for %s\n", name, n, cfg.Duration)
+			st, err := runLoad(ctx, p.mqtt, devices[:n], 0, cfg.Duration)
+			if err != nil {
+				p.stop()
+				db.Close()
+				return nil, err
+			}
+			res.MaxRate = float64(st.acked) / st.elapsed.Seconds()
+			res.Acked = st.acked
+			res.At80Offered = 0.8 * res.MaxRate
+			fmt.Fprintf(cfg.Out, "%s: %.0f readings/s committed; now %.0f/s (80%%) for %s\n", name, res.MaxRate, res.At80Offered, cfg.Duration)
+			st, err = runLoad(ctx, p.mqtt, devices[:n], res.At80Offered/float64(n), cfg.Duration)
+			if err != nil {
+				p.stop()
+				db.Close()
+				return nil, err
+			}
+			res.At80Rate = float64(st.acked) / st.elapsed.Seconds()
+			res.P50, res.P99, res.Max = st.lat.quantiles()
+			res.Acked += st.acked
+			fmt.Fprintf(cfg.Out, "%s: achieved %.0f/s, PUBACK p50 %s p99 %s\n", name, res.At80Rate, res.P50, res.P99)
+			after, err := countReadings(ctx, db)
+			if err != nil {
+				break
+			}
+			res.Stored = after - before
+			results = append(results, res)
+		}
+		p.stop()
+		db.Close()
+	}
+	return results, nil
+}
+
+func countReadings(ctx context.Context, db *sqldb.DB) (int64, error) {
+	var n int64
+	err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM readings`).Scan(&n)
+	return n, err
+}
+
+// provisionIngest makes a tenant with n devices and their credentials in
+// the store, directly: ten thousand API calls would take longer than the
+// benchmark.
+func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loadDevice, error) {
+	db := sqldb.NewDB(store)
+	db.StateCache.MinTenantDevices = 0
+	if err := db.Open(); err != nil {
+		return nil, nil, err
+	}
+	super := herd.NewContextWithActor(ctx, &herd.Actor{Super: true})
+	ten := &herd.Tenant{Name: fmt.Sprintf("bench-ingest-%d", time.Now().UnixNano())}
+	if err := sqldb.NewTenantService(db).CreateTenant(super, ten); err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	devices := sqldb.NewDeviceService(db)
+	creds := sqldb.NewCredentialService(db)
+	var out []loadDevice
+	for start := 0; start < n; start += herd.MaxBatchDevices {
+		var batch []*herd.Device
+		for i := start; i < min(n, start+herd.MaxBatchDevices); i++ {
+			batch = append(batch, &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("ingest-%d-%d", ten.ID, i)})
+		}
+		if err := devices.CreateDevices(super, batch); err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		ids := make([]int64, len(batch))
+		for i, d := range batch {
+			ids[i] = d.ID
+		}
+		cs, err := creds.CreateDeviceCredentials(super, ids)
+		if err != nil {
+			db.Close()
+			return nil, nil, err
+		}
+		for _, c := range cs {
+			out = append(out, loadDevice{key: c.Key, token: c.Token, topic: "devices/" + c.Key + "/telemetry"})
+		}
+	}
+	return db, out, nil
+}
+
+// server is herd serve in a child process.
+type server struct {
+	cmd  *exec.Cmd
+	mqtt string
+}
+
+func startServer(ctx context.Context, exe, store string, extra ...string) (*server, error) {
+	args := append([]string{"serve", "--store", store, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--mqtt-connect-rate", "1000000", "--log-format", "json", "--state-cache-min-devices", "0"}, extra...)
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Env = append(os.Environ(), "HERD_ADMIN_TOKEN=herd_bench_admin_token_0123456789abcdef")
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	lines := bufio.NewScanner(pipe)
+	s := &server{cmd: cmd}
+	deadline := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	defer deadline.Stop()
+	var log strings.Builder
+	for s.mqtt == "" && lines.Scan() {
+		log.WriteString(lines.Text() + "\n")
+		var rec struct {
+			Msg  string `json:"msg"`
+			MQTT string `json:"mqtt"`
+		}
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "herd listening" {
+			s.mqtt = rec.MQTT
+		}
+	}
+	if s.mqtt == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("herd serve did not start:\n%s", log.String())
+	}
+	go io.Copy(io.Discard, pipe)
+	return s, nil
+}
+
+func (s *server) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+}
+
+// mosquittoRelay measures the baseline: the same devices, closed loop at
+// QoS 1, through Mosquitto to one QoS 1 subscriber of all their topics.
+// The rate counts what the subscriber received: a broker that drops what
+// it cannot relay must not count as fast.
+func mosquittoRelay(ctx context.Context, cfg IngestConfig, n int) (float64, error) {
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	prefix := "herdbench/" + run + "/"
+	sub, err := subscribe(cfg.Mosquitto, "herd-bench-sub-"+run, prefix+"+/telemetry")
+	if err != nil {
+		return 0, fmt.Errorf("subscribe at %s: %w", cfg.Mosquitto, err)
+	}
+	defer sub.close()
+	devices := make([]loadDevice, n)
+	for i := range devices {
+		key := fmt.Sprintf("hb-%s-%d", run, i)
+		devices[i] = loadDevice{key: key, token: "-", topic: prefix + key + "/telemetry"}
+	}
+	before := sub.received.Load()
+	st, err := runLoad(ctx, cfg.Mosquitto, devices, 0, cfg.Duration)
+	if err != nil {
+		return 0, err
+	}
+	got := sub.received.Load() - before
+	return float64(min(got, st.acked)) / st.elapsed.Seconds(), nil
+}
+
+// IngestMarkdown renders the results as the table in bench/README.md.
+func IngestMarkdown(results []IngestResult) string {
+	var b strings.Builder
+	b.WriteString("| store | devices | max committed/s | Mosquitto relay/s | herd ÷ Mosquitto | at 80%: offered/s | achieved/s | PUBACK p50 | PUBACK p99 | max | acked = stored |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range results {
+		ratio := "–"
+		if r.MosquittoRate > 0 {
+			ratio = fmt.Sprintf("%.2f", r.MaxRate/r.MosquittoRate)
+		}
+		check := "yes"
+		if r.Stored < r.Acked {
+			check = fmt.Sprintf("NO: %d of %d", r.Stored, r.Acked)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n", r.Store, r.Devices, r.MaxRate, r.MosquittoRate, ratio,
+			r.At80Offered, r.At80Rate, fmtDur(r.P50), fmtDur(r.P99), fmtDur(r.Max), check)
+	}
+	return b.String()
+}
