@@ -3,10 +3,12 @@ package main_test
 import (
 	"context"
 	"errors"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -80,7 +82,7 @@ func TestMain_Quickstart(t *testing.T) {
 			if !strings.Contains(stderr.String(), m.HTTPServer.ListenAddr()) {
 				t.Fatalf("listening address not logged: %s", stderr.String())
 			}
-			walkQuickstart(t, m.HTTPServer.URL())
+			walkQuickstart(t, m.HTTPServer.URL(), m.Gateway.TCPAddr().String())
 
 			// The store's own figures are served beside the HTTP ones.
 			resp, err := http.Get(m.HTTPServer.URL() + "/metrics")
@@ -100,7 +102,7 @@ func TestMain_Quickstart(t *testing.T) {
 
 // walkQuickstart does what the README's quickstart does, with the same
 // names, and checks the answers the README promises.
-func walkQuickstart(t *testing.T, url string) {
+func walkQuickstart(t *testing.T, url, mqttAddr string) {
 	t.Helper()
 	ctx := context.Background()
 	admin := httpapi.NewClient(url, adminSecret)
@@ -134,6 +136,34 @@ func walkQuickstart(t *testing.T, url string) {
 		{NodeID: rome.ID, Key: "rome-lobby", Model: "th-200", Firmware: "1.4.2"},
 	}
 	must(admin.CreateDevices(ctx, ds))
+
+	// The boiler reports a reading with mosquitto_pub, as in the README.
+	boiler := ds[0]
+	cred, err := admin.CreateDeviceCredential(ctx, boiler.ID)
+	must(err)
+	host, port, _ := net.SplitHostPort(mqttAddr)
+	pub := exec.CommandContext(ctx, "mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-V", "mqttv311", "-i", "oslo-boiler", "-u", "oslo-boiler", "-P", cred.Token,
+		"-t", "devices/oslo-boiler/telemetry", "-m", `{"temperature":71.5,"battery":88,"status":"warn"}`)
+	if out, err := pub.CombinedOutput(); errors.Is(err, exec.ErrNotFound) {
+		t.Log("mosquitto_pub not installed (Debian: mosquitto-clients); publishing with Paho instead")
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("oslo-boiler").SetUsername("oslo-boiler").SetPassword(cred.Token))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		tok := c.Publish("devices/oslo-boiler/telemetry", 1, false, `{"temperature":71.5,"battery":88,"status":"warn"}`)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		c.Disconnect(100)
+	} else if err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
+	}
+	got, err := admin.FindDeviceByID(ctx, boiler.ID)
+	must(err)
+	if got.Status != herd.StatusWarn || got.Temperature == nil || *got.Temperature != 71.5 || got.Battery == nil || *got.Battery != 88 || got.LastSeen == nil {
+		t.Fatalf("boiler after its reading: %+v", got)
+	}
+
 	alice := &herd.User{TenantID: acme.ID, Name: "alice"}
 	must(admin.CreateUser(ctx, alice))
 	must(admin.CreateGrant(ctx, &herd.Grant{UserID: alice.ID, NodeID: north.ID, Role: herd.RoleViewer}))
