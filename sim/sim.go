@@ -42,7 +42,9 @@ type Config struct {
 	// Broker is tcp://host:port or ws://host:port/mqtt.
 	Broker  string
 	Devices []Device
-	// Rate is readings per second per device; 0 connects and stays idle.
+	// Rate is readings per second per device; 0 connects and stays idle;
+	// below 0 each device sends its next reading as soon as the last one is
+	// acknowledged (QoS 1), to find the server's maximum rate.
 	Rate float64
 	// QoS of telemetry: 0 or 1.
 	QoS      byte
@@ -63,6 +65,9 @@ type Config struct {
 	Seed               uint64
 	// Out receives a progress line every second.
 	Out io.Writer
+	// Topic is the telemetry topic of a device key; the default is herd's
+	// devices/{key}/telemetry.
+	Topic func(key string) string
 }
 
 // Stats are the counts of a run and its PUBACK latencies.
@@ -336,7 +341,13 @@ func (d *device) live(ctx context.Context, gate chan struct{}, up chan<- struct{
 func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, stormNow <-chan struct{}) bool {
 	r := d.r
 	var tick <-chan time.Time
-	if d.rate > 0 {
+	if d.rate < 0 {
+		// Closed loop: the next reading as soon as the last is acknowledged,
+		// to find the most the server takes.
+		ready := make(chan time.Time)
+		close(ready)
+		tick = ready
+	} else if d.rate > 0 {
 		period := time.Duration(float64(time.Second) / d.rate)
 		// Start at a random point of the period, so devices do not publish
 		// in lockstep.
@@ -353,6 +364,9 @@ func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, 
 		stormNow = nil
 	}
 	topic := "devices/" + d.d.Key + "/telemetry"
+	if r.cfg.Topic != nil {
+		topic = r.cfg.Topic(d.d.Key)
+	}
 	for {
 		select {
 		case <-ctx.Done():
