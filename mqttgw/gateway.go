@@ -8,13 +8,28 @@
 //   - OnPublish runs in the publishing client's read goroutine, before the
 //     PUBACK is written: blocking there until the commit is how a QoS 1
 //     PUBACK comes after the reading is stored. Only that client waits.
-//   - A second CONNECT with a taken client id closes the old socket at once
-//     (DISCONNECT 0x8E, then Close) inside the new CONNECT; the old
-//     client's OnDisconnect comes later, with StopCause session taken over.
+//   - A second CONNECT with a taken client id closes the old socket
+//     (DISCONNECT 0x8E, then Close) if it finds the old client in its
+//     client registry. A client ending deletes its id from that registry
+//     unless it was taken over, but it checks before the taker marks it
+//     so: ending just as a new connection of its id arrives, it can delete
+//     the new client, whose own successor then finds nothing to close and
+//     leaves it open. herd therefore takes over itself: in OnConnect a new
+//     connection closes the old one and waits until mochi is done with
+//     it, so that mochi has nothing left to race with.
+//   - OnDisconnect comes only for a client that got its CONNACK; one whose
+//     CONNACK could not be written just ends. herd ends a device's session
+//     when the listener's call into mochi returns instead, whatever the
+//     path.
+//   - Server.Close has each listener close its clients, found with
+//     Clients.GetByListener, which read-locks the registry twice and so
+//     deadlocks against a client added or deleted in between. herd's
+//     listeners skip that; the gateway disconnects its devices itself.
 //   - OnConnect runs before authentication and sends nothing when it
 //     refuses, so herd authenticates there and writes its own CONNACK, with
 //     the reason code each protocol version has for it.
-//   - The read deadline is 1.5 × keepalive, refreshed on every packet, and
+//   - The read deadline is 1.5 × keepalive (in whole seconds, rounded
+//     down: 1 s for a keepalive of 1 s), refreshed on every packet, and
 //     none at all for keepalive 0, so herd replaces 0 and anything above the
 //     server maximum with the maximum.
 //   - A hook error that is not a bare packets.Code is ignored for v3 and
@@ -93,8 +108,11 @@ type Gateway struct {
 	metrics  *metrics
 	mu       sync.RWMutex
 	sessions map[string]session // by device key
+	links    map[net.Conn]*link // sockets past OnConnect
 	baseCtx  context.Context
 	cancel   context.CancelFunc
+	closed   atomic.Bool
+	stopped  sync.Once // the group commit
 }
 
 // session is what the gateway keeps of a connected device.
@@ -105,7 +123,20 @@ type session struct {
 	// that two readings without ts in one millisecond get distinct times
 	// (the history keeps one reading per device and time).
 	lastTS int64
+	link   *link // the socket that holds the key
 }
+
+// link is a socket that got past OnConnect with a device key.
+type link struct {
+	key   string
+	cl    *mqtt.Client
+	ended chan struct{} // closed when mochi is done with the socket
+}
+
+// takeoverWait bounds the wait of a new connection for its key's old one
+// to end; a QoS 1 publish of the old one waiting on a slow commit is the
+// one thing that holds it.
+const takeoverWait = 10 * time.Second
 
 // New returns a Gateway with the default settings.
 func New(creds herd.CredentialService, ingest herd.IngestService) *Gateway {
@@ -140,7 +171,7 @@ func (g *Gateway) TCPAddr() net.Addr {
 }
 
 // Open starts the broker, the TCP listener and the group commit.
-func (g *Gateway) Open() error {
+func (g *Gateway) Open() (err error) {
 	if g.Credentials == nil || g.Ingest == nil {
 		return errors.New("mqttgw: Credentials and Ingest are required")
 	}
@@ -157,9 +188,18 @@ func (g *Gateway) Open() error {
 	}
 	g.bucket = newTokenBucket(g.ConnectRate, g.Now)
 	g.sessions = map[string]session{}
+	g.links = map[net.Conn]*link{}
 	g.baseCtx, g.cancel = context.WithCancel(context.Background())
 	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit)
 	go g.batch.run()
+	defer func() {
+		if err != nil {
+			// Nothing was served: stop the group commit, and leave Close
+			// nothing to do.
+			g.stopBatch()
+			g.server = nil
+		}
+	}()
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	// A device sends to the server, and the server sends it a few commands:
@@ -187,10 +227,9 @@ func (g *Gateway) Open() error {
 	if g.Addr != "" {
 		ln, err := net.Listen("tcp", g.Addr)
 		if err != nil {
-			g.stopBatch()
 			return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
 		}
-		g.tcp = &tcpListener{id: "tcp", ln: ln, conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc}
+		g.tcp = &tcpListener{id: "tcp", ln: ln, conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
 		if err := g.server.AddListener(g.tcp); err != nil {
 			ln.Close()
 			return err
@@ -204,25 +243,40 @@ func (g *Gateway) Open() error {
 }
 
 // Close disconnects every device (MQTT 5 clients are told the server is
-// shutting down), then commits what has queued.
+// shutting down), then commits what has queued. Closing again, or after a
+// failed Open, does nothing.
 func (g *Gateway) Close() error {
-	if g.server == nil {
+	if g.server == nil || !g.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := g.server.Close()
-	if g.tcp != nil {
-		g.tcp.wg.Wait()
+	// mochi's own way to find the clients to tell, Clients.GetByListener,
+	// read-locks its registry twice over, and deadlocks when a client is
+	// added or deleted in between: a device connecting or leaving during
+	// shutdown would hang Close for good. The listeners leave it out, and
+	// the gateway tells the devices it knows; the listeners then close
+	// every socket left, and wait until each is done with.
+	g.mu.RLock()
+	clients := make([]*mqtt.Client, 0, len(g.links))
+	for _, l := range g.links {
+		clients = append(clients, l.cl)
 	}
+	g.mu.RUnlock()
+	for _, cl := range clients {
+		_ = g.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+	err := g.server.Close() // the listeners close what is left, and wait for it
 	g.stopBatch()
 	return err
 }
 
 func (g *Gateway) stopBatch() {
-	if g.cancel != nil {
-		g.cancel()
-	}
-	close(g.batch.in)
-	<-g.batch.done
+	g.stopped.Do(func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+		close(g.batch.in)
+		<-g.batch.done
+	})
 }
 
 // ServeHTTP serves MQTT over WebSocket (subprotocol "mqtt"), for herd's HTTP
@@ -242,21 +296,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	nc := websocket.NetConn(g.baseCtx, c, websocket.MessageBinary)
 	remote, _ := net.ResolveTCPAddr("tcp", r.RemoteAddr)
 	conn := &wsConn{Conn: nc, ws: c, remote: remote}
+	if !g.ws.open.add(conn) {
+		conn.Close() // closing down
+		return
+	}
+	defer g.ws.open.done(conn)
 	_ = conn.SetDeadline(time.Now().Add(connectTimeout))
 	g.conns.Add(1)
 	defer g.conns.Add(-1)
 	defer conn.Close()
 	_ = g.server.EstablishConnection(g.ws.id, conn)
+	g.connEnded(conn)
 }
 
 // DisconnectDevice closes the device's connection, if it has one here; a
 // revoked credential calls it. MQTT 5 clients are told why.
 func (g *Gateway) DisconnectDevice(key string) bool {
-	cl, ok := g.server.Clients.Get(key)
-	if !ok || cl.Closed() {
+	s, ok := g.session(key)
+	if !ok || s.link.cl.Closed() {
 		return false
 	}
-	_ = g.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+	_ = g.server.DisconnectClient(s.link.cl, packets.ErrNotAuthorized)
 	return true
 }
 
@@ -299,7 +359,7 @@ func (h *hook) ID() string { return "herd" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect, mqtt.OnPublish}, []byte{b})
+		mqtt.OnPublish}, []byte{b})
 }
 
 // refuse writes a refusing CONNACK with the code of the client's protocol
@@ -327,7 +387,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	// A reconnect of a device connected now replaces its old socket, so it
 	// does not add to the files open: admit it at the cap.
 	if int(g.conns.Load()) > g.limit {
-		if old, ok := g.server.Clients.Get(cl.ID); !ok || old.Closed() {
+		if old, ok := g.session(cl.ID); !ok || old.link.cl.Closed() {
 			g.Logger.Warn("connect refused: connection cap reached", "remote", remote, "cap", g.limit)
 			return h.refuse(cl, packets.ErrQuotaExceeded, packets.Err3ServerUnavailable, "cap")
 		}
@@ -353,11 +413,45 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = maxKA
 		cl.State.ServerKeepalive = true
 	}
-	g.mu.Lock()
-	prev := g.sessions[cl.ID]
-	g.sessions[cl.ID] = session{deviceID: id.DeviceID, tenantID: id.TenantID, lastTS: prev.lastTS}
-	g.mu.Unlock()
+	g.hold(cl, session{deviceID: id.DeviceID, tenantID: id.TenantID})
 	return nil
+}
+
+// hold gives the key of cl to its socket, after the key's old socket, if
+// any, has ended: it closes that one (DISCONNECT 0x8E) and waits until
+// mochi is done with it. The old socket's end thus comes before the new
+// one's start, in the store as in mochi.
+func (g *Gateway) hold(cl *mqtt.Client, s session) {
+	for {
+		g.mu.Lock()
+		prev, held := g.sessions[cl.ID]
+		if !held {
+			s.link = &link{key: cl.ID, cl: cl, ended: make(chan struct{})}
+			g.sessions[cl.ID] = s
+			g.links[cl.Net.Conn] = s.link
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		s.lastTS = max(s.lastTS, prev.lastTS)
+		if !prev.link.cl.Closed() {
+			_ = g.server.DisconnectClient(prev.link.cl, packets.ErrSessionTakenOver)
+		}
+		timer := time.NewTimer(takeoverWait)
+		select {
+		case <-prev.link.ended:
+		case <-timer.C:
+			g.Logger.Warn("takeover: the old connection has not ended, going ahead", "key", cl.ID, "remote", cl.Net.Remote)
+		case <-g.baseCtx.Done():
+		}
+		timer.Stop()
+		// Its end, if it comes later, is not the device's.
+		g.mu.Lock()
+		if cur, ok := g.sessions[cl.ID]; ok && cur.link == prev.link {
+			delete(g.sessions, cl.ID)
+		}
+		g.mu.Unlock()
+	}
 }
 
 // OnConnectAuthenticate admits what OnConnect admitted.
@@ -374,20 +468,25 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestConnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
 }
 
-// OnDisconnect marks the device offline, unless a new connection of the
-// same key took over: that one is online now.
-func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	g := h.g
-	if cl.Net.Inline || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
-		return
-	}
+// connEnded runs when mochi is done with a socket, however it ended: it
+// marks the device offline if the socket held its key, unless a new
+// connection of the key took over (that one is online now).
+func (g *Gateway) connEnded(conn net.Conn) {
 	g.mu.Lock()
-	s, ok := g.sessions[cl.ID]
-	if ok {
-		delete(g.sessions, cl.ID)
+	l, ok := g.links[conn]
+	if !ok {
+		g.mu.Unlock()
+		return // refused, or never spoke
+	}
+	delete(g.links, conn)
+	s, held := g.sessions[l.key]
+	held = held && s.link == l
+	if held {
+		delete(g.sessions, l.key)
 	}
 	g.mu.Unlock()
-	if !ok {
+	close(l.ended)
+	if !held || errors.Is(l.cl.StopCause(), packets.ErrSessionTakenOver) {
 		return
 	}
 	g.metrics.disconnects.Inc()
