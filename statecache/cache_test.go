@@ -379,13 +379,9 @@ func TestCache_PointerFree(t *testing.T) {
 func BenchmarkQuery(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	c := statecache.New()
-	var scopes []string
 	for region := range 5 {
 		for site := range 40 {
 			p := "/1/" + strconv.Itoa(10+region) + "/" + strconv.Itoa(1000+region*100+site) + "/"
-			if region == 0 {
-				scopes = append(scopes, p)
-			}
 			for i := range 5000 {
 				id := int64(region*200000 + site*5000 + i + 1)
 				temp, batt := 22+6*rng.NormFloat64(), 100-30*rng.ExpFloat64()
