@@ -22,30 +22,11 @@ func NewCredentialService(db *DB) *CredentialService { return &CredentialService
 
 // CreateDeviceCredential makes a new token for the device, replacing the old.
 func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID int64) (*herd.DeviceCredential, error) {
-	a, err := actor(ctx)
+	cs, err := s.CreateDeviceCredentials(ctx, []int64{deviceID})
 	if err != nil {
 		return nil, err
 	}
-	tx, err := s.db.beginTx(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	d, err := tx.findDevice(ctx, a, deviceID, herd.RoleAdmin)
-	if err != nil {
-		return nil, err
-	}
-	c := &herd.DeviceCredential{DeviceID: d.ID, TenantID: d.TenantID, Key: d.Key, Token: NewTokenSecret(), CreatedAt: tx.now}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO device_credentials (device_id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at`,
-		d.ID, d.TenantID, hashToken(c.Token), tx.now.UnixMilli()); err != nil {
-		return nil, err
-	}
-	ev := newEvent(herd.EventDeviceCredentialCreated, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key})
-	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
-		return nil, err
-	}
-	return c, tx.Commit()
+	return cs[0], nil
 }
 
 // CreateDeviceCredentials makes a credential for each device in one
