@@ -190,8 +190,10 @@ func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loa
 
 // server is herd serve in a child process.
 type server struct {
-	cmd  *exec.Cmd
-	mqtt string
+	cmd   *exec.Cmd
+	mqtt  string
+	url   string
+	debug string // the profiler's address, when asked for
 }
 
 func startServer(ctx context.Context, exe, store string, extra ...string) (*server, error) {
@@ -218,9 +220,16 @@ func startServer(ctx context.Context, exe, store string, extra ...string) (*serv
 		var rec struct {
 			Msg  string `json:"msg"`
 			MQTT string `json:"mqtt"`
+			URL  string `json:"url"`
+			Addr string `json:"addr"`
 		}
-		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec.Msg == "herd listening" {
-			s.mqtt = rec.MQTT
+		if json.Unmarshal(lines.Bytes(), &rec) == nil {
+			switch rec.Msg {
+			case "herd listening":
+				s.mqtt, s.url = rec.MQTT, rec.URL
+			case "profiler listening":
+				s.debug = rec.Addr
+			}
 		}
 	}
 	if s.mqtt == "" {

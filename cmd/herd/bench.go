@@ -18,7 +18,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -26,13 +26,42 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchScoped(ctx, args, stdout, stderr)
 	case "ingest":
 		return runBenchIngest(ctx, args, stdout, stderr)
+	case "idle":
+		return runBenchIdle(ctx, args, stdout, stderr)
 	case "all":
 		if err := runBenchScoped(ctx, nil, stdout, stderr); err != nil {
 			return err
 		}
 		return runBenchIngest(ctx, nil, stdout, stderr)
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, all)", scenario)}
+}
+
+// runBenchIdle measures herd's memory per idle connected device.
+func runBenchIdle(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench idle", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
+	devices := fs.Int("devices", 15000, "idle devices to connect (this process holds their sockets: at most 19,000)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *devices < 1 || *devices > 19000 {
+		return &usageError{msg: "--devices must be from 1 to 19,000"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	res, err := bench.RunIdle(ctx, bench.IdleConfig{Herd: exe, Dir: *dir, Devices: *devices, Out: stderr})
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, bench.IdleMarkdown(res))
+	return nil
 }
 
 // runBenchIngest runs the end-to-end ingest scenario against herd serve in
