@@ -18,7 +18,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -28,13 +28,40 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchIngest(ctx, args, stdout, stderr)
 	case "idle":
 		return runBenchIdle(ctx, args, stdout, stderr)
+	case "storm":
+		return runBenchStorm(ctx, args, stdout, stderr)
 	case "all":
 		if err := runBenchScoped(ctx, nil, stdout, stderr); err != nil {
 			return err
 		}
 		return runBenchIngest(ctx, nil, stdout, stderr)
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, all)", scenario)}
+}
+
+// runBenchStorm runs the reboot storm against herd serve.
+func runBenchStorm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench storm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
+	devices := fs.Int("devices", 15000, "devices connected (this process holds their sockets: at most 19,000)")
+	reboot := fs.Int("reboot", 4000, "devices that drop and reconnect at once")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *devices < 1 || *devices > 19000 || *reboot < 1 || *reboot > *devices {
+		return &usageError{msg: "--devices must be from 1 to 19,000 and --reboot from 1 to --devices"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	res, err := bench.RunStorm(ctx, bench.StormConfig{Herd: exe, Dir: *dir, Devices: *devices, Reboot: *reboot, Out: stderr})
+	fmt.Fprint(stdout, bench.StormMarkdown(res))
+	return err
 }
 
 // runBenchIdle measures herd's memory per idle connected device.
