@@ -107,6 +107,14 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 	stop := make(chan struct{})
 	var sampler sync.WaitGroup
 	var maxFDs atomic.Int64
+	sampleFDs := func() {
+		if m, err := scrape(p.url + "/metrics"); err == nil {
+			if v := int64(m["process_open_fds"]); v > maxFDs.Load() {
+				maxFDs.Store(v)
+			}
+		}
+	}
+	sampleFDs()
 	sampler.Go(func() {
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
@@ -115,11 +123,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 			case <-stop:
 				return
 			case <-t.C:
-				if m, err := scrape(p.url + "/metrics"); err == nil {
-					if v := int64(m["process_open_fds"]); v > maxFDs.Load() {
-						maxFDs.Store(v)
-					}
-				}
+				sampleFDs()
 			}
 		}
 	})
@@ -141,6 +145,7 @@ func RunStorm(ctx context.Context, cfg StormConfig) (StormResult, error) {
 	res.BackIn = time.Since(start)
 	close(stop)
 	sampler.Wait()
+	sampleFDs()
 	res.MaxOpenFDs, res.Refusals = maxFDs.Load(), refusals.Load()
 	if len(errs) > 0 {
 		return res, fmt.Errorf("rebooted devices did not come back: %w", <-errs)
