@@ -138,66 +138,39 @@ func NewIngestService(db *DB) *IngestService { return &IngestService{db: db} }
 var readingColumns = []string{"device_id", "ts", "tenant_id", "received_at", "temperature", "humidity", "pressure", "voltage",
 	"current", "power", "battery", "rssi", "uptime_s", "error_count", "status", "firmware", "extra"}
 
-// readingFloats and readingInts pair the projection columns with the bits
-// of herd.ReadingFields and their values.
-var readingFloats = []struct {
-	col string
-	bit herd.ReadingFields
-	get func(*herd.Reading) float64
-}{
-	{"temperature", herd.ReadingTemperature, func(r *herd.Reading) float64 { return r.Temperature }},
-	{"humidity", herd.ReadingHumidity, func(r *herd.Reading) float64 { return r.Humidity }},
-	{"pressure", herd.ReadingPressure, func(r *herd.Reading) float64 { return r.Pressure }},
-	{"voltage", herd.ReadingVoltage, func(r *herd.Reading) float64 { return r.Voltage }},
-	{"current", herd.ReadingCurrent, func(r *herd.Reading) float64 { return r.Current }},
-	{"power", herd.ReadingPower, func(r *herd.Reading) float64 { return r.Power }},
-	{"battery", herd.ReadingBattery, func(r *herd.Reading) float64 { return r.Battery }},
-}
-
-var readingInts = []struct {
-	col string
-	bit herd.ReadingFields
-	get func(*herd.Reading) int64
-}{
-	{"rssi", herd.ReadingRSSI, func(r *herd.Reading) int64 { return r.RSSI }},
-	{"uptime_s", herd.ReadingUptimeS, func(r *herd.Reading) int64 { return r.UptimeS }},
-	{"error_count", herd.ReadingErrorCount, func(r *herd.Reading) int64 { return r.ErrorCount }},
+// projectionFields are the reading fields that are projection columns too,
+// in the history's column order: each with its bit in herd.ReadingFields,
+// its SQL type (for a VALUES list) and its value.
+var projectionFields = []projectionField{
+	{"temperature", herd.ReadingTemperature, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Temperature }},
+	{"humidity", herd.ReadingHumidity, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Humidity }},
+	{"pressure", herd.ReadingPressure, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Pressure }},
+	{"voltage", herd.ReadingVoltage, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Voltage }},
+	{"current", herd.ReadingCurrent, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Current }},
+	{"power", herd.ReadingPower, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Power }},
+	{"battery", herd.ReadingBattery, "DOUBLE PRECISION", func(r *herd.Reading) any { return r.Battery }},
+	{"rssi", herd.ReadingRSSI, "BIGINT", func(r *herd.Reading) any { return r.RSSI }},
+	{"uptime_s", herd.ReadingUptimeS, "BIGINT", func(r *herd.Reading) any { return r.UptimeS }},
+	{"error_count", herd.ReadingErrorCount, "BIGINT", func(r *herd.Reading) any { return r.ErrorCount }},
+	{"status", herd.ReadingStatus, "TEXT", func(r *herd.Reading) any { return r.Status }},
+	{"firmware", herd.ReadingFirmware, "TEXT", func(r *herd.Reading) any { return r.Firmware }},
 }
 
 func readingArgs(it *herd.IngestItem) []any {
 	r := &it.Reading
 	args := make([]any, 0, len(readingColumns))
 	args = append(args, it.DeviceID, r.TS, it.TenantID, it.At)
-	for _, f := range readingFloats {
+	for _, f := range projectionFields {
 		if r.Has&f.bit != 0 {
-			args = append(args, f.get(r))
-		} else {
-			args = append(args, nil)
-		}
-	}
-	for _, f := range readingInts {
-		if r.Has&f.bit != 0 {
-			args = append(args, f.get(r))
-		} else {
-			args = append(args, nil)
-		}
-	}
-	for _, s := range []struct {
-		bit herd.ReadingFields
-		v   string
-	}{{herd.ReadingStatus, r.Status}, {herd.ReadingFirmware, r.Firmware}} {
-		if r.Has&s.bit != 0 {
-			args = append(args, s.v)
+			args = append(args, f.value(r))
 		} else {
 			args = append(args, nil)
 		}
 	}
 	if r.Extra != nil {
-		args = append(args, string(r.Extra))
-	} else {
-		args = append(args, nil)
+		return append(args, string(r.Extra))
 	}
-	return args
+	return append(args, nil)
 }
 
 // Ingest stores a batch of device activity in one transaction.
@@ -250,7 +223,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 		if len(fold) == 0 {
 			return nil
 		}
-		err := tx.applyReadings(ctx, it.DeviceID, fold, foldAt, rev)
+		err := tx.applyFolds(ctx, []deviceFold{{deviceID: it.DeviceID, readings: fold, at: foldAt}}, rev)
 		fold = fold[:0]
 		return err
 	}
@@ -363,21 +336,11 @@ type projectionField struct {
 	value func(*herd.Reading) any
 }
 
-var projectionFields = func() []projectionField {
-	var fs []projectionField
-	for _, f := range readingFloats {
-		fs = append(fs, projectionField{f.col, f.bit, "DOUBLE PRECISION", func(r *herd.Reading) any { return f.get(r) }})
-	}
-	for _, f := range readingInts {
-		fs = append(fs, projectionField{f.col, f.bit, "BIGINT", func(r *herd.Reading) any { return f.get(r) }})
-	}
-	return append(fs,
-		projectionField{"status", herd.ReadingStatus, "TEXT", func(r *herd.Reading) any { return r.Status }},
-		projectionField{"firmware", herd.ReadingFirmware, "TEXT", func(r *herd.Reading) any { return r.Firmware }})
-}()
-
-// applyFolds writes many devices' readings into the projection with the
-// rules of applyReadings, in a few statements: devices whose readings carry
+// applyFolds writes devices' readings into the projection: each field takes
+// the value of the newest reading that carries it, unless the projection
+// already holds a newer reading than that one (a backlog arriving late), so
+// an old reading folded with a new one changes no more than it would alone;
+// last_seen follows arrival either way. Devices whose readings carry
 // the same fields share an UPDATE ... FROM a VALUES list, as many rows as
 // the parameter guard allows. One statement per device costs a parse on
 // SQLite and a round trip on PostgreSQL for each.
@@ -482,47 +445,6 @@ func (tx *Tx) foldUpdate(fields []projectionField, chunk []deviceFold, rev int64
 	}
 	b.WriteString(", rev = ? FROM v WHERE devices.id = v.id AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.ts) RETURNING devices.id")
 	return b.String(), append(args, rev)
-}
-
-// applyReadings writes a device's readings into the projection: each
-// field takes the value of the newest reading that carries it, unless the
-// projection already holds a newer reading than that one (a backlog
-// arriving late). Each field is checked on its own, so that an old reading
-// folded with a new one in a batch changes no more than it would alone.
-// last_seen follows arrival either way.
-func (tx *Tx) applyReadings(ctx context.Context, deviceID int64, rs []*herd.Reading, at, rev int64) error {
-	var set strings.Builder
-	args := []any{}
-	field := func(col string, bit herd.ReadingFields, value func(*herd.Reading) any) {
-		if r := newestWith(rs, bit); r != nil {
-			set.WriteString(", " + col + " = CASE WHEN reading_ts IS NULL OR reading_ts <= ? THEN ? ELSE " + col + " END")
-			args = append(args, r.TS, value(r))
-		}
-	}
-	for _, f := range readingFloats {
-		field(f.col, f.bit, func(r *herd.Reading) any { return f.get(r) })
-	}
-	for _, f := range readingInts {
-		field(f.col, f.bit, func(r *herd.Reading) any { return f.get(r) })
-	}
-	field("status", herd.ReadingStatus, func(r *herd.Reading) any { return r.Status })
-	field("firmware", herd.ReadingFirmware, func(r *herd.Reading) any { return r.Firmware })
-	ts := rs[0].TS
-	for _, r := range rs[1:] {
-		ts = max(ts, r.TS)
-	}
-	// SET reads the row as it was before the update: every CASE sees the
-	// old reading_ts.
-	args = append(append([]any{ts, at, at}, args...), rev, deviceID, ts)
-	res, err := tx.ExecContext(ctx, `UPDATE devices SET reading_ts = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END`+
-		set.String()+`, rev = ? WHERE id = ? AND (reading_ts IS NULL OR reading_ts <= ?)`, args...)
-	if err != nil {
-		return fmt.Errorf("apply reading: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n > 0 {
-		return err
-	}
-	return tx.touch(ctx, deviceID, at, rev)
 }
 
 // touch moves a device's last_seen forward to at.
