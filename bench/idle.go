@@ -50,9 +50,9 @@ func RunIdle(ctx context.Context, cfg IdleConfig) (IdleResult, error) {
 		return IdleResult{}, err
 	}
 	defer p.stop()
-	debug, err := p.debugAddr()
-	if err != nil {
-		return IdleResult{}, err
+	debug := p.debug
+	if debug == "" {
+		return IdleResult{}, fmt.Errorf("herd serve did not log its profiler address")
 	}
 	res := IdleResult{Devices: cfg.Devices}
 	sample := func() (heap, rss, fds, connected int64, err error) {
@@ -102,23 +102,27 @@ func RunIdle(ctx context.Context, cfg IdleConfig) (IdleResult, error) {
 	if firstErr != nil {
 		return res, firstErr
 	}
-	// Let the connects' commits and any buffers settle.
-	time.Sleep(3 * time.Second)
+	// A CONNACK comes before herd has finished with the connect: wait
+	// until it counts every device's session.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		m, err := scrape(p.url + "/metrics")
+		if err != nil {
+			return res, err
+		}
+		if int(m["herd_mqtt_connected_devices"]) >= cfg.Devices {
+			break
+		} else if time.Now().After(deadline) {
+			return res, fmt.Errorf("herd counts %v of %d devices connected after a minute", m["herd_mqtt_connected_devices"], cfg.Devices)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if res.HeapAfter, res.RSSAfter, res.FDsAfter, res.Connected, err = sample(); err != nil {
 		return res, err
 	}
 	res.HeapPerConn = float64(res.HeapAfter-res.HeapBefore) / float64(cfg.Devices)
 	res.RSSPerConn = float64(res.RSSAfter-res.RSSBefore) / float64(cfg.Devices)
 	return res, nil
-}
-
-// debugAddr reads the profiler's address from the process's log: the
-// listening line names it.
-func (s *server) debugAddr() (string, error) {
-	if s.debug == "" {
-		return "", fmt.Errorf("herd serve did not log its profiler address")
-	}
-	return s.debug, nil
 }
 
 // scrape reads the plain numeric samples of a Prometheus text page, by
