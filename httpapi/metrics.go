@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -44,7 +45,13 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.inFlight,
-		collectors.NewGoCollector(),
+		// The runtime/metrics series of the collector, besides the classic
+		// memstats: the GC pause histogram (/sched/pauses), GC CPU time
+		// (/cpu/classes/gc) and the heap (/gc/heap), which a stalling
+		// gateway is judged by.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/(sched/pauses|cpu/classes/gc|gc/heap)/`)},
+		)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m

@@ -91,7 +91,15 @@ func TestMain_Quickstart(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, want := range []string{`herd_store_device_query_duration_seconds_count{page="first",plan="scope"}`, "herd_store_statements_refused_total 0"} {
+			for _, want := range []string{`herd_store_device_query_duration_seconds_count{page="first",plan="scope"}`, "herd_store_statements_refused_total 0",
+				// The gateway's figures, after the boiler's reading.
+				`herd_mqtt_connects_total{result="ok"} 1`, `herd_mqtt_publishes_total{result="stored",topic="telemetry"} 1`,
+				"herd_mqtt_connected_devices ", "herd_mqtt_connection_cap ", "herd_ingest_items_committed_total ", "herd_ingest_commit_seconds_bucket",
+				"herd_mqtt_puback_seconds_bucket",
+				// Open files and their limit, and the runtime: GC pauses, GC
+				// CPU, heap.
+				"process_open_fds ", "process_max_fds ", "go_sched_pauses_total_gc_seconds_bucket", "go_cpu_classes_gc_total_cpu_seconds_total ", "go_gc_heap_live_bytes ",
+			} {
 				if !strings.Contains(string(body), want) {
 					t.Fatalf("/metrics lacks %s", want)
 				}
