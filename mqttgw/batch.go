@@ -7,34 +7,61 @@ import (
 	"github.com/herd-iot/herd"
 )
 
-// pending is one message's items on their way to the store. done, when not
-// nil, receives the commit's outcome: a QoS 1 publish waits on it before its
-// PUBACK is sent.
+// pending is one message's items on their way to the store. A QoS 1
+// publish carries the PUBACK it is owed in ack, written once the commit
+// holding its items is done; a QoS 2 publish waits on done instead.
 type pending struct {
 	items []herd.IngestItem
+	ack   *ack
 	done  chan error
+}
+
+// ack is a PUBACK owed to a device. When decided, code is its reason code
+// (0 for success), known before the store; otherwise the commit's outcome
+// decides.
+type ack struct {
+	link    *link
+	id      uint16
+	v5      bool
+	decided bool
+	code    byte
+	kind    string // the topic kind, for the metrics
+	start   time.Time
+}
+
+// committed is a batch whose commit is over, on its way to the acker.
+type committed struct {
+	batch []*pending
+	err   error
 }
 
 // batcher is the group commit: one goroutine takes what has queued, up to
 // maxItems items or maxWait after the first, and commits it in one
 // transaction. While one commit runs the next batch forms, so the batch
-// size follows the load without a timer deciding it.
+// size follows the load without a timer deciding it. A second goroutine
+// writes the batch's PUBACKs while the next commit runs; batches reach it
+// in commit order, so each device gets its PUBACKs in the order it
+// published, as MQTT requires.
 type batcher struct {
 	ingest   herd.IngestService
 	in       chan *pending
+	acks     chan committed
 	maxItems int
 	maxWait  time.Duration
 	observe  func(items int, took time.Duration, err error)
+	writeAck func([]*pending, error)
 	done     chan struct{}
 }
 
-func newBatcher(ingest herd.IngestService, maxItems int, maxWait time.Duration, observe func(int, time.Duration, error)) *batcher {
+func newBatcher(ingest herd.IngestService, maxItems int, maxWait time.Duration, observe func(int, time.Duration, error), writeAck func([]*pending, error)) *batcher {
 	return &batcher{
 		ingest:   ingest,
 		in:       make(chan *pending, 4*maxItems),
+		acks:     make(chan committed, 2),
 		maxItems: maxItems,
 		maxWait:  maxWait,
 		observe:  observe,
+		writeAck: writeAck,
 		done:     make(chan struct{}),
 	}
 }
@@ -51,10 +78,21 @@ func (b *batcher) submit(ctx context.Context, p *pending) error {
 	}
 }
 
-// run commits batches until the input is closed and drained.
+// run commits batches until the input is closed and drained, and the
+// acker has written every PUBACK.
 func (b *batcher) run() {
-	defer close(b.done)
-	var batch []*pending
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for c := range b.acks {
+			b.writeAck(c.batch, c.err)
+		}
+	}()
+	defer func() {
+		close(b.acks)
+		<-acked
+		close(b.done)
+	}()
 	var items []herd.IngestItem
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -63,7 +101,10 @@ func (b *batcher) run() {
 		if !ok {
 			return
 		}
-		batch, items = append(batch[:0], first), append(items[:0], first.items...)
+		// A fresh slice each time: the acker reads the last one while this
+		// one fills.
+		batch := append(make([]*pending, 0, 64), first)
+		items = append(items[:0], first.items...)
 		open := true
 		if b.maxWait > 0 {
 			timer.Reset(b.maxWait)
@@ -94,18 +135,22 @@ func (b *batcher) run() {
 			}
 		}
 		timer.Stop()
-		start := time.Now()
-		// The commit must not be cut short by a client that went away: its
-		// reading may be in the same transaction as others'.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := b.ingest.Ingest(ctx, items)
-		cancel()
-		b.observe(len(items), time.Since(start), err)
+		var err error
+		if len(items) > 0 {
+			start := time.Now()
+			// The commit must not be cut short by a client that went away:
+			// its reading may be in the same transaction as others'.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = b.ingest.Ingest(ctx, items)
+			cancel()
+			b.observe(len(items), time.Since(start), err)
+		}
 		for _, p := range batch {
 			if p.done != nil {
 				p.done <- err
 			}
 		}
+		b.acks <- committed{batch: batch, err: err}
 		clear(items) // drop references to payload strings
 		if !open {
 			return

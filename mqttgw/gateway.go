@@ -5,9 +5,15 @@
 // connection cap under the file limit, a connect rate).
 //
 // What mochi does and herd relies on (v2.7.9):
-//   - OnPublish runs in the publishing client's read goroutine, before the
-//     PUBACK is written: blocking there until the commit is how a QoS 1
-//     PUBACK comes after the reading is stored. Only that client waits.
+//   - OnPublish runs in the publishing client's read goroutine, before
+//     mochi writes the PUBACK; returning packets.ErrRejectPacket makes mochi
+//     do nothing more with the message. herd returns it for every QoS 1
+//     publish and writes the PUBACK itself once the reading's transaction
+//     has committed, so a device may have many publishes in flight and
+//     its read loop never waits on the store. Client.Lock is the lock
+//     mochi writes a socket under.
+//   - mochi publishes a client's will without a hook that could refuse
+//     it, so herd refuses a CONNECT whose will topic is not the device's.
 //   - A second CONNECT with a taken client id closes the old socket
 //     (DISCONNECT 0x8E, then Close) if it finds the old client in its
 //     client registry. A client ending deletes its id from that registry
@@ -131,6 +137,59 @@ type link struct {
 	key   string
 	cl    *mqtt.Client
 	ended chan struct{} // closed when mochi is done with the socket
+
+	// inflight counts the PUBACKs this socket is owed and not yet sent; a
+	// device with receiveMaximum of them waits for room (its read loop
+	// stops, and TCP pushes back).
+	mu       sync.Mutex
+	room     sync.Cond
+	inflight int
+}
+
+func newLink(key string, cl *mqtt.Client) *link {
+	l := &link{key: key, cl: cl, ended: make(chan struct{})}
+	l.room.L = &l.mu
+	return l
+}
+
+// receiveMaximum is how many QoS 1 publishes of one connection may wait
+// for their PUBACK at once; MQTT 5 clients are told so in the CONNACK.
+const receiveMaximum = 256
+
+// ackWriteTimeout bounds the write of a connection's PUBACKs. One writer
+// serves every connection, so a device that stops reading must not hold
+// it: its connection is closed instead.
+const ackWriteTimeout = time.Second
+
+func (l *link) acquire() {
+	l.mu.Lock()
+	for l.inflight >= receiveMaximum {
+		l.room.Wait()
+	}
+	l.inflight++
+	l.mu.Unlock()
+}
+
+func (l *link) release(n int) {
+	l.mu.Lock()
+	l.inflight -= n
+	l.mu.Unlock()
+	l.room.Broadcast()
+}
+
+// write sends b, PUBACKs, on the socket, under the client's lock as mochi's
+// own writes are.
+func (l *link) write(b []byte) error {
+	cl := l.cl
+	if cl.Closed() {
+		return nil
+	}
+	cl.Lock()
+	defer cl.Unlock()
+	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
+	_, err := cl.Net.Conn.Write(b)
+	_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // takeoverWait bounds the wait of a new connection for its key's old one
@@ -190,7 +249,7 @@ func (g *Gateway) Open() (err error) {
 	g.sessions = map[string]session{}
 	g.links = map[net.Conn]*link{}
 	g.baseCtx, g.cancel = context.WithCancel(context.Background())
-	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit)
+	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit, g.writeAcks)
 	go g.batch.run()
 	defer func() {
 		if err != nil {
@@ -208,8 +267,8 @@ func (g *Gateway) Open() (err error) {
 	caps.MaximumClientWritesPending = 64
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
 	caps.MaximumPacketSize = uint32(g.MaxPayload + 1024)
-	caps.MaximumInflight = 256
-	caps.ReceiveMaximum = 256
+	caps.MaximumInflight = receiveMaximum
+	caps.ReceiveMaximum = receiveMaximum
 	g.server = mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true,
@@ -397,6 +456,16 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		g.Logger.Info("connect refused: client id must be the device key and the user name", "remote", remote)
 		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
 	}
+	// mochi publishes a will to whoever subscribes to its topic, past
+	// OnPublish: a will on another device's commands would reach that
+	// device as a command. A device's will may use its own publish topics.
+	if pk.Connect.WillFlag {
+		if _, ok := mayPublish(cl.ID, pk.Connect.WillTopic); !ok {
+			g.metrics.refusedACL.WithLabelValues("will").Inc()
+			g.Logger.Info("connect refused: will topic not the device's own", "remote", remote, "key", cl.ID, "topic", pk.Connect.WillTopic)
+			return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "will_topic")
+		}
+	}
 	ctx, cancel := context.WithTimeout(g.baseCtx, 5*time.Second)
 	id, err := g.Credentials.AuthenticateDevice(ctx, user, pass)
 	cancel()
@@ -426,7 +495,7 @@ func (g *Gateway) hold(cl *mqtt.Client, s session) {
 		g.mu.Lock()
 		prev, held := g.sessions[cl.ID]
 		if !held {
-			s.link = &link{key: cl.ID, cl: cl, ended: make(chan struct{})}
+			s.link = newLink(cl.ID, cl)
 			g.sessions[cl.ID] = s
 			g.links[cl.Net.Conn] = s.link
 			g.mu.Unlock()
@@ -500,73 +569,89 @@ func (g *Gateway) session(key string) (session, bool) {
 	return s, ok
 }
 
-// OnACLCheck confines a device to its own topics: it publishes telemetry,
-// events and command acks, and subscribes to its commands and config.
-// Wildcards never match: a filter must name the topic exactly.
+// OnACLCheck confines a device's subscriptions to its commands and config.
+// Wildcards never match: a filter must name the topic exactly. Publishes
+// pass here and are checked in OnPublish, where the topic alias is
+// resolved and the refusal takes its place in the connection's order of
+// PUBACKs.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Inline {
+	if cl.Net.Inline || write {
 		return true
 	}
 	key, rest, ok := deviceTopic(topic)
-	allowed := ok && key == cl.ID
-	if allowed && write {
-		allowed = rest == topicTelemetry || rest == topicEvents || rest == topicAck
-	} else if allowed {
-		allowed = rest == topicCommands || rest == topicConfig
+	if ok && key == cl.ID && (rest == topicCommands || rest == topicConfig) {
+		return true
 	}
-	if !allowed {
-		kind := "subscribe"
-		if write {
-			kind = "publish"
-		}
-		h.g.metrics.refusedACL.WithLabelValues(kind).Inc()
-		h.g.Logger.Debug("topic refused", "key", cl.ID, "topic", topic, "publish", write)
-	}
-	return allowed
+	h.g.metrics.refusedACL.WithLabelValues("subscribe").Inc()
+	h.g.Logger.Debug("subscription refused", "key", cl.ID, "topic", topic)
+	return false
 }
 
-// OnPublish stores what a device publishes. For QoS 1 it returns only
-// after the reading's transaction committed, so mochi's PUBACK follows the
-// commit. Device messages are never retained or forwarded: herd is their
-// only reader.
+// mayPublish says whether a device may publish on topic, and its kind.
+func mayPublish(deviceKey, topic string) (kind string, ok bool) {
+	key, rest, ok := deviceTopic(topic)
+	return rest, ok && key == deviceKey && (rest == topicTelemetry || rest == topicEvents || rest == topicAck)
+}
+
+// OnPublish stores what a device publishes. A QoS 1 publish gets its
+// PUBACK from the acker once the transaction holding its readings has
+// committed (mochi is told to do nothing more with it), so the device may
+// have several in flight; refusals take the same path, so that every PUBACK
+// leaves in the order of the publishes. A QoS 2 publish waits here for the
+// commit and mochi answers it. Device messages are never retained or
+// forwarded: herd is their only reader.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	g := h.g
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	_, rest, _ := deviceTopic(pk.TopicName)
-	v5 := cl.Properties.ProtocolVersion >= 5
-	qos1 := pk.FixedHeader.Qos > 0
-	if rest != topicTelemetry {
+	g.mu.Lock()
+	s, ok := g.sessions[cl.ID]
+	if !ok || s.link.cl != cl {
+		// A socket being taken over: nothing is stored or acknowledged,
+		// and the device sends it again on its new connection.
+		g.mu.Unlock()
+		return pk, packets.ErrRejectPacket
+	}
+	kind, allowed := mayPublish(cl.ID, pk.TopicName)
+	if !allowed {
+		g.mu.Unlock()
+		g.metrics.refusedACL.WithLabelValues("publish").Inc()
+		g.Logger.Debug("publish refused", "key", cl.ID, "topic", pk.TopicName)
+		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
+			// MQTT 3.1.1 cannot refuse a publish: the connection is closed.
+			_ = g.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+			return pk, packets.ErrRejectPacket
+		}
+		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
+	}
+	if kind != topicTelemetry {
+		g.mu.Unlock()
 		// Events and command acks are handled by later work; they are
 		// acknowledged and counted so devices do not retry them forever.
-		g.metrics.publishes.WithLabelValues(rest, "ignored").Inc()
-		return pk, packets.CodeSuccessIgnore
-	}
-	s, ok := g.session(cl.ID)
-	if !ok {
-		return pk, packets.ErrRejectPacket
+		g.metrics.publishes.WithLabelValues(kind, "ignored").Inc()
+		return h.answer(cl, s.link, pk, kind, 0)
 	}
 	now := g.Now()
 	readings, err := herd.ParseTelemetry(pk.Payload, now, g.MaxPayload)
 	if err != nil {
+		g.mu.Unlock()
 		reason := "malformed"
 		if herd.ErrorCode(err) == herd.ETOOLARGE {
 			reason = "too_large"
 		}
-		g.metrics.publishes.WithLabelValues(rest, reason).Inc()
+		g.metrics.publishes.WithLabelValues(kind, reason).Inc()
 		g.Logger.Info("telemetry refused", "key", cl.ID, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
-		if v5 && qos1 {
-			return pk, packets.ErrPayloadFormatInvalid
-		}
 		// MQTT 3.1.1 has no way to refuse a publish: the message is acked
 		// and dropped, or the device would send it again forever.
-		return pk, packets.CodeSuccessIgnore
+		var code byte
+		if cl.Properties.ProtocolVersion >= 5 {
+			code = packets.ErrPayloadFormatInvalid.Code
+		}
+		return h.answer(cl, s.link, pk, kind, code)
 	}
 	items := make([]herd.IngestItem, len(readings))
 	at := now.UnixMilli()
-	g.mu.Lock()
-	s = g.sessions[cl.ID]
 	for i, r := range readings {
 		// A reading without ts was given the arrival time; two of them in
 		// one millisecond would be one row of history, so each gets a time
@@ -579,33 +664,123 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
 	}
-	if cur, ok := g.sessions[cl.ID]; ok && cur.deviceID == s.deviceID {
-		g.sessions[cl.ID] = s
-	}
+	g.sessions[cl.ID] = s
 	g.mu.Unlock()
 
 	p := &pending{items: items}
-	if qos1 {
-		p.done = make(chan error, 1)
-	}
-	start := time.Now()
-	if err := g.batch.submit(g.baseCtx, p); err != nil {
+	switch pk.FixedHeader.Qos {
+	case 0:
+		if g.batch.submit(g.baseCtx, p) == nil {
+			g.metrics.publishes.WithLabelValues(kind, "queued").Inc()
+		}
+		return pk, packets.ErrRejectPacket
+	case 1:
+		p.ack = &ack{link: s.link, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, kind: kind, start: time.Now()}
+		s.link.acquire()
+		if g.batch.submit(g.baseCtx, p) != nil {
+			s.link.release(1) // closing down: the device sends it again
+		}
 		return pk, packets.ErrRejectPacket
 	}
-	if !qos1 {
-		g.metrics.publishes.WithLabelValues(rest, "queued").Inc()
-		return pk, packets.CodeSuccessIgnore
+	start := time.Now()
+	p.done = make(chan error, 1)
+	if g.batch.submit(g.baseCtx, p) != nil {
+		return pk, packets.ErrRejectPacket
 	}
 	if err := <-p.done; err != nil {
-		g.metrics.publishes.WithLabelValues(rest, "store_failed").Inc()
+		g.metrics.publishes.WithLabelValues(kind, "store_failed").Inc()
 		g.Logger.Error("telemetry not stored", "key", cl.ID, "err", err)
-		if v5 {
-			return pk, packets.ErrUnspecifiedError
+		if cl.Properties.ProtocolVersion >= 5 {
+			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: packets.ErrUnspecifiedError.Code})
 		}
-		// No PUBACK: the device sends it again when it reconnects.
+		// MQTT 3.1.1: no PUBREC; the device sends it again when it reconnects.
 		return pk, packets.ErrRejectPacket
 	}
 	g.metrics.pubackLatency.Observe(time.Since(start).Seconds())
-	g.metrics.publishes.WithLabelValues(rest, "stored").Inc()
-	return pk, packets.CodeSuccessIgnore
+	g.metrics.publishes.WithLabelValues(kind, "stored").Inc()
+	return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
+}
+
+// answer acknowledges a publish that stores nothing: code 0 is success,
+// anything else an MQTT 5 refusal. A QoS 1 PUBACK goes through the acker,
+// behind the connection's earlier ones.
+func (h *hook) answer(cl *mqtt.Client, l *link, pk packets.Packet, kind string, code byte) (packets.Packet, error) {
+	switch pk.FixedHeader.Qos {
+	case 0:
+		return pk, packets.ErrRejectPacket
+	case 1:
+		l.acquire()
+		a := &ack{link: l, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, code: code, decided: true, kind: kind}
+		if h.g.batch.submit(h.g.baseCtx, &pending{ack: a}) != nil {
+			l.release(1)
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if code == 0 {
+		return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
+	}
+	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: code})
+	return pk, packets.ErrRejectPacket
+}
+
+// writeAcks sends the PUBACKs of a batch whose commit is over: all of a
+// connection's in one write, in the order they were published. A commit
+// that failed is answered 0x80 to MQTT 5 devices; MQTT 3.1.1 has no failing
+// PUBACK, so those connections are closed and their devices send again.
+func (g *Gateway) writeAcks(batch []*pending, err error) {
+	type out struct {
+		buf   []byte
+		n     int
+		close bool
+	}
+	outs := map[*link]*out{}
+	var order []*link
+	now := time.Now()
+	for _, p := range batch {
+		a := p.ack
+		if a == nil {
+			continue
+		}
+		o := outs[a.link]
+		if o == nil {
+			o = &out{}
+			outs[a.link] = o
+			order = append(order, a.link)
+		}
+		o.n++
+		code := a.code
+		if !a.decided {
+			if err != nil {
+				g.metrics.publishes.WithLabelValues(a.kind, "store_failed").Inc()
+				if !a.v5 {
+					o.close = true
+					continue
+				}
+				code = packets.ErrUnspecifiedError.Code
+			} else {
+				g.metrics.publishes.WithLabelValues(a.kind, "stored").Inc()
+				g.metrics.pubackLatency.Observe(now.Sub(a.start).Seconds())
+			}
+		}
+		if code == 0 {
+			o.buf = append(o.buf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
+		} else {
+			o.buf = append(o.buf, packets.Puback<<4, 3, byte(a.id>>8), byte(a.id), code)
+		}
+	}
+	if err != nil && len(order) > 0 {
+		g.Logger.Error("telemetry not stored", "connections", len(order), "err", err)
+	}
+	for _, l := range order {
+		o := outs[l]
+		if o.close {
+			_ = g.server.DisconnectClient(l.cl, packets.ErrUnspecifiedError)
+		} else if len(o.buf) > 0 {
+			if werr := l.write(o.buf); werr != nil && !l.cl.Closed() {
+				g.Logger.Info("closing a connection whose PUBACKs could not be written", "key", l.key, "remote", l.cl.Net.Remote, "err", werr)
+				l.cl.Stop(werr)
+			}
+		}
+		l.release(o.n)
+	}
 }

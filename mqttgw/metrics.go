@@ -37,7 +37,7 @@ func newMetrics() *metrics {
 		}, []string{"topic", "result"}),
 		refusedACL: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_acl_refused_total",
-			Help: "Publishes and subscriptions refused for a topic outside the device's own.",
+			Help: "Publishes, subscriptions and wills (kind) refused for a topic outside the device's own.",
 		}, []string{"kind"}),
 		acceptBackoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_accept_backoffs_total",

@@ -1,0 +1,123 @@
+package mqttgw_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	pk5 "github.com/eclipse/paho.golang/packets"
+	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/sqldb"
+)
+
+// A device may have many QoS 1 publishes in flight. Whatever becomes of
+// each (stored, refused by the ACL, malformed, on a topic herd only counts),
+// the PUBACKs come back in the order of the publishes, each with its reason
+// code, and exactly the good readings are stored.
+func TestGateway_PipelinedPubacksInOrder(t *testing.T) {
+	t.Parallel()
+	for _, d := range testutil.Dialects() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			f := newFleet(t, testutil.MustOpenDB(t, d), 2, nil)
+			dev, other := f.devices[0], f.devices[1]
+			conn, ca := f.rawConnect(t, dev.Key, f.tokens[dev.Key], 60)
+			if ca.ReasonCode != 0 {
+				t.Fatalf("CONNACK %#x", ca.ReasonCode)
+			}
+			type sent struct {
+				id   uint16
+				want byte
+			}
+			var all []sent
+			var buf bytes.Buffer
+			stored := 0
+			base := time.Now().Add(-time.Hour).UnixMilli()
+			// 200 publishes, under the receive maximum of 256, written at
+			// once so that many are read before the first commit ends.
+			for i := range 200 {
+				id := uint16(i + 1)
+				topic, payload, want := "devices/"+dev.Key+"/telemetry", fmt.Sprintf(`{"ts":%d,"temperature":%d}`, base+int64(i), i), byte(0)
+				switch i % 10 {
+				case 3:
+					payload, want = `{"temperature":`, 0x99
+				case 5:
+					topic, want = "devices/"+other.Key+"/telemetry", 0x87
+				case 7:
+					topic, payload = "devices/"+dev.Key+"/events", `{"kind":"door"}`
+				default:
+					stored++
+				}
+				writePublish(t, &buf, id, topic, payload)
+				all = append(all, sent{id, want})
+			}
+			if _, err := conn.Write(buf.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(conn)
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for _, s := range all {
+				p, err := pk5.ReadPacket(r)
+				if err != nil {
+					t.Fatalf("waiting for the PUBACK of %d: %v", s.id, err)
+				}
+				pa, ok := p.Content.(*pk5.Puback)
+				if !ok {
+					t.Fatalf("got %s, want the PUBACK of %d", p, s.id)
+				}
+				if pa.PacketID != s.id || pa.ReasonCode != s.want {
+					t.Fatalf("PUBACK %d reason %#x, want %d reason %#x (out of order or wrong code)", pa.PacketID, pa.ReasonCode, s.id, s.want)
+				}
+			}
+			if n := f.readings(t, dev.ID); n != stored {
+				t.Errorf("%d readings stored, want %d", n, stored)
+			}
+			if n := f.readings(t, other.ID); n != 0 {
+				t.Errorf("the other device has %d readings", n)
+			}
+		})
+	}
+}
+
+// mochi would publish a will to the subscribers of its topic: a device may
+// not leave one on another device's topics, which would reach that device
+// as a command.
+func TestGateway_WillTopic(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 2, nil)
+	dev, other := f.devices[0], f.devices[1]
+	for _, tc := range []struct {
+		topic string
+		want  byte
+	}{
+		{"devices/" + other.Key + "/commands", 0x87},
+		{"devices/" + dev.Key + "/commands", 0x87}, // its own inbox: not a topic it publishes on
+		{"alerts/all", 0x87},
+		{"devices/" + dev.Key + "/events", 0},
+	} {
+		conn, err := net.DialTimeout("tcp", f.addr(), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := pk5.NewControlPacket(pk5.CONNECT)
+		c := cp.Content.(*pk5.Connect)
+		c.ClientID, c.Username, c.UsernameFlag, c.Password, c.PasswordFlag = dev.Key, dev.Key, true, []byte(f.tokens[dev.Key]), true
+		c.KeepAlive, c.CleanStart = 60, true
+		c.WillFlag, c.WillTopic, c.WillMessage, c.WillQOS = true, tc.topic, []byte(`{"kind":"gone"}`), 1
+		if _, err := cp.WriteTo(conn); err != nil {
+			t.Fatal(err)
+		}
+		p := readPacket(t, conn, 10*time.Second)
+		ca, ok := p.Content.(*pk5.Connack)
+		if !ok || ca.ReasonCode != tc.want {
+			t.Errorf("will on %s: got %s, want CONNACK %#x", tc.topic, p, tc.want)
+		}
+		conn.Close()
+	}
+	if got := f.metric(t, "herd_mqtt_acl_refused_total", "kind", "will"); got != 3 {
+		t.Errorf("wills refused = %v, want 3", got)
+	}
+}
