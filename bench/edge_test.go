@@ -30,11 +30,11 @@ func TestEdgeScenarios(t *testing.T) {
 	exe := herdBinary(t)
 	ctx := context.Background()
 	t.Run("Ingest", func(t *testing.T) {
-		res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: []string{""}, Dir: t.TempDir(), Devices: []int{5, 20}, Duration: 700 * time.Millisecond})
+		res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: []string{""}, Dir: t.TempDir(), Devices: []int{5, 20}, Inflight: []int{1, 8}, Duration: 700 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res) != 2 {
+		if len(res) != 4 {
 			t.Fatalf("%d results", len(res))
 		}
 		for _, r := range res {

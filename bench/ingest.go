@@ -32,6 +32,10 @@ type IngestConfig struct {
 	Dir    string
 	// Devices are the fleet sizes to run, each with that many connections.
 	Devices []int
+	// Inflight are the closed loop's windows to run: how many readings
+	// each device keeps in flight (1: it waits for each PUBACK). MQTT lets
+	// a client have as many as the server's receive maximum.
+	Inflight []int
 	// Duration of each measured phase.
 	Duration time.Duration
 	// Mosquitto is the baseline broker's address; empty skips it.
@@ -43,8 +47,9 @@ type IngestConfig struct {
 
 // IngestResult is one fleet size on one store.
 type IngestResult struct {
-	Store   string
-	Devices int
+	Store    string
+	Devices  int
+	Inflight int
 	// MaxRate is readings committed per second with every device sending
 	// its next reading as soon as the last was acknowledged.
 	MaxRate float64
@@ -68,17 +73,23 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	for _, n := range cfg.Devices {
 		maxN = max(maxN, n)
 	}
+	if len(cfg.Inflight) == 0 {
+		cfg.Inflight = []int{1}
+	}
 	var results []IngestResult
-	mosq := map[int]float64{}
+	type shape struct{ devices, inflight int }
+	mosq := map[shape]float64{}
 	if cfg.Mosquitto != "" {
 		for _, n := range cfg.Devices {
-			fmt.Fprintf(cfg.Out, "mosquitto %s: %d devices, closed loop\n", cfg.Mosquitto, n)
-			rate, err := mosquittoRelay(ctx, cfg, n)
-			if err != nil {
-				return nil, fmt.Errorf("mosquitto baseline: %w", err)
+			for _, w := range cfg.Inflight {
+				fmt.Fprintf(cfg.Out, "mosquitto %s: %d devices, %d in flight each, closed loop\n", cfg.Mosquitto, n, w)
+				rate, err := mosquittoRelay(ctx, cfg, n, w)
+				if err != nil {
+					return nil, fmt.Errorf("mosquitto baseline: %w", err)
+				}
+				mosq[shape{n, w}] = rate
+				fmt.Fprintf(cfg.Out, "mosquitto relayed %.0f messages/s to its subscriber\n", rate)
 			}
-			mosq[n] = rate
-			fmt.Fprintf(cfg.Out, "mosquitto relayed %.0f messages/s to its subscriber\n", rate)
 		}
 	}
 	for _, store := range cfg.Stores {
@@ -100,43 +111,55 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 			return nil, err
 		}
 		for _, n := range cfg.Devices {
-			res := IngestResult{Store: name, Devices: n, MosquittoRate: mosq[n]}
-			before, err := countReadings(ctx, db)
-			if err != nil {
-				break
+			for _, w := range cfg.Inflight {
+				res, err := ingestCell(ctx, cfg, p, db, devices[:n], w)
+				if err != nil {
+					p.stop()
+					db.Close()
+					return nil, err
+				}
+				res.Store, res.MosquittoRate = name, mosq[shape{n, w}]
+				results = append(results, res)
 			}
-			fmt.Fprintf(cfg.Out, "%s: %d devices, closed loop for %s\n", name, n, cfg.Duration)
-			st, err := runLoad(ctx, p.mqtt, devices[:n], 0, cfg.Duration)
-			if err != nil {
-				p.stop()
-				db.Close()
-				return nil, err
-			}
-			res.MaxRate = float64(st.acked) / st.elapsed.Seconds()
-			res.Acked = st.acked
-			res.At80Offered = 0.8 * res.MaxRate
-			fmt.Fprintf(cfg.Out, "%s: %.0f readings/s committed; now %.0f/s (80%%) for %s\n", name, res.MaxRate, res.At80Offered, cfg.Duration)
-			st, err = runLoad(ctx, p.mqtt, devices[:n], res.At80Offered/float64(n), cfg.Duration)
-			if err != nil {
-				p.stop()
-				db.Close()
-				return nil, err
-			}
-			res.At80Rate = float64(st.acked) / st.elapsed.Seconds()
-			res.P50, res.P99, res.Max = st.lat.quantiles()
-			res.Acked += st.acked
-			fmt.Fprintf(cfg.Out, "%s: achieved %.0f/s, PUBACK p50 %s p99 %s\n", name, res.At80Rate, res.P50, res.P99)
-			after, err := countReadings(ctx, db)
-			if err != nil {
-				break
-			}
-			res.Stored = after - before
-			results = append(results, res)
 		}
 		p.stop()
 		db.Close()
 	}
 	return results, nil
+}
+
+// ingestCell measures one fleet size and window on a running server: the
+// closed loop's rate, then the PUBACK latency at 80% of it, then that every
+// acknowledged reading is in the store.
+func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, devices []loadDevice, window int) (IngestResult, error) {
+	res := IngestResult{Devices: len(devices), Inflight: window}
+	before, err := countReadings(ctx, db)
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintf(cfg.Out, "%d devices, %d in flight each: closed loop for %s\n", len(devices), window, cfg.Duration)
+	st, err := runLoad(ctx, p.mqtt, devices, 0, window, cfg.Duration)
+	if err != nil {
+		return res, err
+	}
+	res.MaxRate = float64(st.acked) / st.elapsed.Seconds()
+	res.Acked = st.acked
+	res.At80Offered = 0.8 * res.MaxRate
+	fmt.Fprintf(cfg.Out, "%.0f readings/s committed; now %.0f/s (80%%) for %s\n", res.MaxRate, res.At80Offered, cfg.Duration)
+	st, err = runLoad(ctx, p.mqtt, devices, res.At80Offered/float64(len(devices)), window, cfg.Duration)
+	if err != nil {
+		return res, err
+	}
+	res.At80Rate = float64(st.acked) / st.elapsed.Seconds()
+	res.P50, res.P99, res.Max = st.lat.quantiles()
+	res.Acked += st.acked
+	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s\n", res.At80Rate, res.P50, res.P99)
+	after, err := countReadings(ctx, db)
+	if err != nil {
+		return res, err
+	}
+	res.Stored = after - before
+	return res, nil
 }
 
 func countReadings(ctx context.Context, db *sqldb.DB) (int64, error) {
@@ -250,7 +273,7 @@ func (s *server) stop() {
 // QoS 1, through Mosquitto to one QoS 1 subscriber of all their topics.
 // The rate counts what the subscriber received: a broker that drops what
 // it cannot relay must not count as fast.
-func mosquittoRelay(ctx context.Context, cfg IngestConfig, n int) (float64, error) {
+func mosquittoRelay(ctx context.Context, cfg IngestConfig, n, window int) (float64, error) {
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	prefix := "herdbench/" + run + "/"
 	sub, err := subscribe(cfg.Mosquitto, "herd-bench-sub-"+run, prefix+"+/telemetry")
@@ -264,7 +287,7 @@ func mosquittoRelay(ctx context.Context, cfg IngestConfig, n int) (float64, erro
 		devices[i] = loadDevice{key: key, token: "-", topic: prefix + key + "/telemetry"}
 	}
 	before := sub.received.Load()
-	st, err := runLoad(ctx, cfg.Mosquitto, devices, 0, cfg.Duration)
+	st, err := runLoad(ctx, cfg.Mosquitto, devices, 0, window, cfg.Duration)
 	if err != nil {
 		return 0, err
 	}
@@ -275,8 +298,8 @@ func mosquittoRelay(ctx context.Context, cfg IngestConfig, n int) (float64, erro
 // IngestMarkdown renders the results as the table in bench/README.md.
 func IngestMarkdown(results []IngestResult) string {
 	var b strings.Builder
-	b.WriteString("| store | devices | max committed/s | Mosquitto relay/s | herd ÷ Mosquitto | at 80%: offered/s | achieved/s | PUBACK p50 | PUBACK p99 | max | acked = stored |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| store | devices | in flight each | max committed/s | Mosquitto relay/s | herd ÷ Mosquitto | at 80%: offered/s | achieved/s | PUBACK p50 | PUBACK p99 | max | acked = stored |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range results {
 		ratio := "–"
 		if r.MosquittoRate > 0 {
@@ -286,7 +309,7 @@ func IngestMarkdown(results []IngestResult) string {
 		if r.Stored < r.Acked {
 			check = fmt.Sprintf("NO: %d of %d", r.Stored, r.Acked)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n", r.Store, r.Devices, r.MaxRate, r.MosquittoRate, ratio,
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %s | %s | %s |\n", r.Store, r.Devices, r.Inflight, r.MaxRate, r.MosquittoRate, ratio,
 			r.At80Offered, r.At80Rate, fmtDur(r.P50), fmtDur(r.P99), fmtDur(r.Max), check)
 	}
 	return b.String()

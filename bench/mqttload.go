@@ -60,10 +60,11 @@ func (l *latencies) add(d []time.Duration) {
 }
 
 // runLoad connects every device, then publishes for the duration: with
-// rate ≤ 0 each device sends its next reading when the last is
-// acknowledged (closed loop); otherwise each sends rate readings per second
-// at even intervals from a random start (open loop), whatever the answers.
-func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float64, d time.Duration) (loadStats, error) {
+// rate ≤ 0 each device keeps window readings in flight, sending the next
+// as soon as one is acknowledged (closed loop); otherwise each sends rate
+// readings per second at even intervals from a random start (open loop),
+// whatever the answers.
+func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float64, window int, d time.Duration) (loadStats, error) {
 	conns := make([]*loadConn, len(devices))
 	var wg sync.WaitGroup
 	errs := make(chan error, len(devices))
@@ -99,7 +100,7 @@ func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float6
 	start := time.Now()
 	for i, c := range conns {
 		wg.Go(func() {
-			lat, n, err := c.publish(ctx, rate, rand.New(rand.NewPCG(uint64(i), 3)))
+			lat, n, err := c.publish(ctx, rate, max(window, 1), rand.New(rand.NewPCG(uint64(i), 3)))
 			acked.Add(n)
 			if err != nil && ctx.Err() == nil {
 				failed.Add(1)
@@ -157,13 +158,15 @@ func dialLoad(addr string, dev loadDevice) (*loadConn, error) {
 }
 
 // publish sends readings until ctx ends and returns the latencies of the
-// acknowledged ones.
-func (c *loadConn) publish(ctx context.Context, rate float64, rng *rand.Rand) ([]time.Duration, int64, error) {
+// acknowledged ones. In the closed loop up to window readings are in
+// flight; those a round of acknowledgements makes room for go out in one
+// write, as a client library's buffered writer sends them.
+func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *rand.Rand) ([]time.Duration, int64, error) {
 	var lat []time.Duration
 	var n int64
 	sent := map[uint16]time.Time{}
 	var mu sync.Mutex
-	acks := make(chan struct{}, 1)
+	room := make(chan struct{}, window) // a token per reading in flight
 	readErr := make(chan error, 1)
 	go func() {
 		// PUBACKs: 0x40, 0x02, packet id.
@@ -187,7 +190,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, rng *rand.Rand) ([
 			}
 			mu.Unlock()
 			select {
-			case acks <- struct{}{}:
+			case <-room:
 			default:
 			}
 		}
@@ -207,6 +210,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, rng *rand.Rand) ([
 	temp := 22 + 6*rng.NormFloat64()
 	buf := make([]byte, 0, 256)
 	for ctx.Err() == nil {
+		burst := 1
 		if rate > 0 {
 			select {
 			case <-tick:
@@ -215,32 +219,44 @@ func (c *loadConn) publish(ctx context.Context, rate float64, rng *rand.Rand) ([
 			case err := <-readErr:
 				return lat, n, err
 			}
-		}
-		id++
-		if id == 0 {
-			id = 1
-		}
-		temp += rng.NormFloat64() * 0.2
-		payload := fmt.Appendf(buf[:0], `{"temperature":%.2f,"humidity":%.1f,"battery":%.1f,"rssi":%d}`, temp, 40+10*rng.Float64(), 50+50*rng.Float64(), -50-rng.IntN(40))
-		mu.Lock()
-		sent[id] = time.Now()
-		mu.Unlock()
-		rem := 2 + len(c.topic) + 2 + len(payload)
-		c.w.WriteByte(0x32)
-		c.w.Write(appendVarint(nil, rem))
-		c.w.Write(appendString(nil, c.topic))
-		c.w.Write([]byte{byte(id >> 8), byte(id)})
-		c.w.Write(payload)
-		if err := c.w.Flush(); err != nil {
-			return lat, n, err
-		}
-		if rate <= 0 {
+		} else {
 			select {
-			case <-acks:
+			case room <- struct{}{}:
 			case <-ctx.Done():
+				continue
 			case err := <-readErr:
 				return lat, n, err
 			}
+			for burst < window {
+				select {
+				case room <- struct{}{}:
+					burst++
+					continue
+				default:
+				}
+				break
+			}
+		}
+		now := time.Now()
+		mu.Lock()
+		for range burst {
+			id++
+			if id == 0 {
+				id = 1
+			}
+			sent[id] = now
+			temp += rng.NormFloat64() * 0.2
+			payload := fmt.Appendf(buf[:0], `{"temperature":%.2f,"humidity":%.1f,"battery":%.1f,"rssi":%d}`, temp, 40+10*rng.Float64(), 50+50*rng.Float64(), -50-rng.IntN(40))
+			rem := 2 + len(c.topic) + 2 + len(payload)
+			c.w.WriteByte(0x32)
+			c.w.Write(appendVarint(nil, rem))
+			c.w.Write(appendString(nil, c.topic))
+			c.w.Write([]byte{byte(id >> 8), byte(id)})
+			c.w.Write(payload)
+		}
+		mu.Unlock()
+		if err := c.w.Flush(); err != nil {
+			return lat, n, err
 		}
 	}
 	mu.Lock()

@@ -114,6 +114,11 @@ type Gateway struct {
 	metrics  *metrics
 	mu       sync.RWMutex
 	sessions map[string]session // by device key
+	// ahead keeps, past a session's end, the last default reading time of
+	// a device whose readings outran the clock (more than one a
+	// millisecond), so that its next session's readings do not land on
+	// the same times and get dropped as repeats of stored ones.
+	ahead map[string]int64
 	links    map[net.Conn]*link // sockets past OnConnect
 	baseCtx  context.Context
 	cancel   context.CancelFunc
@@ -247,6 +252,7 @@ func (g *Gateway) Open() (err error) {
 	}
 	g.bucket = newTokenBucket(g.ConnectRate, g.Now)
 	g.sessions = map[string]session{}
+	g.ahead = map[string]int64{}
 	g.links = map[net.Conn]*link{}
 	g.baseCtx, g.cancel = context.WithCancel(context.Background())
 	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit, g.writeAcks)
@@ -495,6 +501,8 @@ func (g *Gateway) hold(cl *mqtt.Client, s session) {
 		g.mu.Lock()
 		prev, held := g.sessions[cl.ID]
 		if !held {
+			s.lastTS = max(s.lastTS, g.ahead[cl.ID])
+			delete(g.ahead, cl.ID)
 			s.link = newLink(cl.ID, cl)
 			g.sessions[cl.ID] = s
 			g.links[cl.Net.Conn] = s.link
@@ -552,6 +560,16 @@ func (g *Gateway) connEnded(conn net.Conn) {
 	held = held && s.link == l
 	if held {
 		delete(g.sessions, l.key)
+		if now := g.Now().UnixMilli(); s.lastTS >= now {
+			if len(g.ahead) >= 1024 {
+				for k, ts := range g.ahead {
+					if ts < now {
+						delete(g.ahead, k)
+					}
+				}
+			}
+			g.ahead[l.key] = s.lastTS
+		}
 	}
 	g.mu.Unlock()
 	close(l.ended)

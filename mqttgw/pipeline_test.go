@@ -10,6 +10,7 @@ import (
 
 	pk5 "github.com/eclipse/paho.golang/packets"
 	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/sqldb"
 )
 
@@ -119,5 +120,48 @@ func TestGateway_WillTopic(t *testing.T) {
 	}
 	if got := f.metric(t, "herd_mqtt_acl_refused_total", "kind", "will"); got != 3 {
 		t.Errorf("wills refused = %v, want 3", got)
+	}
+}
+
+// Readings without ts take the arrival time, one millisecond past the
+// last when several arrive in one: a device that sent faster than that is
+// ahead of the clock when it disconnects, and its next session must go on
+// from there, or its new readings would take the times of stored ones and
+// be dropped as repeats. The clock here stands still, the worst case.
+func TestGateway_DefaultTimesAcrossSessions(t *testing.T) {
+	t.Parallel()
+	frozen := time.Now()
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 1, func(g *mqttgw.Gateway) {
+		g.Now = func() time.Time { return frozen }
+	})
+	dev := f.devices[0]
+	for session := range 3 {
+		conn, ca := f.rawConnect(t, dev.Key, f.tokens[dev.Key], 60)
+		if ca.ReasonCode != 0 {
+			t.Fatalf("CONNACK %#x", ca.ReasonCode)
+		}
+		var buf bytes.Buffer
+		for i := range 50 {
+			writePublish(t, &buf, uint16(i+1), "devices/"+dev.Key+"/telemetry", `{"temperature":20}`)
+		}
+		if _, err := conn.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(conn)
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for i := range 50 {
+			p, err := pk5.ReadPacket(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pa, ok := p.Content.(*pk5.Puback); !ok || pa.PacketID != uint16(i+1) || pa.ReasonCode != 0 {
+				t.Fatalf("got %s, want the PUBACK of %d", p, i+1)
+			}
+		}
+		conn.Close()
+		waitFor(t, 10*time.Second, "the session to end", func() bool { return f.gw.Connected() == 0 })
+		if n, want := f.readings(t, dev.ID), 50*(session+1); n != want {
+			t.Fatalf("after session %d: %d readings stored, want %d", session+1, n, want)
+		}
 	}
 }

@@ -99,6 +99,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench stores (a fresh one per run)")
 	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL of an empty schema to bench as well (env HERD_BENCH_POSTGRES_URL)")
 	devicesFlag := fs.String("devices", "1000,10000", "fleet sizes, comma-separated")
+	inflightFlag := fs.String("inflight", "1,16", "readings each device keeps in flight in the closed loop, comma-separated (1: it waits for each PUBACK)")
 	duration := fs.Duration("duration", 10*time.Second, "length of each measured phase")
 	mosquitto := fs.String("mosquitto", "127.0.0.1:1883", `baseline broker address ("" skips it)`)
 	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
@@ -114,6 +115,14 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		sizes = append(sizes, n)
 	}
+	var windows []int
+	for _, f := range strings.Split(*inflightFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 256 {
+			return &usageError{msg: fmt.Sprintf("--inflight %q: want windows from 1 to 256 (herd's receive maximum)", *inflightFlag)}
+		}
+		windows = append(windows, n)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -125,7 +134,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *pg != "" {
 		stores = append(stores, *pg)
 	}
-	res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: stores, Dir: *dir, Devices: sizes, Duration: *duration, Mosquitto: *mosquitto, Out: stderr, ServeArgs: strings.Fields(*serveArgs)})
+	res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: stores, Dir: *dir, Devices: sizes, Inflight: windows, Duration: *duration, Mosquitto: *mosquitto, Out: stderr, ServeArgs: strings.Fields(*serveArgs)})
 	if err != nil {
 		return err
 	}
