@@ -195,9 +195,16 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			}
 		}
 	}()
+	// The open loop ticks every period and sends the readings that came
+	// due since the last tick: one a tick down to minTick, several in one
+	// write above that rate, as a device that buffers readings (or a
+	// gateway for many sensors) publishes them.
+	const minTick = 50 * time.Millisecond
 	var tick <-chan time.Time
+	var perTick, due float64
 	if rate > 0 {
-		period := time.Duration(float64(time.Second) / rate)
+		period := max(time.Duration(float64(time.Second)/rate), minTick)
+		perTick = rate * period.Seconds()
 		select {
 		case <-time.After(time.Duration(rng.Int64N(int64(period)) + 1)):
 		case <-ctx.Done():
@@ -218,6 +225,12 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 				continue
 			case err := <-readErr:
 				return lat, n, err
+			}
+			due += perTick
+			burst = int(due)
+			due -= float64(burst)
+			if burst == 0 {
+				continue
 			}
 		} else {
 			select {

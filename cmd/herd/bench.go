@@ -103,7 +103,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	duration := fs.Duration("duration", 10*time.Second, "length of each measured phase")
 	mosquitto := fs.String("mosquitto", "127.0.0.1:1883", `baseline broker address ("" skips it)`)
 	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
-	serveArgs := fs.String("serve-args", "", "more flags for the herd serve under test, space-separated (e.g. \"--ingest-batch-items 4000\")")
+	serveArgs := fs.String("serve-args", "", "more flags for the herd serve under test, space-separated (e.g. \"--ingest-batch-items 1000\")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
