@@ -60,6 +60,11 @@ type IngestResult struct {
 	// Stored is the count of readings in the store after the run, checked
 	// against the acknowledged ones.
 	Stored, Acked int64
+	// BatchMean, CommitMean and ServerPubackMean are herd's own metrics
+	// over the 80% phase: items a commit, time a commit, and time from
+	// reading a publish to its commit.
+	BatchMean                    float64
+	CommitMean, ServerPubackMean time.Duration
 	// MosquittoRate is the baseline's relay rate for the same load.
 	MosquittoRate float64
 }
@@ -146,14 +151,35 @@ func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, 
 	res.Acked = st.acked
 	res.At80Offered = 0.8 * res.MaxRate
 	fmt.Fprintf(cfg.Out, "%.0f readings/s committed; now %.0f/s (80%%) for %s\n", res.MaxRate, res.At80Offered, cfg.Duration)
+	m0, err := scrape(p.url + "/metrics")
+	if err != nil {
+		return res, err
+	}
 	st, err = runLoad(ctx, p.mqtt, devices, res.At80Offered/float64(len(devices)), window, cfg.Duration)
+	if err != nil {
+		return res, err
+	}
+	m1, err := scrape(p.url + "/metrics")
 	if err != nil {
 		return res, err
 	}
 	res.At80Rate = float64(st.acked) / st.elapsed.Seconds()
 	res.P50, res.P99, res.Max = st.lat.quantiles()
 	res.Acked += st.acked
-	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s\n", res.At80Rate, res.P50, res.P99)
+	// herd's own view of the phase: what a commit held and took, and the
+	// time from reading a publish to its commit.
+	mean := func(name string) float64 {
+		n := m1[name+"_count"] - m0[name+"_count"]
+		if n <= 0 {
+			return 0
+		}
+		return (m1[name+"_sum"] - m0[name+"_sum"]) / n
+	}
+	res.BatchMean = mean("herd_ingest_batch_items")
+	res.CommitMean = time.Duration(mean("herd_ingest_commit_seconds") * float64(time.Second))
+	res.ServerPubackMean = time.Duration(mean("herd_mqtt_puback_seconds") * float64(time.Second))
+	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s; herd: %.0f items a commit, %s a commit, %s from read to commit\n",
+		res.At80Rate, res.P50, res.P99, res.BatchMean, res.CommitMean, res.ServerPubackMean)
 	after, err := countReadings(ctx, db)
 	if err != nil {
 		return res, err

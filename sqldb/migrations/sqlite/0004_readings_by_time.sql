@@ -1,10 +1,13 @@
--- The history is written in arrival order. Keyed by (device_id, ts), each
--- batch of readings from a thousand devices landed on a thousand different
+-- The history is written in time order. Keyed by (device_id, ts), each
+-- commit of readings from a thousand devices landed on a thousand different
 -- leaf pages, every one rewritten into the WAL at commit (about a page per
--- reading). In arrival order a batch fills a few pages at the end of the
--- table, and only the small (device_id, ts) index entries scatter; that
--- index still keeps one reading per device and time, and serves a device's
--- history in time order. PostgreSQL's heap is in arrival order already.
+-- reading, and more as the history grew). Now rows go in arrival order and
+-- the unique key is (ts, device_id): a commit's readings, from many devices
+-- at about the same time, fill a few pages at the end of each. The pair is
+-- still unique, so a reading sent again is stored once. (A device's history
+-- over a long span is then a range of time filtered by device; when herd
+-- serves such reads, readings older than a few minutes should move in bulk
+-- into a table ordered by device, where they are written densely once.)
 CREATE TABLE readings_new (
     id          INTEGER PRIMARY KEY,
     device_id   BIGINT NOT NULL,
@@ -30,4 +33,4 @@ SELECT device_id, ts, tenant_id, received_at, temperature, humidity, pressure, v
 FROM readings ORDER BY received_at, device_id, ts;
 DROP TABLE readings;
 ALTER TABLE readings_new RENAME TO readings;
-CREATE UNIQUE INDEX readings_device_ts ON readings (device_id, ts);
+CREATE UNIQUE INDEX readings_ts_device ON readings (ts, device_id);
