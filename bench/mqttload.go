@@ -62,8 +62,8 @@ func (l *latencies) add(d []time.Duration) {
 // runLoad connects every device, then publishes for the duration: with
 // rate ≤ 0 each device keeps window readings in flight, sending the next
 // as soon as one is acknowledged (closed loop); otherwise each sends rate
-// readings per second at even intervals from a random start (open loop),
-// whatever the answers.
+// readings per second, window at a time at even intervals from a random
+// start (open loop), whatever the answers.
 func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float64, window int, d time.Duration) (loadStats, error) {
 	conns := make([]*loadConn, len(devices))
 	var wg sync.WaitGroup
@@ -195,16 +195,11 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			}
 		}
 	}()
-	// The open loop ticks every period and sends the readings that came
-	// due since the last tick: one a tick down to minTick, several in one
-	// write above that rate, as a device that buffers readings (or a
-	// gateway for many sensors) publishes them.
-	const minTick = 50 * time.Millisecond
+	// The open loop sends the closed loop's bursts at a steady pace: window
+	// readings in one write every window/rate seconds, whatever the answers.
 	var tick <-chan time.Time
-	var perTick, due float64
 	if rate > 0 {
-		period := max(time.Duration(float64(time.Second)/rate), minTick)
-		perTick = rate * period.Seconds()
+		period := time.Duration(float64(window) * float64(time.Second) / rate)
 		select {
 		case <-time.After(time.Duration(rng.Int64N(int64(period)) + 1)):
 		case <-ctx.Done():
@@ -226,12 +221,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			case err := <-readErr:
 				return lat, n, err
 			}
-			due += perTick
-			burst = int(due)
-			due -= float64(burst)
-			if burst == 0 {
-				continue
-			}
+			burst = window
 		} else {
 			select {
 			case room <- struct{}{}:
