@@ -210,23 +210,24 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 
 	// Per device, in arrival order: readings since the last connection
 	// change fold into one projection update, made before that change.
+	// A device's k-th connection change of the batch goes in round k, with
+	// the readings before it; all devices' round k is one set of
+	// statements, so a batch of reconnects costs a few statements, not a
+	// few per device.
 	order := make([]int, len(items))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(items[a].DeviceID, items[b].DeviceID) })
-	events := map[int64][]*herd.Event{}
+	type round struct {
+		folds []deviceFold
+		conns []*herd.IngestItem
+	}
+	var rounds []round
+	var finals []deviceFold
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
-	var finals []deviceFold
-	flush := func(it *herd.IngestItem) error {
-		if len(fold) == 0 {
-			return nil
-		}
-		err := tx.applyFolds(ctx, []deviceFold{{deviceID: it.DeviceID, readings: fold, at: foldAt}}, rev)
-		fold = fold[:0]
-		return err
-	}
+	k := 0 // the device's round
 	for n, i := range order {
 		it := &items[i]
 		switch it.Kind {
@@ -234,15 +235,15 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			fold = append(fold, &it.Reading)
 			foldAt = max(foldAt, it.At)
 		case herd.IngestConnect, herd.IngestDisconnect:
-			if err := flush(it); err != nil {
-				return err
+			if k == len(rounds) {
+				rounds = append(rounds, round{})
 			}
-			ev, err := tx.applyConnection(ctx, it, rev)
-			if err != nil {
-				return err
-			} else if ev != nil {
-				events[it.TenantID] = append(events[it.TenantID], ev)
+			if len(fold) > 0 {
+				rounds[k].folds = append(rounds[k].folds, deviceFold{deviceID: it.DeviceID, readings: slices.Clone(fold), at: foldAt})
+				fold, foldAt = fold[:0], 0
 			}
+			rounds[k].conns = append(rounds[k].conns, it)
+			k++
 		default:
 			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
 		}
@@ -253,7 +254,20 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 				finals = append(finals, deviceFold{deviceID: it.DeviceID, readings: slices.Clone(fold), at: foldAt})
 				fold = fold[:0]
 			}
-			foldAt = 0
+			foldAt, k = 0, 0
+		}
+	}
+	events := map[int64][]*herd.Event{}
+	for _, r := range rounds {
+		if err := tx.applyFolds(ctx, r.folds, rev); err != nil {
+			return err
+		}
+		evs, err := tx.applyConnections(ctx, r.conns, rev)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			events[ev.TenantID] = append(events[ev.TenantID], ev)
 		}
 	}
 	if err := tx.applyFolds(ctx, finals, rev); err != nil {
@@ -447,40 +461,116 @@ func (tx *Tx) foldUpdate(fields []projectionField, chunk []deviceFold, rev int64
 	return b.String(), append(args, rev)
 }
 
+// touchAll moves devices' last_seen forward to their items' times.
+func (tx *Tx) touchAll(ctx context.Context, items []*herd.IngestItem, rev int64) error {
+	for start := 0; start < len(items); start += connectionChunk {
+		chunk := items[start:min(start+connectionChunk, len(items))]
+		var b strings.Builder
+		args := make([]any, 0, 2*len(chunk)+1)
+		b.WriteString("WITH v (id, at) AS (VALUES ")
+		for i, it := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(CAST(? AS BIGINT), CAST(? AS BIGINT))")
+			args = append(args, it.DeviceID, it.At)
+		}
+		b.WriteString(") UPDATE devices SET last_seen = v.at, rev = ? FROM v WHERE devices.id = v.id AND (devices.last_seen IS NULL OR devices.last_seen < v.at)")
+		if _, err := tx.execCached(ctx, b.String(), append(args, rev)...); err != nil {
+			return fmt.Errorf("touch devices: %w", err)
+		}
+	}
+	return nil
+}
+
 // touch moves a device's last_seen forward to at.
 func (tx *Tx) touch(ctx context.Context, deviceID, at, rev int64) error {
 	_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = ?, rev = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`, at, rev, deviceID, at)
 	return err
 }
 
-// applyConnection records a connect or disconnect, and returns the event
-// when it changed whether the device is online.
-func (tx *Tx) applyConnection(ctx context.Context, it *herd.IngestItem, rev int64) (*herd.Event, error) {
-	online := it.Kind == herd.IngestConnect
-	var q string
-	var args []any
-	if online {
-		// A device coming back is ok until a reading says otherwise.
-		q = `UPDATE devices SET online = ?, status = CASE WHEN status = 'offline' THEN 'ok' ELSE status END, last_seen = ?, rev = ? WHERE id = ? AND online = ? RETURNING path, key`
-		args = []any{true, it.At, rev, it.DeviceID, false}
-	} else {
-		q = `UPDATE devices SET online = ?, status = 'offline', rev = ? WHERE id = ? AND online = ? RETURNING path, key`
-		args = []any{false, rev, it.DeviceID, true}
+// applyConnections records connects and disconnects, one per device, and
+// returns the events of those that changed whether a device is online. A
+// connect of a device already online (a takeover), or a disconnect of one
+// already offline, changes nothing but a connect's last_seen.
+func (tx *Tx) applyConnections(ctx context.Context, items []*herd.IngestItem, rev int64) ([]*herd.Event, error) {
+	var on, off []*herd.IngestItem
+	for _, it := range items {
+		if it.Kind == herd.IngestConnect {
+			on = append(on, it)
+		} else {
+			off = append(off, it)
+		}
 	}
-	var path, key string
-	err := tx.QueryRowContext(ctx, q, args...).Scan(&path, &key)
-	if errors.Is(err, sql.ErrNoRows) {
+	var events []*herd.Event
+	for _, group := range [][]*herd.IngestItem{on, off} {
+		online := len(group) > 0 && group[0].Kind == herd.IngestConnect
+		byID := make(map[int64]*herd.IngestItem, len(group))
+		changed := map[int64]bool{}
+		for start := 0; start < len(group); start += connectionChunk {
+			chunk := group[start:min(start+connectionChunk, len(group))]
+			var b strings.Builder
+			args := make([]any, 0, 2*len(chunk)+2)
+			b.WriteString("WITH v (id, at) AS (VALUES ")
+			for i, it := range chunk {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString("(CAST(? AS BIGINT), CAST(? AS BIGINT))")
+				args = append(args, it.DeviceID, it.At)
+				byID[it.DeviceID] = it
+			}
+			if online {
+				// A device coming back is ok until a reading says otherwise.
+				b.WriteString(") UPDATE devices SET online = ?, status = CASE WHEN devices.status = 'offline' THEN 'ok' ELSE devices.status END, last_seen = v.at, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key")
+				args = append(args, true, rev, false)
+			} else {
+				b.WriteString(") UPDATE devices SET online = ?, status = 'offline', rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key")
+				args = append(args, false, rev, true)
+			}
+			rows, err := tx.queryCached(ctx, b.String(), args...)
+			if err != nil {
+				return nil, fmt.Errorf("apply connections: %w", err)
+			}
+			for rows.Next() {
+				var id int64
+				var path, key string
+				if err := rows.Scan(&id, &path, &key); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				changed[id] = true
+				it := byID[id]
+				typ := herd.EventDeviceOffline
+				if online {
+					typ = herd.EventDeviceOnline
+				}
+				ev := newEvent(typ, herd.EventSubjectDevice, id, path, map[string]any{"device_id": fmt.Sprint(id), "key": key, "at": msToTime(it.At)})
+				ev.TenantID = it.TenantID
+				events = append(events, ev)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return nil, fmt.Errorf("apply connections: %w", err)
+			}
+		}
 		if online {
 			// Already online (a takeover), or deleted: last_seen only.
-			return nil, tx.touch(ctx, it.DeviceID, it.At, rev)
+			var seen []*herd.IngestItem
+			for _, it := range group {
+				if !changed[it.DeviceID] {
+					seen = append(seen, it)
+				}
+			}
+			if err := tx.touchAll(ctx, seen, rev); err != nil {
+				return nil, err
+			}
 		}
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("apply connection: %w", err)
 	}
-	typ := herd.EventDeviceOffline
-	if online {
-		typ = herd.EventDeviceOnline
-	}
-	return newEvent(typ, herd.EventSubjectDevice, it.DeviceID, path, map[string]any{"device_id": fmt.Sprint(it.DeviceID), "key": key, "at": msToTime(it.At)}), nil
+	// Events in the order the devices were given.
+	slices.SortStableFunc(events, func(a, b *herd.Event) int { return cmp.Compare(a.SubjectID, b.SubjectID) })
+	return events, nil
 }
+
+// connectionChunk is the devices of one connection statement: two
+// parameters each, under the parameter guard.
+const connectionChunk = (herd.MaxQueryParams - 3) / 2

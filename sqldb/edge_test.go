@@ -741,6 +741,53 @@ func TestIngestService_Connections(t *testing.T) {
 			}
 		})
 
+		// A reboot storm's worth of connection changes in one batch, more
+		// devices than one statement holds: each device gets its events in
+		// order, and its state follows its last change.
+		t.Run("OKManyDevicesOneBatch", func(t *testing.T) {
+			ds := f.mustDevices(t, site.ID, 600)
+			n := len(f.events(t, ten.ID))
+			var items []herd.IngestItem
+			for i, d := range ds {
+				items = append(items, connectItem(d, at0+int64(i)))
+			}
+			// The first half goes again and comes back (a takeover for none:
+			// each disconnects first); the second half leaves for good.
+			for i, d := range ds {
+				items = append(items, disconnectItem(d, at0+1000+int64(i)))
+				if i < 300 {
+					items = append(items, readingItem(d, at0+1500+int64(i), herd.Reading{TS: at0 + 1500 + int64(i), Has: herd.ReadingStatus, Status: herd.StatusWarn}))
+					items = append(items, connectItem(d, at0+2000+int64(i)))
+				}
+			}
+			mustIngest(t, db, items...)
+			evs := newEvents(t, n)
+			per := map[int64][]string{}
+			for _, e := range evs {
+				per[e.SubjectID] = append(per[e.SubjectID], e.Type)
+			}
+			for i, d := range ds {
+				want := []string{herd.EventDeviceOnline, herd.EventDeviceOffline}
+				if i < 300 {
+					want = append(want, herd.EventDeviceOnline)
+				}
+				if !slices.Equal(per[d.ID], want) {
+					t.Fatalf("device %d: events %v, want %v", i, per[d.ID], want)
+				}
+				got := f.mustFind(t, d.ID)
+				if i < 300 {
+					// Back online: ok until a reading says otherwise; the
+					// warn reading came before the reconnect.
+					if !got.Online || got.Status != herd.StatusWarn {
+						t.Fatalf("device %d: online %v status %s, want online warn", i, got.Online, got.Status)
+					}
+					wantLastSeen(t, got, at0+2000+int64(i))
+				} else if got.Online || got.Status != herd.StatusOffline {
+					t.Fatalf("device %d: online %v status %s, want offline", i, got.Online, got.Status)
+				}
+			}
+		})
+
 		t.Run("OKTenantsOwnOutboxes", func(t *testing.T) {
 			tA, tB := f.mustTenant(t, "a"), f.mustTenant(t, "b")
 			a := f.mustDevices(t, tA.RootNodeID, 1)[0]
