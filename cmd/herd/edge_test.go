@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -251,4 +253,100 @@ func TestServe_ConnectionCap(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "connection cap reached") {
 		t.Errorf("no log line for the refusals:\n%s", p.stderr.String())
 	}
+}
+
+// TestServe_AcceptBackoff runs herd with a connection cap above what its
+// open-file limit allows, so that accept fails with EMFILE: the listener
+// backs off and says so instead of spinning or stopping, and takes devices
+// again once files are free.
+func TestServe_AcceptBackoff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs herd as a child process")
+	}
+	t.Parallel()
+	p := startHerd(t, "ulimit -n 100;", "--data-dir", t.TempDir(), "--mqtt-max-connections", "10000")
+	_, ds, tokens := provisionFleet(t, httpapi.NewClient(p.url, testAdminToken), 1)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// More sockets than herd has files: the kernel completes them all into
+	// the listen queue, and herd's accept fails once its files run out.
+	for range 150 {
+		c, err := net.DialTimeout("tcp", p.mqtt, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.stderr.String(), "accept failed, backing off") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no accept back-off after 150 sockets under a limit of 100 files:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s", grepLines(p.stderr.String(), "accept failed"))
+	if !strings.Contains(p.stderr.String(), "too many open files") {
+		t.Errorf("the back-off does not say why:\n%s", p.stderr.String())
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	// With the files free again herd accepts: a device connects and stores
+	// a reading.
+	key := ds[0].Key
+	var c paho.Client
+	for {
+		c = mqttClient(p.mqtt, key, tokens[key])
+		tok := c.Connect()
+		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no device admitted after the sockets closed: %v\n%s", tok.Error(), p.stderr.String())
+		}
+	}
+	defer c.Disconnect(0)
+	if tok := c.Publish("devices/"+key+"/telemetry", 1, false, `{"temperature":20}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish after the back-off: %v", tok.Error())
+	}
+	body := httpGet(t, p.url+"/metrics")
+	var backoffs float64
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, "herd_mqtt_accept_backoffs_total "); ok {
+			fmt.Sscan(v, &backoffs)
+		}
+	}
+	if backoffs < 1 {
+		t.Errorf("herd_mqtt_accept_backoffs_total = %v, want at least 1", backoffs)
+	}
+}
+
+// httpGet returns the body of a GET that must answer 200.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
