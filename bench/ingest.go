@@ -38,7 +38,8 @@ type IngestConfig struct {
 	Inflight []int
 	// Duration of each measured phase.
 	Duration time.Duration
-	// Mosquitto is the baseline broker's address; empty skips it.
+	// Mosquitto is the baseline broker's address, SpawnMosquitto to start
+	// one, or empty to skip it.
 	Mosquitto string
 	// ServeArgs are more flags for herd serve, to try its settings.
 	ServeArgs []string
@@ -84,6 +85,14 @@ func RunIngest(ctx context.Context, cfg IngestConfig) ([]IngestResult, error) {
 	var results []IngestResult
 	type shape struct{ devices, inflight int }
 	mosq := map[shape]float64{}
+	if cfg.Mosquitto == SpawnMosquitto {
+		m, err := startMosquitto(ctx, cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("mosquitto baseline: %w", err)
+		}
+		defer m.stop()
+		cfg.Mosquitto = m.addr
+	}
 	if cfg.Mosquitto != "" {
 		for _, n := range cfg.Devices {
 			for _, w := range cfg.Inflight {

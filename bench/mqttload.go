@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -195,11 +196,14 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			}
 		}
 	}()
-	// The open loop sends the closed loop's bursts at a steady pace: window
-	// readings in one write every window/rate seconds, whatever the answers.
+	// The open loop sends the closed loop's bursts at a steady pace, each
+	// at most a quarter of a second's worth of readings: burst readings in
+	// one write every burst/rate seconds, whatever the answers.
 	var tick <-chan time.Time
+	burst := 1
 	if rate > 0 {
-		period := time.Duration(float64(window) * float64(time.Second) / rate)
+		burst = min(window, max(1, int(math.Round(rate/4))))
+		period := time.Duration(float64(burst) * float64(time.Second) / rate)
 		select {
 		case <-time.After(time.Duration(rng.Int64N(int64(period)) + 1)):
 		case <-ctx.Done():
@@ -212,7 +216,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 	temp := 22 + 6*rng.NormFloat64()
 	buf := make([]byte, 0, 256)
 	for ctx.Err() == nil {
-		burst := 1
+		k := burst // readings in this write
 		if rate > 0 {
 			select {
 			case <-tick:
@@ -221,7 +225,6 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			case err := <-readErr:
 				return lat, n, err
 			}
-			burst = window
 		} else {
 			select {
 			case room <- struct{}{}:
@@ -230,10 +233,11 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			case err := <-readErr:
 				return lat, n, err
 			}
-			for burst < window {
+			k = 1
+			for k < window {
 				select {
 				case room <- struct{}{}:
-					burst++
+					k++
 					continue
 				default:
 				}
@@ -242,7 +246,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 		}
 		now := time.Now()
 		mu.Lock()
-		for range burst {
+		for range k {
 			id++
 			if id == 0 {
 				id = 1

@@ -101,7 +101,7 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	devicesFlag := fs.String("devices", "1000,10000", "fleet sizes, comma-separated")
 	inflightFlag := fs.String("inflight", "1,16", "readings each device keeps in flight in the closed loop, comma-separated (1: it waits for each PUBACK)")
 	duration := fs.Duration("duration", 10*time.Second, "length of each measured phase")
-	mosquitto := fs.String("mosquitto", "127.0.0.1:1883", `baseline broker address ("" skips it)`)
+	mosquitto := fs.String("mosquitto", bench.SpawnMosquitto, `baseline broker: "spawn" starts the machine's mosquitto on a free port with unbounded queues; an address uses a running one (the stock 127.0.0.1:1883 drops past 1,000 queued messages); "" skips it`)
 	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
 	serveArgs := fs.String("serve-args", "", "more flags for the herd serve under test, space-separated (e.g. \"--ingest-batch-items 1000\")")
 	if err := fs.Parse(args); err != nil {
