@@ -210,11 +210,7 @@ func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scop
 		return p, nil // no index yields this order: the scope is read and sorted
 	}
 	sel := 1.0
-	index := sortIndex(q)
-	for _, f := range q.Filters {
-		if f.Field == "status" && index == "devices_tenant_status_temperature" {
-			continue // the index walks only the rows of that status
-		}
+	for range q.Filters {
 		sel *= 0.25
 	}
 	want := float64(q.Limit + 1)
@@ -234,7 +230,7 @@ func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scop
 // sortIndexed are the fields with a devices_tenant_<field> index (see the
 // migrations); a sort on any other field reads the scope and sorts it.
 var sortIndexed = map[string]bool{"id": true, "path": true, "name": true, "key": true, "firmware": true,
-	"status": true, "last_seen": true, "temperature": true, "battery": true, "created_at": true}
+	"status": true, "last_seen": true, "created_at": true}
 
 // selectiveFields have indexes that find a handful of rows for an equality;
 // with a filter on one of them the engine's planner knows best.
@@ -280,13 +276,8 @@ func statusFilter(q herd.DeviceQuery) bool {
 	return false
 }
 
-// sortIndex names the index that yields the query's rows in sort order:
-// the sort column's own, or the status-first one when the query keeps to a
-// single status, the alarm-board case.
+// sortIndex names the index that yields the query's rows in sort order.
 func sortIndex(q herd.DeviceQuery) string {
-	if q.Sort.Field == "temperature" && statusFilter(q) {
-		return "devices_tenant_status_temperature"
-	}
 	return "devices_tenant_" + q.Sort.Field
 }
 
