@@ -139,6 +139,21 @@ func (c *strCol) compact() {
 	c.buf, c.garbage = buf, 0
 }
 
+// eq is the batch predicate of equality with v. Lengths differ for most
+// rows of a low-cardinality column (status: ok, warn, alarm, offline), so
+// most rows are decided without reading their bytes.
+func (c *strCol) eq(v string) batchPred {
+	nv := uint32(len(v))
+	return func(in, out []int32) []int32 {
+		for _, i := range in {
+			if c.n[i] == nv && (nv == 0 || string(c.buf[c.off[i]:c.off[i]+nv]) == v) {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+}
+
 // removeLast drops the last slot; the caller has moved it elsewhere.
 func (c *strCol) removeLast() {
 	last := len(c.off) - 1
@@ -708,6 +723,11 @@ func (c *Cache) predicate(f herd.DeviceFilter) (batchPred, bool) {
 				return rowPred(func(i int32) bool { v := col.get(i); return v >= lo && v < hi }), true
 			}
 			return rowPred(func(i int32) bool { return col.get(i) >= lo }), true
+		}
+		if ref.kind == kindStr && f.Op == herd.OpEq {
+			if v, ok := f.Values[0].(string); ok {
+				return c.str[ref.idx].eq(v), true
+			}
 		}
 		return compile(col, f, asType[string])
 	case kindBool:
