@@ -6,12 +6,15 @@
 //
 // What mochi does and herd relies on (v2.7.9):
 //   - OnPublish runs in the publishing client's read goroutine, before
-//     mochi writes the PUBACK; returning packets.ErrRejectPacket makes mochi
-//     do nothing more with the message. herd returns it for every QoS 1
-//     publish and writes the PUBACK itself once the reading's transaction
-//     has committed, so a device may have many publishes in flight and
-//     its read loop never waits on the store. Client.Lock is the lock
-//     mochi writes a socket under.
+//     mochi writes the PUBACK. A packet returned as QoS 0 with Ignore set
+//     (and no retain flag) is neither acknowledged, retained nor forwarded
+//     by mochi. herd returns every QoS 1 publish so and writes the PUBACK
+//     itself once the reading's transaction has committed, so a device may
+//     have many publishes in flight and its read loop never waits on the
+//     store. (packets.ErrRejectPacket would do as much, but mochi first
+//     builds a debug record of the whole packet: an allocation of half a
+//     kilobyte per message.) Client.Lock is the lock mochi writes a
+//     socket under.
 //   - mochi publishes a client's will without a hook that could refuse
 //     it, so herd refuses a CONNECT whose will topic is not the device's.
 //   - A second CONNECT with a taken client id closes the old socket
@@ -632,7 +635,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// A socket being taken over: nothing is stored or acknowledged,
 		// and the device sends it again on its new connection.
 		g.mu.Unlock()
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	}
 	kind, allowed := mayPublish(cl.ID, pk.TopicName)
 	if !allowed {
@@ -642,7 +645,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
 			// MQTT 3.1.1 cannot refuse a publish: the connection is closed.
 			_ = g.server.DisconnectClient(cl, packets.ErrNotAuthorized)
-			return pk, packets.ErrRejectPacket
+			return handled(pk)
 		}
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
 	}
@@ -694,19 +697,19 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if g.batch.submit(g.baseCtx, p) == nil {
 			g.metrics.publishes.WithLabelValues(kind, "queued").Inc()
 		}
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	case 1:
 		p.ack = &ack{link: s.link, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, kind: kind, start: time.Now()}
 		s.link.acquire()
 		if g.batch.submit(g.baseCtx, p) != nil {
 			s.link.release(1) // closing down: the device sends it again
 		}
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	}
 	start := time.Now()
 	p.done = make(chan error, 1)
 	if g.batch.submit(g.baseCtx, p) != nil {
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	}
 	if err := <-p.done; err != nil {
 		g.metrics.publishes.WithLabelValues(kind, "store_failed").Inc()
@@ -715,11 +718,19 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: packets.ErrUnspecifiedError.Code})
 		}
 		// MQTT 3.1.1: no PUBREC; the device sends it again when it reconnects.
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	}
 	g.metrics.pubackLatency.Observe(time.Since(start).Seconds())
 	g.metrics.publishes.WithLabelValues(kind, "stored").Inc()
 	return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
+}
+
+// handled tells mochi that herd has dealt with a publish (see the package
+// doc): as an ignored QoS 0 message, it gets no PUBACK from mochi and goes
+// nowhere.
+func handled(pk packets.Packet) (packets.Packet, error) {
+	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
+	return pk, nil
 }
 
 // answer acknowledges a publish that stores nothing: code 0 is success,
@@ -728,20 +739,20 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 func (h *hook) answer(cl *mqtt.Client, l *link, pk packets.Packet, kind string, code byte) (packets.Packet, error) {
 	switch pk.FixedHeader.Qos {
 	case 0:
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	case 1:
 		l.acquire()
 		a := &ack{link: l, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, code: code, decided: true, kind: kind}
 		if h.g.batch.submit(h.g.baseCtx, &pending{ack: a}) != nil {
 			l.release(1)
 		}
-		return pk, packets.ErrRejectPacket
+		return handled(pk)
 	}
 	if code == 0 {
 		return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
 	}
 	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: code})
-	return pk, packets.ErrRejectPacket
+	return handled(pk)
 }
 
 // writeAcks sends the PUBACKs of a batch whose commit is over: all of a
