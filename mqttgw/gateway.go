@@ -391,6 +391,23 @@ func (g *Gateway) DisconnectDevice(key string) bool {
 	return true
 }
 
+// ErrNotConnected is returned by Send for a device with no connection here.
+var ErrNotConnected = errors.New("mqttgw: device not connected here")
+
+// Send publishes payload at QoS 1 on one of a device's inbound topics,
+// kind "commands" or "config", if the device is connected here; the device
+// gets it if it subscribed. Delivery after that is mochi's: resent until the
+// device acknowledges it or its session ends.
+func (g *Gateway) Send(key, kind string, payload []byte) error {
+	if kind != topicCommands && kind != topicConfig {
+		return fmt.Errorf("mqttgw: %q is not a topic herd sends devices on", kind)
+	}
+	if s, ok := g.session(key); !ok || s.link.cl.Closed() {
+		return ErrNotConnected
+	}
+	return g.server.Publish("devices/"+key+"/"+kind, payload, false, 1)
+}
+
 // Connected returns the number of devices connected now.
 func (g *Gateway) Connected() int {
 	g.mu.RLock()

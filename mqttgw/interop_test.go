@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/sqldb"
 )
 
@@ -97,4 +98,60 @@ func TestGateway_MosquittoPub(t *testing.T) {
 			t.Fatalf("%d readings, want 2", n)
 		}
 	})
+}
+
+// A device on Mosquitto's command-line subscriber receives what herd sends
+// on its commands topic, over MQTT 3.1.1 and 5.
+func TestGateway_MosquittoSub(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not found (Debian package mosquitto-clients): skipping the interop test")
+	}
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 1, nil)
+	d := f.devices[0]
+	port := strconv.Itoa(f.gw.TCPAddr().(*net.TCPAddr).Port)
+	if err := f.gw.Send(d.Key, "commands", []byte(`{}`)); !errors.Is(err, mqttgw.ErrNotConnected) {
+		t.Fatalf("Send to a device not connected: %v, want ErrNotConnected", err)
+	}
+	if err := f.gw.Send(d.Key, "telemetry", []byte(`{}`)); err == nil {
+		t.Fatal("Send on the telemetry topic: no error")
+	}
+	for _, version := range []string{"mqttv311", "mqttv5"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// -C 1: exit after the first message.
+		cmd := exec.CommandContext(ctx, bin, "-V", version, "-h", "127.0.0.1", "-p", port, "-i", d.Key, "-u", d.Key, "-P", f.tokens[d.Key],
+			"-q", "1", "-t", "devices/"+d.Key+"/commands", "-C", "1")
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		want := `{"name":"reboot","version":"` + version + `"}`
+		// Until its subscription is in place the device gets nothing: send
+		// again until mosquitto_sub has one and exits.
+		tick := time.NewTicker(100 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case err := <-exited:
+				if err != nil {
+					t.Fatalf("mosquitto_sub -V %s: %v: %s", version, err, out.String())
+				}
+				break wait
+			case <-tick.C:
+				if err := f.gw.Send(d.Key, "commands", []byte(want)); err != nil && !errors.Is(err, mqttgw.ErrNotConnected) {
+					t.Fatal(err)
+				}
+			case <-ctx.Done():
+				t.Fatalf("mosquitto_sub -V %s received nothing: %s", version, out.String())
+			}
+		}
+		tick.Stop()
+		if got := strings.TrimSpace(out.String()); got != want {
+			t.Fatalf("mosquitto_sub -V %s printed %q, want %q", version, got, want)
+		}
+	}
 }
