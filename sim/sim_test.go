@@ -1,6 +1,8 @@
 package sim_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/sim"
 	"github.com/herd-iot/herd/sqldb"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // gateway starts a store with n provisioned devices and a gateway in front.
@@ -104,5 +107,64 @@ func TestDevicesFile(t *testing.T) {
 	}
 	if a, b := sim.Shard(ds, 0, 2), sim.Shard(ds, 1, 2); len(a) != 2 || len(b) != 1 || a[1] != ds[2] {
 		t.Fatalf("shards %v %v", a, b)
+	}
+}
+
+// TestRun_AnswersCommands sends each simulated device a command through the
+// gateway: each answers on its commands/ack topic.
+func TestRun_AnswersCommands(t *testing.T) {
+	_, gw, devices := gateway(t, 3)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(gw.Collectors()...)
+	acks := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "herd_mqtt_publishes_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "topic" && l.GetValue() == "commands/ack" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan sim.Stats, 1)
+	go func() {
+		stats, err := sim.Run(ctx, sim.Config{
+			Broker: "tcp://" + gw.TCPAddr().String(), Devices: devices, Rate: 1, QoS: 1,
+			Scenario: sim.Steady, Duration: time.Minute, Seed: 1,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- stats
+	}()
+	// A device subscribes just after it connects: send until every device
+	// has answered at least once.
+	deadline := time.Now().Add(30 * time.Second)
+	for acks() < float64(len(devices)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v command acks after 30 s, want %d", acks(), len(devices))
+		}
+		for _, d := range devices {
+			if err := gw.Send(d.Key, "commands", []byte(`{"id":"c-`+d.Key+`","name":"reboot"}`)); err != nil && !errors.Is(err, mqttgw.ErrNotConnected) {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	stats := <-done
+	if stats.CommandsAcked < int64(len(devices)) {
+		t.Fatalf("the simulator counts %d commands answered, want at least %d", stats.CommandsAcked, len(devices))
 	}
 }
