@@ -136,11 +136,7 @@ type Gateway struct {
 type session struct {
 	deviceID int64
 	tenantID int64
-	// lastTS is the last default time given to a reading of this device, so
-	// that two readings without ts in one millisecond get distinct times
-	// (the history keeps one reading per device and time).
-	lastTS int64
-	link   *link // the socket that holds the key
+	link     *link // the socket that holds the key
 }
 
 // link is a socket that got past OnConnect with a device key.
@@ -155,6 +151,33 @@ type link struct {
 	mu       sync.Mutex
 	room     sync.Cond
 	inflight int
+	// lastTS is the last default time given to a reading of the device, so
+	// that two readings without ts in one millisecond get distinct times
+	// (the history keeps one reading per device and time). It carries over
+	// to the key's next socket.
+	lastTS int64
+}
+
+// defaultTimes gives the readings the device sent without ts (those whose
+// TS is the arrival time at) distinct times, each past the last.
+func (l *link) defaultTimes(readings []herd.Reading, at int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range readings {
+		// (A ts the device sent that happens to equal the arrival
+		// millisecond is treated the same: it moves by a millisecond at
+		// most, and only when it would collide.)
+		if r := &readings[i]; r.TS == at {
+			r.TS = max(r.TS, l.lastTS+1)
+			l.lastTS = r.TS
+		}
+	}
+}
+
+func (l *link) lastDefaultTime() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastTS
 }
 
 func newLink(key string, cl *mqtt.Client) *link {
@@ -520,20 +543,20 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // mochi is done with it. The old socket's end thus comes before the new
 // one's start, in the store as in mochi.
 func (g *Gateway) hold(cl *mqtt.Client, s session) {
+	var lastTS int64 // of the sockets taken over
 	for {
 		g.mu.Lock()
 		prev, held := g.sessions[cl.ID]
 		if !held {
-			s.lastTS = max(s.lastTS, g.ahead[cl.ID])
-			delete(g.ahead, cl.ID)
 			s.link = newLink(cl.ID, cl)
+			s.link.lastTS = max(lastTS, g.ahead[cl.ID])
+			delete(g.ahead, cl.ID)
 			g.sessions[cl.ID] = s
 			g.links[cl.Net.Conn] = s.link
 			g.mu.Unlock()
 			return
 		}
 		g.mu.Unlock()
-		s.lastTS = max(s.lastTS, prev.lastTS)
 		if !prev.link.cl.Closed() {
 			_ = g.server.DisconnectClient(prev.link.cl, packets.ErrSessionTakenOver)
 		}
@@ -545,6 +568,7 @@ func (g *Gateway) hold(cl *mqtt.Client, s session) {
 		case <-g.baseCtx.Done():
 		}
 		timer.Stop()
+		lastTS = max(lastTS, prev.link.lastDefaultTime())
 		// Its end, if it comes later, is not the device's.
 		g.mu.Lock()
 		if cur, ok := g.sessions[cl.ID]; ok && cur.link == prev.link {
@@ -583,7 +607,7 @@ func (g *Gateway) connEnded(conn net.Conn) {
 	held = held && s.link == l
 	if held {
 		delete(g.sessions, l.key)
-		if now := g.Now().UnixMilli(); s.lastTS >= now {
+		if now, last := g.Now().UnixMilli(), l.lastDefaultTime(); last >= now {
 			if len(g.ahead) >= 1024 {
 				for k, ts := range g.ahead {
 					if ts < now {
@@ -591,7 +615,7 @@ func (g *Gateway) connEnded(conn net.Conn) {
 					}
 				}
 			}
-			g.ahead[l.key] = s.lastTS
+			g.ahead[l.key] = last
 		}
 	}
 	g.mu.Unlock()
@@ -646,17 +670,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	g.mu.Lock()
-	s, ok := g.sessions[cl.ID]
+	s, ok := g.session(cl.ID)
 	if !ok || s.link.cl != cl {
 		// A socket being taken over: nothing is stored or acknowledged,
 		// and the device sends it again on its new connection.
-		g.mu.Unlock()
 		return handled(pk)
 	}
 	kind, allowed := mayPublish(cl.ID, pk.TopicName)
 	if !allowed {
-		g.mu.Unlock()
 		g.metrics.refusedACL.WithLabelValues("publish").Inc()
 		g.Logger.Debug("publish refused", "key", cl.ID, "topic", pk.TopicName)
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
@@ -667,7 +688,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
 	}
 	if kind != topicTelemetry {
-		g.mu.Unlock()
 		// Events and command acks are handled by later work; they are
 		// acknowledged and counted so devices do not retry them forever.
 		g.metrics.publishes.WithLabelValues(kind, "ignored").Inc()
@@ -676,7 +696,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	now := g.Now()
 	readings, err := herd.ParseTelemetry(pk.Payload, now, g.MaxPayload)
 	if err != nil {
-		g.mu.Unlock()
 		reason := "malformed"
 		if herd.ErrorCode(err) == herd.ETOOLARGE {
 			reason = "too_large"
@@ -691,22 +710,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return h.answer(cl, s.link, pk, kind, code)
 	}
-	items := make([]herd.IngestItem, len(readings))
 	at := now.UnixMilli()
+	s.link.defaultTimes(readings, at)
+	items := make([]herd.IngestItem, len(readings))
 	for i, r := range readings {
-		// A reading without ts was given the arrival time; two of them in
-		// one millisecond would be one row of history, so each gets a time
-		// past the last. (A ts the device sent that happens to equal the
-		// arrival millisecond is treated the same: it moves by a
-		// millisecond at most, and only when it would collide.)
-		if r.TS == at {
-			r.TS = max(r.TS, s.lastTS+1)
-			s.lastTS = r.TS
-		}
 		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
 	}
-	g.sessions[cl.ID] = s
-	g.mu.Unlock()
 
 	p := &pending{items: items}
 	switch pk.FixedHeader.Qos {
