@@ -126,7 +126,7 @@ func RunIdle(ctx context.Context, cfg IdleConfig) (IdleResult, error) {
 }
 
 // scrape reads the plain numeric samples of a Prometheus text page, by
-// series name without labels.
+// series name without labels, and histogram buckets as name_bucket/le.
 func scrape(url string) (map[string]float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -142,8 +142,17 @@ func scrape(url string) (map[string]float64, error) {
 			continue
 		}
 		name, value, ok := strings.Cut(line, " ")
-		if !ok || strings.Contains(name, "{") {
+		if !ok {
 			continue
+		}
+		if base, labels, found := strings.Cut(name, "{"); found {
+			// Histogram buckets are kept as name_bucket/le; other labeled
+			// series are left out.
+			le, isBucket := strings.CutPrefix(labels, `le="`)
+			if !isBucket || !strings.HasSuffix(base, "_bucket") {
+				continue
+			}
+			name = base + "/" + strings.TrimSuffix(le, `"}`)
 		}
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
 			out[name] = v

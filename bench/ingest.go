@@ -2,13 +2,16 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,6 +69,9 @@ type IngestResult struct {
 	// reading a publish to its commit.
 	BatchMean                    float64
 	CommitMean, ServerPubackMean time.Duration
+	// CommitP99 and ServerPubackP99 are the upper bounds of the histogram
+	// buckets that hold the 99th percentile.
+	CommitP99, ServerPubackP99 time.Duration
 	// MosquittoRate is the baseline's relay rate for the same load.
 	MosquittoRate float64
 }
@@ -185,16 +191,48 @@ func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, 
 		return (m1[name+"_sum"] - m0[name+"_sum"]) / n
 	}
 	res.BatchMean = mean("herd_ingest_batch_items")
+	res.CommitP99 = histQuantile(m0, m1, "herd_ingest_commit_seconds", 0.99)
+	res.ServerPubackP99 = histQuantile(m0, m1, "herd_mqtt_puback_seconds", 0.99)
 	res.CommitMean = time.Duration(mean("herd_ingest_commit_seconds") * float64(time.Second))
 	res.ServerPubackMean = time.Duration(mean("herd_mqtt_puback_seconds") * float64(time.Second))
-	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s; herd: %.0f items a commit, %s a commit, %s from read to commit\n",
-		res.At80Rate, res.P50, res.P99, res.BatchMean, res.CommitMean, res.ServerPubackMean)
+	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s; herd: %.0f items a commit, %s a commit (p99 ≤ %s), %s from read to commit (p99 ≤ %s)\n",
+		res.At80Rate, res.P50, res.P99, res.BatchMean, res.CommitMean, res.CommitP99, res.ServerPubackMean, res.ServerPubackP99)
 	after, err := countReadings(ctx, db)
 	if err != nil {
 		return res, err
 	}
 	res.Stored = after - before
 	return res, nil
+}
+
+// histQuantile returns the upper bound of the bucket of a Prometheus
+// histogram that holds quantile q of what it observed between two scrapes.
+func histQuantile(m0, m1 map[string]float64, name string, q float64) time.Duration {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + "_bucket/"
+	for k, v := range m1 {
+		le, ok := strings.CutPrefix(k, prefix)
+		if !ok || le == "+Inf" {
+			continue
+		}
+		bound, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{bound, v - m0[k]})
+	}
+	total := m1[name+"_count"] - m0[name+"_count"]
+	if total <= 0 {
+		return 0
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	for _, b := range bs {
+		if b.n >= q*total {
+			return time.Duration(b.le * float64(time.Second))
+		}
+	}
+	return time.Duration(math.MaxInt64)
 }
 
 func countReadings(ctx context.Context, db *sqldb.DB) (int64, error) {
