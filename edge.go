@@ -14,6 +14,10 @@ const (
 	EventDeviceOffline           = "device.offline"
 	EventDeviceCredentialCreated = "device.credential_created"
 	EventDeviceCredentialDeleted = "device.credential_deleted"
+	// EventDeviceReported is what a device published on its events topic
+	// (a door opened, a fault raised): the payload carries its JSON object
+	// as "data".
+	EventDeviceReported = "device.reported"
 )
 
 // DeviceCredential is the secret a device presents as its MQTT password, with
@@ -56,6 +60,7 @@ const (
 	IngestReading    IngestKind = iota + 1 // a telemetry reading
 	IngestConnect                          // the device connected
 	IngestDisconnect                       // the device's connection ended, cleanly or not
+	IngestEvent                            // the device reported an event
 )
 
 // IngestItem is one thing a device did, on its way to the store.
@@ -65,6 +70,9 @@ type IngestItem struct {
 	TenantID int64
 	At       int64   // arrival, unix milliseconds
 	Reading  Reading // for IngestReading
+	// Data is the event's JSON object, for IngestEvent, as ParseDeviceEvent
+	// returns it.
+	Data []byte
 }
 
 // IngestService stores what devices send.
@@ -72,7 +80,8 @@ type IngestService interface {
 	// Ingest commits the items in one transaction: readings into the
 	// history and, when newest, into the latest-state projection; connects
 	// and disconnects into online, status and last_seen, with a
-	// device.online or device.offline event when online changes. Items of
+	// device.online or device.offline event when online changes; device
+	// events into device.reported events, moving last_seen. Items of
 	// devices that no longer exist are skipped. Either all items are
 	// stored or, on error, none.
 	Ingest(ctx context.Context, items []IngestItem) error

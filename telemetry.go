@@ -331,6 +331,33 @@ func (p *telemetryParser) extra(r *Reading) error {
 	return nil
 }
 
+// ParseDeviceEvent checks what a device publishes on its events topic: one
+// JSON object of at most maxBytes, under the text rules of telemetry (valid
+// UTF-8; no \u0000 or unpaired surrogate escape in any string, keys
+// included). It returns the object without insignificant whitespace. A
+// payload longer than maxBytes is ETOOLARGE, anything else refused EINVALID.
+func ParseDeviceEvent(payload []byte, maxBytes int) ([]byte, error) {
+	if len(payload) > maxBytes {
+		return nil, Errorf(ETOOLARGE, "event payload is %d bytes, more than the limit of %d", len(payload), maxBytes)
+	}
+	if !utf8.Valid(payload) {
+		return nil, Errorf(EINVALID, "event payload is not valid UTF-8")
+	}
+	if !json.Valid(payload) {
+		return nil, Errorf(EINVALID, "event payload is not valid JSON")
+	}
+	p := telemetryParser{b: payload}
+	p.ws()
+	if p.b[p.i] != '{' {
+		return nil, Errorf(EINVALID, "event payload must be a JSON object")
+	}
+	start := p.i
+	if err := p.skip(); err != nil {
+		return nil, Errorf(EINVALID, "event payload: %v", err)
+	}
+	return appendCompact(make([]byte, 0, p.i-start), p.b[start:p.i]), nil
+}
+
 // ts parses a reading's time and checks it against the window.
 func (p *telemetryParser) ts() (int64, error) {
 	var ms int64

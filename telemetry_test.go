@@ -361,3 +361,84 @@ func BenchmarkParseTelemetry(b *testing.B) {
 		})
 	}
 }
+
+func TestParseDeviceEvent(t *testing.T) {
+	for _, tt := range []struct {
+		name, payload, want string
+		code               string
+	}{
+		{"OKObject", ` { "kind" : "door", "open": true, "n": [1, 2] } `, `{"kind":"door","open":true,"n":[1,2]}`, ""},
+		{"OKNested", `{"a":{"b":"x y"}}`, `{"a":{"b":"x y"}}`, ""},
+		{"OKEmpty", `{}`, `{}`, ""},
+		{"ErrArray", `[{"kind":"door"}]`, "", herd.EINVALID},
+		{"ErrString", `"door"`, "", herd.EINVALID},
+		{"ErrSyntax", `{"kind":`, "", herd.EINVALID},
+		{"ErrNUL", `{"kind":"a\u0000b"}`, "", herd.EINVALID},
+		{"ErrNULInKey", `{"a\u0000":1}`, "", herd.EINVALID},
+		{"ErrSurrogate", `{"kind":"\ud800"}`, "", herd.EINVALID},
+		{"ErrUTF8", "{\"kind\":\"\xff\"}", "", herd.EINVALID},
+		{"ErrTooLarge", `{"kind":"` + strings.Repeat("x", 100) + `"}`, "", herd.ETOOLARGE},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := herd.ParseDeviceEvent([]byte(tt.payload), 64)
+			if tt.code != "" {
+				if herd.ErrorCode(err) != tt.code || got != nil {
+					t.Fatalf("got %q, %v; want %s", got, err, tt.code)
+				}
+				return
+			}
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseDeviceEvent(f *testing.F) {
+	for _, s := range []string{`{"kind":"door"}`, ` {"a":[1,{"b":null}]} `, `[1]`, `{"a":"\u00e9"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		got, err := herd.ParseDeviceEvent(payload, herd.DefaultTelemetryMaxBytes)
+		if err != nil {
+			if code := herd.ErrorCode(err); code != herd.EINVALID && code != herd.ETOOLARGE {
+				t.Fatalf("error code %s: %v", code, err)
+			}
+			return
+		}
+		// What is accepted is one JSON object that PostgreSQL's jsonb and
+		// SQLite both take, and parsing it again changes nothing.
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("accepted %q, which is not a JSON object: %v", got, err)
+		}
+		if hasNUL(m) {
+			t.Fatalf("accepted a NUL: %q", got)
+		}
+		again, err := herd.ParseDeviceEvent(got, herd.DefaultTelemetryMaxBytes)
+		if err != nil || !bytes.Equal(again, got) {
+			t.Fatalf("parsing %q again: %q, %v", got, again, err)
+		}
+	})
+}
+
+// hasNUL reports whether a decoded JSON value holds a NUL in any string.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsRune(v, 0)
+	case []any:
+		for _, e := range v {
+			if hasNUL(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if strings.ContainsRune(k, 0) || hasNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

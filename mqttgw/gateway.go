@@ -658,13 +658,14 @@ func mayPublish(deviceKey, topic string) (kind string, ok bool) {
 	return rest, ok && key == deviceKey && (rest == topicTelemetry || rest == topicEvents || rest == topicAck)
 }
 
-// OnPublish stores what a device publishes. A QoS 1 publish gets its
-// PUBACK from the acker once the transaction holding its readings has
-// committed (mochi is told to do nothing more with it), so the device may
-// have several in flight; refusals take the same path, so that every PUBACK
-// leaves in the order of the publishes. A QoS 2 publish waits here for the
-// commit and mochi answers it. Device messages are never retained or
-// forwarded: herd is their only reader.
+// OnPublish stores what a device publishes: telemetry as readings, events
+// as device.reported events. A QoS 1 publish gets its PUBACK from the acker
+// once the transaction holding its items has committed (mochi is told to do
+// nothing more with it), so the device may have several in flight;
+// refusals take the same path, so that every PUBACK leaves in the order of
+// the publishes. A QoS 2 publish waits here for the commit and mochi
+// answers it. Device messages are never retained or forwarded: herd is
+// their only reader.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	g := h.g
 	if cl.Net.Inline {
@@ -687,21 +688,30 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
 	}
-	if kind != topicTelemetry {
-		// Events and command acks are handled by later work; they are
+	if kind == topicAck {
+		// Command acks are handled with commands (later work); they are
 		// acknowledged and counted so devices do not retry them forever.
 		g.metrics.publishes.WithLabelValues(kind, "ignored").Inc()
 		return h.answer(cl, s.link, pk, kind, 0)
 	}
 	now := g.Now()
-	readings, err := herd.ParseTelemetry(pk.Payload, now, g.MaxPayload)
+	var items []herd.IngestItem
+	var err error
+	if kind == topicEvents {
+		var data []byte
+		if data, err = herd.ParseDeviceEvent(pk.Payload, g.MaxPayload); err == nil {
+			items = []herd.IngestItem{{Kind: herd.IngestEvent, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Data: data}}
+		}
+	} else {
+		items, err = h.readings(s, pk.Payload, now)
+	}
 	if err != nil {
 		reason := "malformed"
 		if herd.ErrorCode(err) == herd.ETOOLARGE {
 			reason = "too_large"
 		}
 		g.metrics.publishes.WithLabelValues(kind, reason).Inc()
-		g.Logger.Info("telemetry refused", "key", cl.ID, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
+		g.Logger.Info("publish refused", "key", cl.ID, "topic", kind, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
 		// MQTT 3.1.1 has no way to refuse a publish: the message is acked
 		// and dropped, or the device would send it again forever.
 		var code byte
@@ -709,12 +719,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			code = packets.ErrPayloadFormatInvalid.Code
 		}
 		return h.answer(cl, s.link, pk, kind, code)
-	}
-	at := now.UnixMilli()
-	s.link.defaultTimes(readings, at)
-	items := make([]herd.IngestItem, len(readings))
-	for i, r := range readings {
-		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
 	}
 
 	p := &pending{items: items}
@@ -749,6 +753,21 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	g.metrics.pubackLatency.Observe(time.Since(start).Seconds())
 	g.metrics.publishes.WithLabelValues(kind, "stored").Inc()
 	return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
+}
+
+// readings parses a telemetry payload into the device's ingest items.
+func (h *hook) readings(s session, payload []byte, now time.Time) ([]herd.IngestItem, error) {
+	readings, err := herd.ParseTelemetry(payload, now, h.g.MaxPayload)
+	if err != nil {
+		return nil, err
+	}
+	at := now.UnixMilli()
+	s.link.defaultTimes(readings, at)
+	items := make([]herd.IngestItem, len(readings))
+	for i, r := range readings {
+		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
+	}
+	return items, nil
 }
 
 // handled tells mochi that herd has dealt with a publish (see the package

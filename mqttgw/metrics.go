@@ -33,7 +33,7 @@ func newMetrics() *metrics {
 		}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_publishes_total",
-			Help: "Device publishes by topic kind and result (stored, queued, malformed, too_large, store_failed, ignored).",
+			Help: "Device publishes by topic kind (telemetry, events, commands/ack) and result (stored, queued, malformed, too_large, store_failed, ignored).",
 		}, []string{"topic", "result"}),
 		refusedACL: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_acl_refused_total",

@@ -3,19 +3,21 @@ package mqttgw_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	pk5 "github.com/eclipse/paho.golang/packets"
+	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
 	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/sqldb"
 )
 
 // A device may have many QoS 1 publishes in flight. Whatever becomes of
-// each (stored, refused by the ACL, malformed, on a topic herd only counts),
+// each (a reading stored, an event stored, refused by the ACL, malformed),
 // the PUBACKs come back in the order of the publishes, each with its reason
 // code, and exactly the good readings are stored.
 func TestGateway_PipelinedPubacksInOrder(t *testing.T) {
@@ -163,5 +165,41 @@ func TestGateway_DefaultTimesAcrossSessions(t *testing.T) {
 		if n, want := f.readings(t, dev.ID), 50*(session+1); n != want {
 			t.Fatalf("after session %d: %d readings stored, want %d", session+1, n, want)
 		}
+	}
+}
+
+// What a device publishes on its events topic becomes a device.reported
+// event carrying its object; anything but an object is refused like
+// malformed telemetry.
+func TestGateway_DeviceEvents(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 1, nil)
+	d := f.devices[0]
+	conn, ca := f.rawConnect(t, d.Key, f.tokens[d.Key], 60)
+	if ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ca.ReasonCode)
+	}
+	topic := "devices/" + d.Key + "/events"
+	if rc := rawPublish(t, conn, 1, topic, ` {"kind": "door", "open": true} `); rc != 0 {
+		t.Fatalf("event: PUBACK %#x", rc)
+	}
+	for i, bad := range []string{`[{"kind":"door"}]`, `"door"`, `{"kind":`} {
+		if rc := rawPublish(t, conn, uint16(2+i), topic, bad); rc != 0x99 {
+			t.Errorf("event %s: PUBACK %#x, want 0x99", bad, rc)
+		}
+	}
+	evs := f.events(t, d.ID, herd.EventDeviceReported)
+	if len(evs) != 1 {
+		t.Fatalf("%d device.reported events, want 1", len(evs))
+	}
+	var body struct {
+		Data json.RawMessage `json:"data"`
+		Key  string          `json:"key"`
+	}
+	if err := json.Unmarshal(evs[0].Payload, &body); err != nil || string(body.Data) != `{"kind":"door","open":true}` || body.Key != d.Key {
+		t.Fatalf("event payload %s: %v", evs[0].Payload, err)
+	}
+	if got := f.metric(t, "herd_mqtt_publishes_total", "topic", "events", "result", "stored"); got != 1 {
+		t.Errorf("stored events = %v, want 1", got)
 	}
 }

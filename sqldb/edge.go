@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -222,8 +223,9 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(items[a].DeviceID, items[b].DeviceID) })
 	type round struct {
-		folds []deviceFold
-		conns []*herd.IngestItem
+		folds   []deviceFold
+		reports []*herd.IngestItem // device events, before the round's connection changes
+		conns   []*herd.IngestItem
 	}
 	var rounds []round
 	var finals []deviceFold
@@ -246,6 +248,11 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			}
 			rounds[k].conns = append(rounds[k].conns, it)
 			k++
+		case herd.IngestEvent:
+			if k == len(rounds) {
+				rounds = append(rounds, round{})
+			}
+			rounds[k].reports = append(rounds[k].reports, it)
 		default:
 			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
 		}
@@ -264,11 +271,15 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 		if err := tx.applyFolds(ctx, r.folds, rev); err != nil {
 			return err
 		}
+		reported, err := tx.applyReports(ctx, r.reports, rev)
+		if err != nil {
+			return err
+		}
 		evs, err := tx.applyConnections(ctx, r.conns, rev)
 		if err != nil {
 			return err
 		}
-		for _, ev := range evs {
+		for _, ev := range append(reported, evs...) {
 			events[ev.TenantID] = append(events[ev.TenantID], ev)
 		}
 	}
@@ -520,6 +531,66 @@ func (tx *Tx) touchAll(ctx context.Context, items []*herd.IngestItem, rev int64)
 		}
 	}
 	return nil
+}
+
+// applyReports turns events devices reported into device.reported events,
+// in the order given, and moves the devices' last_seen. Events of devices
+// that no longer exist are dropped.
+func (tx *Tx) applyReports(ctx context.Context, items []*herd.IngestItem, rev int64) ([]*herd.Event, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	// One row per device, at its latest event.
+	latest := map[int64]int64{}
+	var ids []int64
+	for _, it := range items {
+		if at, ok := latest[it.DeviceID]; !ok {
+			ids = append(ids, it.DeviceID)
+			latest[it.DeviceID] = it.At
+		} else {
+			latest[it.DeviceID] = max(at, it.At)
+		}
+	}
+	type device struct{ path, key string }
+	found := make(map[int64]device, len(ids))
+	for start := 0; start < len(ids); start += connectionChunk {
+		chunk := ids[start:min(start+connectionChunk, len(ids))]
+		args := make([]any, 0, 2*len(chunk)+1)
+		for _, id := range chunk {
+			args = append(args, id, latest[id])
+		}
+		q := tx.memoText("report/"+strconv.Itoa(len(chunk)), func() string {
+			return idAtValues(len(chunk)) + " UPDATE devices SET last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END, rev = ? FROM v WHERE devices.id = v.id RETURNING devices.id, devices.path, devices.key"
+		})
+		rows, err := tx.queryCached(ctx, q, append(args, rev)...)
+		if err != nil {
+			return nil, fmt.Errorf("apply device events: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			var d device
+			if err := rows.Scan(&id, &d.path, &d.key); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			found[id] = d
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("apply device events: %w", err)
+		}
+	}
+	var events []*herd.Event
+	for _, it := range items {
+		d, ok := found[it.DeviceID]
+		if !ok {
+			continue
+		}
+		ev := newEvent(herd.EventDeviceReported, herd.EventSubjectDevice, it.DeviceID, d.path,
+			map[string]any{"device_id": fmt.Sprint(it.DeviceID), "key": d.key, "at": msToTime(it.At), "data": json.RawMessage(it.Data)})
+		ev.TenantID = it.TenantID
+		events = append(events, ev)
+	}
+	return events, nil
 }
 
 // idAtValues is the head of a statement over n devices and times:

@@ -909,3 +909,58 @@ func TestCredentialService_Batch(t *testing.T) {
 		wantCode(t, err, herd.EINVALID)
 	})
 }
+
+func reportItem(d *herd.Device, at int64, data string) herd.IngestItem {
+	return herd.IngestItem{Kind: herd.IngestEvent, DeviceID: d.ID, TenantID: d.TenantID, At: at, Data: []byte(data)}
+}
+
+// TestIngestService_Reports checks that events devices report become
+// device.reported events in the outbox, in order with connection changes,
+// carrying the device's object, and move last_seen.
+func TestIngestService_Reports(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		ten := f.mustTenant(t, "acme")
+		site := f.mustNode(t, ten.RootNodeID, "site")
+		ds := f.mustDevices(t, site.ID, 2)
+		d, gone := ds[0], ds[1]
+		mustOK(t, f.Devices.DeleteDevice(f.super, gone.ID))
+		n := len(f.events(t, ten.ID))
+		mustIngest(t, db,
+			connectItem(d, at0),
+			reportItem(d, at0+1, `{"kind":"door","open":true}`),
+			reportItem(gone, at0+1, `{"kind":"ghost"}`),
+			reportItem(d, at0+2, `{"kind":"door","open":false}`),
+			disconnectItem(d, at0+3),
+			reportItem(d, at0+4, `{"kind":"late"}`),
+		)
+		evs := f.events(t, ten.ID)
+		checkSeq(t, evs)
+		evs = eventsOfTypes(evs[n:], herd.EventDeviceOnline, herd.EventDeviceOffline, herd.EventDeviceReported)
+		want := []struct{ typ, data string }{
+			{herd.EventDeviceOnline, ""},
+			{herd.EventDeviceReported, `{"kind":"door","open":true}`},
+			{herd.EventDeviceReported, `{"kind":"door","open":false}`},
+			{herd.EventDeviceOffline, ""},
+			{herd.EventDeviceReported, `{"kind":"late"}`},
+		}
+		if len(evs) != len(want) {
+			t.Fatalf("%d events, want %d: %+v", len(evs), len(want), evs)
+		}
+		for i, w := range want {
+			wantDeviceEvent(t, evs[i], w.typ, d)
+			if w.data == "" {
+				continue
+			}
+			var body struct {
+				Data json.RawMessage `json:"data"`
+				Key  string          `json:"key"`
+			}
+			mustOK(t, json.Unmarshal(evs[i].Payload, &body))
+			if string(body.Data) != w.data || body.Key != d.Key {
+				t.Errorf("event %d: data %s key %q, want %s %q", i, body.Data, body.Key, w.data, d.Key)
+			}
+		}
+		wantLastSeen(t, f.mustFind(t, d.ID), at0+4)
+	})
+}
