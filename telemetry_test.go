@@ -365,7 +365,7 @@ func BenchmarkParseTelemetry(b *testing.B) {
 func TestParseDeviceEvent(t *testing.T) {
 	for _, tt := range []struct {
 		name, payload, want string
-		code               string
+		code                string
 	}{
 		{"OKObject", ` { "kind" : "door", "open": true, "n": [1, 2] } `, `{"kind":"door","open":true,"n":[1,2]}`, ""},
 		{"OKNested", `{"a":{"b":"x y"}}`, `{"a":{"b":"x y"}}`, ""},
