@@ -387,7 +387,6 @@ func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) err
 		groups[mask] = append(groups[mask], f)
 	}
 	slices.Sort(masks)
-	var stale []deviceFold
 	for _, mask := range masks {
 		var fields []projectionField
 		for _, f := range projectionFields {
@@ -402,34 +401,27 @@ func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) err
 		for start := 0; start < len(group); start += per {
 			chunk := group[start:min(start+per, len(group))]
 			q, args := tx.foldUpdate(fields, mask, chunk, rev)
-			rows, err := tx.queryCached(ctx, q, args...)
+			res, err := tx.execCached(ctx, q, args...)
 			if err != nil {
 				return fmt.Errorf("apply readings: %w", err)
 			}
-			updated := make(map[int64]bool, len(chunk))
-			for rows.Next() {
-				var id int64
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				updated[id] = true
-			}
-			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			n, err := res.RowsAffected()
+			if err != nil {
 				return fmt.Errorf("apply readings: %w", err)
 			}
-			for _, f := range chunk {
-				if !updated[f.deviceID] {
-					stale = append(stale, f)
+			if int(n) < len(chunk) {
+				// Readings older than the projection's (a backlog), or of
+				// deleted devices: only last_seen moves. Touching the whole
+				// chunk changes nothing on the rows just updated, whose
+				// last_seen is already at least their arrival.
+				seen := make([]*herd.IngestItem, len(chunk))
+				for i, f := range chunk {
+					seen[i] = &herd.IngestItem{DeviceID: f.deviceID, At: f.at}
+				}
+				if err := tx.touchAll(ctx, seen, rev); err != nil {
+					return err
 				}
 			}
-		}
-	}
-	// Readings older than the projection's (or of deleted devices): only
-	// last_seen moves. Rare, so one statement each.
-	for _, f := range stale {
-		if err := tx.touch(ctx, f.deviceID, f.at, rev); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -477,7 +469,7 @@ func (tx *Tx) foldUpdate(fields []projectionField, mask herd.ReadingFields, chun
 		for _, f := range fields {
 			fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
 		}
-		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.ts) RETURNING devices.id")
+		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.ts)")
 		return b.String()
 	})
 	return q, append(args, rev)
@@ -597,12 +589,6 @@ func (tx *Tx) applyReports(ctx context.Context, items []*herd.IngestItem, rev in
 // WITH v (id, at) AS (VALUES ...).
 func idAtValues(n int) string {
 	return "WITH v (id, at) AS (VALUES " + strings.TrimSuffix(strings.Repeat("(CAST(? AS BIGINT), CAST(? AS BIGINT)),", n), ",") + ")"
-}
-
-// touch moves a device's last_seen forward to at.
-func (tx *Tx) touch(ctx context.Context, deviceID, at, rev int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = ?, rev = ? WHERE id = ? AND (last_seen IS NULL OR last_seen < ?)`, at, rev, deviceID, at)
-	return err
 }
 
 // applyConnections records connects and disconnects, one per device, and
