@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +69,7 @@ type IngestResult struct {
 	BatchMean                    float64
 	CommitMean, ServerPubackMean time.Duration
 	// CommitP99 and ServerPubackP99 are the upper bounds of the histogram
-	// buckets that hold the 99th percentile.
+	// buckets that hold the 99th percentile, -1 past the largest bucket.
 	CommitP99, ServerPubackP99 time.Duration
 	// MosquittoRate is the baseline's relay rate for the same load.
 	MosquittoRate float64
@@ -195,8 +194,8 @@ func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, 
 	res.ServerPubackP99 = histQuantile(m0, m1, "herd_mqtt_puback_seconds", 0.99)
 	res.CommitMean = time.Duration(mean("herd_ingest_commit_seconds") * float64(time.Second))
 	res.ServerPubackMean = time.Duration(mean("herd_mqtt_puback_seconds") * float64(time.Second))
-	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s; herd: %.0f items a commit, %s a commit (p99 ≤ %s), %s from read to commit (p99 ≤ %s)\n",
-		res.At80Rate, res.P50, res.P99, res.BatchMean, res.CommitMean, res.CommitP99, res.ServerPubackMean, res.ServerPubackP99)
+	fmt.Fprintf(cfg.Out, "achieved %.0f/s, PUBACK p50 %s p99 %s; herd: %.0f items a commit, %s a commit (p99 %s), %s from read to commit (p99 %s)\n",
+		res.At80Rate, res.P50, res.P99, res.BatchMean, res.CommitMean, fmtBound(res.CommitP99), res.ServerPubackMean, fmtBound(res.ServerPubackP99))
 	after, err := countReadings(ctx, db)
 	if err != nil {
 		return res, err
@@ -232,7 +231,15 @@ func histQuantile(m0, m1 map[string]float64, name string, q float64) time.Durati
 			return time.Duration(b.le * float64(time.Second))
 		}
 	}
-	return time.Duration(math.MaxInt64)
+	return -1 // past the largest bucket
+}
+
+// fmtBound prints a bound from histQuantile.
+func fmtBound(d time.Duration) string {
+	if d < 0 {
+		return "over the largest bucket"
+	}
+	return "≤ " + d.String()
 }
 
 func countReadings(ctx context.Context, db *sqldb.DB) (int64, error) {
