@@ -151,6 +151,11 @@ type link struct {
 	mu       sync.Mutex
 	room     sync.Cond
 	inflight int
+	// unsent are PUBACKs (unsentN of them) waiting for the socket; sending
+	// is set while someone writes them.
+	unsent  []byte
+	unsentN int
+	sending bool
 	// lastTS is the last default time given to a reading of the device, so
 	// that two readings without ts in one millisecond get distinct times
 	// (the history keeps one reading per device and time). It carries over
@@ -211,19 +216,62 @@ func (l *link) release(n int) {
 	l.room.Broadcast()
 }
 
-// write sends b, PUBACKs, on the socket, under the client's lock as mochi's
-// own writes are.
-func (l *link) write(b []byte) error {
-	cl := l.cl
-	if cl.Closed() {
-		return nil
+// queueAcks appends n PUBACKs, b, to the socket's unsent ones and sends
+// them, unless a send is under way, which takes them too. The socket is
+// written under the client's lock, as mochi writes it; the acker never
+// waits for that lock: while mochi holds it (its write to a device that
+// stopped reading can block for up to 1.5 × keepalive), a goroutine of the
+// link's own waits instead, and the other devices' PUBACKs go on.
+func (l *link) queueAcks(b []byte, n int, log *slog.Logger) {
+	l.mu.Lock()
+	l.unsent = append(l.unsent, b...)
+	l.unsentN += n
+	if l.sending {
+		l.mu.Unlock()
+		return
 	}
-	cl.Lock()
+	l.sending = true
+	l.mu.Unlock()
+	if l.cl.TryLock() {
+		l.sendLocked(log)
+		return
+	}
+	go func() {
+		l.cl.Lock()
+		l.sendLocked(log)
+	}()
+}
+
+// sendLocked writes the unsent PUBACKs until none are left, holding the
+// client's lock, which it releases. Each write is bounded by
+// ackWriteTimeout; a device that does not take its PUBACKs within it is
+// disconnected. The publishes they answer leave the receive window only
+// once written, so a device that stops reading soon stops being read.
+func (l *link) sendLocked(log *slog.Logger) {
+	cl := l.cl
 	defer cl.Unlock()
-	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
-	_, err := cl.Net.Conn.Write(b)
-	_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
-	return err
+	for {
+		l.mu.Lock()
+		b, n := l.unsent, l.unsentN
+		l.unsent, l.unsentN = nil, 0
+		if n == 0 {
+			l.sending = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		if !cl.Closed() {
+			_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
+			_, err := cl.Net.Conn.Write(b)
+			_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
+			if err != nil && !cl.Closed() {
+				log.Info("closing a connection whose PUBACKs could not be written", "key", l.key, "remote", cl.Net.Remote, "err", err)
+				// Stop closes the socket; it takes no lock.
+				cl.Stop(err)
+			}
+		}
+		l.release(n)
+	}
 }
 
 // takeoverWait bounds the wait of a new connection for its key's old one
@@ -852,12 +900,9 @@ func (g *Gateway) writeAcks(batch []*pending, err error) {
 		o := outs[l]
 		if o.close {
 			_ = g.server.DisconnectClient(l.cl, packets.ErrUnspecifiedError)
-		} else if len(o.buf) > 0 {
-			if werr := l.write(o.buf); werr != nil && !l.cl.Closed() {
-				g.Logger.Info("closing a connection whose PUBACKs could not be written", "key", l.key, "remote", l.cl.Net.Remote, "err", werr)
-				l.cl.Stop(werr)
-			}
+			l.release(o.n)
+			continue
 		}
-		l.release(o.n)
+		l.queueAcks(o.buf, o.n, g.Logger)
 	}
 }

@@ -203,3 +203,50 @@ func TestGateway_DeviceEvents(t *testing.T) {
 		t.Errorf("stored events = %v, want 1", got)
 	}
 }
+
+// One writer sends every connection's PUBACKs. A device that stopped
+// reading while herd sends it commands has its socket full and mochi's
+// write to it blocked, holding the client's lock until keepalive ends it:
+// that device's PUBACK waits, and nobody else's does.
+func TestGateway_StuckReaderHoldsNoOneElse(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 2, nil)
+	stuck, other := f.devices[0], f.devices[1]
+	conn, ca := f.rawConnect(t, stuck.Key, f.tokens[stuck.Key], 60)
+	if ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ca.ReasonCode)
+	}
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	sub := pk5.NewControlPacket(pk5.SUBSCRIBE)
+	sc := sub.Content.(*pk5.Subscribe)
+	sc.PacketID, sc.Subscriptions = 1, []pk5.SubOptions{{Topic: "devices/" + stuck.Key + "/commands", QoS: 0}}
+	if _, err := sub.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	if p := readPacket(t, conn, 10*time.Second); p.PacketType() != "SUBACK" {
+		t.Fatalf("got %s, want SUBACK", p)
+	}
+	// Far more than the socket holds (4 MiB of send buffer on loopback),
+	// never read.
+	big := bytes.Repeat([]byte("x"), 256<<10)
+	for range 48 {
+		if err := f.gw.Send(stuck.Key, "commands", big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stuck device publishes: its PUBACK cannot be written.
+	writePublish(t, conn, 7, "devices/"+stuck.Key+"/telemetry", `{"temperature":1}`)
+	c := f.mustDialV5(t, other)
+	for i := range 3 {
+		start := time.Now()
+		if rc, err := c.publish(t, "devices/"+other.Key+"/telemetry", fmt.Sprintf(`{"temperature":%d}`, i)); err != nil || rc != 0 {
+			t.Fatalf("other device: PUBACK %#x, %v", rc, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("the other device's PUBACK took %v", d)
+		}
+	}
+	if n := f.readings(t, stuck.ID); n != 1 {
+		t.Errorf("stuck device: %d readings stored, want 1", n)
+	}
+}
