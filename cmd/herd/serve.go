@@ -244,7 +244,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
 		int64Flag(fs, m.Getenv, &c.MQTTConnectRate, "mqtt-connect-rate", "new device connections admitted per second; more are refused with a reason code"),
 		int64Flag(fs, m.Getenv, &c.MQTTMaxConnections, "mqtt-max-connections", "device connections admitted at most; 0 derives it from the open-file limit"),
-		int64Flag(fs, m.Getenv, &c.IngestBatchItems, "ingest-batch-items", "most readings, connects and disconnects committed in one transaction"),
+		int64Flag(fs, m.Getenv, &c.IngestBatchItems, "ingest-batch-items", "most readings, device events, connects and disconnects committed in one transaction"),
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
 			"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"),
