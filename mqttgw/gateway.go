@@ -263,7 +263,11 @@ func (l *link) sendLocked(log *slog.Logger) {
 		if !cl.Closed() {
 			_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
 			_, err := cl.Net.Conn.Write(b)
-			_ = cl.Net.Conn.SetWriteDeadline(time.Time{})
+			// Back to the deadline mochi keeps on the socket (1.5 ×
+			// keepalive from now, as its refresh on every packet read
+			// would set): with none, its own writes to a device that
+			// stopped reading would block for good, holding this lock.
+			_ = cl.Net.Conn.SetWriteDeadline(keepaliveDeadline(cl.State.Keepalive))
 			if err != nil && !cl.Closed() {
 				log.Info("closing a connection whose PUBACKs could not be written", "key", l.key, "remote", cl.Net.Remote, "err", err)
 				// Stop closes the socket; it takes no lock.
@@ -271,6 +275,37 @@ func (l *link) sendLocked(log *slog.Logger) {
 			}
 		}
 		l.release(n)
+	}
+}
+
+// keepaliveDeadline is the deadline mochi gives a socket: 1.5 × keepalive
+// from now, none for keepalive 0.
+func keepaliveDeadline(keepalive uint16) time.Time {
+	if keepalive == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(keepalive+keepalive/2) * time.Second)
+}
+
+// disconnectWait bounds the telling of a client that it is disconnected.
+const disconnectWait = time.Second
+
+// disconnect closes a client's connection, telling an MQTT 5 client why.
+// mochi writes that DISCONNECT under the client's lock, which its write to
+// a device that stopped reading holds until the socket's deadline: the
+// telling is bounded, and a client that cannot be told is closed anyway.
+func (g *Gateway) disconnect(cl *mqtt.Client, code packets.Code) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = g.server.DisconnectClient(cl, code)
+	}()
+	timer := time.NewTimer(disconnectWait)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		cl.Stop(code)
 	}
 }
 
@@ -403,9 +438,11 @@ func (g *Gateway) Close() error {
 		clients = append(clients, l.cl)
 	}
 	g.mu.RUnlock()
+	var wg sync.WaitGroup
 	for _, cl := range clients {
-		_ = g.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		wg.Go(func() { g.disconnect(cl, packets.ErrServerShuttingDown) })
 	}
+	wg.Wait()
 	err := g.server.Close() // the listeners close what is left, and wait for it
 	g.stopBatch()
 	return err
@@ -458,7 +495,7 @@ func (g *Gateway) DisconnectDevice(key string) bool {
 	if !ok || s.link.cl.Closed() {
 		return false
 	}
-	_ = g.server.DisconnectClient(s.link.cl, packets.ErrNotAuthorized)
+	g.disconnect(s.link.cl, packets.ErrNotAuthorized)
 	return true
 }
 
@@ -606,7 +643,7 @@ func (g *Gateway) hold(cl *mqtt.Client, s session) {
 		}
 		g.mu.Unlock()
 		if !prev.link.cl.Closed() {
-			_ = g.server.DisconnectClient(prev.link.cl, packets.ErrSessionTakenOver)
+			g.disconnect(prev.link.cl, packets.ErrSessionTakenOver)
 		}
 		timer := time.NewTimer(takeoverWait)
 		select {
@@ -731,7 +768,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		g.Logger.Debug("publish refused", "key", cl.ID, "topic", pk.TopicName)
 		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
 			// MQTT 3.1.1 cannot refuse a publish: the connection is closed.
-			_ = g.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+			g.disconnect(cl, packets.ErrNotAuthorized)
 			return handled(pk)
 		}
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
@@ -899,7 +936,9 @@ func (g *Gateway) writeAcks(batch []*pending, err error) {
 	for _, l := range order {
 		o := outs[l]
 		if o.close {
-			_ = g.server.DisconnectClient(l.cl, packets.ErrUnspecifiedError)
+			// 3.1.1 has no DISCONNECT from the server: close it, without
+			// the client's lock, which the acker must never wait for.
+			l.cl.Stop(packets.ErrUnspecifiedError)
 			l.release(o.n)
 			continue
 		}
