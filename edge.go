@@ -81,8 +81,10 @@ type IngestService interface {
 	// history and, when newest, into the latest-state projection; connects
 	// and disconnects into online, status and last_seen, with a
 	// device.online or device.offline event when online changes; device
-	// events into device.reported events, moving last_seen. Items of
-	// devices that no longer exist are skipped. Either all items are
+	// events into device.reported events, moving last_seen. A device that
+	// no longer exists gets no projection, state or event; its readings
+	// still go into the history (ids are never reused, and a deleted
+	// device's history stays there like the rest of it). Either all items are
 	// stored or, on error, none.
 	Ingest(ctx context.Context, items []IngestItem) error
 }

@@ -38,6 +38,14 @@ func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceI
 	if len(deviceIDs) > herd.MaxBatchDevices {
 		return nil, herd.Errorf(herd.EINVALID, "at most %d devices in one batch", herd.MaxBatchDevices)
 	}
+	seen := make(map[int64]int, len(deviceIDs))
+	for i, id := range deviceIDs {
+		if j, dup := seen[id]; dup {
+			// The second token would replace the first within the batch.
+			return nil, herd.Errorf(herd.EINVALID, "device_ids[%d]: device %d repeats device_ids[%d]", i, id, j)
+		}
+		seen[id] = i
+	}
 	a, err := actor(ctx)
 	if err != nil {
 		return nil, err
@@ -401,26 +409,8 @@ func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) err
 		for start := 0; start < len(group); start += per {
 			chunk := group[start:min(start+per, len(group))]
 			q, args := tx.foldUpdate(fields, mask, chunk, rev)
-			res, err := tx.execCached(ctx, q, args...)
-			if err != nil {
+			if _, err := tx.execCached(ctx, q, args...); err != nil {
 				return fmt.Errorf("apply readings: %w", err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("apply readings: %w", err)
-			}
-			if int(n) < len(chunk) {
-				// Readings older than the projection's (a backlog), or of
-				// deleted devices: only last_seen moves. Touching the whole
-				// chunk changes nothing on the rows just updated, whose
-				// last_seen is already at least their arrival.
-				seen := make([]*herd.IngestItem, len(chunk))
-				for i, f := range chunk {
-					seen[i] = &herd.IngestItem{DeviceID: f.deviceID, At: f.at}
-				}
-				if err := tx.touchAll(ctx, seen, rev); err != nil {
-					return err
-				}
 			}
 		}
 	}
@@ -464,12 +454,13 @@ func (tx *Tx) foldUpdate(fields []projectionField, mask herd.ReadingFields, chun
 		}
 		// SET reads the row as it was before the update: every CASE sees
 		// the old reading_ts. A field no reading of the device carried has
-		// a NULL time and keeps its value.
-		b.WriteString(") UPDATE devices SET reading_ts = v.ts, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END")
+		// a NULL time and keeps its value; readings older than the
+		// projection's (a backlog) change only last_seen.
+		b.WriteString(") UPDATE devices SET reading_ts = CASE WHEN devices.reading_ts IS NULL OR devices.reading_ts <= v.ts THEN v.ts ELSE devices.reading_ts END, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END")
 		for _, f := range fields {
 			fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
 		}
-		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.ts)")
+		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id")
 		return b.String()
 	})
 	return q, append(args, rev)
@@ -620,7 +611,7 @@ func (tx *Tx) applyConnections(ctx context.Context, items []*herd.IngestItem, re
 			if online {
 				// A device coming back is ok until a reading says otherwise.
 				q = tx.memoText("connect/"+strconv.Itoa(len(chunk)), func() string {
-					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, status = CASE WHEN devices.status = 'offline' THEN 'ok' ELSE devices.status END, last_seen = v.at, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
+					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, status = CASE WHEN devices.status = 'offline' THEN 'ok' ELSE devices.status END, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
 				})
 				args = append(args, true, rev, false)
 			} else {

@@ -467,6 +467,9 @@ func TestIngestService_Readings(t *testing.T) {
 			// (another gateway's batch committing late) leaves it.
 			mustIngest(t, db, readingItem(d, at0+4000, herd.Reading{TS: at0 - 2000}))
 			wantLastSeen(t, f.mustFind(t, d.ID), at0+5000)
+			// Nor a connect whose arrival comes before it.
+			mustIngest(t, db, connectItem(d, at0+4500))
+			wantLastSeen(t, f.mustFind(t, d.ID), at0+5000)
 			// The same ts as the projection's reading still applies.
 			mustIngest(t, db, readingItem(d, at0+6000, herd.Reading{TS: at0, Has: herd.ReadingHumidity, Humidity: 30}))
 			if got := f.mustFind(t, d.ID); got.Humidity == nil || *got.Humidity != 30 || *got.Temperature != 20 {
@@ -893,6 +896,9 @@ func TestCredentialService_Batch(t *testing.T) {
 		if n != 0 {
 			t.Fatalf("a refused batch left %d credentials", n)
 		}
+		// A device twice would get a token its second one replaces.
+		_, err = creds.CreateDeviceCredentials(f.as(t, secret), []int64{ds[0].ID, ds[1].ID, ds[0].ID})
+		wantCode(t, err, herd.EINVALID)
 		got, err := creds.CreateDeviceCredentials(f.as(t, secret), ids(ds))
 		mustOK(t, err)
 		if len(got) != len(ds) {
