@@ -158,6 +158,9 @@ func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, 
 	}
 	fmt.Fprintf(cfg.Out, "%d devices, %d in flight each: closed loop for %s\n", len(devices), window, cfg.Duration)
 	st, err := runLoad(ctx, p.mqtt, devices, 0, window, cfg.Duration)
+	if err == nil {
+		err = st.check()
+	}
 	if err != nil {
 		return res, err
 	}
@@ -170,6 +173,9 @@ func ingestCell(ctx context.Context, cfg IngestConfig, p *server, db *sqldb.DB, 
 		return res, err
 	}
 	st, err = runLoad(ctx, p.mqtt, devices, res.At80Offered/float64(len(devices)), window, cfg.Duration)
+	if err == nil {
+		err = st.check()
+	}
 	if err != nil {
 		return res, err
 	}

@@ -36,6 +36,18 @@ type loadStats struct {
 	failures int64
 }
 
+// check refuses a run in which a device's connection failed or nothing
+// was acknowledged: its rate would describe fewer devices than it says.
+func (s loadStats) check() error {
+	if s.failures > 0 {
+		return fmt.Errorf("%d devices lost their connection during the run", s.failures)
+	}
+	if s.acked == 0 {
+		return fmt.Errorf("no reading was acknowledged")
+	}
+	return nil
+}
+
 // latencies keeps every latency of a run, for exact quantiles.
 type latencies struct {
 	mu sync.Mutex
@@ -50,8 +62,7 @@ func (l *latencies) quantiles() (p50, p99, pmax time.Duration) {
 		return 0, 0, 0
 	}
 	slices.Sort(l.d)
-	q := func(p float64) time.Duration { return l.d[min(len(l.d)-1, int(p*float64(len(l.d))))] }
-	return q(0.50), q(0.99), l.d[len(l.d)-1]
+	return percentile(l.d, 0.50), percentile(l.d, 0.99), l.d[len(l.d)-1]
 }
 
 func (l *latencies) add(d []time.Duration) {
@@ -199,6 +210,12 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 	// The open loop sends the closed loop's bursts at a steady pace, each
 	// at most a quarter of a second's worth of readings: burst readings in
 	// one write every burst/rate seconds, whatever the answers.
+	// The reader goroutine goes on appending until the socket closes.
+	result := func(err error) ([]time.Duration, int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]time.Duration(nil), lat...), n, err
+	}
 	var tick <-chan time.Time
 	burst := 1
 	if rate > 0 {
@@ -223,7 +240,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			case <-ctx.Done():
 				continue
 			case err := <-readErr:
-				return lat, n, err
+				return result(err)
 			}
 		} else {
 			select {
@@ -231,7 +248,7 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 			case <-ctx.Done():
 				continue
 			case err := <-readErr:
-				return lat, n, err
+				return result(err)
 			}
 			k = 1
 			for k < window {
@@ -263,12 +280,10 @@ func (c *loadConn) publish(ctx context.Context, rate float64, window int, rng *r
 		}
 		mu.Unlock()
 		if err := c.w.Flush(); err != nil {
-			return lat, n, err
+			return result(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	return append([]time.Duration(nil), lat...), n, nil
+	return result(nil)
 }
 
 func appendString(b []byte, s string) []byte {

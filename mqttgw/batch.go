@@ -94,8 +94,6 @@ func (b *batcher) run() {
 		close(b.done)
 	}()
 	var items []herd.IngestItem
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		first, ok := <-b.in
 		if !ok {
@@ -106,35 +104,39 @@ func (b *batcher) run() {
 		batch := append(make([]*pending, 0, 64), first)
 		items = append(items[:0], first.items...)
 		open := true
+		// Take what has queued, and with a wait, what comes until it ends.
+		// This goroutine is the only receiver, so a queued item is there
+		// to take.
+		var timer *time.Timer
+		var deadline <-chan time.Time
 		if b.maxWait > 0 {
-			timer.Reset(b.maxWait)
+			timer = time.NewTimer(b.maxWait)
+			deadline = timer.C
 		}
 	fill:
 		for len(items) < b.maxItems {
-			select {
-			case p, ok := <-b.in:
-				if !ok {
-					open = false
-					break fill
-				}
-				batch, items = append(batch, p), append(items, p.items...)
+			var p *pending
+			switch {
+			case len(b.in) > 0:
+				p, ok = <-b.in
+			case deadline == nil:
+				break fill
 			default:
-				if b.maxWait <= 0 {
-					break fill
-				}
 				select {
-				case p, ok := <-b.in:
-					if !ok {
-						open = false
-						break fill
-					}
-					batch, items = append(batch, p), append(items, p.items...)
-				case <-timer.C:
+				case p, ok = <-b.in:
+				case <-deadline:
 					break fill
 				}
 			}
+			if !ok {
+				open = false
+				break
+			}
+			batch, items = append(batch, p), append(items, p.items...)
 		}
-		timer.Stop()
+		if timer != nil {
+			timer.Stop()
+		}
 		var err error
 		if len(items) > 0 {
 			start := time.Now()

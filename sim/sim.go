@@ -65,9 +65,6 @@ type Config struct {
 	Seed               uint64
 	// Out receives a progress line every second.
 	Out io.Writer
-	// Topic is the telemetry topic of a device key; the default is herd's
-	// devices/{key}/telemetry.
-	Topic func(key string) string
 }
 
 // Stats are the counts of a run and its PUBACK latencies.
@@ -76,12 +73,11 @@ type Stats struct {
 	Connects, ConnectFailures int64
 	Reconnects, CommandsAcked int64
 	Connected                 int64
-	Elapsed                   time.Duration
+	Elapsed                   time.Duration // the whole run, connecting included: the span of the counts
 	LatencyP50, LatencyP99    time.Duration
 	LatencyMax                time.Duration
 	StormDropped, StormBack   int64
 	StormBackIn               time.Duration // time until every dropped device was back
-	FirstConnectIn            time.Duration
 }
 
 type run struct {
@@ -185,10 +181,13 @@ loop:
 			break loop
 		}
 	}
+	// Counted before the devices stop, each of which leaves the count.
+	connected := r.connected.Load()
 	cancel()
 	wg.Wait()
-	s := r.stats(runStart)
-	s.FirstConnectIn = firstIn
+	// The counts span the whole run, connecting included.
+	s := r.stats(start)
+	s.Connected = connected
 	return s, nil
 }
 
@@ -364,9 +363,6 @@ func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, 
 		stormNow = nil
 	}
 	topic := "devices/" + d.d.Key + "/telemetry"
-	if r.cfg.Topic != nil {
-		topic = r.cfg.Topic(d.d.Key)
-	}
 	for {
 		select {
 		case <-ctx.Done():

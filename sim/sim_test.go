@@ -63,7 +63,7 @@ func TestRun_Steady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Acked < 20 || stats.Failed != 0 || stats.Connects != 5 {
+	if stats.Acked < 20 || stats.Failed != 0 || stats.Connects != 5 || stats.Connected != 5 {
 		t.Fatalf("stats %+v", stats)
 	}
 	var stored int64

@@ -56,8 +56,7 @@ func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceI
 	}
 	defer tx.Rollback()
 	out := make([]*herd.DeviceCredential, 0, len(deviceIDs))
-	events := map[int64][]*herd.Event{}
-	var tenants []int64
+	var events []*herd.Event
 	for _, id := range deviceIDs {
 		d, err := tx.findDevice(ctx, a, id, herd.RoleAdmin)
 		if err != nil {
@@ -69,17 +68,13 @@ func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceI
 			d.ID, d.TenantID, hashToken(c.Token), tx.now.UnixMilli()); err != nil {
 			return nil, err
 		}
-		if events[d.TenantID] == nil {
-			tenants = append(tenants, d.TenantID)
-		}
-		events[d.TenantID] = append(events[d.TenantID], newEvent(herd.EventDeviceCredentialCreated, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key}))
+		ev := newEvent(herd.EventDeviceCredentialCreated, herd.EventSubjectDevice, d.ID, d.Path, map[string]any{"device_id": fmt.Sprint(d.ID), "key": d.Key})
+		ev.TenantID = d.TenantID
+		events = append(events, ev)
 		out = append(out, c)
 	}
-	slices.Sort(tenants)
-	for _, t := range tenants {
-		if err := tx.appendEvents(ctx, t, events[t]...); err != nil {
-			return nil, err
-		}
+	if err := tx.appendEventsByTenant(ctx, events); err != nil {
+		return nil, err
 	}
 	return out, tx.Commit()
 }
@@ -274,7 +269,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			foldAt, k = 0, 0
 		}
 	}
-	events := map[int64][]*herd.Event{}
+	var events []*herd.Event
 	for _, r := range rounds {
 		if err := tx.applyFolds(ctx, r.folds, rev); err != nil {
 			return err
@@ -287,23 +282,13 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 		if err != nil {
 			return err
 		}
-		for _, ev := range append(reported, evs...) {
-			events[ev.TenantID] = append(events[ev.TenantID], ev)
-		}
+		events = append(append(events, reported...), evs...)
 	}
 	if err := tx.applyFolds(ctx, finals, rev); err != nil {
 		return err
 	}
-	// Tenants in id order, as they were locked.
-	tenants = tenants[:0]
-	for t := range events {
-		tenants = append(tenants, t)
-	}
-	slices.Sort(tenants)
-	for _, t := range tenants {
-		if err := tx.appendEvents(ctx, t, events[t]...); err != nil {
-			return err
-		}
+	if err := tx.appendEventsByTenant(ctx, events); err != nil {
+		return err
 	}
 	return tx.Commit()
 }

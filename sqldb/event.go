@@ -1,6 +1,7 @@
 package sqldb
 
 import (
+	"slices"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,26 @@ func newEvent(typ, subjectType string, subjectID int64, path string, v any) *her
 		panic(fmt.Sprintf("sqldb: event payload: %v", err)) // our own types always encode
 	}
 	return &herd.Event{Type: typ, SubjectType: subjectType, SubjectID: subjectID, Path: path, Payload: buf}
+}
+
+// appendEventsByTenant writes events of several tenants, each tenant's in
+// the order given, tenants in id order (the order writers lock them in).
+func (tx *Tx) appendEventsByTenant(ctx context.Context, evs []*herd.Event) error {
+	byTenant := map[int64][]*herd.Event{}
+	var tenants []int64
+	for _, ev := range evs {
+		if byTenant[ev.TenantID] == nil {
+			tenants = append(tenants, ev.TenantID)
+		}
+		byTenant[ev.TenantID] = append(byTenant[ev.TenantID], ev)
+	}
+	slices.Sort(tenants)
+	for _, t := range tenants {
+		if err := tx.appendEvents(ctx, t, byTenant[t]...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // appendEvents writes events of one tenant to the outbox inside tx. The
