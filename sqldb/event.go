@@ -1,10 +1,10 @@
 package sqldb
 
 import (
-	"slices"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/herd-iot/herd"
