@@ -234,13 +234,19 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	var finals []deviceFold
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
-	k := 0 // the device's round
+	var seenTS []int64 // the device's reading times in this batch
+	k := 0             // the device's round
 	for n, i := range order {
 		it := &items[i]
 		switch it.Kind {
 		case herd.IngestReading:
-			fold = append(fold, &it.Reading)
 			foldAt = max(foldAt, it.At)
+			// A second reading of the same time is the first sent again:
+			// the history keeps the first, and so does the projection.
+			if !slices.Contains(seenTS, it.Reading.TS) {
+				seenTS = append(seenTS, it.Reading.TS)
+				fold = append(fold, &it.Reading)
+			}
 		case herd.IngestConnect, herd.IngestDisconnect:
 			if k == len(rounds) {
 				rounds = append(rounds, round{})
@@ -266,6 +272,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 				finals = append(finals, deviceFold{deviceID: it.DeviceID, readings: slices.Clone(fold), at: foldAt})
 				fold = fold[:0]
 			}
+			seenTS = seenTS[:0]
 			foldAt, k = 0, 0
 		}
 	}
@@ -293,12 +300,12 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	return tx.Commit()
 }
 
-// newestWith returns, of a device's readings in arrival order, the newest
-// (by ts, later arrival breaking ties) that carries the field, or nil.
+// newestWith returns, of a device's readings, the newest (by ts) that
+// carries the field, or nil.
 func newestWith(rs []*herd.Reading, bit herd.ReadingFields) *herd.Reading {
 	var n *herd.Reading
 	for _, r := range rs {
-		if r.Has&bit != 0 && (n == nil || r.TS >= n.TS) {
+		if r.Has&bit != 0 && (n == nil || r.TS > n.TS) {
 			n = r
 		}
 	}
@@ -443,7 +450,7 @@ func (tx *Tx) foldUpdate(fields []projectionField, mask herd.ReadingFields, chun
 		// projection's (a backlog) change only last_seen.
 		b.WriteString(") UPDATE devices SET reading_ts = CASE WHEN devices.reading_ts IS NULL OR devices.reading_ts <= v.ts THEN v.ts ELSE devices.reading_ts END, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END")
 		for _, f := range fields {
-			fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts <= v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
+			fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts < v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
 		}
 		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id")
 		return b.String()

@@ -470,11 +470,29 @@ func TestIngestService_Readings(t *testing.T) {
 			// Nor a connect whose arrival comes before it.
 			mustIngest(t, db, connectItem(d, at0+4500))
 			wantLastSeen(t, f.mustFind(t, d.ID), at0+5000)
-			// The same ts as the projection's reading still applies.
+			// A reading of the projection's ts is that reading sent again:
+			// the history keeps the first, and so does the projection.
 			mustIngest(t, db, readingItem(d, at0+6000, herd.Reading{TS: at0, Has: herd.ReadingHumidity, Humidity: 30}))
-			if got := f.mustFind(t, d.ID); got.Humidity == nil || *got.Humidity != 30 || *got.Temperature != 20 {
+			if got := f.mustFind(t, d.ID); got.Humidity != nil || *got.Temperature != 20 {
 				t.Fatalf("a reading of the projection's ts: %s", show(got))
 			}
+		})
+
+		t.Run("OKRepeatInOneBatch", func(t *testing.T) {
+			// The same time twice in one batch, with other values: the
+			// history and the projection both keep the first.
+			d := f.mustDevices(t, site.ID, 1)[0]
+			mustIngest(t, db,
+				readingItem(d, at0, herd.Reading{TS: at0, Has: herd.ReadingTemperature, Temperature: 1}),
+				readingItem(d, at0+1, herd.Reading{TS: at0, Has: herd.ReadingTemperature | herd.ReadingHumidity, Temperature: 2, Humidity: 40}),
+			)
+			if h := historyAt(t, db, d.ID, at0); h.temperature.Float64 != 1 {
+				t.Fatalf("history %+v, want the first reading", h)
+			}
+			if got := f.mustFind(t, d.ID); got.Temperature == nil || *got.Temperature != 1 || got.Humidity != nil {
+				t.Fatalf("projection %s, want the first reading", show(got))
+			}
+			wantLastSeen(t, f.mustFind(t, d.ID), at0+1)
 		})
 
 		t.Run("OKFold", func(t *testing.T) {
