@@ -111,7 +111,8 @@ func TestGateway_Takeover(t *testing.T) {
 		for range 20 {
 			c = takeover(c)
 		}
-		settle(t)
+		// The sockets taken over are done with: only the last is open.
+		waitFor(t, 10*time.Second, "one connection open", func() bool { return f.gw.OpenConns() <= 1 && f.gw.Connected() == 1 })
 		fds, goroutines := openFDs(t), runtime.NumGoroutine()
 
 		start := time.Now()
@@ -146,21 +147,6 @@ func TestGateway_Takeover(t *testing.T) {
 			t.Fatalf("disconnects = %v, want 0: a takeover is no disconnect", got)
 		}
 	})
-}
-
-// settle lets goroutines that are ending end: it waits until the count
-// stops falling.
-func settle(t *testing.T) {
-	t.Helper()
-	last := runtime.NumGoroutine()
-	for range 100 {
-		time.Sleep(20 * time.Millisecond)
-		n := runtime.NumGoroutine()
-		if n >= last {
-			return
-		}
-		last = n
-	}
 }
 
 // Keepalive: a device that asked for a keepalive of 1 s and then says
