@@ -76,7 +76,10 @@ func (l *latencies) add(d []time.Duration) {
 // as soon as one is acknowledged (closed loop); otherwise each sends rate
 // readings per second, window at a time at even intervals from a random
 // start (open loop), whatever the answers.
-func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float64, window int, d time.Duration) (loadStats, error) {
+//
+// ready, when not nil, runs once every device is connected, before the
+// first publish: what it measures leaves the connecting out.
+func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float64, window int, d time.Duration, ready func() error) (loadStats, error) {
 	conns := make([]*loadConn, len(devices))
 	var wg sync.WaitGroup
 	errs := make(chan error, len(devices))
@@ -104,6 +107,11 @@ func runLoad(ctx context.Context, addr string, devices []loadDevice, rate float6
 	}()
 	if err := <-errs; err != nil {
 		return loadStats{}, err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			return loadStats{}, err
+		}
 	}
 	st := loadStats{lat: &latencies{}}
 	var acked, failed atomic.Int64
