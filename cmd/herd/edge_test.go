@@ -350,3 +350,54 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestServe_RevokeDisconnects revokes a connected device's credential, and
+// deletes another connected device, through the API of a running herd:
+// each is disconnected at once, and the revoked token no longer admits.
+func TestServe_RevokeDisconnects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs herd as a child process")
+	}
+	t.Parallel()
+	p := startHerd(t, "", "--data-dir", t.TempDir())
+	api := httpapi.NewClient(p.url, testAdminToken)
+	_, ds, tokens := provisionFleet(t, api, 2)
+	connect := func(d *herd.Device) <-chan error {
+		lost := make(chan error, 1)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + p.mqtt).
+			SetClientID(d.Key).SetUsername(d.Key).SetPassword(tokens[d.Key]).SetProtocolVersion(4).
+			SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
+			SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", d.Key, tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return lost
+	}
+	for _, tc := range []struct {
+		d    *herd.Device
+		what string
+		act  func(id int64) error
+	}{
+		{ds[0], "its credential was revoked", func(id int64) error { return api.DeleteDeviceCredential(t.Context(), id) }},
+		{ds[1], "it was deleted", func(id int64) error { return api.DeleteDevice(t.Context(), id) }},
+	} {
+		d := tc.d
+		lost := connect(d)
+		if err := tc.act(d.ID); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-lost:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the device is still connected 10 s after %s", tc.what)
+		}
+	}
+	d := ds[0]
+	again := mqttClient(p.mqtt, d.Key, tokens[d.Key])
+	tok := again.Connect()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() == nil {
+		again.Disconnect(0)
+		t.Fatal("the revoked token still connects")
+	}
+}
