@@ -31,10 +31,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "storm":
 		return runBenchStorm(ctx, args, stdout, stderr)
 	case "all":
-		if err := runBenchScoped(ctx, nil, stdout, stderr); err != nil {
-			return err
+		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm} {
+			if err := run(ctx, nil, stdout, stderr); err != nil {
+				return err
+			}
 		}
-		return runBenchIngest(ctx, nil, stdout, stderr)
+		return nil
 	}
 	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, all)", scenario)}
 }
