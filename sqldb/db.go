@@ -64,6 +64,7 @@ type DB struct {
 
 	caches  stateCaches
 	stmts   stmtCache
+	waiters eventWaiters
 	dialect Dialect
 	metrics *metrics
 	// rdb serves reads. On SQLite wdb is a separate single-connection pool
@@ -265,8 +266,9 @@ type Tx struct {
 	tx    *sql.Tx
 	db    *DB
 	now   time.Time
-	write bool
-	rev   int64 // see deviceRev; 0 until asked for
+	write  bool
+	rev    int64 // see deviceRev; 0 until asked for
+	events bool  // the transaction wrote events: wake the relay on commit
 }
 
 // beginTx opens a write transaction (on the single-writer pool for SQLite).
@@ -330,6 +332,9 @@ func (db *DB) beginRead(ctx context.Context) (*Tx, error) {
 // Commit commits the transaction.
 func (tx *Tx) Commit() error {
 	err := tx.tx.Commit()
+	if err == nil && tx.events {
+		tx.db.waiters.wake()
+	}
 	if tx.write && tx.db.dialect == SQLite {
 		tx.db.stmts.mu.Lock()
 		pending := len(tx.db.stmts.pending) > 0

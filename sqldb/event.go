@@ -51,6 +51,7 @@ func (tx *Tx) appendEvents(ctx context.Context, tenantID int64, evs ...*herd.Eve
 	if err := tx.QueryRowContext(ctx, `UPDATE tenants SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq`, len(evs), tenantID).Scan(&last); err != nil {
 		return fmt.Errorf("advance event sequence: %w", err)
 	}
+	tx.events = true
 	first := last - int64(len(evs)) + 1
 	const cols = 8
 	const perStmt = herd.MaxQueryParams / cols
@@ -86,17 +87,5 @@ func (db *DB) ListEvents(ctx context.Context, tenantID, after int64, limit int) 
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*herd.Event
-	for rows.Next() {
-		var e herd.Event
-		var payload string
-		var created int64
-		if err := rows.Scan(&e.ID, &e.TenantID, &e.Seq, &e.Type, &e.SubjectType, &e.SubjectID, &e.Path, &payload, &created); err != nil {
-			return nil, err
-		}
-		e.Payload, e.CreatedAt = json.RawMessage(payload), msToTime(created)
-		out = append(out, &e)
-	}
-	return out, rows.Err()
+	return scanEvents(rows)
 }

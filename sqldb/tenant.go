@@ -35,6 +35,9 @@ func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) error 
 		return err
 	}
 	t.CreatedAt = tx.now
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_cursors (tenant_id) VALUES (?)`, t.ID); err != nil {
+		return err
+	}
 	root := &herd.Node{TenantID: t.ID, Kind: "tenant", Name: t.Name}
 	if err := tx.insertNode(ctx, root, "/"); err != nil {
 		return err

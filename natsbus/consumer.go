@@ -1,0 +1,193 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Handler applies one event. It must be idempotent by event id: applied is
+// false when the event had been applied before (a redelivery or a replay),
+// which is counted and acknowledged like a success. sqldb's ApplyOnce is
+// the way to write one: the record of the event and its effect commit in
+// one transaction.
+type Handler func(ctx context.Context, ev *herd.Event) (applied bool, err error)
+
+// Consumer is a durable JetStream consumer of the event stream.
+type Consumer struct {
+	// Name is the durable name and the name its effects are recorded
+	// under; it never changes for a consumer, or it would see every event
+	// again as new.
+	Name string
+	// Subjects filter the stream (for example prefix.*.device.online);
+	// none means every event.
+	Subjects []string
+	// DeliverNew starts a consumer created now at the stream's end instead
+	// of its start.
+	DeliverNew bool
+	// AckWait is how long JetStream waits for the acknowledgement of one
+	// delivery before it delivers the event again.
+	AckWait time.Duration
+	Handler Handler
+}
+
+// consumerMetrics are shared by every consumer of a bus, by name.
+type consumerMetrics struct {
+	messages     *prometheus.CounterVec
+	duplicates   *prometheus.CounterVec
+	redeliveries *prometheus.CounterVec
+	pending      *prometheus.GaugeVec
+}
+
+func newConsumerMetrics() *consumerMetrics {
+	return &consumerMetrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_consumer_messages_total",
+			Help: "Events delivered to a consumer, by outcome: applied, duplicate (applied before, skipped), error (handed back for a later delivery), undecodable (dropped).",
+		}, []string{"consumer", "outcome"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_dedupe_duplicates_total",
+			Help: "Events a consumer had applied before and skipped: redeliveries, replays and repeats the stream let through.",
+		}, []string{"consumer"}),
+		redeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_consumer_redeliveries_total",
+			Help: "Deliveries of an event the consumer was given before (not acknowledged in time, or handed back).",
+		}, []string{"consumer"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herd_consumer_pending",
+			Help: "Events in the stream the consumer has not been given yet (its lag), as of its last check.",
+		}, []string{"consumer"}),
+	}
+}
+
+// Collectors returns the bus's Prometheus collectors.
+func (b *Bus) Collectors() []prometheus.Collector {
+	m := b.metrics()
+	return []prometheus.Collector{m.messages, m.duplicates, m.redeliveries, m.pending}
+}
+
+func (b *Bus) metrics() *consumerMetrics {
+	b.metricsOnce.Do(func() { b.cm = newConsumerMetrics() })
+	return b.cm
+}
+
+// Consume runs c until ctx ends: each event goes to the handler, and is
+// acknowledged only after the handler returned, so an effect that did not
+// commit is delivered again. Events of one consumer are handled one at a
+// time, in stream order.
+func (b *Bus) Consume(ctx context.Context, c Consumer) error {
+	if c.Name == "" || c.Handler == nil {
+		return errors.New("natsbus: a consumer needs a name and a handler")
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       c.Name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxAckPending: 1024,
+		MaxDeliver:    -1,
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if c.DeliverNew {
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	switch len(c.Subjects) {
+	case 0:
+	case 1:
+		cfg.FilterSubject = c.Subjects[0]
+	default:
+		cfg.FilterSubjects = c.Subjects
+	}
+	cons, err := b.stream.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", c.Name, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", c.Name, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	m := b.metrics()
+	log := b.Logger.With("consumer", c.Name)
+	lagCtx, cancelLag := context.WithCancel(ctx)
+	defer cancelLag()
+	go b.watchLag(lagCtx, cons, c.Name)
+	for {
+		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return ctx.Err()
+		} else if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			log.Debug("consumer fetch", "err", err)
+			continue
+		}
+		md, _ := msg.Metadata()
+		if md != nil && md.NumDelivered > 1 {
+			m.redeliveries.WithLabelValues(c.Name).Inc()
+		}
+		var ev herd.Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == 0 {
+			// Nothing herd publishes looks like this; delivering it again
+			// would not help.
+			log.Error("undecodable event dropped", "subject", msg.Subject(), "err", err)
+			m.messages.WithLabelValues(c.Name, "undecodable").Inc()
+			msg.Term()
+			continue
+		}
+		applied, err := c.Handler(ctx, &ev)
+		if err != nil {
+			if ctx.Err() != nil {
+				// Shutting down: JetStream delivers it again after AckWait.
+				return ctx.Err()
+			}
+			n := uint64(1)
+			if md != nil {
+				n = md.NumDelivered
+			}
+			delay := min(100*time.Millisecond<<min(n-1, 10), 30*time.Second)
+			log.Warn("event not applied; delivering it again later", "event", ev.ID, "type", ev.Type, "delivery", n, "retry_in", delay, "err", err)
+			m.messages.WithLabelValues(c.Name, "error").Inc()
+			msg.NakWithDelay(delay)
+			continue
+		}
+		outcome := "applied"
+		if !applied {
+			outcome = "duplicate"
+			m.duplicates.WithLabelValues(c.Name).Inc()
+		}
+		m.messages.WithLabelValues(c.Name, outcome).Inc()
+		if err := msg.Ack(); err != nil {
+			// The effect is committed; a redelivery will be a duplicate.
+			log.Debug("ack", "event", ev.ID, "err", err)
+		}
+	}
+}
+
+// watchLag keeps the consumer's pending gauge current.
+func (b *Bus) watchLag(ctx context.Context, cons jetstream.Consumer, name string) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			b.metrics().pending.WithLabelValues(name).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
