@@ -263,9 +263,9 @@ func (db *DB) rebind(q string) string {
 
 // Tx is a transaction with the DB's dialect, clock and query guard.
 type Tx struct {
-	tx    *sql.Tx
-	db    *DB
-	now   time.Time
+	tx     *sql.Tx
+	db     *DB
+	now    time.Time
 	write  bool
 	rev    int64 // see deviceRev; 0 until asked for
 	events bool  // the transaction wrote events: wake the relay on commit

@@ -1,8 +1,8 @@
 package sqldb
 
 import (
-	"context"
 	"cmp"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
