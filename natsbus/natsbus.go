@@ -109,7 +109,7 @@ func (b *Bus) Open(ctx context.Context) error {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.Close()
-		return fmt.Errorf("connect to NATS %s: %w", redactURL(url), err)
+		return fmt.Errorf("connect to NATS %s: %w", RedactURL(url), err)
 	}
 	b.nc = nc
 	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -131,7 +131,7 @@ func (b *Bus) Open(ctx context.Context) error {
 	})
 	if err != nil {
 		b.Close()
-		return fmt.Errorf("create stream %s on NATS %s: %w", b.Stream, redactURL(url), err)
+		return fmt.Errorf("create stream %s on NATS %s: %w", b.Stream, RedactURL(url), err)
 	}
 	return nil
 }
@@ -245,7 +245,7 @@ func (b *Bus) Publish(ctx context.Context, evs []*herd.Event) (duplicates int, e
 const HeaderSeq = "Herd-Seq"
 
 // redactURL hides the password of a nats:// URL in messages.
-func redactURL(u string) string {
+func RedactURL(u string) string {
 	if u == "" {
 		return "(embedded)"
 	}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
+	"github.com/herd-iot/herd/natsbus"
+	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
 )
 
@@ -63,6 +65,14 @@ type Config struct {
 	// data: up to this many items, waiting at most this long for more.
 	IngestBatchItems int64
 	IngestBatchWait  time.Duration
+	// NATSURL names an external NATS server or cluster (with JetStream);
+	// empty embeds one that keeps its files in DataDir/nats.
+	NATSURL string
+	// EventsRetention is how long the event stream keeps events (the
+	// longest replay); EventsDuplicateWindow how long it remembers event
+	// ids to drop a relay's repeats.
+	EventsRetention       time.Duration
+	EventsDuplicateWindow time.Duration
 	// StateCacheMinDevices is the tenant size from which the scoped query
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
@@ -84,6 +94,9 @@ func DefaultConfig() Config {
 		MQTTConnectRate:      mqttgw.DefaultConnectRate,
 		IngestBatchItems:     mqttgw.DefaultBatchItems,
 		IngestBatchWait:      mqttgw.DefaultBatchWait,
+
+		EventsRetention:       natsbus.DefaultMaxAge,
+		EventsDuplicateWindow: natsbus.DefaultDuplicateWindow,
 	}
 }
 
@@ -126,6 +139,19 @@ func (c Config) Validate() error {
 	}
 	if c.IngestBatchWait < 0 || c.IngestBatchWait > time.Second {
 		return &ConfigError{Field: "ingest-batch-wait", Value: c.IngestBatchWait.String(), Err: errors.New("must be from 0 to 1s")}
+	}
+	if c.NATSURL == "" && c.DataDir == "" {
+		return &ConfigError{Field: "data-dir", Value: c.DataDir, Err: errors.New("a directory is required for the embedded NATS server (or set --nats-url)")}
+	}
+	if c.EventsRetention < time.Minute {
+		return &ConfigError{Field: "events-retention", Value: c.EventsRetention.String(), Err: errors.New("must be 1m or more")}
+	}
+	// The window must cover the longest a relay goes on repeating a batch
+	// the stream may have stored: its lease (after which another relay
+	// publishes the batch again) and its longest back-off.
+	if least := relay.DefaultLease + relay.MaxBackoff; c.EventsDuplicateWindow < least || c.EventsDuplicateWindow > c.EventsRetention {
+		return &ConfigError{Field: "events-duplicate-window", Value: c.EventsDuplicateWindow.String(),
+			Err: fmt.Errorf("must be from %s (the relay's lease and longest back-off) to the retention, %s", least, c.EventsRetention)}
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
@@ -212,6 +238,11 @@ type Main struct {
 	DB         *sqldb.DB
 	Gateway    *mqttgw.Gateway
 	HTTPServer *httpapi.Server
+	Bus        *natsbus.Bus
+	Relay      *relay.Relay
+
+	stopRelay context.CancelFunc
+	relayDone chan struct{}
 
 	debug    *http.Server
 	stopWarm context.CancelFunc
@@ -239,6 +270,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.LogLevel, "log-level", "log level: debug, info, warn or error")
 	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
 	stringFlag(fs, m.Getenv, &c.DebugAddr, "debug-addr", "listen address of the Go profiler (/debug/pprof/), off when empty; keep it on loopback")
+	stringFlag(fs, m.Getenv, &c.NATSURL, "nats-url", `NATS server or cluster with JetStream for events (nats://host:4222, comma-separated for several); empty embeds one (files in the data dir's "nats"); every process sharing a PostgreSQL store must name the same one`)
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
@@ -246,6 +278,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		int64Flag(fs, m.Getenv, &c.MQTTMaxConnections, "mqtt-max-connections", "device connections admitted at most; 0 derives it from the open-file limit"),
 		int64Flag(fs, m.Getenv, &c.IngestBatchItems, "ingest-batch-items", "most readings, device events, connects and disconnects committed in one transaction"),
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
+		durationFlag(fs, m.Getenv, &c.EventsRetention, "events-retention", "how long the event stream keeps events: the longest replay a consumer can make"),
+		durationFlag(fs, m.Getenv, &c.EventsDuplicateWindow, "events-duplicate-window", "how long the event stream remembers event ids, to drop repeats a relay publishes"),
 		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
 			"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"),
 	} {
@@ -314,6 +348,9 @@ func (m *Main) Run(ctx context.Context) error {
 		go m.debug.Serve(ln)
 		m.Logger.Info("profiler listening", "addr", ln.Addr().String())
 	}
+	if err := m.openEvents(ctx); err != nil {
+		return err
+	}
 	creds := sqldb.NewCredentialService(m.DB)
 	gw := mqttgw.New(creds, sqldb.NewIngestService(m.DB))
 	gw.Logger = m.Logger.With("component", "mqtt")
@@ -348,6 +385,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Ready = m.DB.Ping
 	s.Registry().MustRegister(m.DB.Collectors()...)
 	s.Registry().MustRegister(gw.Collectors()...)
+	s.Registry().MustRegister(m.Bus.Collectors()...)
+	s.Registry().MustRegister(m.Relay.Collectors()...)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -361,7 +400,34 @@ func (m *Main) Run(ctx context.Context) error {
 		mqttAddr = a.String()
 	}
 	m.Logger.Info("herd listening", "version", herd.Version, "addr", s.ListenAddr(), "url", s.URL(), "mqtt", mqttAddr,
-		"store", m.DB.Dialect(), "dsn", redactDSN(dsn))
+		"store", m.DB.Dialect(), "dsn", redactDSN(dsn), "nats", natsbus.RedactURL(m.Config.NATSURL))
+	return nil
+}
+
+// openEvents connects the event bus (starting the embedded NATS server
+// unless --nats-url names one) and starts the outbox relay.
+func (m *Main) openEvents(ctx context.Context) error {
+	bus := natsbus.NewBus(m.Config.NATSURL, filepath.Join(m.Config.DataDir, "nats"))
+	bus.MaxAge, bus.DuplicateWindow = m.Config.EventsRetention, m.Config.EventsDuplicateWindow
+	bus.Logger = m.Logger.With("component", "nats")
+	if err := bus.Open(ctx); err != nil {
+		if m.Config.NATSURL != "" {
+			return fmt.Errorf("event bus (--nats-url or %s): %w", envName("nats-url"), err)
+		}
+		return fmt.Errorf("embedded event bus: %w", err)
+	}
+	m.Bus = bus
+	r := relay.New(sqldb.NewOutboxService(m.DB), bus)
+	r.Logger = m.Logger.With("component", "relay")
+	wake, unsubscribe := m.DB.EventsCommitted()
+	r.Wake = wake
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.Relay, m.stopRelay, m.relayDone = r, cancel, make(chan struct{})
+	go func() {
+		defer close(m.relayDone)
+		defer unsubscribe()
+		r.Run(rctx)
+	}()
 	return nil
 }
 
@@ -406,6 +472,17 @@ func (m *Main) Close() error {
 		// devices sent before the store closes.
 		errs = append(errs, m.Gateway.Close())
 		m.Gateway = nil
+	}
+	if m.stopRelay != nil {
+		// After the gateway's last commit, so its events leave too when
+		// the bus is up; what stays is published by the next start.
+		m.stopRelay()
+		<-m.relayDone
+		m.stopRelay = nil
+	}
+	if m.Bus != nil {
+		errs = append(errs, m.Bus.Close())
+		m.Bus = nil
 	}
 	if m.stopWarm != nil {
 		m.stopWarm()
