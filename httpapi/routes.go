@@ -35,6 +35,13 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
 
+	s.handle("POST /v1/webhooks", s.authed(s.handleWebhookCreate))
+	s.handle("GET /v1/webhooks", s.authed(s.handleWebhookList))
+	s.handle("GET /v1/webhooks/{id}", s.authed(s.handleWebhookView))
+	s.handle("DELETE /v1/webhooks/{id}", s.authed(s.handleWebhookDelete))
+	s.handle("GET /v1/webhooks/{id}/deliveries", s.authed(s.handleWebhookDeliveries))
+	s.handle("POST /v1/webhooks/{id}/redrive", s.authed(s.handleWebhookRedrive))
+
 	s.handle("POST /v1/grants", s.authed(s.handleGrantCreate))
 	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))
 }

@@ -57,6 +57,8 @@ type Server struct {
 	// CredentialService issues device credentials; nil leaves the device
 	// credential routes answering 404.
 	CredentialService herd.CredentialService
+	// WebhookService manages webhook subscriptions; nil answers 404.
+	WebhookService herd.WebhookService
 	// Disconnecter closes the connection of a device whose credential is
 	// revoked or which is deleted; nil when no gateway runs here.
 	Disconnecter DeviceDisconnecter

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
+	"github.com/herd-iot/herd/webhook"
 )
 
 // AdminTokenEnv names the environment variable whose value becomes the
@@ -240,9 +242,10 @@ type Main struct {
 	HTTPServer *httpapi.Server
 	Bus        *natsbus.Bus
 	Relay      *relay.Relay
+	Dispatcher *webhook.Dispatcher
 
-	stopRelay context.CancelFunc
-	relayDone chan struct{}
+	stopEvents context.CancelFunc
+	events     sync.WaitGroup
 
 	debug    *http.Server
 	stopWarm context.CancelFunc
@@ -387,6 +390,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(gw.Collectors()...)
 	s.Registry().MustRegister(m.Bus.Collectors()...)
 	s.Registry().MustRegister(m.Relay.Collectors()...)
+	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
+	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -421,13 +426,29 @@ func (m *Main) openEvents(ctx context.Context) error {
 	r.Logger = m.Logger.With("component", "relay")
 	wake, unsubscribe := m.DB.EventsCommitted()
 	r.Wake = wake
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.Relay, m.stopRelay, m.relayDone = r, cancel, make(chan struct{})
-	go func() {
-		defer close(m.relayDone)
+	hooks := sqldb.NewWebhookService(m.DB)
+	d := webhook.NewDispatcher(hooks)
+	d.Logger = m.Logger.With("component", "webhook")
+	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.Relay, m.Dispatcher, m.stopEvents = r, d, cancel
+	m.events.Go(func() {
 		defer unsubscribe()
-		r.Run(rctx)
-	}()
+		r.Run(ectx)
+	})
+	m.events.Go(func() { d.Run(ectx) })
+	m.events.Go(func() {
+		// The consumer comes back after a failure of the bus: events wait
+		// in the stream meanwhile.
+		for ectx.Err() == nil {
+			if err := bus.Consume(ectx, webhook.Consumer(hooks, d.Kick)); err != nil && ectx.Err() == nil {
+				m.Logger.Warn("webhook consumer stopped; starting it again", "err", err)
+				select {
+				case <-ectx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	})
 	return nil
 }
 
@@ -473,12 +494,12 @@ func (m *Main) Close() error {
 		errs = append(errs, m.Gateway.Close())
 		m.Gateway = nil
 	}
-	if m.stopRelay != nil {
+	if m.stopEvents != nil {
 		// After the gateway's last commit, so its events leave too when
 		// the bus is up; what stays is published by the next start.
-		m.stopRelay()
-		<-m.relayDone
-		m.stopRelay = nil
+		m.stopEvents()
+		m.events.Wait()
+		m.stopEvents = nil
 	}
 	if m.Bus != nil {
 		errs = append(errs, m.Bus.Close())

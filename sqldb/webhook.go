@@ -1,0 +1,414 @@
+package sqldb
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/herd-iot/herd"
+)
+
+// WebhookService implements herd.WebhookService and herd.WebhookQueue.
+type WebhookService struct{ db *DB }
+
+var (
+	_ herd.WebhookService = (*WebhookService)(nil)
+	_ herd.WebhookQueue   = (*WebhookService)(nil)
+)
+
+// NewWebhookService returns a WebhookService on db.
+func NewWebhookService(db *DB) *WebhookService { return &WebhookService{db: db} }
+
+// webhookEvent is a subscription as its events carry it: never the secret.
+func webhookEvent(typ string, w *herd.Webhook) *herd.Event {
+	c := *w
+	c.Secret = ""
+	return newEvent(typ, herd.EventSubjectWebhook, w.ID, w.Path, &c)
+}
+
+// CreateWebhook implements herd.WebhookService.
+func (s *WebhookService) CreateWebhook(ctx context.Context, w *herd.Webhook) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if err := w.Validate(); err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	n, err := tx.findNode(ctx, a, w.NodeID)
+	if err != nil {
+		return err
+	} else if !a.Allows(n.TenantID, n.Path, herd.RoleAdmin) {
+		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", n.ID)
+	}
+	var b [24]byte
+	rand.Read(b[:])
+	w.Secret = "whsec_" + hex.EncodeToString(b[:])
+	w.TenantID, w.Path, w.Status, w.DisabledReason, w.CreatedAt = n.TenantID, n.Path, herd.WebhookActive, "", tx.now
+	types, _ := json.Marshal(w.EventTypes)
+	if w.ID, err = tx.insertID(ctx, `INSERT INTO webhooks (tenant_id, node_id, url, event_types, secret, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		w.TenantID, w.NodeID, w.URL, string(types), w.Secret, w.Status, tx.now.UnixMilli()); err != nil {
+		return err
+	}
+	if err := tx.appendEvents(ctx, w.TenantID, webhookEvent(herd.EventWebhookCreated, w)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+const webhookColumns = `w.id, w.tenant_id, w.node_id, n.path, w.url, w.event_types, w.status, w.disabled_reason, w.created_at`
+
+func scanWebhook(sc interface{ Scan(...any) error }) (*herd.Webhook, error) {
+	var w herd.Webhook
+	var types string
+	var created int64
+	if err := sc.Scan(&w.ID, &w.TenantID, &w.NodeID, &w.Path, &w.URL, &types, &w.Status, &w.DisabledReason, &created); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(types), &w.EventTypes); err != nil {
+		return nil, fmt.Errorf("webhook %d event types: %w", w.ID, err)
+	}
+	w.CreatedAt = msToTime(created)
+	return &w, nil
+}
+
+// findWebhook returns a subscription the actor administers.
+func (tx *Tx) findWebhook(ctx context.Context, a *herd.Actor, id int64) (*herd.Webhook, error) {
+	w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND NOT w.deleted`, id))
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(w.TenantID, w.Path, herd.RoleViewer)) {
+		return nil, herd.Errorf(herd.ENOTFOUND, "webhook %d not found", id)
+	} else if err != nil {
+		return nil, err
+	} else if !a.Allows(w.TenantID, w.Path, herd.RoleAdmin) {
+		return nil, herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", w.NodeID)
+	}
+	return w, nil
+}
+
+// FindWebhooks implements herd.WebhookService.
+func (s *WebhookService) FindWebhooks(ctx context.Context) ([]*herd.Webhook, error) {
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Webhook, error) {
+		q, args := `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE NOT w.deleted`, []any{}
+		if !a.Super {
+			q, args = q+` AND w.tenant_id = ?`, append(args, a.TenantID)
+		}
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY w.id`, args...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := []*herd.Webhook{}
+		for rows.Next() {
+			w, err := scanWebhook(rows)
+			if err != nil {
+				return nil, err
+			}
+			if a.Allows(w.TenantID, w.Path, herd.RoleAdmin) {
+				out = append(out, w)
+			}
+		}
+		return out, rows.Err()
+	})
+}
+
+// FindWebhookByID implements herd.WebhookService.
+func (s *WebhookService) FindWebhookByID(ctx context.Context, id int64) (*herd.Webhook, error) {
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Webhook, error) { return tx.findWebhook(ctx, a, id) })
+}
+
+// DeleteWebhook implements herd.WebhookService. The row stays, marked
+// deleted, so its deliveries keep their history; those still waiting die.
+func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	w, err := tx.findWebhook(ctx, a, id)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET deleted = TRUE, status = ? WHERE id = ?`, herd.WebhookDisabled, id); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, last_reason = 'subscription deleted' WHERE webhook_id = ? AND status = ?`, herd.DeliveryDead, id, herd.DeliveryPending); err != nil {
+		return err
+	}
+	w.Status = herd.WebhookDisabled
+	if err := tx.appendEvents(ctx, w.TenantID, webhookEvent(herd.EventWebhookDeleted, w)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+const deliveryColumns = `id, webhook_id, event_id, event_type, status, attempts, next_at, last_status, last_reason, created_at, delivered_at`
+
+// FindDeliveries implements herd.WebhookService.
+func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, status string, limit int) ([]*herd.WebhookDelivery, error) {
+	switch status {
+	case "", herd.DeliveryPending, herd.DeliveryDelivered, herd.DeliveryDead:
+	default:
+		return nil, herd.Errorf(herd.EINVALID, "status must be pending, delivered or dead, not %q", status)
+	}
+	if limit < 1 || limit > 1000 {
+		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to 1,000")
+	}
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.WebhookDelivery, error) {
+		if _, err := tx.findWebhook(ctx, a, webhookID); err != nil {
+			return nil, err
+		}
+		q, args := `SELECT `+deliveryColumns+` FROM webhook_deliveries WHERE webhook_id = ?`, []any{webhookID}
+		if status != "" {
+			q, args = q+` AND status = ?`, append(args, status)
+		}
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		out := []*herd.WebhookDelivery{}
+		for rows.Next() {
+			var d herd.WebhookDelivery
+			var next, created int64
+			var delivered sql.NullInt64
+			if err := rows.Scan(&d.ID, &d.WebhookID, &d.EventID, &d.EventType, &d.Status, &d.Attempts, &next, &d.LastStatus, &d.LastReason, &created, &delivered); err != nil {
+				return nil, err
+			}
+			d.NextAt, d.CreatedAt = msToTime(next), msToTime(created)
+			if delivered.Valid {
+				t := msToTime(delivered.Int64)
+				d.DeliveredAt = &t
+			}
+			out = append(out, &d)
+		}
+		return out, rows.Err()
+	})
+}
+
+// RedriveWebhook implements herd.WebhookService.
+func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	w, err := tx.findWebhook(ctx, a, id)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET status = ?, disabled_reason = '', failing_since = 0 WHERE id = ?`, herd.WebhookActive, id); err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, next_at = ?, retry_from = ? WHERE webhook_id = ? AND status = ?`,
+		herd.DeliveryPending, tx.now.UnixMilli(), tx.now.UnixMilli(), id, herd.DeliveryDead)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	w.Status, w.DisabledReason = herd.WebhookActive, ""
+	ev := newEvent(herd.EventWebhookRedriven, herd.EventSubjectWebhook, w.ID, w.Path, map[string]any{"webhook_id": fmt.Sprint(w.ID), "redriven": n})
+	if err := tx.appendEvents(ctx, w.TenantID, ev); err != nil {
+		return 0, err
+	}
+	return int(n), tx.Commit()
+}
+
+// EnqueueWebhooks implements herd.WebhookQueue. The subscriptions' node
+// paths are read now, so a subscription follows its node's moves; one
+// created after the event was committed does not get it.
+func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, ev *herd.Event) (bool, error) {
+	return s.db.ApplyOnce(ctx, consumer, ev.ID, func(ctx context.Context, tx *Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = ? AND NOT w.deleted`,
+			ev.TenantID, herd.WebhookActive)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			w, err := scanWebhook(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			if w.Wants(ev) && !ev.CreatedAt.Before(w.CreatedAt) {
+				ids = append(ids, w.ID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, status, next_at, created_at, retry_from) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+				id, ev.ID, ev.Type, herd.DeliveryPending, tx.now.UnixMilli(), tx.now.UnixMilli(), tx.now.UnixMilli()); err != nil {
+				return fmt.Errorf("queue delivery: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// ClaimDeliveries implements herd.WebhookQueue.
+func (s *WebhookService) ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*herd.DeliveryJob, error) {
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	lock := ""
+	if s.db.dialect == Postgres {
+		lock = " FOR UPDATE OF d SKIP LOCKED"
+	}
+	now := tx.now.UnixMilli()
+	rows, err := tx.QueryContext(ctx, `UPDATE webhook_deliveries SET next_at = ? WHERE id IN (
+  SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+  WHERE d.status = ? AND d.next_at <= ? AND w.status = ? ORDER BY d.next_at LIMIT ?`+lock+`)
+RETURNING id`, now+lease.Milliseconds(), herd.DeliveryPending, now, herd.WebhookActive, max)
+	if err != nil {
+		return nil, fmt.Errorf("claim deliveries: %w", err)
+	}
+	var ids []string
+	var args []any
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids, args = append(ids, "?"), append(args, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.last_reason, d.retry_from, w.url, w.secret, w.failing_since,
+  e.id, e.tenant_id, e.seq, e.type, e.subject_type, e.subject_id, e.path, e.payload, e.created_at
+FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id
+WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read claimed deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []*herd.DeliveryJob
+	for rows.Next() {
+		var j herd.DeliveryJob
+		var e herd.Event
+		var retryFrom, failing, created int64
+		var payload string
+		if err := rows.Scan(&j.DeliveryID, &j.WebhookID, &j.EventID, &j.Attempts, &j.LastReason, &retryFrom, &j.URL, &j.Secret, &failing,
+			&e.ID, &e.TenantID, &e.Seq, &e.Type, &e.SubjectType, &e.SubjectID, &e.Path, &payload, &created); err != nil {
+			return nil, err
+		}
+		e.Payload, e.CreatedAt = json.RawMessage(payload), msToTime(created)
+		if j.Body, err = json.Marshal(&e); err != nil {
+			return nil, err
+		}
+		j.RetryFrom, j.EventAt = msToTime(retryFrom), e.CreatedAt
+		if failing != 0 {
+			j.FailingSince = msToTime(failing)
+		}
+		out = append(out, &j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	return out, tx.Commit()
+}
+
+// RecordAttempts implements herd.WebhookQueue, in one transaction.
+func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.AttemptResult) error {
+	if len(results) == 0 {
+		return nil
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := tx.now.UnixMilli()
+	var disabled []*herd.Webhook
+	for _, r := range results {
+		j := r.Job
+		switch r.Outcome {
+		case herd.AttemptDelivered:
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_reason = '', delivered_at = ? WHERE id = ?`,
+				herd.DeliveryDelivered, r.Status, now, j.DeliveryID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET failing_since = 0 WHERE id = ? AND failing_since <> 0`, j.WebhookID); err != nil {
+				return err
+			}
+			continue
+		case herd.AttemptRetry:
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, last_status = ?, last_reason = ? WHERE id = ?`,
+				r.NextAt.UnixMilli(), r.Status, r.Reason, j.DeliveryID); err != nil {
+				return err
+			}
+		default: // dead, gone, disable: the delivery is dead-lettered
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_reason = ? WHERE id = ?`,
+				herd.DeliveryDead, r.Status, r.Reason, j.DeliveryID); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since = 0`, now, j.WebhookID); err != nil {
+			return err
+		}
+		if r.Outcome == herd.AttemptGone || r.Outcome == herd.AttemptDisable {
+			reason := "the receiver answered 410 Gone"
+			if r.Outcome == herd.AttemptDisable {
+				reason = "every delivery failed since " + j.FailingSince.Format(time.RFC3339)
+			}
+			w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND w.status = ?`, j.WebhookID, herd.WebhookActive))
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // disabled by an earlier result
+			} else if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET status = ?, disabled_reason = ? WHERE id = ?`, herd.WebhookDisabled, reason, w.ID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, last_reason = 'subscription disabled' WHERE webhook_id = ? AND status = ?`,
+				herd.DeliveryDead, w.ID, herd.DeliveryPending); err != nil {
+				return err
+			}
+			w.Status, w.DisabledReason = herd.WebhookDisabled, reason
+			disabled = append(disabled, w)
+		}
+	}
+	evs := make([]*herd.Event, 0, len(disabled))
+	for _, w := range disabled {
+		e := webhookEvent(herd.EventWebhookDisabled, w)
+		e.TenantID = w.TenantID
+		evs = append(evs, e)
+	}
+	if err := tx.appendEventsByTenant(ctx, evs); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// DeadLetters implements herd.WebhookQueue.
+func (s *WebhookService) DeadLetters(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.rdb.QueryRowContext(ctx, s.db.rebind(`SELECT COUNT(*) FROM webhook_deliveries WHERE status = ?`), herd.DeliveryDead).Scan(&n)
+	return n, err
+}
