@@ -57,3 +57,24 @@ type EventBus interface {
 	// counts those the bus already had.
 	Publish(ctx context.Context, evs []*Event) (duplicates int, err error)
 }
+
+// AckedEvent is an event handed to an app that must acknowledge it: until
+// Ack, the feed hands it out again (Attempt counts the earlier tries).
+type AckedEvent struct {
+	Event   *Event
+	Attempt int
+	Ack     func() error
+}
+
+// AckedFeed is one app's stream of events to acknowledge.
+type AckedFeed interface {
+	// Next waits for the next event, or ctx's end.
+	Next(ctx context.Context) (*AckedEvent, error)
+	Close()
+}
+
+// AppEventSource opens the feeds of apps: durable, so events committed
+// while an app is away wait for it, and shared by the app's connections.
+type AppEventSource interface {
+	OpenAppFeed(ctx context.Context, app string, tenantID int64, ackWait time.Duration) (AckedFeed, error)
+}

@@ -42,6 +42,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/webhooks/{id}/deliveries", s.authed(s.handleWebhookDeliveries))
 	s.handle("POST /v1/webhooks/{id}/redrive", s.authed(s.handleWebhookRedrive))
 
+	// Events for apps that cannot expose a webhook URL, acked one by one.
+	s.handle("GET /v1/apps/socket", s.authed(s.handleAppSocket))
+
 	s.handle("POST /v1/grants", s.authed(s.handleGrantCreate))
 	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))
 }

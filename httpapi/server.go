@@ -59,6 +59,9 @@ type Server struct {
 	CredentialService herd.CredentialService
 	// WebhookService manages webhook subscriptions; nil answers 404.
 	WebhookService herd.WebhookService
+	// AppSocket serves the apps socket (package appsocket) behind the
+	// API's authentication; nil answers 404.
+	AppSocket http.Handler
 	// Disconnecter closes the connection of a device whose credential is
 	// revoked or which is deleted; nil when no gateway runs here.
 	Disconnecter DeviceDisconnecter

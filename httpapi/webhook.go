@@ -151,6 +151,15 @@ func (s *Server) handleWebhookRedrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, redriveResponse{Redriven: n})
 }
 
+// handleAppSocket handles GET /v1/apps/socket.
+func (s *Server) handleAppSocket(w http.ResponseWriter, r *http.Request) {
+	if s.AppSocket == nil {
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the apps socket is not served here"))
+		return
+	}
+	s.AppSocket.ServeHTTP(w, r)
+}
+
 var _ herd.WebhookService = (*Client)(nil)
 
 // CreateWebhook creates a subscription and fills in wh, secret included.

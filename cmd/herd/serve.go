@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/appsocket"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
@@ -243,6 +244,7 @@ type Main struct {
 	Bus        *natsbus.Bus
 	Relay      *relay.Relay
 	Dispatcher *webhook.Dispatcher
+	AppSocket  *appsocket.Handler
 
 	stopEvents context.CancelFunc
 	events     sync.WaitGroup
@@ -392,6 +394,10 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Relay.Collectors()...)
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
+	m.AppSocket = appsocket.NewHandler(m.Bus, s.UserService.Authenticate)
+	m.AppSocket.Logger = m.Logger.With("component", "appsocket")
+	s.AppSocket = m.AppSocket
+	s.Registry().MustRegister(m.AppSocket.Collectors()...)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -480,6 +486,12 @@ func (m *Main) ensureAdminToken(ctx context.Context) error {
 // server (draining requests in flight), then the store they used.
 func (m *Main) Close() error {
 	var errs []error
+	if m.AppSocket != nil {
+		// Before the HTTP server, which does not wait for hijacked
+		// connections: apps get a 1001 and reconnect elsewhere.
+		m.AppSocket.Close()
+		m.AppSocket = nil
+	}
 	if m.HTTPServer != nil {
 		errs = append(errs, m.HTTPServer.Close())
 		m.HTTPServer = nil

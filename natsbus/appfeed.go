@@ -1,0 +1,77 @@
+package natsbus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// AppFeedIdle is how long an app's feed outlives its last connection:
+// events wait for an app that comes back within it.
+const AppFeedIdle = 72 * time.Hour
+
+var _ herd.AppEventSource = (*Bus)(nil)
+
+// OpenAppFeed implements herd.AppEventSource with a durable JetStream
+// consumer per app over its tenant's subjects: the app's connections share
+// it (each event goes to one of them), and JetStream delivers an event
+// again when its acknowledgement does not come within ackWait.
+func (b *Bus) OpenAppFeed(ctx context.Context, app string, tenantID int64, ackWait time.Duration) (herd.AckedFeed, error) {
+	cons, err := b.stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:           app,
+		FilterSubject:     b.SubjectPrefix + "." + strconv.FormatInt(tenantID, 10) + ".>",
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           ackWait,
+		MaxDeliver:        -1,
+		MaxAckPending:     1000,
+		DeliverPolicy:     jetstream.DeliverNewPolicy,
+		InactiveThreshold: AppFeedIdle,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("app feed %s: %w", app, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(64))
+	if err != nil {
+		return nil, fmt.Errorf("app feed %s: %w", app, err)
+	}
+	return &appFeed{it: it}, nil
+}
+
+type appFeed struct{ it jetstream.MessagesContext }
+
+func (f *appFeed) Next(ctx context.Context) (*herd.AckedEvent, error) {
+	stop := context.AfterFunc(ctx, f.it.Stop)
+	defer stop()
+	for {
+		msg, err := f.it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		} else if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue // a missed heartbeat; the iterator goes on
+		}
+		var ev herd.Event
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == 0 {
+			msg.Term()
+			continue
+		}
+		attempt := 0
+		if md, err := msg.Metadata(); err == nil {
+			attempt = int(md.NumDelivered) - 1
+		}
+		return &herd.AckedEvent{Event: &ev, Attempt: attempt, Ack: msg.Ack}, nil
+	}
+}
+
+func (f *appFeed) Close() { f.it.Stop() }
