@@ -70,6 +70,12 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 		defer close(done)
 		r.Run(ctx)
 	}()
+	// The fixture's own events (bob's grant among them) reach the stream
+	// before any app's feed starts, so no test sees them.
+	testutil.WaitFor(t, 30*time.Second, "the fixture's events to reach the stream", func() bool {
+		st, err := sqldb.NewOutboxService(db).OutboxStats(context.Background())
+		return err == nil && st.Pending == 0
+	})
 	e.handler = appsocket.NewHandler(bus, users.Authenticate)
 	if configure != nil {
 		configure(e.handler)
