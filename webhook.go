@@ -217,10 +217,11 @@ type AttemptResult struct {
 
 // WebhookQueue is what the dispatcher needs of the store.
 type WebhookQueue interface {
-	// EnqueueWebhooks is the webhook consumer's effect: it queues ev for
-	// every subscription that wants it, in one transaction with the
-	// consumer's record of ev. applied is false when consumer had ev.
-	EnqueueWebhooks(ctx context.Context, consumer string, ev *Event) (applied bool, err error)
+	// EnqueueWebhooks is the webhook consumer's effect: it queues each
+	// event for every subscription that wants it, in one transaction with
+	// the consumer's records of the events. applied[i] is false when the
+	// consumer had evs[i] already.
+	EnqueueWebhooks(ctx context.Context, consumer string, evs []*Event) (applied []bool, err error)
 	// ClaimDeliveries takes up to max due deliveries and moves their next
 	// attempt lease ahead, so no other dispatcher takes them meanwhile.
 	ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*DeliveryJob, error)

@@ -301,13 +301,18 @@ func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loa
 // server is herd serve in a child process.
 type server struct {
 	cmd   *exec.Cmd
+	dir   string // its data dir: the embedded NATS server's files
 	mqtt  string
 	url   string
 	debug string // the profiler's address, when asked for
 }
 
 func startServer(ctx context.Context, exe, store string, extra ...string) (*server, error) {
-	args := append([]string{"serve", "--store", store, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+	dir, err := os.MkdirTemp("", "herd-bench-")
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"serve", "--store", store, "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
 		"--mqtt-connect-rate", "1000000", "--log-format", "json", "--state-cache-min-devices", "0"}, extra...)
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Env = append(os.Environ(), "HERD_ADMIN_TOKEN=herd_bench_admin_token_0123456789abcdef")
@@ -318,10 +323,11 @@ func startServer(ctx context.Context, exe, store string, extra ...string) (*serv
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	lines := bufio.NewScanner(pipe)
-	s := &server{cmd: cmd}
+	s := &server{cmd: cmd, dir: dir}
 	deadline := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
 	defer deadline.Stop()
 	var log strings.Builder
@@ -345,6 +351,7 @@ func startServer(ctx context.Context, exe, store string, extra ...string) (*serv
 	if s.mqtt == "" {
 		cmd.Process.Kill()
 		cmd.Wait()
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("herd serve did not start:\n%s", log.String())
 	}
 	go io.Copy(io.Discard, pipe)
@@ -354,6 +361,7 @@ func startServer(ctx context.Context, exe, store string, extra ...string) (*serv
 func (s *server) stop() {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	s.cmd.Wait()
+	os.RemoveAll(s.dir)
 }
 
 // mosquittoRelay measures the baseline: the same devices, closed loop at

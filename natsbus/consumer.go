@@ -19,6 +19,14 @@ import (
 // one transaction.
 type Handler func(ctx context.Context, ev *herd.Event) (applied bool, err error)
 
+// BatchHandler applies the events that have arrived together, at most
+// MaxBatch, in one transaction: applied[i] says whether evs[i] was new.
+// An error hands them all back for a later delivery.
+type BatchHandler func(ctx context.Context, evs []*herd.Event) (applied []bool, err error)
+
+// MaxBatch bounds the events given to a BatchHandler at once.
+const MaxBatch = 256
+
 // Consumer is a durable JetStream consumer of the event stream.
 type Consumer struct {
 	// Name is the durable name and the name its effects are recorded
@@ -34,7 +42,10 @@ type Consumer struct {
 	// AckWait is how long JetStream waits for the acknowledgement of one
 	// delivery before it delivers the event again.
 	AckWait time.Duration
+	// Handler or Batch applies the events; with Batch, the events that
+	// are waiting when one arrives go together.
 	Handler Handler
+	Batch   BatchHandler
 }
 
 // consumerMetrics are shared by every consumer of a bus, by name.
@@ -82,8 +93,15 @@ func (b *Bus) metrics() *consumerMetrics {
 // commit is delivered again. Events of one consumer are handled one at a
 // time, in stream order.
 func (b *Bus) Consume(ctx context.Context, c Consumer) error {
-	if c.Name == "" || c.Handler == nil {
-		return errors.New("natsbus: a consumer needs a name and a handler")
+	if c.Name == "" || (c.Handler == nil) == (c.Batch == nil) {
+		return errors.New("natsbus: a consumer needs a name and one of a handler or a batch handler")
+	}
+	if c.Batch == nil {
+		h := c.Handler
+		c.Batch = func(ctx context.Context, evs []*herd.Event) ([]bool, error) {
+			applied, err := h(ctx, evs[0])
+			return []bool{applied}, err
+		}
 	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Name,
@@ -109,31 +127,75 @@ func (b *Bus) Consume(ctx context.Context, c Consumer) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", c.Name, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	it, err := cons.Messages(jetstream.PullMaxMessages(MaxBatch))
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", c.Name, err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	m := b.metrics()
-	log := b.Logger.With("consumer", c.Name)
 	lagCtx, cancelLag := context.WithCancel(ctx)
 	defer cancelLag()
 	go b.watchLag(lagCtx, cons, c.Name)
-	for {
-		msg, err := it.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return ctx.Err()
-		} else if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	// The iterator hands messages over one by one; a goroutine feeds them
+	// into a channel so that the loop can take what is waiting without
+	// blocking and apply it as one batch.
+	msgs := make(chan jetstream.Msg, MaxBatch)
+	go func() {
+		defer close(msgs)
+		for {
+			msg, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			} else if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				b.Logger.Debug("consumer fetch", "consumer", c.Name, "err", err)
+				continue
 			}
-			log.Debug("consumer fetch", "err", err)
-			continue
+			msgs <- msg
 		}
+	}()
+	batchSize := 1
+	if c.Handler == nil {
+		batchSize = MaxBatch
+	}
+	for {
+		msg, ok := <-msgs
+		if !ok {
+			return ctx.Err()
+		}
+		batch := []jetstream.Msg{msg}
+	more:
+		for len(batch) < batchSize {
+			select {
+			case msg, ok := <-msgs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, msg)
+			default:
+				break more
+			}
+		}
+		if err := b.handle(ctx, c, batch); err != nil {
+			return err
+		}
+	}
+}
+
+// handle applies one batch and acknowledges it, or hands it back.
+func (b *Bus) handle(ctx context.Context, c Consumer, batch []jetstream.Msg) error {
+	m := b.metrics()
+	log := b.Logger.With("consumer", c.Name)
+	evs := make([]*herd.Event, 0, len(batch))
+	good := batch[:0:0]
+	maxDelivered := uint64(1)
+	for _, msg := range batch {
 		md, _ := msg.Metadata()
 		if md != nil && md.NumDelivered > 1 {
 			m.redeliveries.WithLabelValues(c.Name).Inc()
+			maxDelivered = max(maxDelivered, md.NumDelivered)
 		}
 		var ev herd.Event
 		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == 0 {
@@ -144,33 +206,41 @@ func (b *Bus) Consume(ctx context.Context, c Consumer) error {
 			msg.Term()
 			continue
 		}
-		applied, err := c.Handler(ctx, &ev)
-		if err != nil {
-			if ctx.Err() != nil {
-				// Shutting down: JetStream delivers it again after AckWait.
-				return ctx.Err()
-			}
-			n := uint64(1)
-			if md != nil {
-				n = md.NumDelivered
-			}
-			delay := min(100*time.Millisecond<<min(n-1, 10), 30*time.Second)
-			log.Warn("event not applied; delivering it again later", "event", ev.ID, "type", ev.Type, "delivery", n, "retry_in", delay, "err", err)
-			m.messages.WithLabelValues(c.Name, "error").Inc()
-			msg.NakWithDelay(delay)
-			continue
+		evs, good = append(evs, &ev), append(good, msg)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	applied, err := c.Batch(ctx, evs)
+	if err == nil && len(applied) != len(evs) {
+		err = fmt.Errorf("natsbus: batch handler answered %d results for %d events", len(applied), len(evs))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: JetStream delivers them again after AckWait.
+			return ctx.Err()
 		}
+		delay := min(100*time.Millisecond<<min(maxDelivered-1, 10), 30*time.Second)
+		log.Warn("events not applied; delivering them again later", "events", len(evs), "first", evs[0].ID, "delivery", maxDelivered, "retry_in", delay, "err", err)
+		m.messages.WithLabelValues(c.Name, "error").Add(float64(len(evs)))
+		for _, msg := range good {
+			msg.NakWithDelay(delay)
+		}
+		return nil
+	}
+	for i, msg := range good {
 		outcome := "applied"
-		if !applied {
+		if !applied[i] {
 			outcome = "duplicate"
 			m.duplicates.WithLabelValues(c.Name).Inc()
 		}
 		m.messages.WithLabelValues(c.Name, outcome).Inc()
 		if err := msg.Ack(); err != nil {
 			// The effect is committed; a redelivery will be a duplicate.
-			log.Debug("ack", "event", ev.ID, "err", err)
+			log.Debug("ack", "event", evs[i].ID, "err", err)
 		}
 	}
+	return nil
 }
 
 // watchLag keeps the consumer's pending gauge current.

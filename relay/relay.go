@@ -21,6 +21,8 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -32,6 +34,7 @@ const (
 	DefaultPoll       = 100 * time.Millisecond
 	DefaultBatch      = 1000
 	DefaultMaxTenants = 64
+	DefaultMarkEvery  = 10 * time.Millisecond
 	// MaxBackoff caps the wait between attempts to publish after a failure.
 	MaxBackoff = 5 * time.Second
 )
@@ -53,9 +56,14 @@ type Relay struct {
 	Batch int
 	// MaxTenants is the most tenants claimed at once.
 	MaxTenants int
-	Logger     *slog.Logger
+	// MarkEvery is the least time between two marks of published events.
+	MarkEvery time.Duration
+	Logger    *slog.Logger
 
-	metrics *metrics
+	metrics  *metrics
+	mu       sync.Mutex
+	held     map[int64]*held
+	markKick chan struct{}
 
 	// afterPublish, in tests, runs between the bus's acknowledgement and the
 	// mark: where a crash leaves events published but not marked.
@@ -75,17 +83,45 @@ func New(store herd.OutboxService, bus herd.EventBus) *Relay {
 		Poll:       DefaultPoll,
 		Batch:      DefaultBatch,
 		MaxTenants: DefaultMaxTenants,
+		MarkEvery:  DefaultMarkEvery,
 		Logger:     slog.New(slog.DiscardHandler),
 		metrics:    newMetrics(),
+		markKick:   make(chan struct{}, 1),
 	}
 }
 
-// Run publishes until ctx ends, then gives up its leases so that another
-// relay may go on at once.
+// held is a tenant this relay holds: how far it has published (acked by
+// the stream) and how far the store knows it has.
+type held struct {
+	published, marked int64
+	until             time.Time // the lease, as last renewed
+}
+
+// Run publishes until ctx ends, then marks what it published and gives up
+// its leases so that another relay may go on at once.
+//
+// Publishing and marking are apart: a batch is marked by a marker that
+// runs at most every MarkEvery, so that a steady trickle of commits costs
+// the store one write per MarkEvery instead of one per commit. What was
+// published and not yet marked when a relay dies is published again by
+// the next holder: the stream drops it within its duplicate window, and
+// consumers deduplicate anyway.
 func (r *Relay) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.held = map[int64]*held{}
+	r.mu.Unlock()
+	markCtx, stopMarker := context.WithCancel(context.WithoutCancel(ctx))
+	markerDone := make(chan struct{})
+	go func() {
+		defer close(markerDone)
+		r.markLoop(markCtx)
+	}()
 	defer func() {
+		stopMarker()
+		<-markerDone
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
+		r.markAll(rctx) // a clean stop: what was published is marked
 		if err := r.Store.ReleaseOutbox(rctx, r.Owner); err != nil {
 			r.Logger.Warn("outbox leases not released; they run out by themselves", "err", err)
 		}
@@ -93,11 +129,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	var failures int
+	var lastClaim time.Time
+	claimNow := true
 	for {
-		worked, err := r.round(ctx)
+		worked, err := r.round(ctx, claimNow || time.Since(lastClaim) >= r.Poll)
+		if err == nil && (claimNow || time.Since(lastClaim) >= r.Poll) {
+			lastClaim = time.Now()
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		claimNow = false
 		wait := r.Poll
 		switch {
 		case err != nil:
@@ -105,6 +147,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			// Full jitter: relays that failed together do not retry together.
 			wait = time.Duration(mrand.Int64N(int64(min(50*time.Millisecond<<min(failures, 10), MaxBackoff)) + 1))
 			r.Logger.Warn("outbox relay round failed; retrying", "err", err, "failures", failures, "retry_in", wait)
+			claimNow = true
 		case worked:
 			failures = 0
 			continue
@@ -120,33 +163,77 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-poll.C:
+			claimNow = true
 		case <-wake:
 		}
 	}
 }
 
-// round claims tenants and publishes what they have, a batch at a time,
-// until they have nothing more or the round's time is up. It reports
-// whether it published anything.
-func (r *Relay) round(ctx context.Context) (bool, error) {
-	claims, err := r.Store.ClaimOutbox(ctx, r.Owner, r.Lease, r.MaxTenants)
-	if err != nil {
+// round publishes what the held tenants have, claiming tenants first when
+// claim is set or when they have nothing (the commit that woke the relay
+// may be another tenant's). It reports whether it published anything.
+func (r *Relay) round(ctx context.Context, claim bool) (bool, error) {
+	if claim {
+		if err := r.claim(ctx); err != nil {
+			return false, err
+		}
+	}
+	worked, err := r.publishHeld(ctx)
+	if err != nil || worked || claim {
+		return worked, err
+	}
+	if err := r.claim(ctx); err != nil {
 		return false, err
 	}
-	// A round stays well inside the lease: the mark after each batch
-	// renews it, but a round must also end so that new tenants get claimed.
+	return r.publishHeld(ctx)
+}
+
+// claim takes (or renews) the tenants with unpublished events.
+func (r *Relay) claim(ctx context.Context) error {
+	claims, err := r.Store.ClaimOutbox(ctx, r.Owner, r.Lease, r.MaxTenants)
+	if err != nil {
+		return err
+	}
+	until := time.Now().Add(r.Lease)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range claims {
+		h := r.held[c.TenantID]
+		if h == nil || h.published < c.PublishedSeq {
+			// New to us, or marked further by another relay since.
+			h = &held{published: c.PublishedSeq, marked: c.PublishedSeq}
+			r.held[c.TenantID] = h
+		}
+		h.until = until
+	}
+	// A tenant whose lease ran out may be another relay's now.
+	now := time.Now()
+	for t, h := range r.held {
+		if now.After(h.until) {
+			delete(r.held, t)
+		}
+	}
+	return nil
+}
+
+// publishHeld publishes each held tenant's events after what it published,
+// batch by batch, for at most a third of the lease.
+func (r *Relay) publishHeld(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	tenants := make([]int64, 0, len(r.held))
+	for t := range r.held {
+		tenants = append(tenants, t)
+	}
+	r.mu.Unlock()
+	slices.Sort(tenants)
 	deadline := time.Now().Add(r.Lease / 3)
 	worked := false
 	var errs []error
-	for _, c := range claims {
-		n, err := r.drain(ctx, c, deadline)
+	for _, t := range tenants {
+		n, err := r.drain(ctx, t, deadline)
 		worked = worked || n > 0
-		if errors.Is(err, herd.ErrLeaseLost) {
-			r.metrics.leaseLost.Inc()
-			r.Logger.Info("outbox tenant taken over by another relay", "tenant", c.TenantID)
-			continue
-		} else if err != nil {
-			errs = append(errs, fmt.Errorf("tenant %d: %w", c.TenantID, err))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tenant %d: %w", t, err))
 			if ctx.Err() != nil {
 				break
 			}
@@ -155,11 +242,19 @@ func (r *Relay) round(ctx context.Context) (bool, error) {
 	return worked, errors.Join(errs...)
 }
 
-// drain publishes one tenant's events after its cursor, batch by batch.
-func (r *Relay) drain(ctx context.Context, c herd.OutboxClaim, deadline time.Time) (int, error) {
-	cursor, total := c.PublishedSeq, 0
+// drain publishes one tenant's events after its published mark.
+func (r *Relay) drain(ctx context.Context, tenant int64, deadline time.Time) (int, error) {
+	total := 0
 	for {
-		evs, err := r.Store.OutboxEvents(ctx, c.TenantID, cursor, r.Batch)
+		r.mu.Lock()
+		h := r.held[tenant]
+		if h == nil || time.Now().After(h.until) {
+			r.mu.Unlock()
+			return total, nil // lost, or to be claimed again first
+		}
+		cursor := h.published
+		r.mu.Unlock()
+		evs, err := r.Store.OutboxEvents(ctx, tenant, cursor, r.Batch)
 		if err != nil || len(evs) == 0 {
 			return total, err
 		}
@@ -172,20 +267,79 @@ func (r *Relay) drain(ctx context.Context, c herd.OutboxClaim, deadline time.Tim
 		acked := time.Now()
 		r.metrics.publishSeconds.Observe(acked.Sub(start).Seconds())
 		if r.afterPublish != nil {
-			r.afterPublish(c.TenantID, evs)
+			r.afterPublish(tenant, evs)
 		}
-		last := evs[len(evs)-1].Seq
-		if err := r.Store.MarkPublished(ctx, r.Owner, c.TenantID, last, r.Lease); err != nil {
-			return total, err
+		r.mu.Lock()
+		if h := r.held[tenant]; h != nil && h.published == cursor {
+			h.published = evs[len(evs)-1].Seq
 		}
+		r.mu.Unlock()
+		r.kickMarker()
 		for _, ev := range evs {
 			r.metrics.commitToAck.Observe(acked.Sub(ev.CreatedAt).Seconds())
 		}
 		r.metrics.published.Add(float64(len(evs)))
 		r.metrics.duplicates.Add(float64(dups))
-		cursor, total = last, total+len(evs)
+		total += len(evs)
 		if len(evs) < r.Batch || time.Now().After(deadline) {
 			return total, nil
 		}
+	}
+}
+
+func (r *Relay) kickMarker() {
+	select {
+	case r.markKick <- struct{}{}:
+	default:
+	}
+}
+
+// markLoop marks what was published, at most every MarkEvery.
+func (r *Relay) markLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.markKick:
+		}
+		r.markAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.MarkEvery):
+		}
+	}
+}
+
+// markAll moves the store's cursor of every held tenant that published
+// past it; a tenant whose lease was lost is let go.
+func (r *Relay) markAll(ctx context.Context) {
+	type mark struct{ tenant, seq int64 }
+	var marks []mark
+	r.mu.Lock()
+	for t, h := range r.held {
+		if h.published > h.marked {
+			marks = append(marks, mark{t, h.published})
+		}
+	}
+	r.mu.Unlock()
+	for _, m := range marks {
+		err := r.Store.MarkPublished(ctx, r.Owner, m.tenant, m.seq, r.Lease)
+		r.mu.Lock()
+		h := r.held[m.tenant]
+		switch {
+		case errors.Is(err, herd.ErrLeaseLost):
+			r.metrics.leaseLost.Inc()
+			r.Logger.Info("outbox tenant taken over by another relay", "tenant", m.tenant)
+			delete(r.held, m.tenant)
+		case err != nil:
+			if ctx.Err() == nil {
+				r.Logger.Warn("outbox mark failed; retrying", "tenant", m.tenant, "err", err)
+			}
+		case h != nil:
+			h.marked = max(h.marked, m.seq)
+			h.until = time.Now().Add(r.Lease)
+		}
+		r.mu.Unlock()
 	}
 }

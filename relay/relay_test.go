@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -187,11 +188,22 @@ func TestRelay_CrashAfterCommit(t *testing.T) {
 	})
 }
 
-// crashingStore is the store of a relay that dies: it never releases its
-// leases, as a killed process would not.
-type crashingStore struct{ herd.OutboxService }
+// crashingStore is the store of a relay that dies: once dead it writes
+// nothing more, neither marks nor the release of its leases, as a killed
+// process would not.
+type crashingStore struct {
+	herd.OutboxService
+	dead atomic.Bool
+}
 
-func (crashingStore) ReleaseOutbox(context.Context, string) error { return nil }
+func (s *crashingStore) MarkPublished(ctx context.Context, owner string, tenantID, seq int64, lease time.Duration) error {
+	if s.dead.Load() {
+		return errors.New("dead")
+	}
+	return s.OutboxService.MarkPublished(ctx, owner, tenantID, seq, lease)
+}
+
+func (s *crashingStore) ReleaseOutbox(context.Context, string) error { return nil }
 
 // TestRelay_CrashBetweenPublishAndMark: a relay dies after the stream
 // acknowledged a batch and before it marked it. Once its lease runs out,
@@ -217,12 +229,14 @@ func TestRelay_CrashBetweenPublishAndMark(t *testing.T) {
 				}
 				store := sqldb.NewOutboxService(db)
 
-				dying := New(crashingStore{store}, bus)
+				crashing := &crashingStore{OutboxService: store}
+				dying := New(crashing, bus)
 				dying.Batch, dying.Lease = 10, 500*time.Millisecond
 				ctx, kill := context.WithCancel(context.Background())
 				published := make(chan int, 1)
 				dying.afterPublish = func(_ int64, evs []*herd.Event) {
-					kill() // the process dies here: the mark below fails
+					crashing.dead.Store(true) // the process dies here, before any mark
+					kill()
 					published <- len(evs)
 				}
 				dying.Run(ctx)

@@ -73,6 +73,11 @@ type DB struct {
 	// both are the same pool.
 	rdb *sql.DB
 	wdb *sql.DB
+	// bdb serves the event pipeline's background work (relay, consumers,
+	// webhook dispatch). On PostgreSQL it is a small pool of its own, a
+	// bulkhead: API requests queued on the main pool (waiting for a
+	// tenant's lock, say) must not hold events back. On SQLite it is wdb.
+	bdb *sql.DB
 }
 
 // NewDB returns a DB for dsn with default settings.
@@ -110,6 +115,12 @@ func (db *DB) Open() (err error) {
 		db.rdb.SetMaxIdleConns(16)
 		db.rdb.SetConnMaxIdleTime(5 * time.Minute)
 		db.wdb = db.rdb
+		if db.bdb, err = sql.Open("pgx", db.DSN); err != nil {
+			return fmt.Errorf("open postgres: %w", err)
+		}
+		db.bdb.SetMaxOpenConns(4)
+		db.bdb.SetMaxIdleConns(4)
+		db.bdb.SetConnMaxIdleTime(5 * time.Minute)
 	} else {
 		db.dialect = SQLite
 		path := strings.TrimPrefix(strings.TrimPrefix(db.DSN, "sqlite:"), "file:")
@@ -143,6 +154,7 @@ func (db *DB) Open() (err error) {
 		}
 		db.wdb.SetMaxOpenConns(1)
 		db.wdb.SetMaxIdleConns(1)
+		db.bdb = db.wdb
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -167,6 +179,9 @@ func (db *DB) Close() error {
 	db.stmts.m = nil
 	db.stmts.mu.Unlock()
 	var errs []error
+	if db.bdb != nil && db.bdb != db.wdb {
+		errs = append(errs, db.bdb.Close())
+	}
 	if db.wdb != nil && db.wdb != db.rdb {
 		errs = append(errs, db.wdb.Close())
 	}
@@ -274,6 +289,16 @@ type Tx struct {
 // beginTx opens a write transaction (on the single-writer pool for SQLite).
 func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
 	tx, err := db.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond), write: true}, nil
+}
+
+// beginBgTx opens a write transaction of the event pipeline, on its own
+// pool (see bdb).
+func (db *DB) beginBgTx(ctx context.Context) (*Tx, error) {
+	tx, err := db.bdb.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}

@@ -32,7 +32,7 @@ func (s *OutboxService) ClaimOutbox(ctx context.Context, owner string, lease tim
 	if owner == "" || max < 1 {
 		return nil, fmt.Errorf("sqldb: claim outbox: owner and max required")
 	}
-	tx, err := s.db.beginTx(ctx)
+	tx, err := s.db.beginBgTx(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ RETURNING tenant_id, published_seq`, owner, now+lease.Milliseconds(), owner, now
 // reading after the cursor never skips one that commits later.
 func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64, limit int) ([]*herd.Event, error) {
 	q := s.db.rebind(`SELECT id, tenant_id, seq, type, subject_type, subject_id, path, payload, created_at FROM events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
-	rows, err := s.db.rdb.QueryContext(ctx, q, tenantID, after, limit)
+	rows, err := s.readPool().QueryContext(ctx, q, tenantID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox events: %w", err)
 	}
@@ -87,7 +87,7 @@ func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64,
 // MarkPublished implements herd.OutboxService.
 func (s *OutboxService) MarkPublished(ctx context.Context, owner string, tenantID, seq int64, lease time.Duration) error {
 	now := s.db.Now().UnixMilli()
-	res, err := s.db.wdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET published_seq = ?, lease_until = ? WHERE tenant_id = ? AND lease_owner = ? AND published_seq <= ?`),
+	res, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET published_seq = ?, lease_until = ? WHERE tenant_id = ? AND lease_owner = ? AND published_seq <= ?`),
 		seq, now+lease.Milliseconds(), tenantID, owner, seq)
 	if err != nil {
 		return fmt.Errorf("mark published: %w", err)
@@ -100,11 +100,20 @@ func (s *OutboxService) MarkPublished(ctx context.Context, owner string, tenantI
 
 // ReleaseOutbox implements herd.OutboxService.
 func (s *OutboxService) ReleaseOutbox(ctx context.Context, owner string) error {
-	_, err := s.db.wdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?`), owner)
+	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?`), owner)
 	if err != nil {
 		return fmt.Errorf("release outbox: %w", err)
 	}
 	return nil
+}
+
+// readPool is where the pipeline reads: its own pool on PostgreSQL, the
+// readers' on SQLite (whose bdb is the one writer connection).
+func (s *OutboxService) readPool() *sql.DB {
+	if s.db.dialect == Postgres {
+		return s.db.bdb
+	}
+	return s.db.rdb
 }
 
 // OutboxStats implements herd.OutboxService.
@@ -149,7 +158,7 @@ func scanEvents(rows *sql.Rows) ([]*herd.Event, error) {
 // Concurrent calls for one pair are settled by the key: on PostgreSQL the
 // second insert waits for the first transaction and then finds the row.
 func (db *DB) ApplyOnce(ctx context.Context, consumer string, eventID int64, effect func(ctx context.Context, tx *Tx) error) (applied bool, err error) {
-	tx, err := db.beginTx(ctx)
+	tx, err := db.beginBgTx(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -173,6 +182,51 @@ func (db *DB) ApplyOnce(ctx context.Context, consumer string, eventID int64, eff
 		return false, fmt.Errorf("commit effect: %w", err)
 	}
 	return true, nil
+}
+
+// ApplyOnceBatch is ApplyOnce for several events in one transaction:
+// effect runs once, told which events are new (applied[i] for ids[i]),
+// and sees the records of the new ones already written. Records are
+// written in id order, so two batches holding the same events cannot
+// deadlock on each other.
+func (db *DB) ApplyOnceBatch(ctx context.Context, consumer string, ids []int64, effect func(ctx context.Context, tx *Tx, applied []bool) error) ([]bool, error) {
+	tx, err := db.beginBgTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	order := make([]int, len(ids))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ids[a], ids[b]) })
+	applied := make([]bool, len(ids))
+	seen := map[int64]bool{}
+	for _, i := range order {
+		if seen[ids[i]] {
+			continue // the same event twice in one batch: the first applies it
+		}
+		seen[ids[i]] = true
+		res, err := tx.execCached(ctx, `INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+			consumer, ids[i], tx.now.UnixMilli())
+		if err != nil {
+			return nil, fmt.Errorf("record processed event: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, err
+		}
+		applied[i] = n == 1
+	}
+	if effect != nil {
+		if err := effect(ctx, tx, applied); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit effects: %w", err)
+	}
+	return applied, nil
 }
 
 // PruneProcessed forgets consumers' records older than before. Call it

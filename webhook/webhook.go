@@ -59,9 +59,9 @@ func Consumer(q herd.WebhookQueue, kick func()) natsbus.Consumer {
 		// subscribers. (Subscriptions never take events older than
 		// themselves anyway.)
 		DeliverNew: true,
-		Handler: func(ctx context.Context, ev *herd.Event) (bool, error) {
-			applied, err := q.EnqueueWebhooks(ctx, ConsumerName, ev)
-			if applied && kick != nil {
+		Batch: func(ctx context.Context, evs []*herd.Event) ([]bool, error) {
+			applied, err := q.EnqueueWebhooks(ctx, ConsumerName, evs)
+			if err == nil && kick != nil {
 				kick()
 			}
 			return applied, err

@@ -18,7 +18,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -30,15 +30,88 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchIdle(ctx, args, stdout, stderr)
 	case "storm":
 		return runBenchStorm(ctx, args, stdout, stderr)
+	case "relay":
+		return runBenchRelay(ctx, args, stdout, stderr)
+	case "webhook":
+		return runBenchWebhook(ctx, args, stdout, stderr)
 	case "all":
-		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm} {
+		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook} {
 			if err := run(ctx, nil, stdout, stderr); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, all)", scenario)}
+}
+
+// runBenchRelay measures the outbox relay: commit to JetStream ack.
+func runBenchRelay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
+	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
+	natsURL := fs.String("nats-url", "", "NATS server with JetStream to publish to; empty runs an embedded one")
+	events := fs.Int("events", 100000, "events committed and then relayed")
+	tenants := fs.Int("tenants", 10, "tenants the events are spread over")
+	baseline := fs.Duration("baseline-for", 5*time.Second, "how long the row-at-a-time baseline runs")
+	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *events < 100 || *tenants < 1 || *tenants > 1000 {
+		return &usageError{msg: "--events must be 100 or more and --tenants from 1 to 1,000"}
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	stores := []string{""}
+	if *pg != "" {
+		stores = append(stores, *pg)
+	}
+	rs, err := bench.RunRelay(ctx, bench.RelayConfig{Stores: stores, Dir: *dir, NATSURL: *natsURL, Events: *events, Tenants: *tenants, BaselineFor: *baseline, Out: stderr})
+	md := bench.RelayMarkdown(rs)
+	fmt.Fprint(stdout, md)
+	if *markdown != "" {
+		os.WriteFile(*markdown, []byte(md), 0o644)
+	}
+	return err
+}
+
+// runBenchWebhook measures commit to webhook delivered at a steady rate.
+func runBenchWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench webhook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
+	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
+	rate := fs.Float64("rate", 1000, "events a second (devices created through the API)")
+	duration := fs.Duration("duration", 10*time.Second, "how long the load runs")
+	tenants := fs.Int("tenants", 4, "tenants sharing the load, each with a subscription")
+	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *rate < 1 || *rate > 20000 || *tenants < 1 || *tenants > 100 {
+		return &usageError{msg: "--rate must be from 1 to 20,000 and --tenants from 1 to 100"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	stores := []string{""}
+	if *pg != "" {
+		stores = append(stores, *pg)
+	}
+	rs, err := bench.RunWebhook(ctx, bench.WebhookConfig{Herd: exe, Stores: stores, Dir: *dir, Rate: *rate, Duration: *duration, Tenants: *tenants, Out: stderr})
+	md := bench.WebhookMarkdown(rs)
+	fmt.Fprint(stdout, md)
+	if *markdown != "" {
+		os.WriteFile(*markdown, []byte(md), 0o644)
+	}
+	return err
 }
 
 // runBenchStorm runs the reboot storm against herd serve.

@@ -38,7 +38,9 @@ type herdProc struct {
 // prefix such as "ulimit -n 300;".
 func startHerd(t *testing.T, prefix string, extra ...string) *herdProc {
 	t.Helper()
-	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
+	// The data dir holds the embedded NATS server's files even when the
+	// store is elsewhere; a flag in extra wins (it comes later).
+	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir", t.TempDir()}, extra...)
 	cmd := herdCommand(t, args...)
 	if prefix != "" {
 		quoted := make([]string, len(cmd.Args))
