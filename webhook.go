@@ -220,8 +220,11 @@ type WebhookQueue interface {
 	// EnqueueWebhooks is the webhook consumer's effect: it queues each
 	// event for every subscription that wants it, in one transaction with
 	// the consumer's records of the events. applied[i] is false when the
-	// consumer had evs[i] already.
-	EnqueueWebhooks(ctx context.Context, consumer string, evs []*Event) (applied []bool, err error)
+	// consumer had evs[i] already. The queued deliveries come back as jobs
+	// claimed for lease, so that the caller sends them at once without
+	// claiming them again; if it dies, the lease runs out and another
+	// dispatcher takes them.
+	EnqueueWebhooks(ctx context.Context, consumer string, evs []*Event, lease time.Duration) (applied []bool, jobs []*DeliveryJob, err error)
 	// ClaimDeliveries takes up to max due deliveries and moves their next
 	// attempt lease ahead, so no other dispatcher takes them meanwhile.
 	ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*DeliveryJob, error)

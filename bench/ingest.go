@@ -259,16 +259,22 @@ func countReadings(ctx context.Context, db *sqldb.DB) (int64, error) {
 // the store, directly: ten thousand API calls would take longer than the
 // benchmark.
 func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loadDevice, error) {
+	db, _, devices, err := provisionFleet(ctx, store, n)
+	return db, devices, err
+}
+
+// provisionFleet is provisionIngest that also returns the tenant.
+func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.Tenant, []loadDevice, error) {
 	db := sqldb.NewDB(store)
 	db.StateCache.MinTenantDevices = 0
 	if err := db.Open(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	super := herd.NewContextWithActor(ctx, &herd.Actor{Super: true})
 	ten := &herd.Tenant{Name: fmt.Sprintf("bench-ingest-%d", time.Now().UnixNano())}
 	if err := sqldb.NewTenantService(db).CreateTenant(super, ten); err != nil {
 		db.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	devices := sqldb.NewDeviceService(db)
 	creds := sqldb.NewCredentialService(db)
@@ -280,7 +286,7 @@ func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loa
 		}
 		if err := devices.CreateDevices(super, batch); err != nil {
 			db.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ids := make([]int64, len(batch))
 		for i, d := range batch {
@@ -289,13 +295,13 @@ func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loa
 		cs, err := creds.CreateDeviceCredentials(super, ids)
 		if err != nil {
 			db.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, c := range cs {
 			out = append(out, loadDevice{key: c.Key, token: c.Token, topic: "devices/" + c.Key + "/telemetry"})
 		}
 	}
-	return db, out, nil
+	return db, ten, out, nil
 }
 
 // server is herd serve in a child process.

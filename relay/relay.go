@@ -169,23 +169,22 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// round publishes what the held tenants have, claiming tenants first when
-// claim is set or when they have nothing (the commit that woke the relay
-// may be another tenant's). It reports whether it published anything.
+// round publishes what the held tenants have, then claims tenants when
+// claim is set or when the held ones had nothing (the commit that woke the
+// relay may be another tenant's), and publishes what those have. Claiming
+// writes to the store, where it may queue behind other writers: it comes
+// after the held tenants' events, not before them. It reports whether it
+// published anything.
 func (r *Relay) round(ctx context.Context, claim bool) (bool, error) {
-	if claim {
-		if err := r.claim(ctx); err != nil {
-			return false, err
-		}
-	}
 	worked, err := r.publishHeld(ctx)
-	if err != nil || worked || claim {
+	if err != nil || (worked && !claim) {
 		return worked, err
 	}
 	if err := r.claim(ctx); err != nil {
-		return false, err
+		return worked, err
 	}
-	return r.publishHeld(ctx)
+	more, err := r.publishHeld(ctx)
+	return worked || more, err
 }
 
 // claim takes (or renews) the tenants with unpublished events.

@@ -234,13 +234,16 @@ func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, err
 // EnqueueWebhooks implements herd.WebhookQueue. The subscriptions' node
 // paths are read now, so a subscription follows its node's moves; one
 // created after the event was committed does not get it.
-func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event) ([]bool, error) {
+func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event, lease time.Duration) ([]bool, []*herd.DeliveryJob, error) {
 	ids := make([]int64, len(evs))
 	for i, ev := range evs {
 		ids[i] = ev.ID
 	}
-	return s.db.ApplyOnceBatch(ctx, consumer, ids, func(ctx context.Context, tx *Tx, applied []bool) error {
-		hooks := map[int64][]*herd.Webhook{} // by tenant, read once a batch
+	var jobs []*herd.DeliveryJob
+	applied, err := s.db.ApplyOnceBatch(ctx, consumer, ids, func(ctx context.Context, tx *Tx, applied []bool) error {
+		jobs = jobs[:0]
+		hooks := map[int64][]*activeWebhook{} // by tenant, read once a batch
+		now := tx.now.UnixMilli()
 		for i, ev := range evs {
 			if !applied[i] {
 				continue
@@ -253,38 +256,71 @@ func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, e
 				}
 				hooks[ev.TenantID] = ws
 			}
+			var body []byte
 			for _, w := range ws {
 				if !w.Wants(ev) || ev.CreatedAt.Before(w.CreatedAt) {
 					continue
 				}
-				if _, err := tx.execCached(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, status, next_at, created_at, retry_from) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-					w.ID, ev.ID, ev.Type, herd.DeliveryPending, tx.now.UnixMilli(), tx.now.UnixMilli(), tx.now.UnixMilli()); err != nil {
+				var id int64
+				err := tx.QueryRowContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, status, next_at, created_at, retry_from) VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
+					w.ID, ev.ID, ev.Type, now+lease.Milliseconds(), now, now).Scan(&id)
+				if errors.Is(err, sql.ErrNoRows) {
+					continue // queued before
+				} else if err != nil {
 					return fmt.Errorf("queue delivery: %w", err)
 				}
+				if body == nil {
+					if body, err = json.Marshal(ev); err != nil {
+						return err
+					}
+				}
+				jobs = append(jobs, &herd.DeliveryJob{DeliveryID: id, WebhookID: w.ID, EventID: ev.ID, URL: w.URL, Secret: w.secret,
+					Body: body, RetryFrom: tx.now, EventAt: ev.CreatedAt, FailingSince: w.failingSince})
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return applied, jobs, nil
+}
+
+// activeWebhook is a subscription with what its deliveries need.
+type activeWebhook struct {
+	*herd.Webhook
+	secret       string
+	failingSince time.Time
 }
 
 // activeWebhooks returns a tenant's active subscriptions.
-func (tx *Tx) activeWebhooks(ctx context.Context, tenantID int64) ([]*herd.Webhook, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = ? AND NOT w.deleted`,
-		tenantID, herd.WebhookActive)
+func (tx *Tx) activeWebhooks(ctx context.Context, tenantID int64) ([]*activeWebhook, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+`, w.secret, w.failing_since FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = 'active' AND NOT w.deleted`, tenantID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*herd.Webhook
+	var out []*activeWebhook
 	for rows.Next() {
-		w, err := scanWebhook(rows)
+		var a activeWebhook
+		var failing int64
+		var err error
+		a.Webhook, err = scanWebhook(scanFunc(func(dest ...any) error { return rows.Scan(append(dest, &a.secret, &failing)...) }))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, w)
+		if failing != 0 {
+			a.failingSince = msToTime(failing)
+		}
+		out = append(out, &a)
 	}
 	return out, rows.Err()
 }
+
+// scanFunc lets a function stand where a row's Scan is expected.
+type scanFunc func(dest ...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // ClaimDeliveries implements herd.WebhookQueue.
 func (s *WebhookService) ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*herd.DeliveryJob, error) {

@@ -48,10 +48,9 @@ const (
 	DefaultDisableAfter = 72 * time.Hour
 )
 
-// Consumer returns the JetStream consumer that queues deliveries. kick,
-// when set, is called after an event was queued so that a dispatcher of
-// this process sends it at once.
-func Consumer(q herd.WebhookQueue, kick func()) natsbus.Consumer {
+// Consumer returns the JetStream consumer that queues deliveries and hands
+// them, claimed, to d to send at once.
+func Consumer(q herd.WebhookQueue, d *Dispatcher) natsbus.Consumer {
 	return natsbus.Consumer{
 		Name: ConsumerName,
 		// A consumer created on a stream with history starts at its end:
@@ -60,9 +59,9 @@ func Consumer(q herd.WebhookQueue, kick func()) natsbus.Consumer {
 		// themselves anyway.)
 		DeliverNew: true,
 		Batch: func(ctx context.Context, evs []*herd.Event) ([]bool, error) {
-			applied, err := q.EnqueueWebhooks(ctx, ConsumerName, evs)
-			if err == nil && kick != nil {
-				kick()
+			applied, jobs, err := q.EnqueueWebhooks(ctx, ConsumerName, evs, d.claimLease())
+			if err == nil && len(jobs) > 0 {
+				d.submit(jobs)
 			}
 			return applied, err
 		},
@@ -83,8 +82,9 @@ type Dispatcher struct {
 	Logger                                      *slog.Logger
 	Now                                         func() time.Time
 
-	kick    chan struct{}
-	metrics *metrics
+	kick      chan struct{}
+	submitted chan []*herd.DeliveryJob
+	metrics   *metrics
 }
 
 // NewDispatcher returns a dispatcher with the default schedule.
@@ -112,6 +112,7 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 		Logger:       slog.New(slog.DiscardHandler),
 		Now:          time.Now,
 		kick:         make(chan struct{}, 1),
+		submitted:    make(chan []*herd.DeliveryJob, 1024),
 		metrics:      newMetrics(),
 	}
 }
@@ -121,6 +122,21 @@ func (d *Dispatcher) Kick() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
+	}
+}
+
+// claimLease is how long a claimed delivery stays this dispatcher's: it
+// outlasts the attempt, so no other dispatcher takes one in flight.
+func (d *Dispatcher) claimLease() time.Duration { return d.Timeout + 30*time.Second }
+
+// submit hands over deliveries claimed for this dispatcher. When too many
+// wait already, they are left to their claim's lease, after which the
+// queue gives them out again.
+func (d *Dispatcher) submit(jobs []*herd.DeliveryJob) {
+	select {
+	case d.submitted <- jobs:
+	default:
+		d.Logger.Warn("webhook dispatcher busy; deliveries wait for their claim to run out", "n", len(jobs))
 	}
 }
 
@@ -141,10 +157,28 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	send := func(j *herd.DeliveryJob) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r := d.attempt(ctx, j)
+			if ctx.Err() != nil && r.Outcome != herd.AttemptDelivered {
+				// Cut short by the shutdown, not the receiver's fault:
+				// the claim runs out and the next start sends it again.
+				return
+			}
+			results <- r
+		})
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case jobs := <-d.submitted:
+			for _, j := range jobs {
+				send(j)
+			}
+			continue
 		case <-poll.C:
 		case <-d.kick:
 		}
@@ -153,9 +187,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			poll.Reset(10 * time.Millisecond)
 			continue
 		}
-		// The claim's lease outlasts the attempt, so no other dispatcher
-		// takes a delivery while it is in flight.
-		jobs, err := d.Queue.ClaimDeliveries(ctx, d.Timeout+30*time.Second, free)
+		jobs, err := d.Queue.ClaimDeliveries(ctx, d.claimLease(), free)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -165,17 +197,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			continue
 		}
 		for _, j := range jobs {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				r := d.attempt(ctx, j)
-				if ctx.Err() != nil && r.Outcome != herd.AttemptDelivered {
-					// Cut short by the shutdown, not the receiver's fault:
-					// the claim runs out and the next start sends it again.
-					return
-				}
-				results <- r
-			})
+			send(j)
 		}
 		if len(jobs) == free {
 			poll.Reset(0) // more may be due

@@ -51,7 +51,7 @@ func newPipeline(t *testing.T, db *sqldb.DB, configure func(*webhook.Dispatcher)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.Run(ctx) })
 	wg.Go(func() { p.disp.Run(ctx) })
-	wg.Go(func() { bus.Consume(ctx, webhook.Consumer(p.hooks, p.disp.Kick)) })
+	wg.Go(func() { bus.Consume(ctx, webhook.Consumer(p.hooks, p.disp)) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

@@ -84,15 +84,15 @@ func runBenchWebhook(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
 	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
-	rate := fs.Float64("rate", 1000, "events a second (devices created through the API)")
+	rate := fs.Float64("rate", 1000, "events a second, reported by devices over MQTT")
 	duration := fs.Duration("duration", 10*time.Second, "how long the load runs")
-	tenants := fs.Int("tenants", 4, "tenants sharing the load, each with a subscription")
+	devices := fs.Int("devices", 100, "devices sharing the rate")
 	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *rate < 1 || *rate > 20000 || *tenants < 1 || *tenants > 100 {
-		return &usageError{msg: "--rate must be from 1 to 20,000 and --tenants from 1 to 100"}
+	if *rate < 1 || *rate > 20000 || *devices < 1 || *devices > 10000 || *rate/float64(*devices) > 1000 {
+		return &usageError{msg: "--rate must be from 1 to 20,000, --devices from 1 to 10,000, at most 1,000 events a second each"}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -105,7 +105,7 @@ func runBenchWebhook(ctx context.Context, args []string, stdout, stderr io.Write
 	if *pg != "" {
 		stores = append(stores, *pg)
 	}
-	rs, err := bench.RunWebhook(ctx, bench.WebhookConfig{Herd: exe, Stores: stores, Dir: *dir, Rate: *rate, Duration: *duration, Tenants: *tenants, Out: stderr})
+	rs, err := bench.RunWebhook(ctx, bench.WebhookConfig{Herd: exe, Stores: stores, Dir: *dir, Rate: *rate, Duration: *duration, Devices: *devices, Out: stderr})
 	md := bench.WebhookMarkdown(rs)
 	fmt.Fprint(stdout, md)
 	if *markdown != "" {

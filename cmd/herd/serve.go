@@ -446,7 +446,7 @@ func (m *Main) openEvents(ctx context.Context) error {
 		// The consumer comes back after a failure of the bus: events wait
 		// in the stream meanwhile.
 		for ectx.Err() == nil {
-			if err := bus.Consume(ectx, webhook.Consumer(hooks, d.Kick)); err != nil && ectx.Err() == nil {
+			if err := bus.Consume(ectx, webhook.Consumer(hooks, d)); err != nil && ectx.Err() == nil {
 				m.Logger.Warn("webhook consumer stopped; starting it again", "err", err)
 				select {
 				case <-ectx.Done():
