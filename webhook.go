@@ -224,10 +224,15 @@ type WebhookQueue interface {
 	// claimed for lease, so that the caller sends them at once without
 	// claiming them again; if it dies, the lease runs out and another
 	// dispatcher takes them.
-	EnqueueWebhooks(ctx context.Context, consumer string, evs []*Event, lease time.Duration) (applied []bool, jobs []*DeliveryJob, err error)
-	// ClaimDeliveries takes up to max due deliveries and moves their next
-	// attempt lease ahead, so no other dispatcher takes them meanwhile.
-	ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*DeliveryJob, error)
+	EnqueueWebhooks(ctx context.Context, consumer string, evs []*Event, owner string, lease time.Duration) (applied []bool, jobs []*DeliveryJob, err error)
+	// ClaimDeliveries takes up to max due deliveries for owner and moves
+	// their next attempt ahead by lease, so no other dispatcher takes them
+	// meanwhile.
+	ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, max int) ([]*DeliveryJob, error)
+	// ReleaseClaims makes owner's claimed deliveries due at once: a
+	// dispatcher starting again under its old name takes back what its
+	// previous life claimed and did not finish.
+	ReleaseClaims(ctx context.Context, owner string) error
 	// RecordAttempts stores what attempts came to.
 	RecordAttempts(ctx context.Context, results []AttemptResult) error
 	// DeadLetters counts the dead deliveries of all subscriptions.

@@ -234,7 +234,7 @@ func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, err
 // EnqueueWebhooks implements herd.WebhookQueue. The subscriptions' node
 // paths are read now, so a subscription follows its node's moves; one
 // created after the event was committed does not get it.
-func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event, lease time.Duration) ([]bool, []*herd.DeliveryJob, error) {
+func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event, owner string, lease time.Duration) ([]bool, []*herd.DeliveryJob, error) {
 	ids := make([]int64, len(evs))
 	for i, ev := range evs {
 		ids[i] = ev.ID
@@ -262,8 +262,8 @@ func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, e
 					continue
 				}
 				var id int64
-				err := tx.QueryRowContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, status, next_at, created_at, retry_from) VALUES (?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
-					w.ID, ev.ID, ev.Type, now+lease.Milliseconds(), now, now).Scan(&id)
+				err := tx.QueryRowContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, status, next_at, claim_owner, created_at, retry_from) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
+					w.ID, ev.ID, ev.Type, now+lease.Milliseconds(), owner, now, now).Scan(&id)
 				if errors.Is(err, sql.ErrNoRows) {
 					continue // queued before
 				} else if err != nil {
@@ -323,7 +323,7 @@ type scanFunc func(dest ...any) error
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // ClaimDeliveries implements herd.WebhookQueue.
-func (s *WebhookService) ClaimDeliveries(ctx context.Context, lease time.Duration, max int) ([]*herd.DeliveryJob, error) {
+func (s *WebhookService) ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, max int) ([]*herd.DeliveryJob, error) {
 	tx, err := s.db.beginBgTx(ctx)
 	if err != nil {
 		return nil, err
@@ -337,10 +337,10 @@ func (s *WebhookService) ClaimDeliveries(ctx context.Context, lease time.Duratio
 	// The status is written out, not a parameter: only then can both
 	// engines use the partial index of pending deliveries (a generic plan
 	// cannot prove that a parameter equals 'pending').
-	rows, err := tx.QueryContext(ctx, `UPDATE webhook_deliveries SET next_at = ? WHERE id IN (
+	rows, err := tx.QueryContext(ctx, `UPDATE webhook_deliveries SET next_at = ?, claim_owner = ? WHERE id IN (
   SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
   WHERE d.status = 'pending' AND d.next_at <= ? AND w.status = 'active' ORDER BY d.next_at LIMIT ?`+lock+`)
-RETURNING id`, now+lease.Milliseconds(), now, max)
+RETURNING id`, now+lease.Milliseconds(), owner, now, max)
 	if err != nil {
 		return nil, fmt.Errorf("claim deliveries: %w", err)
 	}
@@ -391,6 +391,16 @@ WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
 	}
 	rows.Close()
 	return out, tx.Commit()
+}
+
+// ReleaseClaims implements herd.WebhookQueue.
+func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string) error {
+	now := s.db.Now().UnixMilli()
+	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND claim_owner = ? AND next_at > ?`), now, owner, now)
+	if err != nil {
+		return fmt.Errorf("release webhook claims: %w", err)
+	}
+	return nil
 }
 
 // RecordAttempts implements herd.WebhookQueue, in one transaction.

@@ -14,6 +14,8 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +23,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -59,7 +62,7 @@ func Consumer(q herd.WebhookQueue, d *Dispatcher) natsbus.Consumer {
 		// themselves anyway.)
 		DeliverNew: true,
 		Batch: func(ctx context.Context, evs []*herd.Event) ([]bool, error) {
-			applied, jobs, err := q.EnqueueWebhooks(ctx, ConsumerName, evs, d.claimLease())
+			applied, jobs, err := q.EnqueueWebhooks(ctx, ConsumerName, evs, d.Owner, d.claimLease())
 			if err == nil && len(jobs) > 0 {
 				d.submit(jobs)
 			}
@@ -71,7 +74,11 @@ func Consumer(q herd.WebhookQueue, d *Dispatcher) natsbus.Consumer {
 // Dispatcher sends due deliveries. Create it with NewDispatcher, set its
 // fields, then Run.
 type Dispatcher struct {
-	Queue  herd.WebhookQueue
+	Queue herd.WebhookQueue
+	// Owner names this dispatcher in its claims. A dispatcher that starts
+	// under the name of one that died takes back what that one claimed at
+	// once, instead of after the claims run out.
+	Owner  string
 	Client *http.Client
 	// Workers is the most deliveries in flight at once.
 	Workers int
@@ -102,6 +109,7 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 				TLSHandshakeTimeout: DefaultTimeout,
 			},
 		},
+		Owner:        randomOwner(),
 		Workers:      32,
 		Poll:         250 * time.Millisecond,
 		Timeout:      DefaultTimeout,
@@ -117,6 +125,13 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 	}
 }
 
+func randomOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
 // Kick makes the dispatcher look for due deliveries now.
 func (d *Dispatcher) Kick() {
 	select {
@@ -126,8 +141,9 @@ func (d *Dispatcher) Kick() {
 }
 
 // claimLease is how long a claimed delivery stays this dispatcher's: it
-// outlasts the attempt, so no other dispatcher takes one in flight.
-func (d *Dispatcher) claimLease() time.Duration { return d.Timeout + 30*time.Second }
+// outlasts the attempt and the recording of its result, so no other
+// dispatcher takes one in flight.
+func (d *Dispatcher) claimLease() time.Duration { return d.Timeout + 10*time.Second }
 
 // submit hands over deliveries claimed for this dispatcher. When too many
 // wait already, they are left to their claim's lease, after which the
@@ -142,6 +158,9 @@ func (d *Dispatcher) submit(jobs []*herd.DeliveryJob) {
 
 // Run sends deliveries until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	if err := d.Queue.ReleaseClaims(ctx, d.Owner); err != nil {
+		d.Logger.Warn("claims of an earlier run not taken back; they run out by themselves", "err", err)
+	}
 	sem := make(chan struct{}, d.Workers)
 	results := make(chan herd.AttemptResult, d.Workers)
 	var wg sync.WaitGroup
@@ -187,7 +206,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			poll.Reset(10 * time.Millisecond)
 			continue
 		}
-		jobs, err := d.Queue.ClaimDeliveries(ctx, d.claimLease(), free)
+		jobs, err := d.Queue.ClaimDeliveries(ctx, d.Owner, d.claimLease(), free)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -248,6 +250,7 @@ type Main struct {
 
 	stopEvents context.CancelFunc
 	events     sync.WaitGroup
+	lock       *os.File // the data dir's instance lock
 
 	debug    *http.Server
 	stopWarm context.CancelFunc
@@ -428,12 +431,18 @@ func (m *Main) openEvents(ctx context.Context) error {
 		return fmt.Errorf("embedded event bus: %w", err)
 	}
 	m.Bus = bus
+	name, err := m.instanceName()
+	if err != nil {
+		return err
+	}
 	r := relay.New(sqldb.NewOutboxService(m.DB), bus)
+	r.Owner = name
 	r.Logger = m.Logger.With("component", "relay")
 	wake, unsubscribe := m.DB.EventsCommitted()
 	r.Wake = wake
 	hooks := sqldb.NewWebhookService(m.DB)
 	d := webhook.NewDispatcher(hooks)
+	d.Owner = name
 	d.Logger = m.Logger.With("component", "webhook")
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.Relay, m.Dispatcher, m.stopEvents = r, d, cancel
@@ -456,6 +465,36 @@ func (m *Main) openEvents(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// instanceName names this process in the store's leases and claims (the
+// relay's tenants, the dispatcher's deliveries). A process that holds the
+// lock file of its data dir is the only one on this host with that dir,
+// so it takes the name host:dir: restarted after a crash, it takes back
+// its leases at once instead of waiting for them to run out. Without the
+// lock (another live process has the dir) the name is unique.
+func (m *Main) instanceName() (string, error) {
+	host, _ := os.Hostname()
+	dir, err := filepath.Abs(m.Config.DataDir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir (--data-dir or %s): %w", envName("data-dir"), err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "instance.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("data dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		m.Logger.Warn("another herd process uses this data dir; this one takes a name of its own, and its leases wait out the other's after a crash", "dir", dir)
+		var b [4]byte
+		rand.Read(b[:])
+		return fmt.Sprintf("%s:%s:%d-%s", host, dir, os.Getpid(), hex.EncodeToString(b[:])), nil
+	}
+	m.lock = f // held until the process ends; the kernel lets go of it on a crash
+	return host + ":" + dir, nil
 }
 
 // ensureAdminToken creates the super-admin token of a new store. A
@@ -525,6 +564,10 @@ func (m *Main) Close() error {
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
 		m.DB = nil
+	}
+	if m.lock != nil {
+		m.lock.Close()
+		m.lock = nil
 	}
 	return errors.Join(errs...)
 }

@@ -26,7 +26,8 @@ CREATE TABLE webhook_deliveries (
     event_type   TEXT NOT NULL,
     status       TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
-    next_at      BIGINT NOT NULL,
+    next_at      BIGINT NOT NULL, -- the next attempt; while claimed, when the claim runs out
+    claim_owner  TEXT NOT NULL DEFAULT '', -- the dispatcher that claimed it last
     last_status  INTEGER NOT NULL DEFAULT 0,
     last_reason  TEXT NOT NULL DEFAULT '',
     created_at   BIGINT NOT NULL,
