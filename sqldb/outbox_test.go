@@ -118,3 +118,26 @@ func TestApplyOnce_Concurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestPruneProcessed: records older than the cut are forgotten (the event
+// would be new again), younger ones kept.
+func TestPruneProcessed(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		now := time.UnixMilli(1_800_000_000_000).UTC()
+		db.Now = func() time.Time { return now }
+		db.ApplyOnce(ctx, "c", 1, nil)
+		now = now.Add(time.Hour)
+		db.ApplyOnce(ctx, "c", 2, nil)
+		n, err := db.PruneProcessed(ctx, now.Add(-time.Minute))
+		if err != nil || n != 1 {
+			t.Fatalf("pruned %d, %v; want 1", n, err)
+		}
+		for id, wantNew := range map[int64]bool{1: true, 2: false} {
+			if applied, err := db.ApplyOnce(ctx, "c", id, nil); err != nil || applied != wantNew {
+				t.Fatalf("event %d applied %v, %v; want %v", id, applied, err, wantNew)
+			}
+		}
+	})
+}

@@ -451,6 +451,7 @@ func (m *Main) openEvents(ctx context.Context) error {
 		r.Run(ectx)
 	})
 	m.events.Go(func() { d.Run(ectx) })
+	m.events.Go(func() { m.pruneProcessed(ectx) })
 	m.events.Go(func() {
 		// The consumer comes back after a failure of the bus: events wait
 		// in the stream meanwhile.
@@ -465,6 +466,27 @@ func (m *Main) openEvents(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// pruneProcessed forgets, hourly, the consumers' records of events the
+// stream no longer holds, a day past its retention: a replay of the whole
+// stream still finds every record it needs.
+func (m *Main) pruneProcessed(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := m.DB.PruneProcessed(ctx, time.Now().Add(-m.Config.EventsRetention-24*time.Hour))
+		if err != nil {
+			m.Logger.Warn("pruning consumers' records failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("consumers' records pruned", "rows", n)
+		}
+	}
 }
 
 // instanceName names this process in the store's leases and claims (the

@@ -99,6 +99,10 @@ func TestMain_Quickstart(t *testing.T) {
 				// Open files and their limit, and the runtime: GC pauses, GC
 				// CPU, heap.
 				"process_open_fds ", "process_max_fds ", "go_sched_pauses_total_gc_seconds_bucket", "go_cpu_classes_gc_total_cpu_seconds_total ", "go_gc_heap_live_bytes ",
+				// The event pipeline: the outbox read from the store, the
+				// relay, webhooks and the apps socket.
+				"herd_outbox_pending ", "herd_outbox_oldest_age_seconds ", "herd_relay_published_total ", "herd_relay_stream_duplicates_total ",
+				"herd_webhook_dead_letters 0", "herd_appsocket_connections 0", "herd_appsocket_envelopes_redelivered_total 0",
 			} {
 				if !strings.Contains(string(body), want) {
 					t.Fatalf("/metrics lacks %s", want)
