@@ -18,7 +18,11 @@ const (
 	ENOTFOUND      = "not_found"
 	ECONFLICT      = "conflict"
 	ETOOLARGE      = "payload_too_large"
-	EINTERNAL      = "internal"
+	// ERESYNC says a client's place in the event log is gone (older than
+	// the retention, or from another store): reload through the list
+	// endpoints and start again from the head.
+	ERESYNC   = "resync_required"
+	EINTERNAL = "internal"
 )
 
 // Error is an application error: a stable code and a message that is safe to

@@ -1,6 +1,7 @@
 package herd
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 )
@@ -42,4 +43,33 @@ type Event struct {
 	Path        string          `json:"path"`
 	Payload     json.RawMessage `json:"payload"`
 	CreatedAt   time.Time       `json:"created_at"`
+}
+
+// Limits of the event log.
+const (
+	// MaxEventsPage is the most events one page of the log returns.
+	MaxEventsPage = 1000
+	// EventsScanWindow is the most sequence numbers one page looks at:
+	// a caller who sees few of a tenant's events moves on by at most
+	// this much per page, so a page never scans the whole log.
+	EventsScanWindow = 10000
+)
+
+// EventPage is a page of a tenant's event log as one caller sees it.
+type EventPage struct {
+	Items []*Event `json:"items"`
+	// Head is the tenant's last committed sequence number.
+	Head int64 `json:"head,string"`
+	// NextAfter is the after of the next page: the last event returned,
+	// or, when the caller may see none of the rest of the window, its end.
+	NextAfter int64 `json:"next_after,string"`
+}
+
+// EventService reads the event log: the truth that hints point to.
+type EventService interface {
+	// FindEvents returns, in sequence order, the events of the tenant with
+	// seq > after that the actor may see (by the node path of their
+	// subject). An after older than the retention horizon, or past the
+	// head, is ERESYNC.
+	FindEvents(ctx context.Context, tenantID, after int64, limit int) (*EventPage, error)
 }

@@ -33,7 +33,8 @@ type OutboxStats struct {
 type OutboxService interface {
 	// ClaimOutbox leases to owner up to max tenants that have unpublished
 	// events and that no other live lease holds, and renews owner's leases
-	// on the tenants it returns. Tenants come in id order.
+	// on the tenants it returns, those whose lease is oldest first.
+	// Tenants come in id order.
 	ClaimOutbox(ctx context.Context, owner string, lease time.Duration, max int) ([]OutboxClaim, error)
 	// OutboxEvents returns a tenant's committed events with seq > after,
 	// in sequence order, at most limit of them.

@@ -192,6 +192,9 @@ type DeliveryJob struct {
 	// or last redriven. EventAt is when its event committed.
 	RetryFrom time.Time
 	EventAt   time.Time
+	// ClaimedUntil is when the claim on this attempt runs out (and the
+	// claim's version: a result is recorded only while it holds).
+	ClaimedUntil time.Time
 	// FailingSince is when the subscription's current run of failures
 	// began; zero when its last attempt succeeded.
 	FailingSince time.Time

@@ -154,8 +154,12 @@ func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, to
 		return websocket.StatusInternalError, "write failed"
 	}
 
+	// Envelopes waiting for their ack, and the envelope of each event: an
+	// event sent again replaces its earlier envelope, so an app that never
+	// acks holds at most the feed's unacknowledged events (1,000) here.
 	var mu sync.Mutex
 	pending := map[string]*herd.AckedEvent{}
+	envelopeOf := map[int64]string{}
 	actor := atomic.Pointer[herd.Actor]{}
 	actor.Store(a)
 	type closing struct {
@@ -186,6 +190,9 @@ func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, to
 			mu.Lock()
 			ev, ok := pending[m.EnvelopeID]
 			delete(pending, m.EnvelopeID)
+			if ok && envelopeOf[ev.Event.ID] == m.EnvelopeID {
+				delete(envelopeOf, ev.Event.ID)
+			}
 			mu.Unlock()
 			if !ok {
 				h.metrics.acks.WithLabelValues("unknown").Inc()
@@ -236,7 +243,10 @@ func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, to
 		}
 		id := strconv.FormatInt(h.seq.Add(1), 36) + "-" + strconv.FormatInt(d.Event.ID, 10)
 		mu.Lock()
-		pending[id] = d
+		if old, ok := envelopeOf[d.Event.ID]; ok {
+			delete(pending, old)
+		}
+		pending[id], envelopeOf[d.Event.ID] = d, id
 		mu.Unlock()
 		if d.Attempt > 0 {
 			h.metrics.redelivered.Inc()

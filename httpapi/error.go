@@ -33,6 +33,7 @@ var statuses = map[string]int{
 	herd.ENOTFOUND:      http.StatusNotFound,
 	herd.ECONFLICT:      http.StatusConflict,
 	herd.ETOOLARGE:      http.StatusRequestEntityTooLarge,
+	herd.ERESYNC:        http.StatusGone,
 	herd.EINTERNAL:      http.StatusInternalServerError,
 	EMETHOD:             http.StatusMethodNotAllowed,
 	ETIMEOUT:            http.StatusServiceUnavailable,

@@ -35,6 +35,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
 
+	// The event log: the truth that the stream's hints point to.
+	s.handle("GET /v1/events", s.authed(s.handleEvents))
+
 	s.handle("POST /v1/webhooks", s.authed(s.handleWebhookCreate))
 	s.handle("GET /v1/webhooks", s.authed(s.handleWebhookList))
 	s.handle("GET /v1/webhooks/{id}", s.authed(s.handleWebhookView))

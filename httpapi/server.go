@@ -57,6 +57,8 @@ type Server struct {
 	// CredentialService issues device credentials; nil leaves the device
 	// credential routes answering 404.
 	CredentialService herd.CredentialService
+	// EventService serves the event log; nil answers 404.
+	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.
 	WebhookService herd.WebhookService
 	// AppSocket serves the apps socket (package appsocket) behind the

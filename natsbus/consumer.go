@@ -153,7 +153,11 @@ func (b *Bus) Consume(ctx context.Context, c Consumer) error {
 				b.Logger.Debug("consumer fetch", "consumer", c.Name, "err", err)
 				continue
 			}
-			msgs <- msg
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return // JetStream delivers it again after AckWait
+			}
 		}
 	}()
 	batchSize := 1

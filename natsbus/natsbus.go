@@ -152,6 +152,13 @@ func (b *Bus) startEmbedded() error {
 		DontListen: true,
 		NoSigs:     true,
 		NoLog:      true,
+		// JetStream acknowledges a write before it reaches the disk and
+		// syncs every so often (by default every two minutes). A sync on
+		// every write costs the relay 90% of its rate, so the embedded
+		// server syncs every second and the relay holds its marks past
+		// that (MarkDelay): a power cut takes back only events the outbox
+		// still holds as unpublished.
+		SyncInterval: EmbeddedSyncInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("embedded NATS: %w", err)
@@ -179,6 +186,20 @@ func (b *Bus) Close() error {
 		b.server = nil
 	}
 	return nil
+}
+
+// EmbeddedSyncInterval is how often the embedded server writes JetStream's
+// files to disk.
+const EmbeddedSyncInterval = time.Second
+
+// MarkDelay is how long a relay should hold a mark after the stream's
+// acknowledgement: past the embedded server's sync, none for an external
+// one (run it with replicas or sync_interval: always for the same promise).
+func (b *Bus) MarkDelay() time.Duration {
+	if b.Embedded() {
+		return EmbeddedSyncInterval + 500*time.Millisecond
+	}
+	return 0
 }
 
 // Embedded reports whether the bus runs its own server.

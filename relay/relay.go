@@ -58,6 +58,11 @@ type Relay struct {
 	MaxTenants int
 	// MarkEvery is the least time between two marks of published events.
 	MarkEvery time.Duration
+	// MarkDelay holds a batch's mark until the stream has had it this
+	// long: for a stream that writes to disk every so often rather than
+	// before it acknowledges (the embedded server syncs every second), so
+	// that a power cut cannot lose events already marked published.
+	MarkDelay time.Duration
 	Logger    *slog.Logger
 
 	metrics  *metrics
@@ -95,6 +100,14 @@ func New(store herd.OutboxService, bus herd.EventBus) *Relay {
 type held struct {
 	published, marked int64
 	until             time.Time // the lease, as last renewed
+	// acked lists the batches published and not yet marked: their last
+	// seq and when the stream acknowledged them (for MarkDelay).
+	acked []ackedBatch
+}
+
+type ackedBatch struct {
+	seq int64
+	at  time.Time
 }
 
 // Run publishes until ctx ends, then marks what it published and gives up
@@ -121,7 +134,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		<-markerDone
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		r.markAll(rctx) // a clean stop: what was published is marked
+		// A clean stop marks all it published: the bus is closed after
+		// the relay, and a clean close of the embedded server syncs its
+		// files.
+		r.markAll(rctx, true)
 		if err := r.Store.ReleaseOutbox(rctx, r.Owner); err != nil {
 			r.Logger.Warn("outbox leases not released; they run out by themselves", "err", err)
 		}
@@ -271,6 +287,7 @@ func (r *Relay) drain(ctx context.Context, tenant int64, deadline time.Time) (in
 		r.mu.Lock()
 		if h := r.held[tenant]; h != nil && h.published == cursor {
 			h.published = evs[len(evs)-1].Seq
+			h.acked = append(h.acked, ackedBatch{h.published, acked})
 		}
 		r.mu.Unlock()
 		r.kickMarker()
@@ -293,15 +310,22 @@ func (r *Relay) kickMarker() {
 	}
 }
 
-// markLoop marks what was published, at most every MarkEvery.
+// markLoop marks what was published, at most every MarkEvery, and comes
+// back by itself while something waits for its MarkDelay or a failed mark.
 func (r *Relay) markLoop(ctx context.Context) {
+	var again <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.markKick:
+		case <-again:
 		}
-		r.markAll(ctx)
+		wait := r.markAll(ctx, false)
+		again = nil
+		if wait >= 0 {
+			again = time.After(max(wait, r.MarkEvery))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -310,15 +334,24 @@ func (r *Relay) markLoop(ctx context.Context) {
 	}
 }
 
-// markAll moves the store's cursor of every held tenant that published
-// past it; a tenant whose lease was lost is let go.
-func (r *Relay) markAll(ctx context.Context) {
+// markAll moves the store's cursor of every held tenant to the last batch
+// the stream acknowledged at least MarkDelay ago (any, when final); a
+// tenant whose lease was lost is let go. It returns how long until the next
+// batch is due, or -1 when nothing waits.
+func (r *Relay) markAll(ctx context.Context, final bool) time.Duration {
 	type mark struct{ tenant, seq int64 }
 	var marks []mark
+	now := time.Now()
 	r.mu.Lock()
 	for t, h := range r.held {
-		if h.published > h.marked {
-			marks = append(marks, mark{t, h.published})
+		seq := h.marked
+		for _, b := range h.acked {
+			if final || now.Sub(b.at) >= r.MarkDelay {
+				seq = b.seq
+			}
+		}
+		if seq > h.marked {
+			marks = append(marks, mark{t, seq})
 		}
 	}
 	r.mu.Unlock()
@@ -338,7 +371,19 @@ func (r *Relay) markAll(ctx context.Context) {
 		case h != nil:
 			h.marked = max(h.marked, m.seq)
 			h.until = time.Now().Add(r.Lease)
+			h.acked = slices.DeleteFunc(h.acked, func(b ackedBatch) bool { return b.seq <= h.marked })
 		}
 		r.mu.Unlock()
 	}
+	next := time.Duration(-1)
+	r.mu.Lock()
+	for _, h := range r.held {
+		for _, b := range h.acked {
+			if d := max(r.MarkDelay-time.Since(b.at), 0); next < 0 || d < next {
+				next = d
+			}
+		}
+	}
+	r.mu.Unlock()
+	return next
 }

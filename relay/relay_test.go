@@ -381,3 +381,32 @@ func TestRelay_TwoRelaysOnPostgres(t *testing.T) {
 		t.Errorf("applied %d, want %d", effects.applied, total)
 	}
 }
+
+// TestRelay_MarkDelay: with a stream that writes to disk every so often, a
+// relay marks a batch only once the stream has held it for MarkDelay, so a
+// power cut cannot take back events the outbox counts as published.
+func TestRelay_MarkDelay(t *testing.T) {
+	t.Parallel()
+	db := testutil.MustOpenDB(t, sqldb.SQLite)
+	bus := testutil.MustOpenBus(t, "embedded", nil)
+	want := makeEvents(t, db, 1, 30)
+	store := sqldb.NewOutboxService(db)
+	r := New(store, bus)
+	r.MarkDelay = 2 * time.Second
+	stop := runRelay(t, r)
+	defer stop()
+	testutil.WaitFor(t, 30*time.Second, "the stream to hold every event", func() bool {
+		return int64(len(streamEvents(t, bus))) == want[firstKey(want)]
+	})
+	if st, _ := store.OutboxStats(context.Background()); st.Pending != want[firstKey(want)] {
+		t.Fatalf("%d pending right after the stream acknowledged them all, want all %d: marked before the delay", st.Pending, want[firstKey(want)])
+	}
+	waitPublished(t, store)
+}
+
+func firstKey(m map[int64]int64) int64 {
+	for k := range m {
+		return k
+	}
+	return 0
+}

@@ -2,10 +2,13 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/herd-iot/herd"
 )
@@ -88,4 +91,142 @@ func (db *DB) ListEvents(ctx context.Context, tenantID, after int64, limit int) 
 		return nil, err
 	}
 	return scanEvents(rows)
+}
+
+// EventService implements herd.EventService.
+type EventService struct{ db *DB }
+
+var _ herd.EventService = (*EventService)(nil)
+
+// NewEventService returns an EventService on db.
+func NewEventService(db *DB) *EventService { return &EventService{db: db} }
+
+// FindEvents implements herd.EventService. It reads in one snapshot, so
+// the head and the events agree.
+func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, limit int) (*herd.EventPage, error) {
+	if limit < 1 || limit > herd.MaxEventsPage {
+		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to %d", herd.MaxEventsPage)
+	} else if after < 0 {
+		return nil, herd.Errorf(herd.EINVALID, "after must be a sequence number, 0 or more")
+	}
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.EventPage, error) {
+		if !a.SeesTenant(tenantID) {
+			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
+		}
+		var head, pruned int64
+		err := tx.QueryRowContext(ctx, `SELECT t.event_seq, COALESCE(c.pruned_seq, 0) FROM tenants t LEFT JOIN outbox_cursors c ON c.tenant_id = t.id WHERE t.id = ?`, tenantID).Scan(&head, &pruned)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
+		} else if err != nil {
+			return nil, err
+		}
+		if after < pruned {
+			return nil, herd.Errorf(herd.ERESYNC, "events after %d are gone (kept up to the retention; the oldest left follows %d): reload through the list endpoints, then follow the log from its head, %d", after, pruned, head)
+		} else if after > head {
+			return nil, herd.Errorf(herd.ERESYNC, "after %d is past this tenant's head, %d: the cursor is not from this log; reload and start from the head", after, head)
+		}
+		page := &herd.EventPage{Items: []*herd.Event{}, Head: head}
+		upper := min(head, after+herd.EventsScanWindow)
+		scope := herd.Scope{TenantID: tenantID, Paths: []string{"/"}}
+		if !a.Super {
+			scope = a.Scope(herd.RoleViewer)
+		}
+		if scope.Empty() {
+			page.NextAfter = upper
+			return page, nil
+		}
+		var b strings.Builder
+		b.WriteString(`SELECT id, tenant_id, seq, type, subject_type, subject_id, path, payload, created_at FROM events WHERE `)
+		args := whereScope(&b, scope)
+		b.WriteString(` AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`)
+		rows, err := tx.QueryContext(ctx, b.String(), append(args, after, upper, limit)...)
+		if err != nil {
+			return nil, err
+		}
+		if page.Items, err = scanEvents(rows); err != nil {
+			return nil, err
+		}
+		if page.Items == nil {
+			page.Items = []*herd.Event{}
+		}
+		page.NextAfter = upper
+		if len(page.Items) == limit {
+			page.NextAfter = page.Items[len(page.Items)-1].Seq
+		}
+		return page, nil
+	})
+}
+
+// PruneEvents deletes the events committed before cut that the relay has
+// published, tenant by tenant, with the finished webhook deliveries of
+// those events, and moves each tenant's horizon: a caller of the log whose
+// place is older gets ERESYNC. Events with a delivery still pending stay
+// (with the retention at or above the webhooks' 72 hours there is none).
+func (db *DB) PruneEvents(ctx context.Context, cut time.Time) (int64, error) {
+	rows, err := db.bdb.QueryContext(ctx, db.rebind(`SELECT tenant_id, published_seq, pruned_seq FROM outbox_cursors WHERE published_seq > pruned_seq`))
+	if err != nil {
+		return 0, err
+	}
+	type cursor struct{ tenant, published, pruned int64 }
+	var cs []cursor
+	for rows.Next() {
+		var c cursor
+		if err := rows.Scan(&c.tenant, &c.published, &c.pruned); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		cs = append(cs, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, c := range cs {
+		n, err := db.pruneTenantEvents(ctx, c.tenant, c.published, c.pruned, cut)
+		if err != nil {
+			return total, fmt.Errorf("prune events of tenant %d: %w", c.tenant, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (db *DB) pruneTenantEvents(ctx context.Context, tenant, published, pruned int64, cut time.Time) (int64, error) {
+	tx, err := db.beginBgTx(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var upto sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(seq) FROM events WHERE tenant_id = ? AND seq > ? AND seq <= ? AND created_at < ?`, tenant, pruned, published, cut.UnixMilli()).Scan(&upto); err != nil {
+		return 0, err
+	}
+	if !upto.Valid {
+		return 0, nil
+	}
+	// An event still waiting for a webhook stays, and so does everything
+	// after it: the horizon is one line.
+	var pending sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MIN(e.seq) FROM events e JOIN webhook_deliveries d ON d.event_id = e.id WHERE e.tenant_id = ? AND e.seq > ? AND e.seq <= ? AND d.status = 'pending'`, tenant, pruned, upto.Int64).Scan(&pending); err != nil {
+		return 0, err
+	}
+	if pending.Valid {
+		upto.Int64 = pending.Int64 - 1
+		if upto.Int64 <= pruned {
+			return 0, nil
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM events WHERE tenant_id = ? AND seq > ? AND seq <= ?)`, tenant, pruned, upto.Int64); err != nil {
+		return 0, err
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE tenant_id = ? AND seq > ? AND seq <= ?`, tenant, pruned, upto.Int64)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE outbox_cursors SET pruned_seq = ? WHERE tenant_id = ? AND pruned_seq < ?`, upto.Int64, tenant, upto.Int64); err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return n, tx.Commit()
 }

@@ -23,7 +23,10 @@ var _ herd.OutboxService = (*OutboxService)(nil)
 // NewOutboxService returns an OutboxService on db.
 func NewOutboxService(db *DB) *OutboxService { return &OutboxService{db: db} }
 
-// ClaimOutbox implements herd.OutboxService. On PostgreSQL the candidate
+// ClaimOutbox implements herd.OutboxService. Tenants whose lease is oldest
+// come first (never leased, run out, then the least recently renewed), so
+// a relay's busy tenants, renewed by every mark, cannot keep others out of
+// its claims. On PostgreSQL the candidate
 // cursors are locked with SKIP LOCKED, so relays claiming at once split the
 // tenants instead of queueing on each other; the lease condition is checked
 // again on the locked row, so two relays never both win a tenant. SQLite
@@ -46,7 +49,7 @@ func (s *OutboxService) ClaimOutbox(ctx context.Context, owner string, lease tim
 WHERE (lease_owner = ? OR lease_until < ?) AND tenant_id IN (
   SELECT c.tenant_id FROM outbox_cursors c JOIN tenants t ON t.id = c.tenant_id
   WHERE t.event_seq > c.published_seq AND (c.lease_owner = ? OR c.lease_until < ?)
-  ORDER BY c.tenant_id LIMIT ?`+lock+`)
+  ORDER BY c.lease_until, c.tenant_id LIMIT ?`+lock+`)
 RETURNING tenant_id, published_seq`, owner, now+lease.Milliseconds(), owner, now, owner, now, max)
 	if err != nil {
 		return nil, fmt.Errorf("claim outbox: %w", err)

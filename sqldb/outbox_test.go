@@ -141,3 +141,26 @@ func TestPruneProcessed(t *testing.T) {
 		}
 	})
 }
+
+// TestOutbox_ClaimIsFair: a relay's busy tenant, renewed by its marks, does
+// not keep a tenant nobody holds out of the relay's claims.
+func TestOutbox_ClaimIsFair(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		f := newFixture(db)
+		t1, t2 := f.mustTenant(t, "busy"), f.mustTenant(t, "waiting")
+		out := sqldb.NewOutboxService(db)
+		c, err := out.ClaimOutbox(ctx, "a", time.Minute, 1)
+		if err != nil || len(c) != 1 || c[0].TenantID != t1.ID {
+			t.Fatalf("first claim %+v, %v", c, err)
+		}
+		if err := out.MarkPublished(ctx, "a", t1.ID, 1, time.Minute); err != nil { // still one pending
+			t.Fatal(err)
+		}
+		c, err = out.ClaimOutbox(ctx, "a", time.Minute, 1)
+		if err != nil || len(c) != 1 || c[0].TenantID != t2.ID {
+			t.Fatalf("second claim %+v, %v; want the tenant nobody held, %d", c, err, t2.ID)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -26,9 +27,14 @@ var (
 func NewWebhookService(db *DB) *WebhookService { return &WebhookService{db: db} }
 
 // webhookEvent is a subscription as its events carry it: never the secret.
+// The URL is cut to its scheme and host: many receivers carry a
+// capability in the path or query, and viewers read the event log.
 func webhookEvent(typ string, w *herd.Webhook) *herd.Event {
 	c := *w
 	c.Secret = ""
+	if u, err := url.Parse(w.URL); err == nil {
+		c.URL = u.Scheme + "://" + u.Host + "/…"
+	}
 	return newEvent(typ, herd.EventSubjectWebhook, w.ID, w.Path, &c)
 }
 
@@ -275,7 +281,7 @@ func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, e
 					}
 				}
 				jobs = append(jobs, &herd.DeliveryJob{DeliveryID: id, WebhookID: w.ID, EventID: ev.ID, URL: w.URL, Secret: w.secret,
-					Body: body, RetryFrom: tx.now, EventAt: ev.CreatedAt, FailingSince: w.failingSince})
+					Body: body, RetryFrom: tx.now, EventAt: ev.CreatedAt, FailingSince: w.failingSince, ClaimedUntil: msToTime(now + lease.Milliseconds())})
 			}
 		}
 		return nil
@@ -294,8 +300,16 @@ type activeWebhook struct {
 }
 
 // activeWebhooks returns a tenant's active subscriptions.
+// On PostgreSQL the rows are locked for share until the queueing commits:
+// a delete or disable of a subscription waits for it, and then finds the
+// deliveries just queued among those it dead-letters, instead of leaving
+// them pending for a subscription no dispatcher serves.
 func (tx *Tx) activeWebhooks(ctx context.Context, tenantID int64) ([]*activeWebhook, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+`, w.secret, w.failing_since FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = 'active' AND NOT w.deleted`, tenantID)
+	lock := ""
+	if tx.db.dialect == Postgres {
+		lock = " FOR SHARE OF w"
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+`, w.secret, w.failing_since FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = 'active' AND NOT w.deleted`+lock, tenantID)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +372,7 @@ RETURNING id`, now+lease.Milliseconds(), owner, now, max)
 	if err := rows.Err(); err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.last_reason, d.retry_from, w.url, w.secret, w.failing_since,
+	rows, err = tx.QueryContext(ctx, `SELECT d.id, d.webhook_id, d.event_id, d.attempts, d.last_reason, d.retry_from, d.next_at, w.url, w.secret, w.failing_since,
   e.id, e.tenant_id, e.seq, e.type, e.subject_type, e.subject_id, e.path, e.payload, e.created_at
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id
 WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
@@ -370,9 +384,9 @@ WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
 	for rows.Next() {
 		var j herd.DeliveryJob
 		var e herd.Event
-		var retryFrom, failing, created int64
+		var retryFrom, claimedUntil, failing, created int64
 		var payload string
-		if err := rows.Scan(&j.DeliveryID, &j.WebhookID, &j.EventID, &j.Attempts, &j.LastReason, &retryFrom, &j.URL, &j.Secret, &failing,
+		if err := rows.Scan(&j.DeliveryID, &j.WebhookID, &j.EventID, &j.Attempts, &j.LastReason, &retryFrom, &claimedUntil, &j.URL, &j.Secret, &failing,
 			&e.ID, &e.TenantID, &e.Seq, &e.Type, &e.SubjectType, &e.SubjectID, &e.Path, &payload, &created); err != nil {
 			return nil, err
 		}
@@ -380,7 +394,7 @@ WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
 		if j.Body, err = json.Marshal(&e); err != nil {
 			return nil, err
 		}
-		j.RetryFrom, j.EventAt = msToTime(retryFrom), e.CreatedAt
+		j.RetryFrom, j.EventAt, j.ClaimedUntil = msToTime(retryFrom), e.CreatedAt, msToTime(claimedUntil)
 		if failing != 0 {
 			j.FailingSince = msToTime(failing)
 		}
@@ -404,7 +418,7 @@ func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string) error 
 }
 
 // RecordAttempts implements herd.WebhookQueue, in one transaction.
-func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.AttemptResult) error {
+func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.AttemptResult) (err error) {
 	if len(results) == 0 {
 		return nil
 	}
@@ -417,26 +431,36 @@ func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.Atte
 	var disabled []*herd.Webhook
 	for _, r := range results {
 		j := r.Job
+		// Each update holds only while the attempt's claim does (its
+		// next_at is the claim's version): a result that comes after the
+		// claim ran out and another attempt took the delivery, or after a
+		// redrive, changes nothing. The owner is cleared, so a restart
+		// leaves a retry's wait alone.
+		var res sql.Result
 		switch r.Outcome {
 		case herd.AttemptDelivered:
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_reason = '', delivered_at = ? WHERE id = ?`,
-				herd.DeliveryDelivered, r.Status, now, j.DeliveryID); err != nil {
-				return err
-			}
+			res, err = tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?, last_reason = '', delivered_at = ?, claim_owner = '' WHERE id = ? AND status = 'pending' AND next_at = ?`,
+				r.Status, now, j.DeliveryID, j.ClaimedUntil.UnixMilli())
+		case herd.AttemptRetry:
+			res, err = tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, last_status = ?, last_reason = ?, claim_owner = '' WHERE id = ? AND status = 'pending' AND next_at = ?`,
+				r.NextAt.UnixMilli(), r.Status, r.Reason, j.DeliveryID, j.ClaimedUntil.UnixMilli())
+		default: // dead, gone, disable: the delivery is dead-lettered
+			res, err = tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = 'dead', attempts = attempts + 1, last_status = ?, last_reason = ?, claim_owner = '' WHERE id = ? AND status = 'pending' AND next_at = ?`,
+				r.Status, r.Reason, j.DeliveryID, j.ClaimedUntil.UnixMilli())
+		}
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			continue // the claim ran out: another attempt owns the delivery
+		}
+		if r.Outcome == herd.AttemptDelivered {
 			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET failing_since = 0 WHERE id = ? AND failing_since <> 0`, j.WebhookID); err != nil {
 				return err
 			}
 			continue
-		case herd.AttemptRetry:
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?, last_status = ?, last_reason = ? WHERE id = ?`,
-				r.NextAt.UnixMilli(), r.Status, r.Reason, j.DeliveryID); err != nil {
-				return err
-			}
-		default: // dead, gone, disable: the delivery is dead-lettered
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_reason = ? WHERE id = ?`,
-				herd.DeliveryDead, r.Status, r.Reason, j.DeliveryID); err != nil {
-				return err
-			}
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since = 0`, now, j.WebhookID); err != nil {
 			return err

@@ -56,11 +56,10 @@ const (
 func Consumer(q herd.WebhookQueue, d *Dispatcher) natsbus.Consumer {
 	return natsbus.Consumer{
 		Name: ConsumerName,
-		// A consumer created on a stream with history starts at its end:
-		// a new herd with an old stream does not replay days of events to
-		// subscribers. (Subscriptions never take events older than
-		// themselves anyway.)
-		DeliverNew: true,
+		// From the stream's start, also when the consumer is made again
+		// (deleted by an operator, or a NATS store lost): its records make
+		// what it applied before duplicates, and subscriptions never take
+		// events older than themselves.
 		Batch: func(ctx context.Context, evs []*herd.Event) ([]bool, error) {
 			applied, jobs, err := q.EnqueueWebhooks(ctx, ConsumerName, evs, d.Owner, d.claimLease())
 			if err == nil && len(jobs) > 0 {
@@ -120,7 +119,7 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 		Logger:       slog.New(slog.DiscardHandler),
 		Now:          time.Now,
 		kick:         make(chan struct{}, 1),
-		submitted:    make(chan []*herd.DeliveryJob, 1024),
+		submitted:    make(chan []*herd.DeliveryJob, 64),
 		metrics:      newMetrics(),
 	}
 }
@@ -195,6 +194,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return ctx.Err()
 		case jobs := <-d.submitted:
 			for _, j := range jobs {
+				if time.Until(j.ClaimedUntil) < d.Timeout {
+					// Waited too long for a worker: its claim may run out
+					// while in flight. The queue gives it out again.
+					continue
+				}
 				send(j)
 			}
 			continue
@@ -280,11 +284,13 @@ func (d *Dispatcher) attempt(ctx context.Context, j *herd.DeliveryJob) herd.Atte
 
 // backoff draws the wait before attempt n+1 after n failed ones.
 func (d *Dispatcher) backoff(failed int) time.Duration {
+	// Compare before shifting: RetryBase << (failed-1) overflows long
+	// before a delivery runs out of its 72 hours.
 	ceiling := d.RetryCap
-	if failed < 40 {
-		ceiling = min(d.RetryBase<<(failed-1), d.RetryCap)
+	if shift := failed - 1; shift < 62 && d.RetryBase <= d.RetryCap>>shift {
+		ceiling = d.RetryBase << shift
 	}
-	return time.Duration(mrand.Int64N(int64(ceiling) + 1))
+	return time.Duration(mrand.Int64N(int64(max(ceiling, 0)) + 1))
 }
 
 // send POSTs the delivery and returns the HTTP status (0 when there was

@@ -397,6 +397,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Relay.Collectors()...)
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
+	s.EventService = sqldb.NewEventService(m.DB)
 	m.AppSocket = appsocket.NewHandler(m.Bus, s.UserService.Authenticate)
 	m.AppSocket.Logger = m.Logger.With("component", "appsocket")
 	s.AppSocket = m.AppSocket
@@ -436,7 +437,7 @@ func (m *Main) openEvents(ctx context.Context) error {
 		return err
 	}
 	r := relay.New(sqldb.NewOutboxService(m.DB), bus)
-	r.Owner = name
+	r.Owner, r.MarkDelay = name, bus.MarkDelay()
 	r.Logger = m.Logger.With("component", "relay")
 	wake, unsubscribe := m.DB.EventsCommitted()
 	r.Wake = wake
@@ -469,8 +470,9 @@ func (m *Main) openEvents(ctx context.Context) error {
 }
 
 // pruneProcessed forgets, hourly, the consumers' records of events the
-// stream no longer holds, a day past its retention: a replay of the whole
-// stream still finds every record it needs.
+// stream no longer holds, a day past its retention (a replay of the whole
+// stream still finds every record it needs), and the events of the log
+// older than the retention.
 func (m *Main) pruneProcessed(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -485,6 +487,13 @@ func (m *Main) pruneProcessed(ctx context.Context) {
 			m.Logger.Warn("pruning consumers' records failed", "err", err)
 		} else if n > 0 {
 			m.Logger.Info("consumers' records pruned", "rows", n)
+		}
+		// The log keeps what the stream keeps.
+		n, err = m.DB.PruneEvents(ctx, time.Now().Add(-m.Config.EventsRetention))
+		if err != nil {
+			m.Logger.Warn("pruning the event log failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("event log pruned", "events", n)
 		}
 	}
 }

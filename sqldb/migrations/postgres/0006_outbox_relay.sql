@@ -8,6 +8,7 @@
 CREATE TABLE outbox_cursors (
     tenant_id     BIGINT PRIMARY KEY REFERENCES tenants (id),
     published_seq BIGINT NOT NULL DEFAULT 0,
+    pruned_seq    BIGINT NOT NULL DEFAULT 0, -- events up to here were deleted past the retention
     lease_owner   TEXT COLLATE "C" NOT NULL DEFAULT '',
     lease_until   BIGINT NOT NULL DEFAULT 0
 );

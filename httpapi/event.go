@@ -1,0 +1,74 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/herd-iot/herd"
+)
+
+// DefaultEventsPage is the page size of GET /v1/events without a limit.
+const DefaultEventsPage = 100
+
+// handleEvents handles GET /v1/events?after=SEQ&limit=N: the caller's view
+// of its tenant's event log, in order, with the head. A super-admin names
+// the tenant with tenant_id.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if s.EventService == nil {
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the event log is not served here"))
+		return
+	}
+	q := r.URL.Query()
+	a := herd.ActorFromContext(r.Context())
+	tenant := a.TenantID
+	if v := q.Get("tenant_id"); v != "" || a.Super {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			Error(w, r, herd.Errorf(herd.EINVALID, "tenant_id %q is not an id; a super-admin must name the tenant", v))
+			return
+		}
+		tenant = n
+	}
+	after := int64(0)
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			Error(w, r, herd.Errorf(herd.EINVALID, "after %q is not a sequence number (0 or more)", v))
+			return
+		}
+		after = n
+	}
+	limit := DefaultEventsPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			Error(w, r, herd.Errorf(herd.EINVALIDLIMIT, "limit %q is not a number", v))
+			return
+		}
+		limit = n
+	}
+	page, err := s.EventService.FindEvents(r.Context(), tenant, after, limit)
+	if err != nil {
+		Error(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+var _ herd.EventService = (*Client)(nil)
+
+// FindEvents reads a page of the event log. tenantID matters only to a
+// super-admin's token; a user's is always their own tenant.
+func (c *Client) FindEvents(ctx context.Context, tenantID, after int64, limit int) (*herd.EventPage, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
+	if tenantID != 0 {
+		q.Set("tenant_id", strconv.FormatInt(tenantID, 10))
+	}
+	var page herd.EventPage
+	if err := c.do(ctx, http.MethodGet, "/v1/events", q, nil, &page); err != nil {
+		return nil, err
+	}
+	return &page, nil
+}
