@@ -3,10 +3,12 @@ package sqldb_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
@@ -208,3 +210,98 @@ func TestEvents(t *testing.T) {
 }
 
 func errOf[T any](_ T, err error) error { return err }
+
+// TestFindEvents: the event log as a user sees it: only events under their
+// grants, in order, with the head, paged by next_after; a place before the
+// retention horizon or past the head is resync_required.
+func TestFindEvents(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		f := newFixture(db)
+		ten := f.mustTenant(t, "log")
+		north, south := f.mustNode(t, ten.RootNodeID, "north"), f.mustNode(t, ten.RootNodeID, "south")
+		f.mustDevices(t, north.ID, 3)
+		f.mustDevices(t, south.ID, 2)
+		alice, secret := f.mustUser(t, ten.ID, "alice")
+		f.mustGrant(t, alice.ID, north.ID, herd.RoleViewer)
+		f.mustDevices(t, north.ID, 1)
+		as := f.as(t, secret)
+		svc := sqldb.NewEventService(db)
+
+		all, err := db.ListEvents(ctx, ten.ID, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := all[len(all)-1].Seq
+		var want []int64
+		for _, ev := range all {
+			if herd.PathUnder(ev.Path, north.Path) {
+				want = append(want, ev.Seq)
+			}
+		}
+		var got []int64
+		after := int64(0)
+		for pages := 0; ; pages++ {
+			page, err := svc.FindEvents(as, ten.ID, after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if page.Head != head {
+				t.Fatalf("head %d, want %d", page.Head, head)
+			}
+			for _, ev := range page.Items {
+				if !herd.PathUnder(ev.Path, north.Path) {
+					t.Fatalf("alice got an event of %s, outside her grant on %s", ev.Path, north.Path)
+				}
+				got = append(got, ev.Seq)
+			}
+			if page.NextAfter <= after && page.NextAfter != head {
+				t.Fatalf("next_after %d does not move on from %d", page.NextAfter, after)
+			}
+			after = page.NextAfter
+			if after == head {
+				break
+			}
+			if pages > 100 {
+				t.Fatal("paging does not end")
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("alice's log %v, want %v", got, want)
+		}
+		// Another tenant's log does not exist for her; the super-admin sees all.
+		other := f.mustTenant(t, "other")
+		if _, err := svc.FindEvents(as, other.ID, 0, 10); herd.ErrorCode(err) != herd.ENOTFOUND {
+			t.Fatalf("other tenant: %v", err)
+		}
+		if page, err := svc.FindEvents(f.super, ten.ID, 0, 1000); err != nil || len(page.Items) != len(all) {
+			t.Fatalf("super-admin got %v, %v; want all %d", page, err, len(all))
+		}
+		if _, err := svc.FindEvents(as, ten.ID, head+1, 10); herd.ErrorCode(err) != herd.ERESYNC {
+			t.Fatalf("after past the head: %v", err)
+		}
+		if _, err := svc.FindEvents(as, ten.ID, 0, herd.MaxEventsPage+1); herd.ErrorCode(err) != herd.EINVALIDLIMIT {
+			t.Fatalf("limit: %v", err)
+		}
+
+		// Published and older than the cut: pruned; the horizon moves.
+		out := sqldb.NewOutboxService(db)
+		if _, err := out.ClaimOutbox(ctx, "r", time.Minute, 10); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.MarkPublished(ctx, "r", ten.ID, head, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		n, err := db.PruneEvents(ctx, time.Now().Add(time.Hour))
+		if err != nil || n != int64(len(all)) {
+			t.Fatalf("pruned %d, %v; want %d", n, err, len(all))
+		}
+		if _, err := svc.FindEvents(as, ten.ID, 0, 10); herd.ErrorCode(err) != herd.ERESYNC {
+			t.Fatalf("after 0 once pruned: %v", err)
+		}
+		if page, err := svc.FindEvents(as, ten.ID, head, 10); err != nil || len(page.Items) != 0 || page.NextAfter != head {
+			t.Fatalf("at the head once pruned: %+v, %v", page, err)
+		}
+	})
+}
