@@ -57,6 +57,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
+// handleStream handles GET /v1/stream.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	if s.Stream == nil {
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the stream is not served here"))
+		return
+	}
+	s.Stream.ServeHTTP(w, r)
+}
+
 var _ herd.EventService = (*Client)(nil)
 
 // FindEvents reads a page of the event log. tenantID matters only to a

@@ -37,6 +37,8 @@ func (s *Server) registerRoutes() {
 
 	// The event log: the truth that the stream's hints point to.
 	s.handle("GET /v1/events", s.authed(s.handleEvents))
+	// Hints that something changed, over a WebSocket; no writes.
+	s.handle("GET /v1/stream", s.authed(s.handleStream))
 
 	s.handle("POST /v1/webhooks", s.authed(s.handleWebhookCreate))
 	s.handle("GET /v1/webhooks", s.authed(s.handleWebhookList))

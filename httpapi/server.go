@@ -61,6 +61,9 @@ type Server struct {
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.
 	WebhookService herd.WebhookService
+	// Stream serves GET /v1/stream (package stream) behind the API's
+	// authentication; nil answers 404.
+	Stream http.Handler
 	// AppSocket serves the apps socket (package appsocket) behind the
 	// API's authentication; nil answers 404.
 	AppSocket http.Handler

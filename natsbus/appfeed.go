@@ -75,3 +75,44 @@ func (f *appFeed) Next(ctx context.Context) (*herd.AckedEvent, error) {
 }
 
 func (f *appFeed) Close() { f.it.Stop() }
+
+// Tail hands every event stored in the stream from now on to fn, in stream
+// order, until ctx ends: an ordered consumer of this process alone, with
+// no acknowledgements, for hints that may be lost (the event log is the
+// truth). After a failure of the bus it goes on from the last event it
+// handed over.
+// ready, when set, is called once the consumer exists: events stored from
+// then on reach fn.
+func (b *Bus) Tail(ctx context.Context, fn func(*herd.Event), ready func()) error {
+	cons, err := b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{b.SubjectPrefix + ".>"},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	if ready != nil {
+		ready()
+	}
+	for {
+		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return ctx.Err()
+		} else if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		var ev herd.Event
+		if json.Unmarshal(msg.Data(), &ev) == nil && ev.ID != 0 {
+			fn(&ev)
+		}
+	}
+}

@@ -230,3 +230,14 @@ func (db *DB) pruneTenantEvents(ctx context.Context, tenant, published, pruned i
 	n, _ := res.RowsAffected()
 	return n, tx.Commit()
 }
+
+// Head returns a tenant's last committed sequence number. It checks no
+// actor: callers have (the stream's hello).
+func (s *EventService) Head(ctx context.Context, tenantID int64) (int64, error) {
+	var head int64
+	err := s.db.rdb.QueryRowContext(ctx, s.db.rebind(`SELECT event_seq FROM tenants WHERE id = ?`), tenantID).Scan(&head)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
+	}
+	return head, err
+}

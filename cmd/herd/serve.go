@@ -28,6 +28,7 @@ import (
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
+	"github.com/herd-iot/herd/stream"
 	"github.com/herd-iot/herd/webhook"
 )
 
@@ -247,8 +248,10 @@ type Main struct {
 	Relay      *relay.Relay
 	Dispatcher *webhook.Dispatcher
 	AppSocket  *appsocket.Handler
+	Hub        *stream.Hub
 
 	stopEvents context.CancelFunc
+	eventsCtx  context.Context
 	events     sync.WaitGroup
 	lock       *os.File // the data dir's instance lock
 
@@ -397,7 +400,25 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Relay.Collectors()...)
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
-	s.EventService = sqldb.NewEventService(m.DB)
+	events := sqldb.NewEventService(m.DB)
+	s.EventService = events
+	m.Hub = stream.NewHub(s.UserService.Authenticate, events.Head)
+	m.Hub.Logger = m.Logger.With("component", "stream")
+	s.Stream = m.Hub
+	s.Registry().MustRegister(m.Hub.Collectors()...)
+	hub := m.Hub
+	m.events.Go(func() {
+		// Every process tails the stream for its own connections.
+		for m.eventsCtx.Err() == nil {
+			if err := m.Bus.Tail(m.eventsCtx, hub.Publish, nil); err != nil && m.eventsCtx.Err() == nil {
+				m.Logger.Warn("stream tail stopped; starting it again", "err", err)
+				select {
+				case <-m.eventsCtx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	})
 	m.AppSocket = appsocket.NewHandler(m.Bus, s.UserService.Authenticate)
 	m.AppSocket.Logger = m.Logger.With("component", "appsocket")
 	s.AppSocket = m.AppSocket
@@ -446,7 +467,7 @@ func (m *Main) openEvents(ctx context.Context) error {
 	d.Owner = name
 	d.Logger = m.Logger.With("component", "webhook")
 	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.Relay, m.Dispatcher, m.stopEvents = r, d, cancel
+	m.Relay, m.Dispatcher, m.stopEvents, m.eventsCtx = r, d, cancel, ectx
 	m.events.Go(func() {
 		defer unsubscribe()
 		r.Run(ectx)
@@ -561,6 +582,10 @@ func (m *Main) Close() error {
 		// connections: apps get a 1001 and reconnect elsewhere.
 		m.AppSocket.Close()
 		m.AppSocket = nil
+	}
+	if m.Hub != nil {
+		m.Hub.Close() // the same for the stream's clients
+		m.Hub = nil
 	}
 	if m.HTTPServer != nil {
 		errs = append(errs, m.HTTPServer.Close())

@@ -1,0 +1,470 @@
+// Package stream serves GET /v1/stream: a WebSocket that tells a client
+// *that* something changed (a hint: the event's sequence number, type and
+// subject), never *what*, and carries no writes. A hint may be lost like
+// any socket write; the event log (GET /v1/events) is the truth, and each
+// hint carries the sequence number of the previous hint sent on the same
+// connection, so a client sees a gap and reads the log instead of trusting
+// the socket.
+//
+// Hints come from the event stream (JetStream) after commit, never from a
+// handler: nothing uncommitted is hinted. Every herd process tails the
+// stream and serves its own connections, so a change committed through one
+// process reaches the clients of all.
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/herd-iot/herd"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults.
+const (
+	DefaultQueue  = 1024
+	DefaultPing   = 25 * time.Second
+	DefaultReauth = 10 * time.Second
+	// maxBatch bounds the hints written in one frame.
+	maxBatch     = 256
+	writeTimeout = 10 * time.Second
+)
+
+// Hint says that an event was committed.
+type Hint struct {
+	Seq int64 `json:"seq,string"`
+	// PrevSeq is the seq of the hint sent before this one on this
+	// connection (0 for the first): the caller's view of the tenant's
+	// sequence is sparse, so a gap shows as PrevSeq not being the last seq
+	// the client saw.
+	PrevSeq     int64  `json:"prev_seq,string"`
+	EventID     int64  `json:"event_id,string"`
+	Type        string `json:"type"`
+	SubjectType string `json:"subject_type"`
+	SubjectID   int64  `json:"subject_id,string"`
+}
+
+// Frames from the server.
+type helloFrame struct {
+	Type           string `json:"type"` // "hello"
+	TenantID       int64  `json:"tenant_id,string"`
+	Head           int64  `json:"head,string"`
+	PingIntervalMS int64  `json:"ping_interval_ms"`
+}
+
+type hintsFrame struct {
+	Type  string `json:"type"` // "hints"
+	Hints []Hint `json:"hints"`
+}
+
+type resyncFrame struct {
+	Type   string `json:"type"` // "resync"
+	Reason string `json:"reason"`
+	After  int64  `json:"after,string"` // the last seq sent on this connection
+}
+
+// NoWrites is the close reason for a client frame other than a ping (a
+// close reason holds at most 123 bytes); an error frame before the close
+// says it at length.
+const NoWrites = "the stream carries no writes: use the HTTP API"
+
+const noWritesMessage = `the stream carries no writes; its only client frame is {"type":"ping"}: send changes to the HTTP API (for example POST /v1/devices/{id}/commands with an Idempotency-Key) and read the truth from GET /v1/events`
+
+// accessChanging are the event types after which a tenant's connections
+// read their grants again before they filter another hint.
+var accessChanging = map[string]bool{
+	herd.EventGrantCreated: true,
+	herd.EventGrantDeleted: true,
+	herd.EventNodeMoved:    true,
+	herd.EventTokenDeleted: true,
+}
+
+// Hub holds the connections of this process and fans hints out to them.
+type Hub struct {
+	// Authenticate reads a token's actor, again after access changes.
+	Authenticate func(ctx context.Context, token string) (*herd.Actor, error)
+	// Head returns a tenant's last committed seq, for the hello.
+	Head   func(ctx context.Context, tenantID int64) (int64, error)
+	Queue  int
+	Ping   time.Duration
+	Reauth time.Duration
+	Logger *slog.Logger
+
+	mu      sync.RWMutex
+	tenants map[int64]map[*conn]struct{}
+	closed  bool
+	wg      sync.WaitGroup
+	metrics *metrics
+}
+
+// NewHub returns a hub with the defaults.
+func NewHub(auth func(ctx context.Context, token string) (*herd.Actor, error), head func(ctx context.Context, tenantID int64) (int64, error)) *Hub {
+	return &Hub{
+		Authenticate: auth,
+		Head:         head,
+		Queue:        DefaultQueue,
+		Ping:         DefaultPing,
+		Reauth:       DefaultReauth,
+		Logger:       slog.New(slog.DiscardHandler),
+		tenants:      map[int64]map[*conn]struct{}{},
+		metrics:      newMetrics(),
+	}
+}
+
+// item is one entry of a connection's queue: an event, or the order to
+// read the grants again before the next one.
+type item struct {
+	ev     *herd.Event
+	reauth bool
+}
+
+type conn struct {
+	ws     *websocket.Conn
+	tenant int64
+	token  string
+	actor  atomic.Pointer[herd.Actor]
+	// stale counts the reauth orders queued and not yet carried out: while
+	// there are any, the hub queues events unfiltered and the writer
+	// filters them with the grants as they are by then.
+	stale  atomic.Int64
+	q      chan item
+	slow   chan struct{}
+	once   sync.Once
+	cancel context.CancelFunc
+}
+
+// push queues without ever blocking the hub: a connection whose queue is
+// full is too slow, and is told to resync and dropped.
+func (c *conn) push(it item) bool {
+	select {
+	case c.q <- it:
+		return true
+	default:
+		c.once.Do(func() { close(c.slow) })
+		return false
+	}
+}
+
+// Publish fans an event out to the connections of its tenant. It is called
+// in stream order by one goroutine (the tail) and never blocks on a client.
+func (h *Hub) Publish(ev *herd.Event) {
+	reauth := accessChanging[ev.Type]
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for c := range h.tenants[ev.TenantID] {
+		if reauth {
+			c.stale.Add(1)
+			if !c.push(item{reauth: true}) {
+				h.metrics.dropped.Inc()
+				continue
+			}
+		}
+		if c.stale.Load() == 0 && !c.actor.Load().Allows(ev.TenantID, ev.Path, herd.RoleViewer) {
+			continue
+		}
+		if !c.push(item{ev: ev}) {
+			h.metrics.dropped.Inc()
+		}
+	}
+}
+
+// ServeHTTP upgrades an authenticated request (the actor is in its
+// context) and serves the connection until the client, the server or a
+// failure ends it.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a := herd.ActorFromContext(r.Context())
+	if a == nil {
+		writeError(w, http.StatusUnauthorized, herd.EUNAUTHORIZED, "authentication required")
+		return
+	}
+	tenant := a.TenantID
+	if v := r.URL.Query().Get("tenant_id"); v != "" || a.Super {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 || !a.SeesTenant(n) {
+			writeError(w, http.StatusBadRequest, herd.EINVALID, "tenant_id must name your tenant; a super-admin must name one")
+			return
+		}
+		tenant = n
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	ws, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer cancel()
+	c := &conn{ws: ws, tenant: tenant, token: bearer(r), q: make(chan item, h.Queue), slow: make(chan struct{}), cancel: cancel}
+	c.actor.Store(a)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		ws.Close(websocket.StatusGoingAway, "server shutting down; reconnect to another")
+		return
+	}
+	if h.tenants[tenant] == nil {
+		h.tenants[tenant] = map[*conn]struct{}{}
+	}
+	h.tenants[tenant][c] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	h.metrics.connections.Inc()
+	defer h.wg.Done()
+	status, reason := h.run(ctx, c)
+	// Out of the hub before the close handshake, which waits up to 5 s for
+	// a client that may never answer.
+	h.mu.Lock()
+	delete(h.tenants[tenant], c)
+	if len(h.tenants[tenant]) == 0 {
+		delete(h.tenants, tenant)
+	}
+	h.mu.Unlock()
+	h.metrics.connections.Dec()
+	h.metrics.closed.WithLabelValues(closeLabel(status)).Inc()
+	ws.Close(status, reason)
+}
+
+func closeLabel(s websocket.StatusCode) string {
+	switch s {
+	case websocket.StatusNormalClosure:
+		return "client"
+	case websocket.StatusGoingAway:
+		return "shutdown"
+	case websocket.StatusPolicyViolation:
+		return "policy"
+	case websocket.StatusTryAgainLater:
+		return "slow"
+	}
+	return "error"
+}
+
+// run serves a registered connection and returns how to close it.
+func (h *Hub) run(ctx context.Context, c *conn) (websocket.StatusCode, string) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type closing struct {
+		status websocket.StatusCode
+		reason string
+	}
+	var closeWith atomic.Pointer[closing]
+	end := func(status websocket.StatusCode, reason string) {
+		closeWith.CompareAndSwap(nil, &closing{status, reason})
+		cancel()
+	}
+	// The hello comes first: hints queued meanwhile wait. The head is read
+	// after the connection joined the hub, so every event is either at or
+	// below the head (read it from the log) or hinted.
+	head, err := h.Head(ctx, c.tenant)
+	if err != nil {
+		return websocket.StatusTryAgainLater, "store unavailable; reconnect later"
+	}
+	if err := h.write(ctx, c.ws, helloFrame{Type: "hello", TenantID: c.tenant, Head: head, PingIntervalMS: h.Ping.Milliseconds()}); err != nil {
+		return websocket.StatusGoingAway, "write failed"
+	}
+	// Reader: pings, and nothing else. Its context is never cancelled:
+	// coder/websocket drops a connection whose read is cancelled without
+	// a close frame.
+	go func() {
+		for {
+			typ, data, err := c.ws.Read(context.Background())
+			if err != nil {
+				end(websocket.StatusNormalClosure, "")
+				return
+			}
+			var f struct {
+				Type string `json:"type"`
+			}
+			if typ != websocket.MessageText || json.Unmarshal(data, &f) != nil || f.Type != "ping" {
+				h.metrics.refused.Inc()
+				h.write(ctx, c.ws, map[string]string{"type": "error", "code": "no_writes", "message": noWritesMessage})
+				end(websocket.StatusPolicyViolation, NoWrites)
+				return
+			}
+			h.write(ctx, c.ws, map[string]string{"type": "pong"})
+		}
+	}()
+	// Pinger: a connection that answers no ping within two intervals is
+	// closed, whatever the state of its TCP connection says.
+	go func() {
+		t := time.NewTicker(h.Ping)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			pctx, pcancel := context.WithTimeout(context.Background(), 2*h.Ping)
+			err := c.ws.Ping(pctx)
+			pcancel()
+			if err != nil && ctx.Err() == nil {
+				h.metrics.pingFailed.Inc()
+				end(websocket.StatusGoingAway, "no pong within two ping intervals")
+				return
+			}
+		}
+	}()
+
+	var prev int64
+	reauth := time.NewTicker(h.Reauth)
+	defer reauth.Stop()
+	batch := make([]Hint, 0, maxBatch)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-c.slow:
+			h.metrics.resyncs.Inc()
+			h.write(ctx, c.ws, resyncFrame{Type: "resync", Reason: "too slow: hints were dropped; read GET /v1/events after the last seq you have", After: prev})
+			return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+		case <-reauth.C:
+			if status, reason, ok := h.refresh(ctx, c); !ok {
+				return status, reason
+			}
+		case it := <-c.q:
+			batch = batch[:0]
+			for {
+				if it.reauth {
+					if status, reason, ok := h.refresh(ctx, c); !ok {
+						return status, reason
+					}
+					c.stale.Add(-1)
+				} else if c.actor.Load().Allows(it.ev.TenantID, it.ev.Path, herd.RoleViewer) {
+					ev := it.ev
+					batch = append(batch, Hint{Seq: ev.Seq, PrevSeq: prev, EventID: ev.ID, Type: ev.Type, SubjectType: ev.SubjectType, SubjectID: ev.SubjectID})
+					prev = ev.Seq
+				}
+				if len(batch) == maxBatch {
+					break
+				}
+				select {
+				case it = <-c.q:
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) == 0 {
+				continue
+			}
+			if err := h.write(ctx, c.ws, hintsFrame{Type: "hints", Hints: batch}); err != nil {
+				end(websocket.StatusGoingAway, "write failed")
+				break loop
+			}
+			h.metrics.hints.Add(float64(len(batch)))
+			h.metrics.frames.Inc()
+		}
+	}
+	if cw := closeWith.Load(); cw != nil {
+		return cw.status, cw.reason
+	}
+	return websocket.StatusGoingAway, "server shutting down; reconnect with backoff, then read GET /v1/events"
+}
+
+// refresh reads the connection's grants again; a token that no longer
+// works ends the connection.
+func (h *Hub) refresh(ctx context.Context, c *conn) (websocket.StatusCode, string, bool) {
+	a, err := h.Authenticate(ctx, c.token)
+	switch {
+	case err == nil:
+		c.actor.Store(a)
+	case herd.ErrorCode(err) == herd.EUNAUTHORIZED:
+		return websocket.StatusPolicyViolation, "token revoked", false
+	default:
+		// The store is down: keep the grants we have, try again later.
+		h.Logger.Debug("stream reauth", "err", err)
+	}
+	return 0, "", true
+}
+
+func (h *Hub) write(ctx context.Context, ws *websocket.Conn, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	// Not ctx itself: a write cut by a shutdown would drop the connection
+	// without its close frame.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	return ws.Write(wctx, websocket.MessageText, buf)
+}
+
+// Close ends every connection with 1001 (going away), so that clients
+// reconnect with backoff and read the log, and waits for them.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	for _, cs := range h.tenants {
+		for c := range cs {
+			c.cancel()
+		}
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+	return nil
+}
+
+// Connections counts the open connections.
+func (h *Hub) Connections() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, cs := range h.tenants {
+		n += len(cs)
+	}
+	return n
+}
+
+func bearer(r *http.Request) string {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+type metrics struct {
+	connections prometheus.Gauge
+	hints       prometheus.Counter
+	frames      prometheus.Counter
+	dropped     prometheus.Counter
+	resyncs     prometheus.Counter
+	refused     prometheus.Counter
+	pingFailed  prometheus.Counter
+	closed      *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herd_stream_connections", Help: "Open connections of GET /v1/stream in this process."}),
+		hints:       prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_hints_total", Help: "Hints written to stream connections."}),
+		frames:      prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_frames_total", Help: "Frames of hints written (a frame carries the hints waiting for a connection, up to 256)."}),
+		dropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_dropped_hints_total", Help: "Hints dropped because a connection's queue was full (it is then told to resync and closed)."}),
+		resyncs:     prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_resyncs_total", Help: "Connections told to resync and dropped for reading too slowly."}),
+		refused:     prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_refused_frames_total", Help: "Client frames other than ping: the connection is closed with 1008."}),
+		pingFailed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_stream_ping_failures_total", Help: "Connections closed for answering no ping within two intervals (half-open or stalled)."}),
+		closed:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_stream_closed_total", Help: "Stream connections closed, by why: client, shutdown, policy, slow, error."}, []string{"reason"}),
+	}
+}
+
+// Collectors returns the hub's Prometheus collectors.
+func (h *Hub) Collectors() []prometheus.Collector {
+	m := h.metrics
+	return []prometheus.Collector{m.connections, m.hints, m.frames, m.dropped, m.resyncs, m.refused, m.pingFailed, m.closed}
+}
