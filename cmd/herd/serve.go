@@ -74,6 +74,10 @@ type Config struct {
 	// NATSURL names an external NATS server or cluster (with JetStream);
 	// empty embeds one that keeps its files in DataDir/nats.
 	NATSURL string
+	// NATSStream and NATSSubjectPrefix name the event stream and its
+	// subjects: deployments that share one NATS need names of their own.
+	NATSStream        string
+	NATSSubjectPrefix string
 	// EventsRetention is how long the event stream keeps events (the
 	// longest replay); EventsDuplicateWindow how long it remembers event
 	// ids to drop a relay's repeats.
@@ -101,6 +105,8 @@ func DefaultConfig() Config {
 		IngestBatchItems:     mqttgw.DefaultBatchItems,
 		IngestBatchWait:      mqttgw.DefaultBatchWait,
 
+		NATSStream:            natsbus.DefaultStream,
+		NATSSubjectPrefix:     natsbus.DefaultSubjectPrefix,
 		EventsRetention:       natsbus.DefaultMaxAge,
 		EventsDuplicateWindow: natsbus.DefaultDuplicateWindow,
 	}
@@ -149,6 +155,12 @@ func (c Config) Validate() error {
 	if c.NATSURL == "" && c.DataDir == "" {
 		return &ConfigError{Field: "data-dir", Value: c.DataDir, Err: errors.New("a directory is required for the embedded NATS server (or set --nats-url)")}
 	}
+	if !validStreamName(c.NATSStream) {
+		return &ConfigError{Field: "nats-stream", Value: c.NATSStream, Err: errors.New("must be letters, digits, - and _ only")}
+	}
+	if !validSubjectPrefix(c.NATSSubjectPrefix) {
+		return &ConfigError{Field: "nats-subject-prefix", Value: c.NATSSubjectPrefix, Err: errors.New("must be dot-separated tokens of letters, digits, - and _")}
+	}
 	if c.EventsRetention < time.Minute {
 		return &ConfigError{Field: "events-retention", Value: c.EventsRetention.String(), Err: errors.New("must be 1m or more")}
 	}
@@ -163,6 +175,27 @@ func (c Config) Validate() error {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
 	}
 	return nil
+}
+
+func validStreamName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func validSubjectPrefix(s string) bool {
+	for _, tok := range strings.Split(s, ".") {
+		if !validStreamName(tok) {
+			return false
+		}
+	}
+	return true
 }
 
 // ConfigError is a setting that cannot work. It names both ways of
@@ -282,6 +315,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.LogFormat, "log-format", "log format: text or json")
 	stringFlag(fs, m.Getenv, &c.DebugAddr, "debug-addr", "listen address of the Go profiler (/debug/pprof/), off when empty; keep it on loopback")
 	stringFlag(fs, m.Getenv, &c.NATSURL, "nats-url", `NATS server or cluster with JetStream for events (nats://host:4222, comma-separated for several); empty embeds one (files in the data dir's "nats"); every process sharing a PostgreSQL store must name the same one`)
+	stringFlag(fs, m.Getenv, &c.NATSStream, "nats-stream", "name of the JetStream stream of events")
+	stringFlag(fs, m.Getenv, &c.NATSSubjectPrefix, "nats-subject-prefix", "subject prefix of the events (prefix.<tenant id>.<event type>)")
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
@@ -445,6 +480,7 @@ func (m *Main) Run(ctx context.Context) error {
 func (m *Main) openEvents(ctx context.Context) error {
 	bus := natsbus.NewBus(m.Config.NATSURL, filepath.Join(m.Config.DataDir, "nats"))
 	bus.MaxAge, bus.DuplicateWindow = m.Config.EventsRetention, m.Config.EventsDuplicateWindow
+	bus.Stream, bus.SubjectPrefix = m.Config.NATSStream, m.Config.NATSSubjectPrefix
 	bus.Logger = m.Logger.With("component", "nats")
 	if err := bus.Open(ctx); err != nil {
 		if m.Config.NATSURL != "" {

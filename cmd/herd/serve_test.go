@@ -2,8 +2,9 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	paho "github.com/eclipse/paho.mqtt.golang"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,10 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/herd-iot/herd"
 	main "github.com/herd-iot/herd/cmd/herd"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const adminSecret = "herd_e2e_admin_token_0123456789abcdef"
@@ -386,5 +391,73 @@ func TestMain_ErrStore(t *testing.T) {
 	var ce *main.ConfigError
 	if errors.As(err, &ce) {
 		t.Fatal("a store failure is not a config error")
+	}
+}
+
+// TestServe_HintsCrossProcesses: two herd processes on one PostgreSQL and
+// one NATS; a client of the stream on one gets the hint of a change
+// committed through the other.
+func TestServe_HintsCrossProcesses(t *testing.T) {
+	t.Parallel()
+	natsURL := os.Getenv(testutil.NATSURLEnv)
+	if natsURL == "" {
+		t.Skipf("needs an external NATS: set %s (CI does)", testutil.NATSURLEnv)
+	}
+	dsn := testutil.PostgresSchemaDSN(t)
+	name := fmt.Sprintf("HERD_TEST_X%d", time.Now().UnixNano())
+	args := func() []string {
+		return []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "off", "--data-dir", t.TempDir(), "--store", dsn,
+			"--nats-url", natsURL, "--nats-stream", name, "--nats-subject-prefix", strings.ToLower(name)}
+	}
+	env := map[string]string{"HERD_ADMIN_TOKEN": adminSecret}
+	a, _ := mustRunMain(t, env, args()...)
+	b, _ := mustRunMain(t, env, args()...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		nc, err := nats.Connect(natsURL)
+		if err == nil {
+			js, _ := jetstream.New(nc)
+			js.DeleteStream(ctx, name)
+			nc.Close()
+		}
+	})
+	api := httpapi.NewClient(a.HTTPServer.URL(), adminSecret)
+	ten := &herd.Tenant{Name: "two"}
+	if err := api.CreateTenant(t.Context(), ten); err != nil {
+		t.Fatal(err)
+	}
+	url := strings.Replace(b.HTTPServer.URL(), "http://", "ws://", 1) + fmt.Sprintf("/v1/stream?tenant_id=%d", ten.ID)
+	ws, _, err := websocket.Dial(t.Context(), url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + adminSecret}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	read := func() map[string]any {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f map[string]any
+		json.Unmarshal(data, &f)
+		return f
+	}
+	if f := read(); f["type"] != "hello" {
+		t.Fatalf("first frame %v", f)
+	}
+	d := &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("x-%d", time.Now().UnixNano())}
+	if err := api.CreateDevice(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := read()
+		hints, _ := f["hints"].([]any)
+		for _, h := range hints {
+			if h.(map[string]any)["subject_id"] == fmt.Sprint(d.ID) {
+				return // committed through a, hinted by b
+			}
+		}
 	}
 }
