@@ -61,6 +61,7 @@ const (
 	IngestConnect                          // the device connected
 	IngestDisconnect                       // the device's connection ended, cleanly or not
 	IngestEvent                            // the device reported an event
+	IngestCommandAck                       // the device answered a command
 )
 
 // IngestItem is one thing a device did, on its way to the store.
@@ -73,6 +74,8 @@ type IngestItem struct {
 	// Data is the event's JSON object, for IngestEvent, as ParseDeviceEvent
 	// returns it.
 	Data []byte
+	// Ack is the device's answer to a command, for IngestCommandAck.
+	Ack CommandAck
 }
 
 // IngestService stores what devices send.

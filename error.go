@@ -21,8 +21,12 @@ const (
 	// ERESYNC says a client's place in the event log is gone (older than
 	// the retention, or from another store): reload through the list
 	// endpoints and start again from the head.
-	ERESYNC   = "resync_required"
-	EINTERNAL = "internal"
+	ERESYNC = "resync_required"
+	// EKEYREUSED says an Idempotency-Key came back with another request.
+	EKEYREUSED = "idempotency_key_reused"
+	// ERATELIMITED says the caller sent more requests than its token may.
+	ERATELIMITED = "rate_limited"
+	EINTERNAL    = "internal"
 )
 
 // Error is an application error: a stable code and a message that is safe to

@@ -34,6 +34,8 @@ var statuses = map[string]int{
 	herd.ECONFLICT:      http.StatusConflict,
 	herd.ETOOLARGE:      http.StatusRequestEntityTooLarge,
 	herd.ERESYNC:        http.StatusGone,
+	herd.EKEYREUSED:     http.StatusUnprocessableEntity,
+	herd.ERATELIMITED:   http.StatusTooManyRequests,
 	herd.EINTERNAL:      http.StatusInternalServerError,
 	EMETHOD:             http.StatusMethodNotAllowed,
 	ETIMEOUT:            http.StatusServiceUnavailable,

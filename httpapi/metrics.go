@@ -18,6 +18,11 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	// idempotency counts requests with an Idempotency-Key by what the key
+	// found: new, replay, running (409), mismatch (422).
+	idempotency *prometheus.CounterVec
+	// limited counts requests refused by the per-token rate limit.
+	limited prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -44,7 +49,15 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help:      "HTTP requests being served now.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.inFlight,
+	m.idempotency = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herd_http_idempotency_total",
+		Help: "Requests with an Idempotency-Key, by what the key found: new, replay (the first answer again), running (409), mismatch (422).",
+	}, []string{"result"})
+	m.limited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herd_http_rate_limited_total",
+		Help: "Requests refused with 429 by the per-token rate limit.",
+	})
+	reg.MustRegister(m.requests, m.duration, m.inFlight, m.idempotency, m.limited,
 		// The runtime/metrics series of the collector, besides the classic
 		// memstats: the GC pause histogram (/sched/pauses), GC CPU time
 		// (/cpu/classes/gc) and the heap (/gc/heap), which a stalling

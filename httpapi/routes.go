@@ -25,6 +25,9 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
 	s.handle("POST /v1/devices/{id}/credentials", s.authed(s.handleCredentialCreate))
 	s.handle("DELETE /v1/devices/{id}/credentials", s.authed(s.handleCredentialDelete))
+	s.handle("POST /v1/devices/{id}/commands", s.authed(s.idempotent(true, s.handleCommandCreate)))
+	s.handle("GET /v1/devices/{id}/commands", s.authed(s.handleDeviceCommands))
+	s.handle("GET /v1/commands/{id}", s.authed(s.handleCommandView))
 
 	// MQTT over WebSocket: the gateway authenticates devices itself.
 	s.handle("GET /mqtt", s.handleMQTT)

@@ -57,6 +57,10 @@ type Server struct {
 	// CredentialService issues device credentials; nil leaves the device
 	// credential routes answering 404.
 	CredentialService herd.CredentialService
+	// Idempotency remembers Idempotency-Keys; CommandService sends
+	// commands (nil answers 404).
+	Idempotency    herd.IdempotencyStore
+	CommandService herd.CommandService
 	// EventService serves the event log; nil answers 404.
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.

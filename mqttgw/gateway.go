@@ -109,7 +109,12 @@ type Gateway struct {
 	// queued, up to BatchItems items, waiting at most BatchWait for more.
 	BatchItems int
 	BatchWait  time.Duration
+	// Commands, when set, delivers commands to the devices held here
+	// (see CommandEvent).
+	Commands herd.CommandQueue
 
+	routes   commandRoutes
+	marked   chan struct{} // closed when the delivered-marker is done
 	server   *mqtt.Server
 	tcp      *tcpListener
 	ws       *wsListener
@@ -369,6 +374,16 @@ func (g *Gateway) Open() (err error) {
 	g.baseCtx, g.cancel = context.WithCancel(context.Background())
 	g.batch = newBatcher(g.Ingest, g.BatchItems, g.BatchWait, g.metrics.observeCommit, g.writeAcks)
 	go g.batch.run()
+	g.routes = commandRoutes{inflight: map[inflightKey]int64{}, delivered: make(chan int64, 4096)}
+	g.marked = make(chan struct{})
+	if g.Commands != nil {
+		go func() {
+			defer close(g.marked)
+			g.markDelivered()
+		}()
+	} else {
+		close(g.marked)
+	}
 	defer func() {
 		if err != nil {
 			// Nothing was served: stop the group commit, and leave Close
@@ -455,6 +470,10 @@ func (g *Gateway) stopBatch() {
 		}
 		close(g.batch.in)
 		<-g.batch.done
+		if g.routes.delivered != nil {
+			close(g.routes.delivered)
+			<-g.marked
+		}
 	})
 }
 
@@ -555,7 +574,7 @@ func (h *hook) ID() string { return "herd" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnPublish}, []byte{b})
+		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnQosPublish, mqtt.OnQosComplete}, []byte{b})
 }
 
 // refuse writes a refusing CONNACK with the code of the client's protocol
@@ -705,6 +724,7 @@ func (g *Gateway) connEnded(conn net.Conn) {
 	}
 	g.mu.Unlock()
 	close(l.ended)
+	g.forgetInflight(l.cl)
 	if !held || errors.Is(l.cl.StopCause(), packets.ErrSessionTakenOver) {
 		return
 	}
@@ -773,21 +793,21 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
 	}
-	if kind == topicAck {
-		// Command acks are handled with commands (later work); they are
-		// acknowledged and counted so devices do not retry them forever.
-		g.metrics.publishes.WithLabelValues(kind, "ignored").Inc()
-		return h.answer(cl, s.link, pk, kind, 0)
-	}
 	now := g.Now()
 	var items []herd.IngestItem
 	var err error
-	if kind == topicEvents {
+	switch kind {
+	case topicAck:
+		var a herd.CommandAck
+		if a, err = herd.ParseCommandAck(pk.Payload, g.MaxPayload); err == nil {
+			items = []herd.IngestItem{{Kind: herd.IngestCommandAck, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Ack: a}}
+		}
+	case topicEvents:
 		var data []byte
 		if data, err = herd.ParseDeviceEvent(pk.Payload, g.MaxPayload); err == nil {
 			items = []herd.IngestItem{{Kind: herd.IngestEvent, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Data: data}}
 		}
-	} else {
+	default:
 		items, err = h.readings(s, pk.Payload, now)
 	}
 	if err != nil {

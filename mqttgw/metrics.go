@@ -18,11 +18,16 @@ type metrics struct {
 	batchSize      prometheus.Histogram
 	commitLatency  prometheus.Histogram
 	pubackLatency  prometheus.Histogram
+	commandsSent   prometheus.Counter
 }
 
 func newMetrics() *metrics {
 	latency := prometheus.ExponentialBuckets(0.0005, 2, 14) // 0.5 ms to about 4 s
 	return &metrics{
+		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herd_mqtt_commands_sent_total",
+			Help: "Command publishes sent to devices (a command may be sent again after a reconnect; devices drop repeats by id).",
+		}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_connects_total",
 			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, error).",
@@ -82,7 +87,7 @@ func (m *metrics) observeCommit(items int, took time.Duration, err error) {
 func (m *metrics) collectors(g *Gateway) []prometheus.Collector {
 	return []prometheus.Collector{
 		m.connects, m.disconnects, m.publishes, m.refusedACL, m.acceptBackoffs, m.readings, m.commitFailures,
-		m.batchSize, m.commitLatency, m.pubackLatency,
+		m.batchSize, m.commitLatency, m.pubackLatency, m.commandsSent,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herd_mqtt_connected_devices",
 			Help: "Devices connected now.",

@@ -231,6 +231,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 		conns   []*herd.IngestItem
 	}
 	var rounds []round
+	var acks []*herd.IngestItem // answers to commands, after the rest
 	var finals []deviceFold
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
@@ -262,6 +263,8 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 				rounds = append(rounds, round{})
 			}
 			rounds[k].reports = append(rounds[k].reports, it)
+		case herd.IngestCommandAck:
+			acks = append(acks, it)
 		default:
 			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
 		}
@@ -294,6 +297,11 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	if err := tx.applyFolds(ctx, finals, rev); err != nil {
 		return err
 	}
+	acked, err := tx.applyCommandAcks(ctx, acks)
+	if err != nil {
+		return err
+	}
+	events = append(events, acked...)
 	if err := tx.appendEventsByTenant(ctx, events); err != nil {
 		return err
 	}

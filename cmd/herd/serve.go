@@ -408,6 +408,8 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.ConnectRate = float64(m.Config.MQTTConnectRate)
 	gw.MaxConnections = int(m.Config.MQTTMaxConnections)
 	gw.BatchItems, gw.BatchWait = int(m.Config.IngestBatchItems), m.Config.IngestBatchWait
+	commands := sqldb.NewCommandService(m.DB)
+	gw.Commands = commands
 	if err := gw.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("MQTT address %s is already in use (another broker?): stop what holds it, or choose another address with --mqtt-addr or %s (\"off\" runs no TCP listener): %w",
@@ -435,6 +437,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Relay.Collectors()...)
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
+	s.CommandService = commands
+	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	events := sqldb.NewEventService(m.DB)
 	s.EventService = events
 	m.Hub = stream.NewHub(s.UserService.Authenticate, events.Head)
@@ -445,7 +449,13 @@ func (m *Main) Run(ctx context.Context) error {
 	m.events.Go(func() {
 		// Every process tails the stream for its own connections.
 		for m.eventsCtx.Err() == nil {
-			if err := m.Bus.Tail(m.eventsCtx, hub.Publish, nil); err != nil && m.eventsCtx.Err() == nil {
+			// Hints for the stream's clients, and commands for the devices
+			// this gateway holds.
+			fanout := func(ev *herd.Event) {
+				hub.Publish(ev)
+				gw.CommandEvent(ev)
+			}
+			if err := m.Bus.Tail(m.eventsCtx, fanout, nil); err != nil && m.eventsCtx.Err() == nil {
 				m.Logger.Warn("stream tail stopped; starting it again", "err", err)
 				select {
 				case <-m.eventsCtx.Done():
@@ -510,6 +520,7 @@ func (m *Main) openEvents(ctx context.Context) error {
 	})
 	m.events.Go(func() { d.Run(ectx) })
 	m.events.Go(func() { m.pruneProcessed(ectx) })
+	m.events.Go(func() { m.expireCommands(ectx) })
 	m.events.Go(func() {
 		// The consumer comes back after a failure of the bus: events wait
 		// in the stream meanwhile.
@@ -545,12 +556,36 @@ func (m *Main) pruneProcessed(ctx context.Context) {
 		} else if n > 0 {
 			m.Logger.Info("consumers' records pruned", "rows", n)
 		}
+		if n, err := m.DB.PruneIdempotencyKeys(ctx); err != nil {
+			m.Logger.Warn("pruning idempotency keys failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("idempotency keys pruned", "keys", n)
+		}
 		// The log keeps what the stream keeps.
 		n, err = m.DB.PruneEvents(ctx, time.Now().Add(-m.Config.EventsRetention))
 		if err != nil {
 			m.Logger.Warn("pruning the event log failed", "err", err)
 		} else if n > 0 {
 			m.Logger.Info("event log pruned", "events", n)
+		}
+	}
+}
+
+// expireCommands ends, every second, the commands whose TTL ran out
+// before their device answered. Every process does; each command expires
+// once, as the update takes only open ones.
+func (m *Main) expireCommands(ctx context.Context) {
+	commands := sqldb.NewCommandService(m.DB)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := commands.ExpireCommands(ctx); err != nil && ctx.Err() == nil {
+			m.Logger.Warn("expiring commands failed", "err", err)
 		}
 	}
 }

@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/herd-iot/herd"
+)
+
+// HeaderIdempotencyKey names the request's key; HeaderReplayed marks an
+// answer given again for a key seen before.
+const (
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderReplayed       = "Idempotent-Replayed"
+)
+
+// idempotent runs h at most once per Idempotency-Key, per tenant, token
+// and route: the same key and body again get the first answer (with
+// Idempotent-Replayed: true), the same key with another body 422, and the
+// same key while the first request runs 409. A request that fails with a
+// 5xx forgets its key, so that a retry runs it. With required, a request
+// without a key is refused (400); otherwise it runs as it is.
+func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get(HeaderIdempotencyKey)
+		if key == "" {
+			if required {
+				Error(w, r, herd.Errorf(herd.EINVALID, "this request needs an %s header: a unique value per operation (a UUID), sent again unchanged when the request is retried", HeaderIdempotencyKey))
+				return
+			}
+			h(w, r)
+			return
+		}
+		if len(key) > 255 {
+			Error(w, r, herd.Errorf(herd.EINVALID, "%s is longer than 255 characters", HeaderIdempotencyKey))
+			return
+		}
+		if s.Idempotency == nil {
+			Error(w, r, herd.Errorf(herd.EINVALID, "idempotency keys are not kept here"))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
+		if err != nil {
+			Error(w, r, herd.Errorf(herd.ETOOLARGE, "body is over %d bytes", MaxBodySize))
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		a := herd.ActorFromContext(r.Context())
+		scope := fmt.Sprintf("%d/%d/%s", a.TenantID, a.TokenID, r.Pattern)
+		sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
+		hash := hex.EncodeToString(sum[:])
+		res, err := s.Idempotency.BeginRequest(r.Context(), scope, key, hash, s.RequestTimeout+5e9)
+		if err != nil {
+			Error(w, r, err)
+			return
+		}
+		switch res.State {
+		case herd.IdempotencyMismatch:
+			s.metrics.idempotency.WithLabelValues("mismatch").Inc()
+			Error(w, r, herd.Errorf(herd.EKEYREUSED, "this %s was used for another request (another route or body) in the last 24 h: use a new key per operation", HeaderIdempotencyKey))
+			return
+		case herd.IdempotencyRunning:
+			s.metrics.idempotency.WithLabelValues("running").Inc()
+			Error(w, r, herd.Errorf(herd.ECONFLICT, "the first request with this %s is still running: retry it later with the same key", HeaderIdempotencyKey))
+			return
+		case herd.IdempotencyReplay:
+			s.metrics.idempotency.WithLabelValues("replay").Inc()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(HeaderReplayed, "true")
+			w.WriteHeader(res.Status)
+			w.Write(res.Body)
+			return
+		}
+		s.metrics.idempotency.WithLabelValues("new").Inc()
+		rec := &recorder{header: http.Header{}}
+		h(rec, r)
+		ctx := r.Context()
+		if rec.status >= 500 || rec.status == 0 {
+			s.Idempotency.ReleaseRequest(ctx, scope, key)
+		} else if err := s.Idempotency.CompleteRequest(ctx, scope, key, rec.status, rec.body.Bytes()); err != nil {
+			s.Logger.Warn("idempotent response not stored; a retry will run again", "err", err)
+		}
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(max(rec.status, http.StatusOK))
+		w.Write(rec.body.Bytes())
+	}
+}
+
+// recorder keeps a handler's answer, to store it before it is sent.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(p)
+}
+

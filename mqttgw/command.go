@@ -1,0 +1,185 @@
+package mqttgw
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herd-iot/herd"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Commands reach a device as QoS 1 publishes on devices/{key}/commands,
+// from the gateway that holds its connection:
+//   - when a command is created (CommandEvent, fed the event stream: every
+//     gateway process sees every command and the one holding the device
+//     sends it);
+//   - when the device subscribes to its commands topic (on every connect),
+//     all its open commands, so a device that was away gets what waited.
+//
+// A command may so reach a device twice; it carries its id, and devices
+// drop repeats. The device's PUBACK makes it delivered; its answer on
+// devices/{key}/commands/ack makes it acked or failed (in the ingest batch,
+// acknowledged after commit like telemetry).
+
+// commandRoutes tracks command publishes in flight to devices, by client
+// and packet id, until their PUBACK.
+type commandRoutes struct {
+	mu        sync.Mutex
+	inflight  map[inflightKey]int64
+	delivered chan int64
+}
+
+type inflightKey struct {
+	cl *mqtt.Client
+	id uint16
+}
+
+// CommandEvent sends a newly created command to its device, if this
+// gateway holds the device; other events are ignored. Call it with every
+// event of the stream.
+func (g *Gateway) CommandEvent(ev *herd.Event) {
+	if ev.Type != herd.EventCommandCreated || g.Commands == nil {
+		return
+	}
+	var c herd.Command
+	if err := json.Unmarshal(ev.Payload, &c); err != nil || c.DeviceKey == "" {
+		return
+	}
+	if _, ok := g.session(c.DeviceKey); !ok {
+		return // elsewhere, or offline: it gets it when it subscribes
+	}
+	g.sendCommand(&c)
+}
+
+func (g *Gateway) sendCommand(c *herd.Command) {
+	if !c.ExpiresAt.IsZero() && !g.Now().Before(c.ExpiresAt) {
+		return
+	}
+	if err := g.Send(c.DeviceKey, topicCommands, c.DevicePayload()); err == nil {
+		g.metrics.commandsSent.Inc()
+	}
+}
+
+// deliverOpen sends a device all its open commands.
+func (g *Gateway) deliverOpen(deviceID int64) {
+	ctx, cancel := context.WithTimeout(g.baseCtx, 10*time.Second)
+	defer cancel()
+	cs, err := g.Commands.OpenCommands(ctx, deviceID)
+	if err != nil {
+		g.Logger.Warn("open commands not read; they go when the device subscribes again", "device", deviceID, "err", err)
+		return
+	}
+	for _, c := range cs {
+		g.sendCommand(c)
+	}
+}
+
+// markDelivered records PUBACKed commands, those of 10 ms in one write.
+func (g *Gateway) markDelivered() {
+	var ids []int64
+	flush := func() {
+		if len(ids) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.baseCtx), 10*time.Second)
+		if err := g.Commands.MarkDelivered(ctx, ids); err != nil {
+			g.Logger.Warn("commands not marked delivered", "n", len(ids), "err", err)
+		}
+		cancel()
+		ids = ids[:0]
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case id, ok := <-g.routes.delivered:
+			if !ok {
+				flush()
+				return
+			}
+			ids = append(ids, id)
+		case <-t.C:
+			flush()
+		}
+	}
+}
+
+// commandID reads the id of a command payload.
+func commandID(payload []byte) int64 {
+	var p struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(payload, &p) != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(p.ID, 10, 64)
+	return n
+}
+
+// OnSubscribed sends a device its open commands once it listens for them.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	g := h.g
+	if g.Commands == nil || cl.Net.Inline {
+		return
+	}
+	want := "devices/" + cl.ID + "/" + topicCommands
+	for i, f := range pk.Filters {
+		if f.Filter == want && i < len(reasonCodes) && reasonCodes[i] < 0x80 {
+			if s, ok := g.session(cl.ID); ok && s.link.cl == cl {
+				go g.deliverOpen(s.deviceID)
+			}
+			return
+		}
+	}
+}
+
+// OnQosPublish notes which command a QoS 1 publish to a device carries.
+func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if h.g.Commands == nil || !strings.HasSuffix(pk.TopicName, "/"+topicCommands) {
+		return
+	}
+	if id := commandID(pk.Payload); id != 0 {
+		r := &h.g.routes
+		r.mu.Lock()
+		r.inflight[inflightKey{cl, pk.PacketID}] = id
+		r.mu.Unlock()
+	}
+}
+
+// OnQosComplete: the device PUBACKed a publish; if it was a command, the
+// command is delivered.
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	r := &h.g.routes
+	if h.g.Commands == nil {
+		return
+	}
+	k := inflightKey{cl, pk.PacketID}
+	r.mu.Lock()
+	id, ok := r.inflight[k]
+	delete(r.inflight, k)
+	r.mu.Unlock()
+	if ok {
+		select {
+		case r.delivered <- id:
+		default: // the marker is far behind: the command stays pending, and is sent again on reconnect
+		}
+	}
+}
+
+// forgetInflight drops a closed client's command publishes: no PUBACK can
+// come for them on that socket.
+func (g *Gateway) forgetInflight(cl *mqtt.Client) {
+	r := &g.routes
+	r.mu.Lock()
+	for k := range r.inflight {
+		if k.cl == cl {
+			delete(r.inflight, k)
+		}
+	}
+	r.mu.Unlock()
+}

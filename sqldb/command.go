@@ -1,0 +1,289 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/herd-iot/herd"
+)
+
+// CommandService implements herd.CommandService and herd.CommandQueue.
+type CommandService struct{ db *DB }
+
+var (
+	_ herd.CommandService = (*CommandService)(nil)
+	_ herd.CommandQueue   = (*CommandService)(nil)
+)
+
+// NewCommandService returns a CommandService on db.
+func NewCommandService(db *DB) *CommandService { return &CommandService{db: db} }
+
+const commandColumns = `id, tenant_id, device_id, device_key, path, name, args, ttl_s, status, result, error, created_at, expires_at, delivered_at, completed_at`
+
+func scanCommand(sc interface{ Scan(...any) error }) (*herd.Command, error) {
+	var c herd.Command
+	var args string
+	var result sql.NullString
+	var created, expires int64
+	var delivered, completed sql.NullInt64
+	if err := sc.Scan(&c.ID, &c.TenantID, &c.DeviceID, &c.DeviceKey, &c.Path, &c.Name, &args, &c.TTLSeconds, &c.Status, &result, &c.Error, &created, &expires, &delivered, &completed); err != nil {
+		return nil, err
+	}
+	c.Args, c.CreatedAt, c.ExpiresAt = json.RawMessage(args), msToTime(created), msToTime(expires)
+	if result.Valid {
+		c.Result = json.RawMessage(result.String)
+	}
+	if delivered.Valid {
+		t := msToTime(delivered.Int64)
+		c.DeliveredAt = &t
+	}
+	if completed.Valid {
+		t := msToTime(completed.Int64)
+		c.CompletedAt = &t
+	}
+	return &c, nil
+}
+
+// commandEvent carries the whole command: a gateway delivers it from the
+// event alone.
+func commandEvent(typ string, c *herd.Command) *herd.Event {
+	ev := newEvent(typ, herd.EventSubjectCommand, c.ID, c.Path, c)
+	ev.TenantID = c.TenantID
+	return ev
+}
+
+// CreateCommand implements herd.CommandService: the command and its event
+// commit together. With an idempotency key, a command the token already
+// sent under that key is returned as it is, and nothing is written.
+func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) error {
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	} else if err := c.Validate(); err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	d, err := tx.findDevice(ctx, a, c.DeviceID, herd.RoleOperator)
+	if err != nil {
+		return err
+	}
+	var key any
+	if c.IdempotencyKey != "" {
+		key = c.IdempotencyKey
+		prev, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE token_id = ? AND idempotency_key = ?`, a.TokenID, key))
+		if err == nil {
+			*c = *prev
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	c.TenantID, c.DeviceKey, c.Path, c.Status = d.TenantID, d.Key, d.Path, herd.CommandPending
+	c.CreatedAt = tx.now
+	c.ExpiresAt = tx.now.Add(time.Duration(c.TTLSeconds) * time.Second)
+	c.Result, c.Error, c.DeliveredAt, c.CompletedAt = nil, "", nil, nil
+	c.ID, err = tx.insertID(ctx, `INSERT INTO commands (tenant_id, device_id, device_key, path, name, args, ttl_s, status, token_id, idempotency_key, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.TenantID, c.DeviceID, c.DeviceKey, c.Path, c.Name, string(c.Args), c.TTLSeconds, c.Status, a.TokenID, key, tx.now.UnixMilli(), c.ExpiresAt.UnixMilli())
+	if err != nil {
+		return formatError(err, "a command with this idempotency key is being created")
+	}
+	if err := tx.appendEvents(ctx, c.TenantID, commandEvent(herd.EventCommandCreated, c)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// FindCommandByID implements herd.CommandService.
+func (s *CommandService) FindCommandByID(ctx context.Context, id int64) (*herd.Command, error) {
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Command, error) {
+		c, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(c.TenantID, c.Path, herd.RoleViewer)) {
+			return nil, herd.Errorf(herd.ENOTFOUND, "command %d not found", id)
+		}
+		return c, err
+	})
+}
+
+// FindCommandsByDevice implements herd.CommandService: newest first.
+func (s *CommandService) FindCommandsByDevice(ctx context.Context, deviceID int64, limit int) ([]*herd.Command, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to 1,000")
+	}
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Command, error) {
+		if _, err := tx.findDevice(ctx, a, deviceID, herd.RoleViewer); err != nil {
+			return nil, err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE device_id = ? ORDER BY id DESC LIMIT ?`, deviceID, limit)
+		if err != nil {
+			return nil, err
+		}
+		return scanCommands(rows)
+	})
+}
+
+func scanCommands(rows *sql.Rows) ([]*herd.Command, error) {
+	defer rows.Close()
+	out := []*herd.Command{}
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// OpenCommands implements herd.CommandQueue.
+func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*herd.Command, error) {
+	rows, err := s.db.bdb.QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE device_id = ? AND status IN ('pending', 'delivered') AND expires_at > ? ORDER BY id`),
+		deviceID, s.db.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	return scanCommands(rows)
+}
+
+// MarkDelivered implements herd.CommandQueue: pending commands become
+// delivered, with an event each; others are left as they are.
+func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+`)`, toAny(ids),
+		`status = 'delivered', delivered_at = ?`, herd.EventCommandDelivered)
+}
+
+// ExpireCommands implements herd.CommandQueue.
+func (s *CommandService) ExpireCommands(ctx context.Context) (int, error) {
+	var n int
+	err := s.transitionCount(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
+		`status = 'expired', completed_at = ?`, herd.EventCommandExpired, &n)
+	return n, err
+}
+
+func toAny(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+func (s *CommandService) transition(ctx context.Context, where string, args []any, set, eventType string) error {
+	var n int
+	return s.transitionCount(ctx, where, args, set, eventType, &n)
+}
+
+// transitionCount moves the commands matching where to a new status (set
+// takes the time as its one parameter) and writes an event for each, in
+// one transaction.
+func (s *CommandService) transitionCount(ctx context.Context, where string, args []any, set, eventType string, n *int) error {
+	tx, err := s.db.beginBgTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id FROM commands WHERE `+where+` ORDER BY tenant_id, id`, args...)
+	if err != nil {
+		return err
+	}
+	var ids []any
+	tenants := map[int64]bool{}
+	for rows.Next() {
+		var id, tenant int64
+		if err := rows.Scan(&id, &tenant); err != nil {
+			rows.Close()
+			return err
+		}
+		ids, tenants[tenant] = append(ids, id), true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(ids) == 0 {
+		return err
+	}
+	// The tenants' rows first, in id order, as every writer of events
+	// does (the ingest batch that records acks locks them before the
+	// commands): taken the other way round, the two could deadlock.
+	order := make([]int64, 0, len(tenants))
+	for t := range tenants {
+		order = append(order, t)
+	}
+	slices.Sort(order)
+	for _, t := range order {
+		if _, err := tx.lockTenantTree(ctx, t); err != nil {
+			return err
+		}
+	}
+	cmds, err := tx.updateCommands(ctx, set, ids)
+	if err != nil {
+		return err
+	}
+	evs := make([]*herd.Event, len(cmds))
+	for i, c := range cmds {
+		evs[i] = commandEvent(eventType, c)
+	}
+	if err := tx.appendEventsByTenant(ctx, evs); err != nil {
+		return err
+	}
+	*n = len(cmds)
+	return tx.Commit()
+}
+
+// updateCommands sets the given columns (with the transaction's time as
+// the one parameter of set) on the commands, and returns them as they are
+// after. A command that changed status meanwhile is not touched: the
+// statuses it may leave are in the caller's where, and again here.
+func (tx *Tx) updateCommands(ctx context.Context, set string, ids []any) ([]*herd.Command, error) {
+	in := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
+	if _, err := tx.ExecContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND status IN ('pending', 'delivered')`, append([]any{tx.now.UnixMilli()}, ids...)...); err != nil {
+		return nil, fmt.Errorf("update commands: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id IN (`+in+`) ORDER BY tenant_id, id`, ids...)
+	if err != nil {
+		return nil, err
+	}
+	return scanCommands(rows)
+}
+
+// applyCommandAcks records devices' answers in the ingest batch: an open
+// command of the answering device becomes acked or failed, with an event;
+// an answer to a command that is not open (answered before, expired, or
+// not this device's) changes nothing.
+func (tx *Tx) applyCommandAcks(ctx context.Context, items []*herd.IngestItem) ([]*herd.Event, error) {
+	var evs []*herd.Event
+	for _, it := range items {
+		status, typ := herd.CommandAcked, herd.EventCommandAcked
+		if !it.Ack.OK {
+			status, typ = herd.CommandFailed, herd.EventCommandFailed
+		}
+		var result any
+		if it.Ack.Result != nil {
+			result = string(it.Ack.Result)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ? WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered')`,
+			status, result, it.Ack.Error, it.At, it.Ack.CommandID, it.DeviceID)
+		if err != nil {
+			return nil, fmt.Errorf("command ack: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue
+		}
+		c, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id = ?`, it.Ack.CommandID))
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, commandEvent(typ, c))
+	}
+	return evs, nil
+}
