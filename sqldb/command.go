@@ -271,8 +271,9 @@ func (tx *Tx) applyCommandAcks(ctx context.Context, items []*herd.IngestItem) ([
 		if it.Ack.Result != nil {
 			result = string(it.Ack.Result)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ? WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered')`,
-			status, result, it.Ack.Error, it.At, it.Ack.CommandID, it.DeviceID)
+		// An answer proves delivery, also when it outran the PUBACK's mark.
+		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ?, delivered_at = COALESCE(delivered_at, ?) WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered')`,
+			status, result, it.Ack.Error, it.At, it.At, it.Ack.CommandID, it.DeviceID)
 		if err != nil {
 			return nil, fmt.Errorf("command ack: %w", err)
 		}

@@ -403,3 +403,106 @@ func TestServe_RevokeDisconnects(t *testing.T) {
 		t.Fatal("the revoked token still connects")
 	}
 }
+
+// TestServe_Commands: a Paho device acks a command; another never acks and
+// its command expires; an offline device gets its command when it comes
+// back.
+func TestServe_Commands(t *testing.T) {
+	t.Parallel()
+	m := NewMain()
+	m.Getenv = func(k string) string {
+		if k == AdminTokenEnv {
+			return testAdminToken
+		}
+		return ""
+	}
+	m.Stderr = io.Discard
+	if err := m.ParseFlags(t.Context(), []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	api := httpapi.NewClient(m.HTTPServer.URL(), testAdminToken)
+	addr := m.Gateway.TCPAddr().String()
+	_, ds, tokens := provisionFleet(t, api, 3)
+	ctx := t.Context()
+	send := func(d *herd.Device, name string, ttl int64) *herd.Command {
+		t.Helper()
+		c := &herd.Command{DeviceID: d.ID, Name: name, TTLSeconds: ttl, IdempotencyKey: fmt.Sprintf("%s-%d", name, time.Now().UnixNano())}
+		if err := api.CreateCommand(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// device connects, subscribes, and (if answering) acks every command
+	// it gets, once per id.
+	device := func(d *herd.Device, answer bool) (paho.Client, <-chan string) {
+		got := make(chan string, 16)
+		c := mqttClient(addr, d.Key, tokens[d.Key])
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		seen := map[string]bool{}
+		var mu sync.Mutex
+		tok := c.Subscribe("devices/"+d.Key+"/commands", 1, func(_ paho.Client, msg paho.Message) {
+			var cmd struct {
+				ID   string `json:"id"`
+				Name string `json:"name"`
+			}
+			json.Unmarshal(msg.Payload(), &cmd)
+			mu.Lock()
+			dup := seen[cmd.ID]
+			seen[cmd.ID] = true
+			mu.Unlock()
+			if dup {
+				return // repeats are dropped by id
+			}
+			got <- cmd.Name
+			if answer {
+				c.Publish("devices/"+d.Key+"/commands/ack", 1, false, fmt.Sprintf(`{"id":%q,"status":"ok","result":{"done":%q}}`, cmd.ID, cmd.Name))
+			}
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return c, got
+	}
+	waitStatus := func(id int64, want string) *herd.Command {
+		t.Helper()
+		var c *herd.Command
+		testutil.WaitFor(t, 30*time.Second, "command "+want, func() bool {
+			var err error
+			c, err = api.FindCommandByID(ctx, id)
+			return err == nil && c.Status == want
+		})
+		return c
+	}
+
+	_, got := device(ds[0], true)
+	acked := send(ds[0], "reboot", 60)
+	if name := <-got; name != "reboot" {
+		t.Fatalf("device got %q", name)
+	}
+	if c := waitStatus(acked.ID, herd.CommandAcked); c.DeliveredAt == nil || string(c.Result) != `{"done":"reboot"}` {
+		t.Fatalf("acked command %+v", c)
+	}
+
+	_, silentGot := device(ds[1], false)
+	silent := send(ds[1], "ping", 1)
+	<-silentGot
+	waitStatus(silent.ID, herd.CommandDelivered)
+	waitStatus(silent.ID, herd.CommandExpired)
+
+	offline := send(ds[2], "update", 60) // nobody is connected as ds[2]
+	if c, _ := api.FindCommandByID(ctx, offline.ID); c.Status != herd.CommandPending {
+		t.Fatalf("offline command %s", c.Status)
+	}
+	_, laterGot := device(ds[2], true)
+	if name := <-laterGot; name != "update" {
+		t.Fatalf("device back got %q", name)
+	}
+	waitStatus(offline.ID, herd.CommandAcked)
+}
