@@ -26,6 +26,9 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		if rw, ok := w.(*responseWriter); ok {
 			rw.actor = a
 		}
+		if s.limited(w, r, a) {
+			return
+		}
 		h(w, r.WithContext(herd.NewContextWithActor(r.Context(), a)))
 	}
 }

@@ -46,6 +46,10 @@ type Server struct {
 	Logger *slog.Logger
 	// RequestTimeout is the deadline of every request's context.
 	RequestTimeout time.Duration
+	// RateLimit and RateBurst bound each token's requests a second (in
+	// this process); a RateLimit of 0 turns the limit off.
+	RateLimit float64
+	RateBurst int
 	// ShutdownTimeout bounds the graceful part of Close.
 	ShutdownTimeout time.Duration
 
@@ -84,6 +88,7 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	metrics  *metrics
+	limits   *limiter
 	ln       net.Listener
 	server   *http.Server
 	done     chan error
@@ -96,6 +101,8 @@ func NewServer() *Server {
 		Addr:            ":8080",
 		Logger:          slog.New(slog.DiscardHandler),
 		RequestTimeout:  DefaultRequestTimeout,
+		RateLimit:       DefaultRateLimit,
+		RateBurst:       DefaultRateBurst,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		mux:             http.NewServeMux(),
 		registry:        prometheus.NewRegistry(),
@@ -116,6 +123,9 @@ func (s *Server) Open() error {
 	switch {
 	case s.TenantService == nil, s.NodeService == nil, s.DeviceService == nil, s.UserService == nil, s.GrantService == nil:
 		return fmt.Errorf("httpapi: every service must be set before Open")
+	}
+	if s.RateLimit > 0 {
+		s.limits = newLimiter(s.RateLimit, max(s.RateBurst, 1))
 	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -543,4 +544,27 @@ func TestServer_Failures(t *testing.T) {
 		// The server still serves.
 		e.do("GET", "/healthz", "", nil).wantStatus(t, http.StatusOK)
 	})
+}
+
+// TestServer_RateLimit: a token over its rate gets 429 with Retry-After;
+// another token is not held back by it.
+func TestServer_RateLimit(t *testing.T) {
+	t.Parallel()
+	db := testutil.MustOpenDB(t, sqldb.SQLite)
+	e := mustOpenServer(t, db, func(s *httpapi.Server) { s.RateLimit, s.RateBurst = 1, 3 })
+	var limited response
+	for i := 0; i < 10; i++ {
+		r := e.do("GET", "/v1/tenants/1", adminSecret, nil)
+		if r.Status == http.StatusTooManyRequests {
+			limited = r
+			break
+		}
+	}
+	if limited.Status == 0 {
+		t.Fatal("10 requests at once within a burst of 3: none refused")
+	}
+	limited.wantError(t, http.StatusTooManyRequests, herd.ERATELIMITED)
+	if ra, err := strconv.Atoi(limited.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", limited.Header.Get("Retry-After"))
+	}
 }

@@ -83,6 +83,10 @@ type Config struct {
 	// ids to drop a relay's repeats.
 	EventsRetention       time.Duration
 	EventsDuplicateWindow time.Duration
+	// APIRateLimit and APIRateBurst bound each token's requests a second
+	// (per process); 0 turns the limit off.
+	APIRateLimit int64
+	APIRateBurst int64
 	// StateCacheMinDevices is the tenant size from which the scoped query
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
@@ -105,6 +109,8 @@ func DefaultConfig() Config {
 		IngestBatchItems:     mqttgw.DefaultBatchItems,
 		IngestBatchWait:      mqttgw.DefaultBatchWait,
 
+		APIRateLimit:          httpapi.DefaultRateLimit,
+		APIRateBurst:          httpapi.DefaultRateBurst,
 		NATSStream:            natsbus.DefaultStream,
 		NATSSubjectPrefix:     natsbus.DefaultSubjectPrefix,
 		EventsRetention:       natsbus.DefaultMaxAge,
@@ -170,6 +176,9 @@ func (c Config) Validate() error {
 	if least := relay.DefaultLease + relay.MaxBackoff; c.EventsDuplicateWindow < least || c.EventsDuplicateWindow > c.EventsRetention {
 		return &ConfigError{Field: "events-duplicate-window", Value: c.EventsDuplicateWindow.String(),
 			Err: fmt.Errorf("must be from %s (the relay's lease and longest back-off) to the retention, %s", least, c.EventsRetention)}
+	}
+	if c.APIRateLimit < 0 || c.APIRateBurst < 1 {
+		return &ConfigError{Field: "api-rate-limit", Value: strconv.FormatInt(c.APIRateLimit, 10), Err: errors.New("must be 0 (off) or more, with --api-rate-burst 1 or more")}
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
@@ -326,6 +335,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		durationFlag(fs, m.Getenv, &c.EventsRetention, "events-retention", "how long the event stream keeps events: the longest replay a consumer can make"),
 		durationFlag(fs, m.Getenv, &c.EventsDuplicateWindow, "events-duplicate-window", "how long the event stream remembers event ids, to drop repeats a relay publishes"),
+		int64Flag(fs, m.Getenv, &c.APIRateLimit, "api-rate-limit", "requests a second each API token may make (per process); more get 429 with Retry-After; 0 turns it off"),
+		int64Flag(fs, m.Getenv, &c.APIRateBurst, "api-rate-burst", "requests an API token may make at once, above its rate"),
 		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
 			"tenants with at least this many devices are kept in memory for fast filtered queries, about 250 bytes per device; 0 turns it off"),
 	} {
@@ -421,6 +432,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	s := httpapi.NewServer()
 	s.Addr = m.Config.HTTPAddr
+	s.RateLimit, s.RateBurst = float64(m.Config.APIRateLimit), int(m.Config.APIRateBurst)
 	s.Logger = m.Logger.With("component", "http")
 	s.TenantService = sqldb.NewTenantService(m.DB)
 	s.NodeService = sqldb.NewNodeService(m.DB)

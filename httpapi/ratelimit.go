@@ -1,0 +1,78 @@
+package httpapi
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"golang.org/x/time/rate"
+)
+
+// Default per-token request limits.
+const (
+	DefaultRateLimit = 1000 // requests a second
+	DefaultRateBurst = 2000
+)
+
+// limiter holds a token bucket per API token, in this process.
+type limiter struct {
+	mu      sync.Mutex
+	rate    rate.Limit
+	burst   int
+	buckets map[int64]*bucket
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	used time.Time
+}
+
+func newLimiter(perSecond float64, burst int) *limiter {
+	return &limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[int64]*bucket{}}
+}
+
+// allow takes a request from the token's bucket, or says how long to wait.
+func (l *limiter) allow(token int64, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[token]
+	if b == nil {
+		if len(l.buckets) >= 100000 {
+			// Forget the buckets idle long enough to be full again.
+			full := time.Duration(float64(l.burst) / float64(l.rate) * float64(time.Second))
+			for k, v := range l.buckets {
+				if now.Sub(v.used) > full {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		b = &bucket{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.buckets[token] = b
+	}
+	b.used = now
+	r := b.lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// limited refuses a request over its token's rate with 429 and a
+// Retry-After in whole seconds.
+func (s *Server) limited(w http.ResponseWriter, r *http.Request, a *herd.Actor) bool {
+	if s.limits == nil {
+		return false
+	}
+	ok, wait := s.limits.allow(a.TokenID, time.Now())
+	if ok {
+		return false
+	}
+	s.metrics.limited.Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	Error(w, r, herd.Errorf(herd.ERATELIMITED, "this token sent more than %g requests a second (bursts of %d): retry after the Retry-After header's seconds", float64(s.limits.rate), s.limits.burst))
+	return true
+}
