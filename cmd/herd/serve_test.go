@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -459,5 +460,147 @@ func TestServe_HintsCrossProcesses(t *testing.T) {
 				return // committed through a, hinted by b
 			}
 		}
+	}
+}
+
+// proxy forwards TCP connections to addr until cut, which closes them all
+// and refuses new ones until restore: a network that drops a client.
+type proxy struct {
+	ln    net.Listener
+	addr  string
+	mu    sync.Mutex
+	conns []net.Conn
+	down  bool
+}
+
+func newProxy(t *testing.T, addr string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, addr: addr}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.down {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+// TestWatcher_GapAfterReconnect: the watcher's socket is cut, 5 commands
+// are sent meanwhile, and once it reconnects it has handed over exactly
+// those 5 events: no gap, no repeat.
+func TestWatcher_GapAfterReconnect(t *testing.T) {
+	t.Parallel()
+	m, _ := mustRunMain(t, map[string]string{"HERD_ADMIN_TOKEN": adminSecret},
+		"--http-addr", "127.0.0.1:0", "--mqtt-addr", "off", "--data-dir", t.TempDir())
+	api := httpapi.NewClient(m.HTTPServer.URL(), adminSecret)
+	ten := &herd.Tenant{Name: "watch"}
+	if err := api.CreateTenant(t.Context(), ten); err != nil {
+		t.Fatal(err)
+	}
+	dev := &herd.Device{NodeID: ten.RootNodeID, Key: "watched"}
+	if err := api.CreateDevice(t.Context(), dev); err != nil {
+		t.Fatal(err)
+	}
+	page, err := api.FindEvents(t.Context(), ten.ID, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, strings.TrimPrefix(m.HTTPServer.URL(), "http://"))
+	var mu sync.Mutex
+	var got []*herd.Event
+	handled := make(chan struct{}, 100)
+	w := &httpapi.Watcher{
+		Client:     httpapi.NewClient("http://"+p.ln.Addr().String(), adminSecret),
+		TenantID:   ten.ID,
+		After:      page.Head,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Handle: func(_ context.Context, ev *herd.Event) error {
+			mu.Lock()
+			got = append(got, ev)
+			mu.Unlock()
+			handled <- struct{}{}
+			return nil
+		},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// Live: a first change reaches the watcher through a hint.
+	send := func(name string) {
+		c := &herd.Command{DeviceID: dev.ID, Name: name, TTLSeconds: 600, IdempotencyKey: name}
+		if err := api.CreateCommand(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("first")
+	select {
+	case <-handled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watcher never got the first event")
+	}
+	p.cut()
+	for i := range 5 {
+		send(fmt.Sprintf("while-away-%d", i))
+	}
+	p.restore()
+	for range 5 {
+		select {
+		case <-handled:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the watcher did not catch up after reconnecting")
+		}
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 6 {
+		t.Fatalf("handled %d events, want 6", len(got))
+	}
+	for i, ev := range got {
+		if ev.Type != herd.EventCommandCreated || (i > 0 && ev.Seq != got[i-1].Seq+1) {
+			t.Fatalf("event %d: %s seq %d after %d: want command.created, no gap", i, ev.Type, ev.Seq, got[max(i-1, 0)].Seq)
+		}
+	}
+	if w.Cursor() != got[5].Seq {
+		t.Fatalf("cursor %d, want %d", w.Cursor(), got[5].Seq)
 	}
 }
