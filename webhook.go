@@ -93,6 +93,10 @@ func (w *Webhook) Validate() error {
 	return nil
 }
 
+// ValidEventPattern reports whether p is an event type, a prefix and a
+// star ("device.*"), or "*".
+func ValidEventPattern(p string) bool { return validEventPattern(p) }
+
 func validEventPattern(p string) bool {
 	if p == "*" {
 		return true
@@ -120,6 +124,12 @@ func (w *Webhook) Wants(ev *Event) bool {
 	if w.Status != WebhookActive || ev.TenantID != w.TenantID || !PathUnder(ev.Path, w.Path) {
 		return false
 	}
+	return w.MatchesType(ev.Type)
+}
+
+// MatchesType reports whether an event type matches one of the patterns.
+func (w *Webhook) MatchesType(typ string) bool {
+	ev := &Event{Type: typ}
 	for _, p := range w.EventTypes {
 		switch {
 		case p == "*", p == ev.Type:

@@ -30,7 +30,8 @@ type Watcher struct {
 	// TenantID is needed for a super-admin's token only.
 	TenantID int64
 	// After is the seq of the last event already handled; events after it
-	// are handed to Handle.
+	// are handed to Handle. Below 0, the watcher starts at the log's head
+	// when it first connects.
 	After int64
 	// Handle is given each event once, in order. An error stops Run; the
 	// event is handed again by the next Run.
@@ -128,8 +129,18 @@ func (w *Watcher) session(ctx context.Context) (bool, error) {
 	defer ws.CloseNow()
 	ws.SetReadLimit(4 << 20)
 	// The hello first; then the gap since After, from the log.
-	if _, _, err := ws.Read(ctx); err != nil {
+	_, data, err := ws.Read(ctx)
+	if err != nil {
 		return false, err
+	}
+	var hello struct {
+		Head int64 `json:"head,string"`
+	}
+	if json.Unmarshal(data, &hello) != nil {
+		return false, errors.New("httpapi: the stream did not say hello")
+	}
+	if w.After < 0 {
+		w.After = hello.Head
 	}
 	if err := w.sync(ctx); err != nil {
 		return false, err

@@ -409,21 +409,7 @@ func TestServe_RevokeDisconnects(t *testing.T) {
 // back.
 func TestServe_Commands(t *testing.T) {
 	t.Parallel()
-	m := NewMain()
-	m.Getenv = func(k string) string {
-		if k == AdminTokenEnv {
-			return testAdminToken
-		}
-		return ""
-	}
-	m.Stderr = io.Discard
-	if err := m.ParseFlags(t.Context(), []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := runTestMain(t, "--mqtt-addr", "127.0.0.1:0")
 	api := httpapi.NewClient(m.HTTPServer.URL(), testAdminToken)
 	addr := m.Gateway.TCPAddr().String()
 	_, ds, tokens := provisionFleet(t, api, 3)
@@ -505,4 +491,66 @@ func TestServe_Commands(t *testing.T) {
 		t.Fatalf("device back got %q", name)
 	}
 	waitStatus(offline.ID, herd.CommandAcked)
+}
+
+// runTestMain runs herd serve in this process on free ports and a data dir
+// of its own, with the test admin token; more flags come after.
+func runTestMain(t *testing.T, args ...string) *Main {
+	t.Helper()
+	m := NewMain()
+	m.Getenv = func(k string) string {
+		if k == AdminTokenEnv {
+			return testAdminToken
+		}
+		return ""
+	}
+	m.Stderr = io.Discard
+	if err := m.ParseFlags(t.Context(), append([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// TestWatchCommand: herd watch prints the events of the types asked for,
+// from the head on, as they are committed.
+func TestWatchCommand(t *testing.T) {
+	t.Parallel()
+	m := runTestMain(t, "--mqtt-addr", "off")
+	api := httpapi.NewClient(m.HTTPServer.URL(), testAdminToken)
+	ten := &herd.Tenant{Name: "watch-cli"}
+	if err := api.CreateTenant(t.Context(), ten); err != nil {
+		t.Fatal(err)
+	}
+	cmd := herdCommand(t, "watch", "--api", m.HTTPServer.URL(), "--token", testAdminToken, "--tenant", fmt.Sprint(ten.ID), "--type", "device.*")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &testutil.SyncBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testutil.WaitFor(t, 30*time.Second, "herd watch to start", func() bool { return strings.Contains(stderr.String(), "following") })
+	lines := bufio.NewScanner(out)
+	// A node (not asked for), then a device: the first line is the device.
+	n := &herd.Node{TenantID: ten.ID, Kind: "site", Name: "s"}
+	if err := api.CreateNode(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.CreateDevice(t.Context(), &herd.Device{NodeID: n.ID, Key: "watched-0"}); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		t.Fatalf("no line; stderr: %s", stderr.String())
+	}
+	line := lines.Text()
+	if !strings.Contains(line, " device.created device/") || !strings.Contains(line, `"key":"watched-0"`) {
+		t.Fatalf("line %q", line)
+	}
 }

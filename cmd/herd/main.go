@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, args, stdout, stderr)
 	case "simulate":
 		return runSimulate(ctx, args, stdout, stderr)
+	case "watch":
+		return runWatch(ctx, args, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -80,6 +82,7 @@ Commands:
 	serve     run the server (REST API) with embedded defaults
 	seed      fill a store with a synthetic fleet
 	simulate  simulate devices against a running herd over MQTT
+	watch     print the events a token may see, live
 	bench     run the benchmark scenarios
 	version   print the version
 	help      print this help
