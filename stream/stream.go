@@ -139,6 +139,9 @@ type conn struct {
 	slow   chan struct{}
 	once   sync.Once
 	cancel context.CancelFunc
+	// slowCtx ends when slow closes: it cuts a write stuck on the client.
+	slowCtx    context.Context
+	slowCancel context.CancelFunc
 }
 
 // push queues without ever blocking the hub: a connection whose queue is
@@ -148,7 +151,10 @@ func (c *conn) push(it item) bool {
 	case c.q <- it:
 		return true
 	default:
-		c.once.Do(func() { close(c.slow) })
+		c.once.Do(func() {
+			close(c.slow)
+			c.slowCancel()
+		})
 		return false
 	}
 }
@@ -204,6 +210,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	c := &conn{ws: ws, tenant: tenant, token: bearer(r), q: make(chan item, h.Queue), slow: make(chan struct{}), cancel: cancel}
+	c.slowCtx, c.slowCancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer c.slowCancel()
 	c.actor.Store(a)
 	h.mu.Lock()
 	if h.closed {
@@ -357,7 +365,15 @@ loop:
 			if len(batch) == 0 {
 				continue
 			}
-			if err := h.write(ctx, c.ws, hintsFrame{Type: "hints", Hints: batch}); err != nil {
+			if err := h.writeHints(ctx, c, batch); err != nil {
+				select {
+				case <-c.slow:
+					// Stuck on a client that stopped reading, and marked
+					// slow meanwhile: the write was cut short.
+					h.metrics.resyncs.Inc()
+					return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+				default:
+				}
 				end(websocket.StatusGoingAway, "write failed")
 				break loop
 			}
@@ -397,6 +413,20 @@ func (h *Hub) write(ctx context.Context, ws *websocket.Conn, v any) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	return ws.Write(wctx, websocket.MessageText, buf)
+}
+
+// writeHints writes a frame of hints. The write is cut short as soon as
+// the connection is marked slow (its queue overflowed while this write
+// waited on a client that reads nothing): waiting out the write timeout
+// would keep a dead connection in the hub.
+func (h *Hub) writeHints(ctx context.Context, c *conn, batch []Hint) error {
+	buf, err := json.Marshal(hintsFrame{Type: "hints", Hints: batch})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(c.slowCtx, writeTimeout)
+	defer cancel()
+	return c.ws.Write(wctx, websocket.MessageText, buf)
 }
 
 // Close ends every connection with 1001 (going away), so that clients
