@@ -322,7 +322,13 @@ type subscriber struct {
 }
 
 func subscribe(addr, clientID, filter string) (*subscriber, error) {
-	c, err := dialLoad(addr, loadDevice{key: clientID, token: "-"})
+	return subscribeAs(addr, loadDevice{key: clientID, token: "-"}, filter, nil)
+}
+
+// subscribeAs is subscribe as a device with its credentials; onPublish,
+// when set, sees each message's payload as it arrives.
+func subscribeAs(addr string, dev loadDevice, filter string, onPublish func(payload []byte)) (*subscriber, error) {
+	c, err := dialLoad(addr, dev)
 	if err != nil {
 		return nil, err
 	}
@@ -379,8 +385,15 @@ func subscribe(addr, clientID, filter string) (*subscriber, error) {
 				}
 			case 3: // PUBLISH
 				s.received.Add(1)
+				tl := int(binary.BigEndian.Uint16(body))
+				if onPublish != nil {
+					start := 2 + tl
+					if (h>>1)&3 > 0 {
+						start += 2
+					}
+					onPublish(body[start:])
+				}
 				if (h>>1)&3 == 1 {
-					tl := int(binary.BigEndian.Uint16(body))
 					id := body[2+tl : 4+tl]
 					c.w.Write([]byte{0x40, 2, id[0], id[1]})
 					if c.r.Buffered() == 0 {

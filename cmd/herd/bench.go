@@ -18,7 +18,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -34,15 +34,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchRelay(ctx, args, stdout, stderr)
 	case "webhook":
 		return runBenchWebhook(ctx, args, stdout, stderr)
+	case "stream":
+		return runBenchStream(ctx, args, stdout, stderr)
 	case "all":
-		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook} {
+		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream} {
 			if err := run(ctx, nil, stdout, stderr); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, all)", scenario)}
 }
 
 // runBenchRelay measures the outbox relay: commit to JetStream ack.
@@ -265,4 +267,39 @@ func runBenchScoped(ctx context.Context, args []string, stdout, stderr io.Writer
 		return os.WriteFile(*markdown, []byte(md), 0o644)
 	}
 	return nil
+}
+
+// runBenchStream measures hints (commit to client) and commands (POST to
+// device).
+func runBenchStream(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench stream", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench store (a fresh one per run)")
+	sites := fs.Int("sites", 100, "sites, each with a device and a viewer")
+	clients := fs.Int("clients", 1000, "stream connections, spread over the sites' viewers")
+	rate := fs.Float64("rate", 1000, "events a second for the latency run")
+	sat := fs.Float64("saturation-rate", 300, "events a second for the saturation run, every client seeing every event (0 skips it)")
+	commands := fs.Float64("commands", 500, "commands a second (0 skips them)")
+	duration := fs.Duration("duration", 10*time.Second, "length of each run")
+	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *sites < 1 || *clients < 1 || *clients > 15000 || *rate <= 0 {
+		return &usageError{msg: "--sites and --rate must be positive, --clients from 1 to 15,000"}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	res, err := bench.RunStream(ctx, bench.StreamConfig{Herd: exe, Dir: *dir, Sites: *sites, Clients: *clients, Rate: *rate, SaturationRate: *sat, Commands: *commands, Duration: *duration, Out: stderr})
+	md := bench.StreamMarkdown(res)
+	fmt.Fprint(stdout, md)
+	if *markdown != "" {
+		os.WriteFile(*markdown, []byte(md), 0o644)
+	}
+	return err
 }
