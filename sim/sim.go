@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,12 +73,15 @@ type Stats struct {
 	Sent, Acked, Failed       int64
 	Connects, ConnectFailures int64
 	Reconnects, CommandsAcked int64
-	Connected                 int64
-	Elapsed                   time.Duration // the whole run, connecting included: the span of the counts
-	LatencyP50, LatencyP99    time.Duration
-	LatencyMax                time.Duration
-	StormDropped, StormBack   int64
-	StormBackIn               time.Duration // time until every dropped device was back
+	// CommandRepeats counts commands received again (after a reconnect)
+	// and not carried out a second time.
+	CommandRepeats          int64
+	Connected               int64
+	Elapsed                 time.Duration // the whole run, connecting included: the span of the counts
+	LatencyP50, LatencyP99  time.Duration
+	LatencyMax              time.Duration
+	StormDropped, StormBack int64
+	StormBackIn             time.Duration // time until every dropped device was back
 }
 
 type run struct {
@@ -89,6 +93,7 @@ type run struct {
 	connFail   atomic.Int64
 	reconn     atomic.Int64
 	cmdAcked   atomic.Int64
+	cmdRepeats atomic.Int64
 	connected  atomic.Int64
 	lat        histogram
 	stormDrop  atomic.Int64
@@ -203,7 +208,7 @@ func (r *run) stats(since time.Time) Stats {
 	s := Stats{
 		Sent: r.sent.Load(), Acked: r.acked.Load(), Failed: r.failed.Load(),
 		Connects: r.connects.Load(), ConnectFailures: r.connFail.Load(), Reconnects: r.reconn.Load(),
-		CommandsAcked: r.cmdAcked.Load(), Connected: r.connected.Load(), Elapsed: time.Since(since),
+		CommandsAcked: r.cmdAcked.Load(), CommandRepeats: r.cmdRepeats.Load(), Connected: r.connected.Load(), Elapsed: time.Since(since),
 		LatencyP50: p50, LatencyP99: p99, LatencyMax: pmax,
 		StormDropped: r.stormDrop.Load(), StormBack: r.stormBack.Load(),
 	}
@@ -223,6 +228,9 @@ type device struct {
 	conn  atomic.Pointer[killConn]
 	// rebooting is set between a storm drop and the next connect.
 	rebooting bool
+	// done holds the ids of the commands carried out, the last 64.
+	doneMu sync.Mutex
+	done   []string
 
 	temp, battery float64
 }
@@ -313,10 +321,20 @@ func (d *device) live(ctx context.Context, gate chan struct{}, up chan<- struct{
 			r.reconn.Add(1)
 		}
 		c.Subscribe("devices/"+d.d.Key+"/commands", 1, func(c paho.Client, m paho.Message) {
-			// Acknowledge what the command carries as its id.
-			ack := fmt.Sprintf(`{"command":%q,"status":"ok"}`, commandID(m.Payload()))
+			// A command may come twice (again after a reconnect): a device
+			// carries it out once, by id, and answers each time, since its
+			// first answer may be what was lost.
+			id := commandID(m.Payload())
+			if id == "" {
+				return
+			}
+			if d.seen(id) {
+				r.cmdRepeats.Add(1)
+			} else {
+				r.cmdAcked.Add(1)
+			}
+			ack := fmt.Sprintf(`{"id":%q,"status":"ok","result":{"by":"herd-simulate"}}`, id)
 			c.Publish("devices/"+d.d.Key+"/commands/ack", 1, false, ack)
-			r.cmdAcked.Add(1)
 		})
 		dropped := d.publish(ctx, c, lost, stormNow)
 		r.connected.Add(-1)
@@ -410,6 +428,21 @@ func (d *device) reading() []byte {
 
 // commandID pulls the "id" member out of a command payload, crudely; the
 // simulator does not need a JSON parser to answer.
+// seen reports whether the device carried out the command before, and
+// notes it.
+func (d *device) seen(id string) bool {
+	d.doneMu.Lock()
+	defer d.doneMu.Unlock()
+	if slices.Contains(d.done, id) {
+		return true
+	}
+	if len(d.done) == 64 {
+		d.done = d.done[1:]
+	}
+	d.done = append(d.done, id)
+	return false
+}
+
 func commandID(p []byte) string {
 	s := string(p)
 	i := strings.Index(s, `"id":"`)

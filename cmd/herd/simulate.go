@@ -103,7 +103,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	secs := stats.Elapsed.Seconds()
 	fmt.Fprintf(stdout, "devices %d  connected %d  sent %d  acked %d  failed %d  (%.0f acked/s)\n", len(ds), stats.Connected, stats.Sent, stats.Acked, stats.Failed, float64(stats.Acked)/secs)
-	fmt.Fprintf(stdout, "connects %d  refused %d  reconnects %d  commands answered %d\n", stats.Connects, stats.ConnectFailures, stats.Reconnects, stats.CommandsAcked)
+	fmt.Fprintf(stdout, "connects %d  refused %d  reconnects %d  commands carried out %d (repeats dropped %d)\n", stats.Connects, stats.ConnectFailures, stats.Reconnects, stats.CommandsAcked, stats.CommandRepeats)
 	fmt.Fprintf(stdout, "puback p50 %s  p99 %s  max %s\n", stats.LatencyP50, stats.LatencyP99, stats.LatencyMax)
 	if cfg.Scenario == sim.RebootStorm {
 		fmt.Fprintf(stdout, "storm: %d dropped, %d back, all back in %s\n", stats.StormDropped, stats.StormBack, stats.StormBackIn)
