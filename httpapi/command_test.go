@@ -149,3 +149,20 @@ func TestCommandsAPI(t *testing.T) {
 		})
 	})
 }
+
+// TestIdempotencyOnOtherRoutes: any POST replays by key; those answering
+// with a secret refuse one.
+func TestIdempotencyOnOtherRoutes(t *testing.T) {
+	t.Parallel()
+	db := testutil.MustOpenDB(t, sqldb.SQLite)
+	e := mustOpenServer(t, db, func(s *httpapi.Server) { s.Idempotency = sqldb.NewIdempotencyService(db) })
+	f := e.mustCreateFleet()
+	body := fmt.Sprintf(`{"tenant_id":"%d","parent_id":"%d","kind":"site","name":"k-site"}`, f.tenant.ID, f.north.ID)
+	first := e.doKey("POST", "/v1/nodes", adminSecret, "node-1", body)
+	first.wantStatus(t, http.StatusCreated)
+	again := e.doKey("POST", "/v1/nodes", adminSecret, "node-1", body)
+	if again.Status != http.StatusCreated || again.Header.Get(httpapi.HeaderReplayed) != "true" || !bytes.Equal(first.Body, again.Body) {
+		t.Fatalf("replay %d %s", again.Status, again.Body)
+	}
+	e.doKey("POST", fmt.Sprintf("/v1/users/%d/tokens", f.alice.ID), adminSecret, "tok-1", "").wantError(t, http.StatusBadRequest, herd.EINVALID, "secret")
+}

@@ -92,6 +92,19 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 	}
 }
 
+// noReplay refuses an Idempotency-Key on a route whose answer carries a
+// secret (a token, a credential, a webhook's signing secret): replaying it
+// would mean keeping the secret for 24 h, where herd keeps only hashes.
+func (s *Server) noReplay(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(HeaderIdempotencyKey) != "" {
+			Error(w, r, herd.Errorf(herd.EINVALID, "this request answers with a secret, which herd does not keep to replay: send it without an %s, and after a lost answer list what exists and revoke what you cannot use", HeaderIdempotencyKey))
+			return
+		}
+		h(w, r)
+	}
+}
+
 // recorder keeps a handler's answer, to store it before it is sent.
 type recorder struct {
 	header http.Header

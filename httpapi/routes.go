@@ -2,7 +2,10 @@ package httpapi
 
 import "net/http"
 
-// registerRoutes lists the whole HTTP surface. Every /v1 route requires a
+// registerRoutes lists the whole HTTP surface. Every POST honours an
+// Idempotency-Key (commands require one), except those whose answer
+// carries a secret: herd keeps secrets hashed, and will not keep an answer
+// to replay. Every /v1 route requires a
 // bearer token; the probes and /metrics do not, so that orchestrators and
 // Prometheus can reach them without one.
 func (s *Server) registerRoutes() {
@@ -10,20 +13,20 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", s.metricsHandler())
 
-	s.handle("POST /v1/tenants", s.authed(s.handleTenantCreate))
+	s.handle("POST /v1/tenants", s.authed(s.idempotent(false, s.handleTenantCreate)))
 	s.handle("GET /v1/tenants/{id}", s.authed(s.handleTenantView))
 
-	s.handle("POST /v1/nodes", s.authed(s.handleNodeCreate))
+	s.handle("POST /v1/nodes", s.authed(s.idempotent(false, s.handleNodeCreate)))
 	s.handle("GET /v1/nodes/{id}", s.authed(s.handleNodeView))
-	s.handle("POST /v1/nodes/{id}/move", s.authed(s.handleNodeMove))
+	s.handle("POST /v1/nodes/{id}/move", s.authed(s.idempotent(false, s.handleNodeMove)))
 
 	s.handle("GET /v1/devices", s.authed(s.handleDeviceQuery))
-	s.handle("POST /v1/devices", s.authed(s.handleDeviceCreate))
-	s.handle("POST /v1/devices/batch", s.authed(s.handleDeviceBatch))
+	s.handle("POST /v1/devices", s.authed(s.idempotent(false, s.handleDeviceCreate)))
+	s.handle("POST /v1/devices/batch", s.authed(s.idempotent(false, s.handleDeviceBatch)))
 	s.handle("GET /v1/devices/{id}", s.authed(s.handleDeviceView))
-	s.handle("POST /v1/devices/{id}/move", s.authed(s.handleDeviceMove))
+	s.handle("POST /v1/devices/{id}/move", s.authed(s.idempotent(false, s.handleDeviceMove)))
 	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
-	s.handle("POST /v1/devices/{id}/credentials", s.authed(s.handleCredentialCreate))
+	s.handle("POST /v1/devices/{id}/credentials", s.authed(s.noReplay(s.handleCredentialCreate)))
 	s.handle("DELETE /v1/devices/{id}/credentials", s.authed(s.handleCredentialDelete))
 	s.handle("POST /v1/devices/{id}/commands", s.authed(s.idempotent(true, s.handleCommandCreate)))
 	s.handle("GET /v1/devices/{id}/commands", s.authed(s.handleDeviceCommands))
@@ -32,9 +35,9 @@ func (s *Server) registerRoutes() {
 	// MQTT over WebSocket: the gateway authenticates devices itself.
 	s.handle("GET /mqtt", s.handleMQTT)
 
-	s.handle("POST /v1/users", s.authed(s.handleUserCreate))
+	s.handle("POST /v1/users", s.authed(s.idempotent(false, s.handleUserCreate)))
 	s.handle("GET /v1/users/{id}", s.authed(s.handleUserView))
-	s.handle("POST /v1/users/{id}/tokens", s.authed(s.handleTokenCreate))
+	s.handle("POST /v1/users/{id}/tokens", s.authed(s.noReplay(s.handleTokenCreate)))
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
 
@@ -43,17 +46,17 @@ func (s *Server) registerRoutes() {
 	// Hints that something changed, over a WebSocket; no writes.
 	s.handle("GET /v1/stream", s.authed(s.handleStream))
 
-	s.handle("POST /v1/webhooks", s.authed(s.handleWebhookCreate))
+	s.handle("POST /v1/webhooks", s.authed(s.noReplay(s.handleWebhookCreate)))
 	s.handle("GET /v1/webhooks", s.authed(s.handleWebhookList))
 	s.handle("GET /v1/webhooks/{id}", s.authed(s.handleWebhookView))
 	s.handle("DELETE /v1/webhooks/{id}", s.authed(s.handleWebhookDelete))
 	s.handle("GET /v1/webhooks/{id}/deliveries", s.authed(s.handleWebhookDeliveries))
-	s.handle("POST /v1/webhooks/{id}/redrive", s.authed(s.handleWebhookRedrive))
+	s.handle("POST /v1/webhooks/{id}/redrive", s.authed(s.idempotent(false, s.handleWebhookRedrive)))
 
 	// Events for apps that cannot expose a webhook URL, acked one by one.
 	s.handle("GET /v1/apps/socket", s.authed(s.handleAppSocket))
 
-	s.handle("POST /v1/grants", s.authed(s.handleGrantCreate))
+	s.handle("POST /v1/grants", s.authed(s.idempotent(false, s.handleGrantCreate)))
 	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))
 }
 
