@@ -242,10 +242,11 @@ type WebhookQueue interface {
 	// their next attempt ahead by lease, so no other dispatcher takes them
 	// meanwhile.
 	ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, max int) ([]*DeliveryJob, error)
-	// ReleaseClaims makes owner's claimed deliveries due at once: a
-	// dispatcher starting again under its old name takes back what its
-	// previous life claimed and did not finish.
-	ReleaseClaims(ctx context.Context, owner string) error
+	// ReleaseClaims makes owner's claims that run out before until due at
+	// once: a dispatcher starting again under its old name takes back what
+	// its previous life claimed and did not finish (claims it makes itself
+	// from now on run out later than now plus its lease, which it passes).
+	ReleaseClaims(ctx context.Context, owner string, until time.Time) error
 	// RecordAttempts stores what attempts came to.
 	RecordAttempts(ctx context.Context, results []AttemptResult) error
 	// DeadLetters counts the dead deliveries of all subscriptions.

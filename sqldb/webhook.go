@@ -408,9 +408,9 @@ WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
 }
 
 // ReleaseClaims implements herd.WebhookQueue.
-func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string) error {
+func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string, until time.Time) error {
 	now := s.db.Now().UnixMilli()
-	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND claim_owner = ? AND next_at > ?`), now, owner, now)
+	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND claim_owner = ? AND next_at > ? AND next_at < ?`), now, owner, now, until.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("release webhook claims: %w", err)
 	}

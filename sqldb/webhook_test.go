@@ -62,11 +62,22 @@ func TestWebhookQueue_Claims(t *testing.T) {
 			t.Fatalf("deliveries %+v", ds[0])
 		}
 		// b restarts: its retry still waits an hour.
-		if err := q.ReleaseClaims(ctx, "b"); err != nil {
+		if err := q.ReleaseClaims(ctx, "b", now.Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		if due, _ := q.ClaimDeliveries(ctx, "b", time.Minute, 10); len(due) != 0 {
 			t.Fatalf("a restart made a waiting retry due: %v", due)
+		}
+		// A claim of an earlier life is taken back at once.
+		now = now.Add(2 * time.Hour)
+		if c, _ := q.ClaimDeliveries(ctx, "c", 30*time.Second, 10); len(c) != 1 {
+			t.Fatalf("c claimed %d, want the due retry", len(c))
+		}
+		if err := q.ReleaseClaims(ctx, "c", now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := q.ClaimDeliveries(ctx, "c", 30*time.Second, 10); len(c) != 1 {
+			t.Fatalf("after c's restart it claimed %d, want its released claim", len(c))
 		}
 	})
 }

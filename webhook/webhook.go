@@ -157,7 +157,9 @@ func (d *Dispatcher) submit(jobs []*herd.DeliveryJob) {
 
 // Run sends deliveries until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	if err := d.Queue.ReleaseClaims(ctx, d.Owner); err != nil {
+	// Only the claims of an earlier life: those this run makes (the
+	// consumer may already be queueing) run out after now plus the lease.
+	if err := d.Queue.ReleaseClaims(ctx, d.Owner, d.Now().Add(d.claimLease())); err != nil {
 		d.Logger.Warn("claims of an earlier run not taken back; they run out by themselves", "err", err)
 	}
 	sem := make(chan struct{}, d.Workers)
