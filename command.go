@@ -115,6 +115,9 @@ type CommandQueue interface {
 	// OpenCommands returns a device's commands waiting for delivery or an
 	// ack, unexpired, oldest first.
 	OpenCommands(ctx context.Context, deviceID int64) ([]*Command, error)
+	// PendingCommands returns up to limit commands not yet delivered,
+	// created before before and unexpired, oldest first.
+	PendingCommands(ctx context.Context, before time.Time, limit int) ([]*Command, error)
 	// MarkDelivered records that devices acknowledged these commands'
 	// publishes.
 	MarkDelivered(ctx context.Context, ids []int64) error

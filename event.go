@@ -70,6 +70,7 @@ type EventService interface {
 	// FindEvents returns, in sequence order, the events of the tenant with
 	// seq > after that the actor may see (by the node path of their
 	// subject). An after older than the retention horizon, or past the
-	// head, is ERESYNC.
+	// head, is ERESYNC; an after below 0 asks for the head only (an empty
+	// page whose NextAfter is the head).
 	FindEvents(ctx context.Context, tenantID, after int64, limit int) (*EventPage, error)
 }

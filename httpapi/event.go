@@ -32,10 +32,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		tenant = n
 	}
 	after := int64(0)
-	if v := q.Get("after"); v != "" {
+	if v := q.Get("after"); v == "head" {
+		after = -1 // the head only: where to follow from
+	} else if v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			Error(w, r, herd.Errorf(herd.EINVALID, "after %q is not a sequence number (0 or more)", v))
+			Error(w, r, herd.Errorf(herd.EINVALID, `after %q is not a sequence number (0 or more) or "head"`, v))
 			return
 		}
 		after = n
@@ -72,6 +74,9 @@ var _ herd.EventService = (*Client)(nil)
 // super-admin's token; a user's is always their own tenant.
 func (c *Client) FindEvents(ctx context.Context, tenantID, after int64, limit int) (*herd.EventPage, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {strconv.Itoa(limit)}}
+	if after < 0 {
+		q.Set("after", "head")
+	}
 	if tenantID != 0 {
 		q.Set("tenant_id", strconv.FormatInt(tenantID, 10))
 	}

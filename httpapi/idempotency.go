@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/herd-iot/herd"
 )
@@ -78,7 +80,11 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 		s.metrics.idempotency.WithLabelValues("new").Inc()
 		rec := &recorder{header: http.Header{}}
 		h(rec, r)
-		ctx := r.Context()
+		// Not the request's context: a client gone, or a deadline passed,
+		// after the handler committed must still leave the answer stored,
+		// or a retry would run the request a second time.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+		defer cancel()
 		if rec.status >= 500 || rec.status == 0 {
 			s.Idempotency.ReleaseRequest(ctx, scope, key)
 		} else if err := s.Idempotency.CompleteRequest(ctx, scope, key, rec.status, rec.body.Bytes()); err != nil {

@@ -79,6 +79,38 @@ func (g *Gateway) deliverOpen(deviceID int64) {
 	}
 }
 
+// resendPending sends again, every RetryPending, the commands still
+// pending (not PUBACKed) for devices held here: the event that should
+// have carried one here may have been lost (the tail is a hint), or its
+// publish dropped.
+func (g *Gateway) resendPending() {
+	t := time.NewTicker(RetryPending)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.baseCtx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(g.baseCtx, 10*time.Second)
+		cs, err := g.Commands.PendingCommands(ctx, g.Now().Add(-RetryPending), 1000)
+		cancel()
+		if err != nil {
+			g.Logger.Warn("pending commands not read", "err", err)
+			continue
+		}
+		for _, c := range cs {
+			if _, ok := g.session(c.DeviceKey); ok {
+				g.sendCommand(c)
+			}
+		}
+	}
+}
+
+// RetryPending is how long a command may stay pending for a connected
+// device before its gateway sends it again.
+const RetryPending = 10 * time.Second
+
 // markDelivered records PUBACKed commands, those of 10 ms in one write.
 func (g *Gateway) markDelivered() {
 	var ids []int64
@@ -155,7 +187,9 @@ func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) 
 // command is delivered.
 func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	r := &h.g.routes
-	if h.g.Commands == nil {
+	// Only a PUBACK completes a command's publish: the device's own QoS 2
+	// flows complete here too, with packet ids of its own.
+	if h.g.Commands == nil || pk.FixedHeader.Type != packets.Puback {
 		return
 	}
 	k := inflightKey{cl, pk.PacketID}

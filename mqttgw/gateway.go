@@ -381,6 +381,7 @@ func (g *Gateway) Open() (err error) {
 			defer close(g.marked)
 			g.markDelivered()
 		}()
+		go g.resendPending()
 	} else {
 		close(g.marked)
 	}
@@ -694,6 +695,13 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	g.metrics.connects.WithLabelValues("ok").Inc()
 	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestConnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
+	// A device back on a persistent session keeps its subscriptions and
+	// does not subscribe again: its open commands go now.
+	if g.Commands != nil {
+		if _, subscribed := cl.State.Subscriptions.Get("devices/" + cl.ID + "/" + topicCommands); subscribed {
+			go g.deliverOpen(s.deviceID)
+		}
+	}
 }
 
 // connEnded runs when mochi is done with a socket, however it ended: it

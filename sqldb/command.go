@@ -82,6 +82,9 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) err
 		key = c.IdempotencyKey
 		prev, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE token_id = ? AND idempotency_key = ?`, a.TokenID, key))
 		if err == nil {
+			if prev.DeviceID != c.DeviceID || prev.Name != c.Name || prev.TTLSeconds != c.TTLSeconds || !sameJSON(prev.Args, c.Args) {
+				return herd.Errorf(herd.EKEYREUSED, "this Idempotency-Key made command %d, another command: use a new key per command", prev.ID)
+			}
 			*c = *prev
 			return nil
 		} else if !errors.Is(err, sql.ErrNoRows) {
@@ -154,23 +157,40 @@ func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*h
 	return scanCommands(rows)
 }
 
+// PendingCommands implements herd.CommandQueue.
+func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) ([]*herd.Command, error) {
+	rows, err := s.db.bdb.QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? ORDER BY expires_at LIMIT ?`),
+		s.db.Now().UnixMilli(), before.UnixMilli(), limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanCommands(rows)
+}
+
 // MarkDelivered implements herd.CommandQueue: pending commands become
 // delivered, with an event each; others are left as they are.
 func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
+	for start := 0; start < len(ids); start += transitionChunk {
+		chunk := ids[start:min(start+transitionChunk, len(ids))]
+		var n int
+		if err := s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, toAny(chunk),
+			`status = 'delivered', delivered_at = ?`, herd.EventCommandDelivered, &n); err != nil {
+			return err
+		}
 	}
-	return s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+`)`, toAny(ids),
-		`status = 'delivered', delivered_at = ?`, herd.EventCommandDelivered)
+	return nil
 }
 
 // ExpireCommands implements herd.CommandQueue.
 func (s *CommandService) ExpireCommands(ctx context.Context) (int, error) {
 	var n int
-	err := s.transitionCount(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
+	err := s.transition(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
 		`status = 'expired', completed_at = ?`, herd.EventCommandExpired, &n)
 	return n, err
 }
+
+// transitionChunk bounds the commands one transition statement names.
+const transitionChunk = 400
 
 func toAny(ids []int64) []any {
 	out := make([]any, len(ids))
@@ -180,80 +200,94 @@ func toAny(ids []int64) []any {
 	return out
 }
 
-func (s *CommandService) transition(ctx context.Context, where string, args []any, set, eventType string) error {
-	var n int
-	return s.transitionCount(ctx, where, args, set, eventType, &n)
+// transition moves the commands matching where to a new status (set takes
+// the time as its one parameter), with an event for each command it did
+// move, in transactions of at most transitionChunk commands. The update
+// states where again: a command that another process (or the device's
+// answer) moved on meanwhile is neither updated nor given an event.
+func (s *CommandService) transition(ctx context.Context, where string, args []any, set, eventType string, n *int) error {
+	for {
+		moved, more, err := s.transitionChunk(ctx, where, args, set, eventType)
+		*n += moved
+		if err != nil || !more {
+			return err
+		}
+	}
 }
 
-// transitionCount moves the commands matching where to a new status (set
-// takes the time as its one parameter) and writes an event for each, in
-// one transaction.
-func (s *CommandService) transitionCount(ctx context.Context, where string, args []any, set, eventType string, n *int) error {
+func (s *CommandService) transitionChunk(ctx context.Context, where string, args []any, set, eventType string) (int, bool, error) {
 	tx, err := s.db.beginBgTx(ctx)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id FROM commands WHERE `+where+` ORDER BY tenant_id, id`, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id FROM commands WHERE `+where+` ORDER BY id LIMIT ?`, append(slices.Clone(args), transitionChunk)...)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	var ids []any
-	tenants := map[int64]bool{}
+	var tenants []int64
 	for rows.Next() {
 		var id, tenant int64
 		if err := rows.Scan(&id, &tenant); err != nil {
 			rows.Close()
-			return err
+			return 0, false, err
 		}
-		ids, tenants[tenant] = append(ids, id), true
+		ids, tenants = append(ids, id), append(tenants, tenant)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil || len(ids) == 0 {
-		return err
+		return 0, false, err
 	}
 	// The tenants' rows first, in id order, as every writer of events
-	// does (the ingest batch that records acks locks them before the
+	// does (the ingest batch that records answers locks them before the
 	// commands): taken the other way round, the two could deadlock.
-	order := make([]int64, 0, len(tenants))
-	for t := range tenants {
-		order = append(order, t)
-	}
-	slices.Sort(order)
-	for _, t := range order {
+	slices.Sort(tenants)
+	for _, t := range slices.Compact(tenants) {
 		if _, err := tx.lockTenantTree(ctx, t); err != nil {
-			return err
+			return 0, false, err
 		}
 	}
-	cmds, err := tx.updateCommands(ctx, set, ids)
-	if err != nil {
-		return err
-	}
-	evs := make([]*herd.Event, len(cmds))
-	for i, c := range cmds {
-		evs[i] = commandEvent(eventType, c)
-	}
-	if err := tx.appendEventsByTenant(ctx, evs); err != nil {
-		return err
-	}
-	*n = len(cmds)
-	return tx.Commit()
-}
-
-// updateCommands sets the given columns (with the transaction's time as
-// the one parameter of set) on the commands, and returns them as they are
-// after. A command that changed status meanwhile is not touched: the
-// statuses it may leave are in the caller's where, and again here.
-func (tx *Tx) updateCommands(ctx context.Context, set string, ids []any) ([]*herd.Command, error) {
 	in := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-	if _, err := tx.ExecContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND status IN ('pending', 'delivered')`, append([]any{tx.now.UnixMilli()}, ids...)...); err != nil {
-		return nil, fmt.Errorf("update commands: %w", err)
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id IN (`+in+`) ORDER BY tenant_id, id`, ids...)
+	upd, err := tx.QueryContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND `+where+` RETURNING id`,
+		append(append([]any{tx.now.UnixMilli()}, ids...), args...)...)
 	if err != nil {
-		return nil, err
+		return 0, false, fmt.Errorf("update commands: %w", err)
 	}
-	return scanCommands(rows)
+	var moved []any
+	for upd.Next() {
+		var id int64
+		if err := upd.Scan(&id); err != nil {
+			upd.Close()
+			return 0, false, err
+		}
+		moved = append(moved, id)
+	}
+	upd.Close()
+	if err := upd.Err(); err != nil {
+		return 0, false, err
+	}
+	if len(moved) > 0 {
+		got, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(moved)), ",")+`) ORDER BY tenant_id, id`, moved...)
+		if err != nil {
+			return 0, false, err
+		}
+		cmds, err := scanCommands(got)
+		if err != nil {
+			return 0, false, err
+		}
+		evs := make([]*herd.Event, len(cmds))
+		for i, c := range cmds {
+			evs[i] = commandEvent(eventType, c)
+		}
+		if err := tx.appendEventsByTenant(ctx, evs); err != nil {
+			return 0, false, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, false, err
+	}
+	return len(moved), len(ids) == transitionChunk, nil
 }
 
 // applyCommandAcks records devices' answers in the ingest batch: an open
@@ -287,4 +321,15 @@ func (tx *Tx) applyCommandAcks(ctx context.Context, items []*herd.IngestItem) ([
 		evs = append(evs, commandEvent(typ, c))
 	}
 	return evs, nil
+}
+
+// sameJSON reports whether two JSON texts hold the same value.
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return string(a) == string(b)
+	}
+	ax, _ := json.Marshal(x)
+	by, _ := json.Marshal(y)
+	return string(ax) == string(by)
 }

@@ -50,6 +50,10 @@ func TestCommands(t *testing.T) {
 		if err := svc.CreateCommand(as, again); err != nil || again.ID != c.ID {
 			t.Fatalf("same key: %d, %v; want the first command %d", again.ID, err, c.ID)
 		}
+		other := &herd.Command{DeviceID: ds[1].ID, Name: "reboot", Args: json.RawMessage(`{"delay_s":5}`), TTLSeconds: 60, IdempotencyKey: "k1"}
+		if err := svc.CreateCommand(as, other); herd.ErrorCode(err) != herd.EKEYREUSED {
+			t.Fatalf("same key, another command: %v", err)
+		}
 		evs, _ := db.ListEvents(ctx, ten.ID, 0, 1000)
 		created := 0
 		for _, ev := range evs {

@@ -106,8 +106,6 @@ func NewEventService(db *DB) *EventService { return &EventService{db: db} }
 func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, limit int) (*herd.EventPage, error) {
 	if limit < 1 || limit > herd.MaxEventsPage {
 		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to %d", herd.MaxEventsPage)
-	} else if after < 0 {
-		return nil, herd.Errorf(herd.EINVALID, "after must be a sequence number, 0 or more")
 	}
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.EventPage, error) {
 		if !a.SeesTenant(tenantID) {
@@ -119,6 +117,10 @@ func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, li
 			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
 		} else if err != nil {
 			return nil, err
+		}
+		if after < 0 {
+			// "From the head": no events, the place to follow from.
+			return &herd.EventPage{Items: []*herd.Event{}, Head: head, NextAfter: head}, nil
 		}
 		if after < pruned {
 			return nil, herd.Errorf(herd.ERESYNC, "events after %d are gone (kept up to the retention; the oldest left follows %d): reload through the list endpoints, then follow the log from its head, %d", after, pruned, head)

@@ -303,5 +303,8 @@ func TestFindEvents(t *testing.T) {
 		if page, err := svc.FindEvents(as, ten.ID, head, 10); err != nil || len(page.Items) != 0 || page.NextAfter != head {
 			t.Fatalf("at the head once pruned: %+v, %v", page, err)
 		}
+		if page, err := svc.FindEvents(as, ten.ID, -1, 10); err != nil || page.Head != head || page.NextAfter != head {
+			t.Fatalf("the head only: %+v, %v", page, err)
+		}
 	})
 }

@@ -58,9 +58,17 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 		// answer: this one takes the key over. (What that request did, if
 		// it committed, the operation's own key finds: a command is
 		// created once per token and key.)
-		if _, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = ?, expires_at = ? WHERE scope = ? AND key = ?`,
-			hash, now+lock.Milliseconds(), now+herd.IdempotencyKeyTTL.Milliseconds(), scope, key); err != nil {
+		// Only if the row is still as read: of two retries taking over at
+		// once, one wins (on PostgreSQL the other waits for it, then
+		// finds the row changed).
+		res, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = ?, expires_at = ? WHERE scope = ? AND key = ? AND status = ? AND locked_until = ? AND expires_at = ?`,
+			hash, now+lock.Milliseconds(), now+herd.IdempotencyKeyTTL.Milliseconds(), scope, key, status, lockedUntil, expires)
+		if err != nil {
 			return r, err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			r.State = herd.IdempotencyRunning
+			return r, nil
 		}
 		r.State = herd.IdempotencyNew
 		return r, tx.Commit()

@@ -142,11 +142,18 @@ type conn struct {
 	// slowCtx ends when slow closes: it cuts a write stuck on the client.
 	slowCtx    context.Context
 	slowCancel context.CancelFunc
+	// fresh says whether the last refresh read the grants (the writer's).
+	fresh bool
 }
 
 // push queues without ever blocking the hub: a connection whose queue is
 // full is too slow, and is told to resync and dropped.
 func (c *conn) push(it item) bool {
+	select {
+	case <-c.slow:
+		return false // dropped already: what follows may not be filtered right
+	default:
+	}
 	select {
 	case c.q <- it:
 		return true
@@ -268,6 +275,14 @@ func (h *Hub) run(ctx context.Context, c *conn) (websocket.StatusCode, string) {
 		closeWith.CompareAndSwap(nil, &closing{status, reason})
 		cancel()
 	}
+	// The grants are read again now that the connection is in the hub: a
+	// change of access that passed between the request's authentication
+	// and the joining would otherwise go unseen by it.
+	if status, reason, ok := h.refresh(ctx, c); !ok {
+		return status, reason
+	} else if !c.fresh {
+		return websocket.StatusTryAgainLater, "store unavailable; reconnect later"
+	}
 	// The hello comes first: hints queued meanwhile wait. The head is read
 	// after the connection joined the hub, so every event is either at or
 	// below the head (read it from the log) or hinted.
@@ -342,9 +357,22 @@ loop:
 		case it := <-c.q:
 			batch = batch[:0]
 			for {
+				select {
+				case <-c.slow:
+					// A reauth order may be among what was dropped: nothing
+					// more is written, whatever is queued.
+					h.metrics.resyncs.Inc()
+					h.write(ctx, c.ws, resyncFrame{Type: "resync", Reason: "too slow: hints were dropped; read GET /v1/events after the last seq you have", After: prev})
+					return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+				default:
+				}
 				if it.reauth {
+					// Access changed: the grants must be read before the next
+					// hint is filtered; without them the connection ends.
 					if status, reason, ok := h.refresh(ctx, c); !ok {
 						return status, reason
+					} else if !c.fresh {
+						return websocket.StatusTryAgainLater, "grants could not be read after a change of access; reconnect"
 					}
 					c.stale.Add(-1)
 				} else if c.actor.Load().Allows(it.ev.TenantID, it.ev.Path, herd.RoleViewer) {
@@ -391,6 +419,7 @@ loop:
 // works ends the connection.
 func (h *Hub) refresh(ctx context.Context, c *conn) (websocket.StatusCode, string, bool) {
 	a, err := h.Authenticate(ctx, c.token)
+	c.fresh = err == nil
 	switch {
 	case err == nil:
 		c.actor.Store(a)

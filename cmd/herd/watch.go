@@ -51,7 +51,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	w := &httpapi.Watcher{Client: c, TenantID: *tenant, After: *after}
 	w.OnResync = func(ctx context.Context) (int64, error) {
 		fmt.Fprintln(stderr, "herd watch: events were lost past the retention; going on from the head")
-		page, err := c.FindEvents(ctx, *tenant, 0, 1)
+		page, err := c.FindEvents(ctx, *tenant, -1, 1)
 		if err != nil {
 			return 0, err
 		}
