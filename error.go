@@ -70,3 +70,13 @@ func ErrorMessage(err error) string {
 	}
 	return "Internal error."
 }
+
+// EIDEXHAUSTED says a table's ids ran out: nothing more can be inserted
+// until the column is widened. It is not a duplicate, and retrying will
+// not help.
+const EIDEXHAUSTED = "id_space_exhausted"
+
+// ErrIDSpaceExhausted is the sentinel of an insert that failed because an
+// auto-increment, serial, identity or sequence-backed id column reached the
+// largest value its type or sequence can hold. Match it with errors.Is.
+var ErrIDSpaceExhausted = errors.New("id space exhausted")

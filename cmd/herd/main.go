@@ -27,6 +27,13 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintf(os.Stderr, "%s\n", ee.msg)
+			}
+			os.Exit(ee.code)
+		}
 		var ue *usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(os.Stderr, "herd: %s\n\n", ue.msg)
@@ -55,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSimulate(ctx, args, stdout, stderr)
 	case "watch":
 		return runWatch(ctx, args, stdout, stderr)
+	case "doctor":
+		return runDoctor(ctx, args, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -83,6 +92,7 @@ Commands:
 	seed      fill a store with a synthetic fleet
 	simulate  simulate devices against a running herd over MQTT
 	watch     print the events a token may see, live
+	doctor    check a database: "herd doctor ids" finds id columns near their limit
 	bench     run the benchmark scenarios
 	version   print the version
 	help      print this help

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herd-iot/herd/idguard"
+)
+
+// exitError ends the process with a code of its own (after printing msg,
+// when there is one): the doctor's 1 (warn), 2 (critical) and 3 (could not
+// read) are for cron and CI.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Doctor exit codes.
+const (
+	doctorOK       = 0
+	doctorWarn     = 1
+	doctorCritical = 2
+	doctorFailed   = 3
+)
+
+// runDoctor runs `herd doctor ids`.
+func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "ids" {
+		return &exitError{doctorFailed, "doctor needs a subject: herd doctor ids --dsn DSN"}
+	}
+	return runDoctorIDs(ctx, args[1:], stdout, stderr)
+}
+
+// percentFlag reads 70, 70% or 0.7 as a share.
+type percentFlag struct{ v *float64 }
+
+func (p percentFlag) String() string {
+	if p.v == nil {
+		return ""
+	}
+	return strconv.FormatFloat(*p.v*100, 'f', -1, 64) + "%"
+}
+
+func (p percentFlag) Set(s string) error {
+	s = strings.TrimSuffix(strings.TrimSpace(s), "%")
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		return fmt.Errorf("%q is not a percentage", s)
+	}
+	if f > 1 {
+		f /= 100
+	}
+	if f > 1 {
+		return fmt.Errorf("%q is over 100%%", s)
+	}
+	*p.v = f
+	return nil
+}
+
+func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd doctor ids", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), or a SQLite file")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	warn, crit := 0.70, 0.85
+	fs.Var(percentFlag{&warn}, "warn", "share of an id range from which to warn (exit 1)")
+	fs.Var(percentFlag{&crit}, "crit", "share of an id range from which it is critical (exit 2)")
+	sample := fs.Duration("sample", 0, "read twice, this far apart, to estimate ids a day and days left (for example 60s)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: herd doctor ids --dsn DSN [flags]
+
+Finds every auto-increment, serial, identity and sequence-backed id column
+and how much of its range is used. Exit code: 0 below --warn, 1 at or above
+it, 2 at or above --crit, 3 when the database could not be read.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return &exitError{doctorFailed, err.Error()}
+	}
+	if *dsn == "" {
+		return &exitError{doctorFailed, "herd doctor ids: --dsn is required (mysql://…, postgres://… or a SQLite file)"}
+	}
+	if warn > crit {
+		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: --warn %.0f%% is above --crit %.0f%%", warn*100, crit*100)}
+	}
+	db, d, err := idguard.Open(*dsn)
+	if err != nil {
+		return &exitError{doctorFailed, "herd doctor ids: " + err.Error()}
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, 2**sample+time.Minute))
+	defer cancel()
+	if err := db.PingContext(ctx); err != nil {
+		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: cannot reach the %s database: %v", d, err)}
+	}
+	var last time.Time
+	progress := func(done, total int) {
+		if time.Since(last) < time.Second {
+			return
+		}
+		last = time.Now()
+		if total > 0 {
+			fmt.Fprintf(stderr, "scanned %d of %d tables\n", done, total)
+		} else {
+			fmt.Fprintf(stderr, "scanned %d id columns\n", done)
+		}
+	}
+	var cols []idguard.Column
+	if *sample > 0 {
+		fmt.Fprintf(stderr, "sampling twice, %s apart\n", *sample)
+		cols, err = idguard.Sample(ctx, db, d, *sample, progress)
+	} else {
+		cols, err = idguard.Scan(ctx, db, d, progress)
+	}
+	if err != nil {
+		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: cannot read the id columns: %v", err)}
+	}
+	code := doctorOK
+	for _, c := range cols {
+		switch {
+		case c.Ratio >= crit:
+			code = doctorCritical
+		case c.Ratio >= warn && code < doctorWarn:
+			code = doctorWarn
+		}
+	}
+	if *asJSON {
+		if cols == nil {
+			cols = []idguard.Column{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{"dialect": d, "columns": cols, "warn": warn, "crit": crit, "exit": code})
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "TABLE\tCOLUMN\tTYPE\tUSED\tMAX\tUSED %\tPER DAY\tDAYS LEFT\tSTATUS\t")
+		for _, c := range cols {
+			status := "ok"
+			switch {
+			case c.Ratio >= crit:
+				status = "CRITICAL"
+			case c.Ratio >= warn:
+				status = "WARN"
+			}
+			perDay, days := "–", "–"
+			if c.PerDay > 0 {
+				perDay, days = strconv.FormatFloat(c.PerDay, 'f', 0, 64), strconv.FormatFloat(c.DaysLeft, 'f', 1, 64)
+			}
+			typ := c.Type
+			if c.Sequence != "" {
+				typ += " (seq " + c.Sequence + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%s\t%s\t%s\t\n", c.Table, c.Column, typ, idguard.FormatCount(c.Used), idguard.FormatCount(c.Max), c.Ratio*100, perDay, days, status)
+		}
+		tw.Flush()
+		if len(cols) == 0 {
+			fmt.Fprintln(stdout, "no auto-increment, serial, identity or sequence-backed columns")
+		}
+	}
+	if code != doctorOK {
+		return &exitError{code: code}
+	}
+	return nil
+}
