@@ -554,3 +554,68 @@ func TestWatchCommand(t *testing.T) {
 		t.Fatalf("line %q", line)
 	}
 }
+
+// TestDoctorIDs: the doctor's exit codes and output on the machine's
+// MariaDB: 0 below 70%, 1 at 75%, 2 for a full column, 3 when the database
+// cannot be read.
+func TestDoctorIDs(t *testing.T) {
+	t.Parallel()
+	dsn, db := testutil.MySQLDatabase(t)
+	run := func(t *testing.T, args ...string) (int, string, string) {
+		t.Helper()
+		cmd := herdCommand(t, append([]string{"doctor", "ids"}, args...)...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		return exitCode(t, cmd.Run()), out.String(), errb.String()
+	}
+	if _, err := db.Exec(fmt.Sprintf(`CREATE TABLE cool (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY) AUTO_INCREMENT=%d`, 2147483647/10)); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := run(t, "--dsn", dsn); code != 0 || !strings.Contains(out, "cool") || !strings.Contains(out, "ok") {
+		t.Fatalf("at 10%%: exit %d\n%s", code, out)
+	}
+	if _, err := db.Exec(fmt.Sprintf(`CREATE TABLE warm (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY) AUTO_INCREMENT=%d`, 2147483647/4*3)); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := run(t, "--dsn", dsn); code != 1 || !strings.Contains(out, "WARN") {
+		t.Fatalf("at 75%%: exit %d\n%s", code, out)
+	}
+	// The levels are the caller's: --warn 80 leaves 75% alone, --crit 0.7 does not.
+	if code, _, _ := run(t, "--dsn", dsn, "--warn", "80"); code != 0 {
+		t.Fatalf("at 75%% with --warn 80: exit %d, want 0", code)
+	}
+	if code, _, _ := run(t, "--dsn", dsn, "--warn", "0.5", "--crit", "0.7"); code != 2 {
+		t.Fatalf("at 75%% with --crit 0.7: exit %d, want 2", code)
+	}
+	if _, err := db.Exec(`CREATE TABLE events (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT) AUTO_INCREMENT=2147483646`); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		db.Exec(`INSERT INTO events (v) VALUES (1)`)
+	}
+	code, out, _ := run(t, "--dsn", dsn, "--json")
+	var report struct {
+		Columns []struct {
+			Table string  `json:"table"`
+			Ratio float64 `json:"ratio"`
+		} `json:"columns"`
+		Exit int `json:"exit"`
+	}
+	if err := json.Unmarshal([]byte(out), &report); err != nil || code != 2 || report.Exit != 2 {
+		t.Fatalf("full column: exit %d, %v\n%s", code, err, out)
+	}
+	if code, out, _ := run(t, "--dsn", dsn); code != 2 || !strings.Contains(out, "100.0%") || !strings.Contains(out, "CRITICAL") {
+		t.Fatalf("full column, table: exit %d\n%s", code, out)
+	}
+	for _, bad := range [][]string{
+		{"--dsn", "mysql://root@127.0.0.1:1/nowhere"},
+		{"--dsn", strings.Replace(dsn, "herd_test_", "herd_missing_", 1)},
+		{"--dsn", filepath.Join(t.TempDir(), "missing.db")},
+		{},
+		{"--dsn", dsn, "--warn", "lots"},
+	} {
+		if code, _, stderr := run(t, bad...); code != 3 || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want 3 and a message", bad, code, stderr)
+		}
+	}
+}
