@@ -36,6 +36,7 @@ var statuses = map[string]int{
 	herd.ERESYNC:        http.StatusGone,
 	herd.EKEYREUSED:     http.StatusUnprocessableEntity,
 	herd.ERATELIMITED:   http.StatusTooManyRequests,
+	herd.EIDEXHAUSTED:   http.StatusServiceUnavailable,
 	herd.EINTERNAL:      http.StatusInternalServerError,
 	EMETHOD:             http.StatusMethodNotAllowed,
 	ETIMEOUT:            http.StatusServiceUnavailable,
@@ -76,6 +77,10 @@ func Error(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &me):
 		code, message = EMETHOD, me.Error()
+	case errors.Is(err, herd.ErrIDSpaceExhausted):
+		// Not a conflict: the table's ids ran out, and no retry helps
+		// until an operator widens the column (herd doctor ids).
+		code, message = herd.EIDEXHAUSTED, "the store cannot take new rows of this kind: its id column reached its limit. This is not a duplicate; an operator must widen the column (see herd doctor ids)"
 	case code == herd.EINTERNAL && errors.Is(r.Context().Err(), context.DeadlineExceeded):
 		code, message = ETIMEOUT, "the request took too long and was stopped; try again or narrow it"
 	}

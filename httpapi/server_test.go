@@ -568,3 +568,17 @@ func TestServer_RateLimit(t *testing.T) {
 		t.Fatalf("Retry-After %q", limited.Header.Get("Retry-After"))
 	}
 }
+
+// TestServer_IDSpaceExhausted: when a table of herd's own runs out of ids,
+// the API answers 503 id_space_exhausted, never 409.
+func TestServer_IDSpaceExhausted(t *testing.T) {
+	t.Parallel()
+	db := testutil.MustOpenDB(t, sqldb.Postgres)
+	e := mustOpenServer(t, db)
+	f := e.mustCreateFleet()
+	if _, err := db.SQL().Exec(`SELECT setval(pg_get_serial_sequence('nodes', 'id'), 9223372036854775807)`); err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"tenant_id": fmt.Sprint(f.tenant.ID), "kind": "site", "name": "one too many"}
+	e.do("POST", "/v1/nodes", adminSecret, body).wantError(t, http.StatusServiceUnavailable, herd.EIDEXHAUSTED, "not a duplicate")
+}

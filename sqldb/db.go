@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/idguard"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"modernc.org/sqlite"
@@ -496,10 +497,18 @@ func (tx *Tx) queryCached(ctx context.Context, q string, args ...any) (*sql.Rows
 	return tx.tx.QueryContext(ctx, q, args...)
 }
 
-// insertID inserts a row and returns its id.
+// insertID inserts a row and returns its id. An id space that ran out is
+// told apart from everything else (herd.ErrIDSpaceExhausted), never
+// passed on as a duplicate.
 func (tx *Tx) insertID(ctx context.Context, q string, args ...any) (int64, error) {
 	var id int64
 	err := tx.QueryRowContext(ctx, q+" RETURNING id", args...).Scan(&id)
+	if err != nil {
+		if c := idguard.ClassifyInsert(err); errors.Is(c, herd.ErrIDSpaceExhausted) {
+			tx.db.Logger.Error("id space exhausted", "statement", strings.Fields(q)[0]+" "+strings.Join(strings.Fields(q)[1:3], " "), "err", c)
+			return 0, c
+		}
+	}
 	return id, err
 }
 
@@ -508,6 +517,12 @@ func (tx *Tx) insertID(ctx context.Context, q string, args ...any) (int64, error
 func formatError(err error, conflictMsg string) error {
 	if err == nil {
 		return nil
+	}
+	if errors.Is(err, herd.ErrIDSpaceExhausted) {
+		return err
+	}
+	if c := idguard.Classify(err); errors.Is(c, herd.ErrIDSpaceExhausted) {
+		return c
 	}
 	if isUniqueViolation(err) {
 		return herd.Errorf(herd.ECONFLICT, "%s", conflictMsg)
