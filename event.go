@@ -26,6 +26,10 @@ const (
 	EventSubjectUser   = "user"
 	EventSubjectToken  = "token"
 	EventSubjectGrant  = "grant"
+	// EventIDHeadroomWarning says a table of herd's own store used more of
+	// its id range than the warn level; its subject is the store.
+	EventIDHeadroomWarning = "store.id_headroom_warning"
+	EventSubjectStore      = "store"
 )
 
 // Event is one state change, written in the same transaction as the change

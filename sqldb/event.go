@@ -243,3 +243,38 @@ func (s *EventService) Head(ctx context.Context, tenantID int64) (int64, error) 
 	}
 	return head, err
 }
+
+// AppendStoreEvent writes an event about the store itself (its id
+// headroom, say) into every tenant's log, at the tenant's root, so that
+// tenant admins, their webhooks and streams see it.
+func (db *DB) AppendStoreEvent(ctx context.Context, typ string, payload any) error {
+	tx, err := db.beginBgTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `SELECT t.id, n.path FROM tenants t JOIN nodes n ON n.id = t.root_node_id ORDER BY t.id`)
+	if err != nil {
+		return err
+	}
+	var evs []*herd.Event
+	for rows.Next() {
+		var tenant int64
+		var path string
+		if err := rows.Scan(&tenant, &path); err != nil {
+			rows.Close()
+			return err
+		}
+		ev := newEvent(typ, herd.EventSubjectStore, 0, path, payload)
+		ev.TenantID = tenant
+		evs = append(evs, ev)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := tx.appendEventsByTenant(ctx, evs); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -619,3 +619,40 @@ func TestDoctorIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestServe_WatchesItsIDs: herd checks its own store's id columns, exports
+// their headroom, and writes an event when one passes 70%.
+func TestServe_WatchesItsIDs(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.PostgresSchemaDSN(t)
+	m := runTestMain(t, "--store", dsn, "--mqtt-addr", "off", "--id-watch-interval", "1s")
+	api := httpapi.NewClient(m.HTTPServer.URL(), testAdminToken)
+	ten := &herd.Tenant{Name: "ids"}
+	if err := api.CreateTenant(t.Context(), ten); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DB.SQL().Exec(`SELECT setval(pg_get_serial_sequence('nodes', 'id'), 7378697629483820646)`); err != nil { // 80% of 2^63
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the warning event", func() bool {
+		page, err := api.FindEvents(t.Context(), ten.ID, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range page.Items {
+			if ev.Type == herd.EventIDHeadroomWarning && strings.Contains(string(ev.Payload), `"table":"nodes"`) {
+				return true
+			}
+		}
+		return false
+	})
+	resp, err := http.Get(m.HTTPServer.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `herd_id_headroom_ratio{column="id",table="nodes"} 0.8`) {
+		t.Fatalf("metrics lack the nodes ratio:\n%s", grepLines(string(body), "herd_id_headroom"))
+	}
+}

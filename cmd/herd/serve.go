@@ -83,6 +83,9 @@ type Config struct {
 	// ids to drop a relay's repeats.
 	EventsRetention       time.Duration
 	EventsDuplicateWindow time.Duration
+	// IDWatchInterval is how often herd checks its own store's id
+	// headroom.
+	IDWatchInterval time.Duration
 	// APIRateLimit and APIRateBurst bound each token's requests a second
 	// (per process); 0 turns the limit off.
 	APIRateLimit int64
@@ -110,6 +113,7 @@ func DefaultConfig() Config {
 		IngestBatchWait:      mqttgw.DefaultBatchWait,
 
 		APIRateLimit:          httpapi.DefaultRateLimit,
+		IDWatchInterval:       5 * time.Minute,
 		APIRateBurst:          httpapi.DefaultRateBurst,
 		NATSStream:            natsbus.DefaultStream,
 		NATSSubjectPrefix:     natsbus.DefaultSubjectPrefix,
@@ -176,6 +180,9 @@ func (c Config) Validate() error {
 	if least := relay.DefaultLease + relay.MaxBackoff; c.EventsDuplicateWindow < least || c.EventsDuplicateWindow > c.EventsRetention {
 		return &ConfigError{Field: "events-duplicate-window", Value: c.EventsDuplicateWindow.String(),
 			Err: fmt.Errorf("must be from %s (the relay's lease and longest back-off) to the retention, %s", least, c.EventsRetention)}
+	}
+	if c.IDWatchInterval < time.Second {
+		return &ConfigError{Field: "id-watch-interval", Value: c.IDWatchInterval.String(), Err: errors.New("must be 1s or more")}
 	}
 	if c.APIRateLimit < 0 || c.APIRateBurst < 1 {
 		return &ConfigError{Field: "api-rate-limit", Value: strconv.FormatInt(c.APIRateLimit, 10), Err: errors.New("must be 0 (off) or more, with --api-rate-burst 1 or more")}
@@ -335,6 +342,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		durationFlag(fs, m.Getenv, &c.EventsRetention, "events-retention", "how long the event stream keeps events: the longest replay a consumer can make"),
 		durationFlag(fs, m.Getenv, &c.EventsDuplicateWindow, "events-duplicate-window", "how long the event stream remembers event ids, to drop repeats a relay publishes"),
+		durationFlag(fs, m.Getenv, &c.IDWatchInterval, "id-watch-interval", "how often herd checks its own store's id columns (herd_id_headroom_ratio; an event at 70%)"),
 		int64Flag(fs, m.Getenv, &c.APIRateLimit, "api-rate-limit", "requests a second each API token may make (per process); more get 429 with Retry-After; 0 turns it off"),
 		int64Flag(fs, m.Getenv, &c.APIRateBurst, "api-rate-burst", "requests an API token may make at once, above its rate"),
 		int64Flag(fs, m.Getenv, &c.StateCacheMinDevices, "state-cache-min-devices",
@@ -480,6 +488,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.AppSocket.Logger = m.Logger.With("component", "appsocket")
 	s.AppSocket = m.AppSocket
 	s.Registry().MustRegister(m.AppSocket.Collectors()...)
+	ids := newIDWatch(m)
+	s.Registry().MustRegister(ids.collectors()...)
+	m.events.Go(func() { ids.run(m.eventsCtx, m.Config.IDWatchInterval) })
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
