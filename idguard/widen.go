@@ -280,6 +280,9 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 		fmt.Sprintf("SELECT setval('%s', GREATEST((SELECT last_value FROM %s), %d))", strings.ReplaceAll(seq, "'", "''"), seq, p.oldMax()),
 		fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table), quotePg(p.Old)),
 		fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table+"_new"), quotePg(p.Table)),
+		// The sequence belongs to the new table now: dropping the old one
+		// once copied must not take the sequence with it.
+		fmt.Sprintf("ALTER SEQUENCE %s OWNED BY %s.%s", seq, quotePg(p.Table), quotePg(p.Column)),
 		"COMMIT",
 	}
 	p.Notes = append(p.Notes, "the new table's id default calls the same sequence, now bigint and moved past the old type's largest value: no new id can meet an old one",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -67,6 +68,9 @@ func (p percentFlag) Set(s string) error {
 }
 
 func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "widen" {
+		return runDoctorWiden(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("herd doctor ids", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), or a SQLite file")
@@ -176,4 +180,121 @@ Flags:
 		return &exitError{code: code}
 	}
 	return nil
+}
+
+// runDoctorWiden runs `herd doctor ids widen`: the plan by default, the
+// widening with --execute.
+func runDoctorWiden(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd doctor ids widen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dsn := fs.String("dsn", "", "database: mysql://… (MySQL, MariaDB) or postgres://…")
+	table := fs.String("table", "", "table whose id column to widen to BIGINT")
+	column := fs.String("column", "", "the column (default: the table's auto-increment or sequence-backed one)")
+	execute := fs.Bool("execute", false, "run the plan (without it, only print it)")
+	maxAlter := fs.Int64("max-alter-rows", idguard.DefaultMaxAlterRows, "tables with fewer rows are ALTERed in place; larger ones are swapped and copied back")
+	rate := fs.Float64("rows-per-second", 0, "most rows a second the copy of a large table moves (0: as fast as it can)")
+	chunk := fs.Int("chunk", 1000, "rows per copy step (each step commits and checkpoints)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: herd doctor ids widen --dsn DSN --table T [--column C] [--execute]
+
+Widens an id column to BIGINT. Prints the plan unless --execute is given.
+A small table is ALTERed in place, with the foreign-key columns that
+reference it. A large one is swapped for an empty BIGINT table whose ids
+start past the old type's largest value (one atomic rename: writes resume at
+once), and its rows are copied back in primary-key chunks, throttled and
+checkpointed: run the same command again to resume a copy that was stopped.
+The counts are verified at the end. Exit 3 on any failure.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return &exitError{doctorFailed, err.Error()}
+	}
+	if *dsn == "" || *table == "" {
+		return &exitError{doctorFailed, "herd doctor ids widen: --dsn and --table are required"}
+	}
+	db, d, err := idguard.Open(*dsn)
+	if err != nil {
+		return &exitError{doctorFailed, "herd doctor ids widen: " + err.Error()}
+	}
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids widen: cannot reach the %s database: %v", d, err)}
+	}
+	fail := func(err error) error { return &exitError{doctorFailed, "herd doctor ids widen: " + err.Error()} }
+	p, resumed, err := planOrResume(ctx, db, d, *table, *column, *maxAlter)
+	if err != nil {
+		return fail(err)
+	}
+	if !resumed {
+		fmt.Fprint(stdout, p.String())
+	} else {
+		fmt.Fprintf(stdout, "resuming the copy of %s into %s\n", p.Old, p.Table)
+	}
+	if !*execute {
+		if !resumed {
+			fmt.Fprintln(stdout, "(a plan only: run again with --execute to carry it out)")
+		}
+		return nil
+	}
+	if !resumed {
+		if err := idguard.Execute(ctx, db, p); err != nil {
+			return fail(err)
+		}
+		if !p.Swap {
+			fmt.Fprintf(stdout, "widened %s.%s to BIGINT\n", p.Table, p.Column)
+			return nil
+		}
+		fmt.Fprintf(stdout, "swapped: %s is BIGINT and takes writes; copying %s back\n", p.Table, p.Old)
+	}
+	start, last := time.Now(), time.Time{}
+	err = idguard.Copy(ctx, db, p, *chunk, *rate, func(copied, total int64) {
+		if time.Since(last) < time.Second && copied < total {
+			return
+		}
+		last = time.Now()
+		eta := "–"
+		if copied > 0 && total > copied {
+			eta = (time.Duration(float64(time.Since(start)) / float64(copied) * float64(total-copied))).Round(time.Second).String()
+		}
+		width := 30
+		done := 0
+		if total > 0 {
+			done = int(float64(width) * float64(copied) / float64(total))
+		}
+		fmt.Fprintf(stderr, "[%s%s] %d of %d rows, ETA %s\n", strings.Repeat("#", min(done, width)), strings.Repeat(".", width-min(done, width)), copied, total, eta)
+	})
+	if err != nil {
+		return fail(fmt.Errorf("copy stopped (run the same command again to resume): %w", err))
+	}
+	old, found, err := idguard.Verify(ctx, db, p)
+	if err != nil {
+		return fail(err)
+	}
+	if old != found {
+		return fail(fmt.Errorf("verify: %s holds %d rows, %d of them found in %s", p.Old, old, found, p.Table))
+	}
+	fmt.Fprintf(stdout, "copied and verified: all %d rows of %s are in %s; drop %s when you no longer need it\n", old, p.Old, p.Table, p.Old)
+	return nil
+}
+
+// planOrResume plans the widening, or finds a swap already made (the old
+// table is there) whose copy is to go on.
+func planOrResume(ctx context.Context, db *sql.DB, d idguard.Dialect, table, column string, maxAlter int64) (*idguard.WidenPlan, bool, error) {
+	oldCols, err := idguard.Scan(ctx, db, d, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, c := range oldCols {
+		if c.Table == table+"_old" && (column == "" || c.Column == column) {
+			return &idguard.WidenPlan{Dialect: d, Table: table, Column: c.Column, Type: c.Type, Old: table + "_old", Swap: true}, true, nil
+		}
+	}
+	p, err := idguard.PlanWiden(ctx, db, d, table, column, maxAlter)
+	return p, false, err
 }

@@ -656,3 +656,38 @@ func TestServe_WatchesItsIDs(t *testing.T) {
 		t.Fatalf("metrics lack the nodes ratio:\n%s", grepLines(string(body), "herd_id_headroom"))
 	}
 }
+
+// TestDoctorWiden: the plan by default, the ALTER with --execute, and a
+// clear failure for a table that is not there.
+func TestDoctorWiden(t *testing.T) {
+	t.Parallel()
+	dsn, db := testutil.MySQLDatabase(t)
+	if _, err := db.Exec(`CREATE TABLE events (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, v INT) AUTO_INCREMENT=2147483000`); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (int, string, string) {
+		cmd := herdCommand(t, append([]string{"doctor", "ids", "widen", "--dsn", dsn}, args...)...)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		return exitCode(t, cmd.Run()), out.String(), errb.String()
+	}
+	code, out, _ := run("--table", "events")
+	if code != 0 || !strings.Contains(out, "ALTER TABLE `events` MODIFY `id` BIGINT") || !strings.Contains(out, "plan only") {
+		t.Fatalf("plan: exit %d\n%s", code, out)
+	}
+	var typ string
+	db.QueryRow(`SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events' AND COLUMN_NAME = 'id'`).Scan(&typ)
+	if typ != "int" {
+		t.Fatalf("the plan changed the column: %s", typ)
+	}
+	if code, out, errs := run("--table", "events", "--execute"); code != 0 || !strings.Contains(out, "widened") {
+		t.Fatalf("execute: exit %d\n%s%s", code, out, errs)
+	}
+	db.QueryRow(`SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events' AND COLUMN_NAME = 'id'`).Scan(&typ)
+	if typ != "bigint" {
+		t.Fatalf("after --execute the column is %s", typ)
+	}
+	if code, _, errs := run("--table", "nothing"); code != 3 || !strings.Contains(errs, "nothing") {
+		t.Fatalf("unknown table: exit %d, %q", code, errs)
+	}
+}
