@@ -18,7 +18,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, doctor, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -36,6 +36,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchWebhook(ctx, args, stdout, stderr)
 	case "stream":
 		return runBenchStream(ctx, args, stdout, stderr)
+	case "doctor":
+		return runBenchDoctor(ctx, args, stdout, stderr)
 	case "all":
 		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream} {
 			if err := run(ctx, nil, stdout, stderr); err != nil {
@@ -44,7 +46,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, doctor, all)", scenario)}
 }
 
 // runBenchRelay measures the outbox relay: commit to JetStream ack.
@@ -297,6 +299,31 @@ func runBenchStream(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	res, err := bench.RunStream(ctx, bench.StreamConfig{Herd: exe, Dir: *dir, Sites: *sites, Clients: *clients, Rate: *rate, SaturationRate: *sat, Commands: *commands, Duration: *duration, Out: stderr})
 	md := bench.StreamMarkdown(res)
+	fmt.Fprint(stdout, md)
+	if *markdown != "" {
+		os.WriteFile(*markdown, []byte(md), 0o644)
+	}
+	return err
+}
+
+// runBenchDoctor measures the id doctor: a scan of many tables, and the
+// copy of a large table after a swap.
+func runBenchDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	my := fs.String("mysql", os.Getenv("HERD_BENCH_MYSQL_DSN"), "MariaDB/MySQL DSN whose user may create databases (env HERD_BENCH_MYSQL_DSN), e.g. mysql://root@127.0.0.1:3306/test")
+	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
+	tables := fs.Int("tables", 2000, "tables in the scanned schema")
+	rows := fs.Int64("rows", 500000, "rows of the table copied after the swap")
+	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *my == "" && *pg == "" {
+		return &usageError{msg: "bench doctor needs --mysql, --postgres, or both"}
+	}
+	rs, err := bench.RunDoctor(ctx, bench.DoctorConfig{MySQL: *my, Postgres: *pg, Tables: *tables, Rows: *rows, Out: stderr})
+	md := bench.DoctorMarkdown(rs)
 	fmt.Fprint(stdout, md)
 	if *markdown != "" {
 		os.WriteFile(*markdown, []byte(md), 0o644)
