@@ -278,3 +278,50 @@ func (db *DB) AppendStoreEvent(ctx context.Context, typ string, payload any) err
 	}
 	return tx.Commit()
 }
+
+// IDSample is a reading of one of herd's own id columns.
+type IDSample struct {
+	Table, Column string
+	At            time.Time
+	Used          int64
+}
+
+// RecordIDSamples stores readings of herd's own id columns and forgets
+// those older than a month.
+func (db *DB) RecordIDSamples(ctx context.Context, samples []IDSample) error {
+	tx, err := db.beginBgTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, s := range samples {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO id_samples (tbl, col, at, used) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, s.Table, s.Column, s.At.UnixMilli(), s.Used); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM id_samples WHERE at < ?`, tx.now.Add(-30*24*time.Hour).UnixMilli()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// OldestIDSamples returns, per column, the oldest reading since since.
+func (db *DB) OldestIDSamples(ctx context.Context, since time.Time) ([]IDSample, error) {
+	rows, err := db.rdb.QueryContext(ctx, db.rebind(`SELECT s.tbl, s.col, s.at, s.used FROM id_samples s
+JOIN (SELECT tbl, col, MIN(at) AS at FROM id_samples WHERE at >= ? GROUP BY tbl, col) o ON o.tbl = s.tbl AND o.col = s.col AND o.at = s.at`), since.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []IDSample
+	for rows.Next() {
+		var s IDSample
+		var at int64
+		if err := rows.Scan(&s.Table, &s.Column, &at, &s.Used); err != nil {
+			return nil, err
+		}
+		s.At = msToTime(at)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

@@ -164,3 +164,29 @@ func TestOutbox_ClaimIsFair(t *testing.T) {
 		}
 	})
 }
+
+// TestIDSamples: readings of herd's own ids are kept, the oldest of a
+// window found per column, and those past a month forgotten.
+func TestIDSamples(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		now := time.UnixMilli(1_800_000_000_000).UTC()
+		db.Now = func() time.Time { return now }
+		for i, used := range []int64{100, 200, 300} {
+			at := now.Add(time.Duration(i-2) * 24 * time.Hour)
+			if err := db.RecordIDSamples(ctx, []sqldb.IDSample{{Table: "nodes", Column: "id", At: at, Used: used}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := db.OldestIDSamples(ctx, now.Add(-36*time.Hour))
+		if err != nil || len(got) != 1 || got[0].Used != 200 {
+			t.Fatalf("oldest in the window: %+v, %v; want the reading of 200", got, err)
+		}
+		now = now.Add(31 * 24 * time.Hour)
+		db.RecordIDSamples(ctx, nil)
+		if got, _ := db.OldestIDSamples(ctx, time.Time{}); len(got) != 0 {
+			t.Fatalf("after a month: %+v", got)
+		}
+	})
+}

@@ -607,7 +607,15 @@ func TestDoctorIDs(t *testing.T) {
 	if code, out, _ := run(t, "--dsn", dsn); code != 2 || !strings.Contains(out, "100.0%") || !strings.Contains(out, "CRITICAL") {
 		t.Fatalf("full column, table: exit %d\n%s", code, out)
 	}
+	// A user without privileges on the database.
+	user := fmt.Sprintf("herd_nopriv_%d", time.Now().UnixNano()%1_000_000)
+	if _, err := db.Exec(`CREATE USER '` + user + `'@'%' IDENTIFIED BY 'pw'`); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Exec(`DROP USER '` + user + `'@'%'`)
+	noPriv := strings.Replace(dsn, "mysql://root@", "mysql://"+user+":pw@", 1)
 	for _, bad := range [][]string{
+		{"--dsn", noPriv},
 		{"--dsn", "mysql://root@127.0.0.1:1/nowhere"},
 		{"--dsn", strings.Replace(dsn, "herd_test_", "herd_missing_", 1)},
 		{"--dsn", filepath.Join(t.TempDir(), "missing.db")},

@@ -21,8 +21,6 @@ type idWatch struct {
 	m        *Main
 	ratio    *prometheus.GaugeVec
 	daysLeft *prometheus.GaugeVec
-	prev     []idguard.Column
-	prevAt   time.Time
 	warned   map[string]bool
 }
 
@@ -72,10 +70,22 @@ func (w *idWatch) check(ctx context.Context) {
 		return
 	}
 	now := time.Now()
-	if w.prev != nil {
-		cols = idguard.Growth(w.prev, cols, now.Sub(w.prevAt))
+	// Growth from the oldest reading of the last week, kept in the store
+	// so that it survives restarts; then this reading joins them.
+	if old, err := w.m.DB.OldestIDSamples(ctx, now.Add(-7*24*time.Hour)); err == nil {
+		for _, o := range old {
+			if elapsed := now.Sub(o.At); elapsed > time.Minute {
+				cols = idguard.Growth([]idguard.Column{{Table: o.Table, Column: o.Column, Used: uint64(max(o.Used, 0))}}, cols, elapsed)
+			}
+		}
 	}
-	w.prev, w.prevAt = cols, now
+	samples := make([]sqldb.IDSample, len(cols))
+	for i, c := range cols {
+		samples[i] = sqldb.IDSample{Table: c.Table, Column: c.Column, At: now, Used: int64(min(c.Used, 1<<63-1))}
+	}
+	if err := w.m.DB.RecordIDSamples(ctx, samples); err != nil && ctx.Err() == nil {
+		w.m.Logger.Warn("id headroom readings not kept", "err", err)
+	}
 	for _, c := range cols {
 		w.ratio.WithLabelValues(c.Table, c.Column).Set(c.Ratio)
 		if c.PerDay > 0 {
