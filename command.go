@@ -1,10 +1,13 @@
 package herd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Event types and statuses of commands.
@@ -164,12 +167,18 @@ func ParseCommandAck(payload []byte, maxBytes int) (CommandAck, error) {
 	default:
 		return a, Errorf(EINVALID, `ack status must be "ok" or "error"`)
 	}
-	a.CommandID, a.Error = n, raw.Error
-	if len(raw.Result) > 0 && string(raw.Result) != "null" {
-		a.Result = raw.Result
-	}
+	// What is kept must go into any store's text: no NUL, valid UTF-8. An
+	// answer that broke the insert would fail its whole ingest batch.
+	a.CommandID = n
+	a.Error = strings.ToValidUTF8(strings.ReplaceAll(raw.Error, "\x00", ""), "\uFFFD")
 	if len(a.Error) > 1024 {
-		a.Error = a.Error[:1024]
+		a.Error = strings.ToValidUTF8(a.Error[:1024], "")
+	}
+	if len(raw.Result) > 0 && string(raw.Result) != "null" {
+		if !utf8.Valid(raw.Result) || bytes.Contains(raw.Result, []byte(`\u0000`)) {
+			return a, Errorf(EINVALID, "ack result must be UTF-8 JSON without NUL characters")
+		}
+		a.Result = raw.Result
 	}
 	return a, nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herd-iot/herd"
 )
@@ -441,4 +442,29 @@ func hasNUL(v any) bool {
 		}
 	}
 	return false
+}
+
+func FuzzParseCommandAck(f *testing.F) {
+	for _, s := range []string{`{"id":"42","status":"ok","result":{"uptime_s":3}}`, `{"id":7,"status":"error","error":"busy"}`, `{"id":"1","status":"ok","result":null}`, `{"id":"x","status":"ok"}`, `{"id":"1","status":"ok","error":"\u0000"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		a, err := herd.ParseCommandAck(payload, herd.DefaultTelemetryMaxBytes)
+		if err != nil {
+			if code := herd.ErrorCode(err); code != herd.EINVALID && code != herd.ETOOLARGE {
+				t.Fatalf("error code %s: %v", code, err)
+			}
+			return
+		}
+		// What is accepted names a command and goes into any store's text.
+		if a.CommandID <= 0 {
+			t.Fatalf("accepted command id %d", a.CommandID)
+		}
+		if strings.ContainsRune(a.Error, 0) || !utf8.ValidString(a.Error) || len(a.Error) > 1024 {
+			t.Fatalf("accepted error %q", a.Error)
+		}
+		if a.Result != nil && (!json.Valid(a.Result) || !utf8.Valid(a.Result) || bytes.Contains(a.Result, []byte(`\u0000`))) {
+			t.Fatalf("accepted result %q", a.Result)
+		}
+	})
 }
