@@ -1,6 +1,8 @@
 package idguard
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"regexp"
@@ -35,7 +37,9 @@ var typeMaxima = map[uint64]bool{
 	1<<31 - 1: true, 1<<32 - 1: true, 1<<63 - 1: true, 1<<64 - 1: true,
 }
 
-var duplicatePrimary = regexp.MustCompile(`Duplicate entry '(\d+)' for key '(?:[^']*\.)?PRIMARY'`)
+// duplicatePrimary matches MySQL's 1062 on a primary key; the entry of a
+// composite key joins its parts with '-', the auto-increment part last.
+var duplicatePrimary = regexp.MustCompile(`Duplicate entry '(?:[^']*-)?(\d+)' for key '(?:[^']*\.)?PRIMARY'`)
 
 // Classify returns an *ExhaustedError for an error that means the ids ran
 // out, and err itself otherwise:
@@ -44,7 +48,9 @@ var duplicatePrimary = regexp.MustCompile(`Duplicate entry '(\d+)' for key '(?:[
 //     (the engine could not give an auto-increment value) and 167 (out of
 //     range for the auto-increment);
 //   - PostgreSQL 2200H (a sequence reached its limit);
-//   - SQLite SQLITE_FULL from an AUTOINCREMENT table at the largest rowid.
+//
+// SQLite answers SQLITE_FULL both for a full disk and for an AUTOINCREMENT
+// table at the largest rowid: ClassifySQLite tells them apart.
 //
 // PostgreSQL's 22003 (out of range) is exhausted only on an insert that
 // lets the id default: ClassifyInsert.
@@ -73,8 +79,19 @@ func Classify(err error) error {
 		}
 		return err
 	}
+	return err
+}
+
+// ClassifySQLite is Classify for an insert into table on SQLite: its
+// SQLITE_FULL means exhausted ids only when the table's AUTOINCREMENT
+// counter is at the largest rowid (otherwise the disk is full).
+func ClassifySQLite(ctx context.Context, db *sql.DB, table string, err error) error {
 	var se *sqlite.Error
-	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_FULL {
+	if !errors.As(err, &se) || se.Code() != sqlite3.SQLITE_FULL {
+		return Classify(err)
+	}
+	var seq int64
+	if db.QueryRowContext(ctx, `SELECT seq FROM sqlite_sequence WHERE name = ?`, table).Scan(&seq) == nil && seq == 1<<63-1 {
 		return &ExhaustedError{Engine: "sqlite", Code: "SQLITE_FULL", Detail: se.Error(), Err: err}
 	}
 	return err

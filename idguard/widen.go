@@ -107,6 +107,9 @@ func PlanWiden(ctx context.Context, db *sql.DB, d Dialect, table, column string,
 		return nil, fmt.Errorf("%s.%s: %w", table, column, ErrNoColumn)
 	}
 	p := &WidenPlan{Dialect: d, Table: c.Table, Column: c.Column, Type: c.Type, Unsigned: c.Unsigned, Old: c.Table + "_old"}
+	if m, ok := typeMax(p.typeName(), false); ok && m >= 1<<63-1 {
+		return nil, fmt.Errorf("%s.%s is %s already: 64 bits, nothing to widen", p.Table, p.Column, p.Type)
+	}
 	switch d {
 	case MySQL:
 		err = planMySQL(ctx, db, p, maxAlterRows)
@@ -174,7 +177,7 @@ WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ? AND k.REFERENC
 		for grows.Next() {
 			var who, what string
 			if grows.Scan(&who, &what) == nil {
-				p.Grants = append(p.Grants, fmt.Sprintf("%s has %s on the table by name: it follows the rename to %s", who, what, p.Old))
+				p.Grants = append(p.Grants, fmt.Sprintf("%s has %s on the table by name: it applies to the new table after the swap, and not to %s", who, what, p.Old))
 			}
 		}
 		grows.Close()
@@ -205,15 +208,18 @@ WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ? AND k.REFERENC
 		}
 		return nil
 	}
+	if len(fks) > 0 {
+		return fmt.Errorf("%s is large (about %d rows) and %d foreign keys reference it: a swap would leave them pointing at the old table and too narrow for new ids. Drop them (and widen their columns) first, or raise --max-alter-rows to ALTER in place", p.Table, p.Rows, len(fks))
+	}
+	if err := freeName(ctx, db, MySQL, p.Old); err != nil {
+		return err
+	}
 	p.Statements = []string{
 		fmt.Sprintf("CREATE TABLE %s LIKE %s", quoteMy(p.Table+"_new"), quoteMy(p.Table)),
 		fmt.Sprintf("ALTER TABLE %s MODIFY %s BIGINT%s NOT NULL AUTO_INCREMENT, AUTO_INCREMENT = %d", quoteMy(p.Table+"_new"), quoteMy(p.Column), unsigned, p.oldMax()+1),
 		fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", quoteMy(p.Table), quoteMy(p.Old), quoteMy(p.Table+"_new"), quoteMy(p.Table)),
 	}
-	if len(p.References) > 0 {
-		p.Notes = append(p.Notes, "the foreign keys follow the rename and keep pointing at "+p.Old+": widen their columns and point them at the new table once the copy is done")
-	}
-	p.Notes = append(p.Notes, "until the copy ends, rows older than the swap are in "+p.Old+" only: reads that miss should look there")
+	p.Notes = append(p.Notes, "until the copy ends, rows older than the swap are in "+p.Old+" only: reads that miss should look there, and updates or deletes of them must go to "+p.Old+" too (or wait), or the copy brings the old rows back as they were")
 	return nil
 }
 
@@ -259,36 +265,87 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 	}
 	p.Swap = p.Rows >= maxAlterRows
 	seq := quotePg(c.Sequence)
+	var identity bool
+	if err := db.QueryRowContext(ctx, `SELECT a.attidentity <> '' FROM pg_attribute a WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident($1)) AND a.attname = $2`, p.Table, p.Column).Scan(&identity); err != nil {
+		return err
+	}
 	if !p.Swap {
 		for _, r := range p.References {
 			p.Statements = append(p.Statements, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE bigint", quotePg(r.Table), quotePg(r.Column)))
 		}
-		p.Statements = append(p.Statements,
-			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE bigint", quotePg(p.Table), quotePg(p.Column)),
-			fmt.Sprintf("ALTER SEQUENCE %s AS bigint MAXVALUE 9223372036854775807", seq))
+		p.Statements = append(p.Statements, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE bigint", quotePg(p.Table), quotePg(p.Column)))
+		if identity {
+			p.Statements = append(p.Statements, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET MAXVALUE 9223372036854775807", quotePg(p.Table), quotePg(p.Column)))
+		} else {
+			p.Statements = append(p.Statements, fmt.Sprintf("ALTER SEQUENCE %s AS bigint MAXVALUE 9223372036854775807", seq))
+		}
 		return nil
 	}
+	if len(p.References) > 0 {
+		return fmt.Errorf("%s is large (about %d rows) and %d foreign keys reference it: a swap would leave them pointing at the old table and too narrow for new ids. Drop them (and widen their columns) first, or raise --max-alter-rows to ALTER in place", p.Table, p.Rows, len(p.References))
+	}
+	if err := freeName(ctx, db, Postgres, p.Old); err != nil {
+		return err
+	}
+	newT := quotePg(p.Table + "_new")
 	p.Statements = []string{
 		"BEGIN",
 		// The table's lock first: writers wait for the swap (moments)
 		// instead of deadlocking on the sequence with it, and then find the
 		// new table under the old name.
 		fmt.Sprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", quotePg(p.Table)),
-		fmt.Sprintf("CREATE TABLE %s (LIKE %s INCLUDING ALL)", quotePg(p.Table+"_new"), quotePg(p.Table)),
-		fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE bigint", quotePg(p.Table+"_new"), quotePg(p.Column)),
-		fmt.Sprintf("ALTER SEQUENCE %s AS bigint MAXVALUE 9223372036854775807", seq),
-		fmt.Sprintf("SELECT setval('%s', GREATEST((SELECT last_value FROM %s), %d))", strings.ReplaceAll(seq, "'", "''"), seq, p.oldMax()),
-		fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table), quotePg(p.Old)),
-		fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table+"_new"), quotePg(p.Table)),
-		// The sequence belongs to the new table now: dropping the old one
-		// once copied must not take the sequence with it.
-		fmt.Sprintf("ALTER SEQUENCE %s OWNED BY %s.%s", seq, quotePg(p.Table), quotePg(p.Column)),
-		"COMMIT",
+		fmt.Sprintf("CREATE TABLE %s (LIKE %s INCLUDING ALL)", newT, quotePg(p.Table)),
+		fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE bigint", newT, quotePg(p.Column)),
 	}
-	p.Notes = append(p.Notes, "the new table's id default calls the same sequence, now bigint and moved past the old type's largest value: no new id can meet an old one",
-		"until the copy ends, rows older than the swap are in "+p.Old+" only: reads that miss should look there")
-	if len(p.References) > 0 {
-		p.Notes = append(p.Notes, "the foreign keys follow the rename and keep pointing at "+p.Old+": widen their columns and point them at the new table once the copy is done")
+	if identity {
+		// LIKE gives the new table an identity of its own: it counts on
+		// from past the old type's largest value.
+		p.Statements = append(p.Statements,
+			fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET MAXVALUE 9223372036854775807 RESTART WITH %d", newT, quotePg(p.Column), p.oldMax()+1),
+			fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table), quotePg(p.Old)),
+			fmt.Sprintf("ALTER TABLE %s RENAME TO %s", newT, quotePg(p.Table)))
+	} else {
+		p.Statements = append(p.Statements,
+			fmt.Sprintf("ALTER SEQUENCE %s AS bigint MAXVALUE 9223372036854775807", seq),
+			fmt.Sprintf("SELECT setval('%s', GREATEST((SELECT last_value FROM %s), %d))", strings.ReplaceAll(seq, "'", "''"), seq, p.oldMax()),
+			fmt.Sprintf("ALTER TABLE %s RENAME TO %s", quotePg(p.Table), quotePg(p.Old)),
+			fmt.Sprintf("ALTER TABLE %s RENAME TO %s", newT, quotePg(p.Table)),
+			// The sequence belongs to the new table now: dropping the old
+			// one once copied must not take the sequence with it.
+			fmt.Sprintf("ALTER SEQUENCE %s OWNED BY %s.%s", seq, quotePg(p.Table), quotePg(p.Column)))
+	}
+	// LIKE copies no privileges: the new table gets the old one's.
+	grows, err := db.QueryContext(ctx, `SELECT grantee, privilege_type FROM information_schema.role_table_grants WHERE table_schema = current_schema() AND table_name = $1 AND grantee <> current_user`, p.Table)
+	if err != nil {
+		return err
+	}
+	for grows.Next() {
+		var who, what string
+		if grows.Scan(&who, &what) == nil {
+			p.Statements = append(p.Statements, fmt.Sprintf("GRANT %s ON %s TO %s", what, quotePg(p.Table), quotePg(who)))
+			p.Grants = append(p.Grants, fmt.Sprintf("%s's %s is granted on the new table too", who, what))
+		}
+	}
+	grows.Close()
+	p.Statements = append(p.Statements, "COMMIT")
+	p.Notes = append(p.Notes, "new ids start past the old type's largest value: no new id can meet an old one",
+		"until the copy ends, rows older than the swap are in "+p.Old+" only: reads that miss should look there, and updates or deletes of them must go to "+p.Old+" too (or wait), or the copy brings the old rows back as they were")
+	return nil
+}
+
+// freeName refuses a swap whose old table's name is taken: a table left by
+// an earlier widen, or an archive of the same name.
+func freeName(ctx context.Context, db *sql.DB, d Dialect, name string) error {
+	var n int
+	q := `SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`
+	if d == Postgres {
+		q = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
+	}
+	if err := db.QueryRowContext(ctx, q, name).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("a table named %s exists: the swap needs the name for the old table; rename or drop it first (or resume its copy if it is one)", name)
 	}
 	return nil
 }
@@ -330,12 +387,23 @@ func swapMySQL(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
 	if _, err := conn.ExecContext(ctx, `SET SESSION information_schema_stats_expiry = 0`); err != nil {
 		_ = err // MariaDB has no such cache
 	}
+	if _, err := conn.ExecContext(ctx, checkpointTable); err != nil {
+		return fmt.Errorf("checkpoint table: %w", err)
+	}
+	var first int64
+	if err := conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT COALESCE(MIN(%s), 1) - 1 FROM %s`, quoteMy(p.Column), t)).Scan(&first); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO herd_widen_checkpoints (tbl, old_tbl, col, last_id, copied) VALUES (?, ?, ?, ?, 0)`, p.Table, p.Old, p.Column, first); err != nil {
+		return fmt.Errorf("a swap of %s is already under way (herd_widen_checkpoints): %w", p.Table, err)
+	}
 	for _, s := range []string{
 		fmt.Sprintf("CREATE TABLE %s LIKE %s", newT, t),
 		fmt.Sprintf("ALTER TABLE %s MODIFY %s BIGINT%s NOT NULL AUTO_INCREMENT, AUTO_INCREMENT = %d", newT, quoteMy(p.Column), unsigned, p.oldMax()+1),
 		fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", t, old, newT, t),
 	} {
 		if _, err := conn.ExecContext(ctx, s); err != nil {
+			conn.ExecContext(context.WithoutCancel(ctx), `DELETE FROM herd_widen_checkpoints WHERE tbl = ?`, p.Table)
 			return fmt.Errorf("%s: %w", s, err)
 		}
 	}
@@ -343,11 +411,21 @@ func swapMySQL(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
 }
 
 func swapPostgres(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
+	if _, err := conn.ExecContext(ctx, checkpointTable); err != nil {
+		return fmt.Errorf("checkpoint table: %w", err)
+	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	var first int64
+	if err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT COALESCE(MIN(%s), 1) - 1 FROM %s`, quotePg(p.Column), quotePg(p.Table))).Scan(&first); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO herd_widen_checkpoints (tbl, old_tbl, col, last_id, copied) VALUES ($1, $2, $3, $4, 0)`, p.Table, p.Old, p.Column, first); err != nil {
+		return fmt.Errorf("a swap of %s is already under way (herd_widen_checkpoints): %w", p.Table, err)
+	}
 	for _, s := range p.Statements {
 		if s == "BEGIN" || s == "COMMIT" {
 			continue
@@ -357,6 +435,40 @@ func swapPostgres(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// checkpointTable keeps each swap's copy: which old table goes into which,
+// by what column, and how far it got. A row is made by the swap itself and
+// deleted once the copy is verified: a copy is resumed only from it, never
+// guessed from the names of tables.
+const checkpointTable = `CREATE TABLE IF NOT EXISTS herd_widen_checkpoints (tbl VARCHAR(255) PRIMARY KEY, old_tbl VARCHAR(255) NOT NULL, col VARCHAR(255) NOT NULL, last_id BIGINT NOT NULL, copied BIGINT NOT NULL)`
+
+// PendingCopy returns the plan of a swap of table whose copy has not been
+// verified yet, or nil.
+func PendingCopy(ctx context.Context, db *sql.DB, d Dialect, table string) (*WidenPlan, error) {
+	if _, err := db.ExecContext(ctx, checkpointTable); err != nil {
+		return nil, fmt.Errorf("checkpoint table: %w", err)
+	}
+	ph := "?"
+	if d == Postgres {
+		ph = "$1"
+	}
+	p := &WidenPlan{Dialect: d, Table: table, Swap: true}
+	err := db.QueryRowContext(ctx, `SELECT old_tbl, col FROM herd_widen_checkpoints WHERE tbl = `+ph, table).Scan(&p.Old, &p.Column)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return p, err
+}
+
+// Done forgets a verified copy's checkpoint.
+func Done(ctx context.Context, db *sql.DB, p *WidenPlan) error {
+	ph := "?"
+	if p.Dialect == Postgres {
+		ph = "$1"
+	}
+	_, err := db.ExecContext(ctx, `DELETE FROM herd_widen_checkpoints WHERE tbl = `+ph, p.Table)
+	return err
 }
 
 // CopyProgress is told how many rows are copied, of about how many.
@@ -374,8 +486,7 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 	if progress == nil {
 		progress = func(int64, int64) {}
 	}
-	create := `CREATE TABLE IF NOT EXISTS herd_widen_checkpoints (tbl VARCHAR(255) PRIMARY KEY, last_id BIGINT NOT NULL, copied BIGINT NOT NULL)`
-	if _, err := db.ExecContext(ctx, create); err != nil {
+	if _, err := db.ExecContext(ctx, checkpointTable); err != nil {
 		return fmt.Errorf("checkpoint table: %w", err)
 	}
 	ph := func(n int) string {
@@ -385,22 +496,13 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 		return "?"
 	}
 	q := quoteMy
-	insertHead, insertTail := "INSERT IGNORE INTO", ""
 	if p.Dialect == Postgres {
 		q = quotePg
-		insertHead, insertTail = "INSERT INTO", " ON CONFLICT DO NOTHING"
 	}
 	var last, copied int64
 	err := db.QueryRowContext(ctx, `SELECT last_id, copied FROM herd_widen_checkpoints WHERE tbl = `+ph(1), p.Table).Scan(&last, &copied)
 	if errors.Is(err, sql.ErrNoRows) {
-		// Start below the old table's first key (a literal far below would
-		// not fit an int4 parameter on PostgreSQL).
-		if err := db.QueryRowContext(ctx, `SELECT COALESCE(MIN(`+q(p.Column)+`), 1) - 1 FROM `+q(p.Old)).Scan(&last); err != nil {
-			return err
-		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO herd_widen_checkpoints (tbl, last_id, copied) VALUES (`+ph(1)+`, `+ph(2)+`, 0)`, p.Table, last); err != nil {
-			return err
-		}
+		return fmt.Errorf("no swap of %s to copy back (its checkpoint is made by the swap)", p.Table)
 	} else if err != nil {
 		return err
 	}
@@ -433,8 +535,13 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 		if p.Dialect == Postgres {
 			overriding = " OVERRIDING SYSTEM VALUE"
 		}
-		res, err := tx.ExecContext(ctx, fmt.Sprintf(`%s %s (%s)%s SELECT %s FROM %s WHERE %s > %s AND %s <= %s%s`,
-			insertHead, q(p.Table), cols, overriding, cols, q(p.Old), q(p.Column), ph(1), q(p.Column), ph(2), insertTail), last, hi.Int64)
+		// Rows already there by id (a chunk copied before a kill whose
+		// checkpoint did not commit cannot happen, but a row written into
+		// the new table by hand can) are left out; any other conflict (a
+		// secondary unique key taken by a new row) stops the copy with its
+		// error, rather than dropping an old row without a word.
+		res, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s)%s SELECT %s FROM %s o WHERE o.%s > %s AND o.%s <= %s AND NOT EXISTS (SELECT 1 FROM %s n WHERE n.%s = o.%s)`,
+			q(p.Table), cols, overriding, prefixed(cols, "o."), q(p.Old), q(p.Column), ph(1), q(p.Column), ph(2), q(p.Table), q(p.Column), q(p.Column)), last, hi.Int64)
 		if err != nil {
 			tx.Rollback()
 			return fmt.Errorf("copy chunk after %d: %w", last, err)
@@ -459,6 +566,15 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 			}
 		}
 	}
+}
+
+// prefixed puts a table alias before each of a list of quoted columns.
+func prefixed(cols, alias string) string {
+	parts := strings.Split(cols, ", ")
+	for i := range parts {
+		parts[i] = alias + parts[i]
+	}
+	return strings.Join(parts, ", ")
 }
 
 // columnList names the old table's columns, for INSERT … SELECT.

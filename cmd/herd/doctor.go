@@ -52,12 +52,14 @@ func (p percentFlag) String() string {
 }
 
 func (p percentFlag) Set(s string) error {
-	s = strings.TrimSuffix(strings.TrimSpace(s), "%")
-	f, err := strconv.ParseFloat(s, 64)
+	s = strings.TrimSpace(s)
+	pct := strings.HasSuffix(s, "%")
+	f, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
 	if err != nil || f < 0 {
 		return fmt.Errorf("%q is not a percentage", s)
 	}
-	if f > 1 {
+	// "70%" and "70" are percentages; "0.7" is a share.
+	if pct || f > 1 {
 		f /= 100
 	}
 	if f > 1 {
@@ -279,20 +281,23 @@ Flags:
 	if old != found {
 		return fail(fmt.Errorf("verify: %s holds %d rows, %d of them found in %s", p.Old, old, found, p.Table))
 	}
+	if err := idguard.Done(ctx, db, p); err != nil {
+		return fail(err)
+	}
 	fmt.Fprintf(stdout, "copied and verified: all %d rows of %s are in %s; drop %s when you no longer need it\n", old, p.Old, p.Table, p.Old)
 	return nil
 }
 
-// planOrResume plans the widening, or finds a swap already made (the old
-// table is there) whose copy is to go on.
+// planOrResume plans the widening, or finds a swap of the table whose
+// copy has not been verified (its checkpoint says so) to go on with.
 func planOrResume(ctx context.Context, db *sql.DB, d idguard.Dialect, table, column string, maxAlter int64) (*idguard.WidenPlan, bool, error) {
-	oldCols, err := idguard.Scan(ctx, db, d, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	for _, c := range oldCols {
-		if c.Table == table+"_old" && (column == "" || c.Column == column) {
-			return &idguard.WidenPlan{Dialect: d, Table: table, Column: c.Column, Type: c.Type, Old: table + "_old", Swap: true}, true, nil
+	if d != idguard.SQLite {
+		pending, err := idguard.PendingCopy(ctx, db, d, table)
+		if err != nil {
+			return nil, false, err
+		}
+		if pending != nil {
+			return pending, true, nil
 		}
 	}
 	p, err := idguard.PlanWiden(ctx, db, d, table, column, maxAlter)
