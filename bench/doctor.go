@@ -170,7 +170,12 @@ func doctorCell(ctx context.Context, cfg DoctorConfig, engine, dsn string) (Doct
 func freshDatabase(ctx context.Context, engine, dsn string) (string, func(), error) {
 	if engine == "postgres" {
 		dsn, _, err := freshStore(ctx, dsn, "", "doctor")
-		return dsn, func() {}, err
+		if err != nil {
+			return "", nil, err
+		}
+		// Dropped table by table in batches: one DROP SCHEMA of thousands
+		// of tables runs out of PostgreSQL's lock table.
+		return dsn, func() { dropTables(dsn) }, nil
 	}
 	admin, _, err := idguard.Open(dsn)
 	if err != nil {
@@ -201,4 +206,33 @@ func DoctorMarkdown(rs []DoctorResult) string {
 		fmt.Fprintf(&b, "| %s | %d | %s | %d | %.0f | %s | %s |\n", r.Engine, r.Tables, r.Scan.Round(time.Millisecond), r.Rows, r.CopyRate, fmtDur(r.InsertP99Idle), fmtDur(r.InsertP99DuringCopy))
 	}
 	return b.String()
+}
+
+// dropTables empties a PostgreSQL schema in transactions of 200 tables.
+func dropTables(dsn string) {
+	db, _, err := idguard.Open(dsn)
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	for {
+		rows, err := db.Query(`SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LIMIT 200`)
+		if err != nil {
+			return
+		}
+		var names []string
+		for rows.Next() {
+			var n string
+			if rows.Scan(&n) == nil {
+				names = append(names, `"`+strings.ReplaceAll(n, `"`, `""`)+`"`)
+			}
+		}
+		rows.Close()
+		if len(names) == 0 {
+			return
+		}
+		if _, err := db.Exec(`DROP TABLE IF EXISTS ` + strings.Join(names, ", ") + ` CASCADE`); err != nil {
+			return
+		}
+	}
 }

@@ -531,17 +531,21 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 			progress(copied, total)
 			return nil
 		}
-		overriding := ""
-		if p.Dialect == Postgres {
-			overriding = " OVERRIDING SYSTEM VALUE"
-		}
 		// Rows already there by id (a chunk copied before a kill whose
 		// checkpoint did not commit cannot happen, but a row written into
 		// the new table by hand can) are left out; any other conflict (a
 		// secondary unique key taken by a new row) stops the copy with its
 		// error, rather than dropping an old row without a word.
-		res, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s)%s SELECT %s FROM %s o WHERE o.%s > %s AND o.%s <= %s AND NOT EXISTS (SELECT 1 FROM %s n WHERE n.%s = o.%s)`,
-			q(p.Table), cols, overriding, prefixed(cols, "o."), q(p.Old), q(p.Column), ph(1), q(p.Column), ph(2), q(p.Table), q(p.Column), q(p.Column)), last, hi.Int64)
+		query := fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s o WHERE o.%s > %s AND o.%s <= %s AND NOT EXISTS (SELECT 1 FROM %s n WHERE n.%s = o.%s)`,
+			q(p.Table), cols, prefixed(cols, "o."), q(p.Old), q(p.Column), ph(1), q(p.Column), ph(2), q(p.Table), q(p.Column), q(p.Column))
+		if p.Dialect == Postgres {
+			// The conflict target is the id alone: any other unique key
+			// still raises its error. (An anti-join here is planned as a
+			// scan of the whole new table per chunk.)
+			query = fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s WHERE %s > %s AND %s <= %s ON CONFLICT (%s) DO NOTHING`,
+				q(p.Table), cols, cols, q(p.Old), q(p.Column), ph(1), q(p.Column), ph(2), q(p.Column))
+		}
+		res, err := tx.ExecContext(ctx, query, last, hi.Int64)
 		if err != nil {
 			tx.Rollback()
 			return fmt.Errorf("copy chunk after %d: %w", last, err)
