@@ -475,12 +475,14 @@ func (m *Main) Run(ctx context.Context) error {
 				hub.Publish(ev)
 				gw.CommandEvent(ev)
 			}
-			if err := m.Bus.Tail(m.eventsCtx, fanout, nil); err != nil && m.eventsCtx.Err() == nil {
-				m.Logger.Warn("stream tail stopped; starting it again", "err", err)
-				select {
-				case <-m.eventsCtx.Done():
-				case <-time.After(time.Second):
-				}
+			err := m.Bus.Tail(m.eventsCtx, fanout, nil)
+			if m.eventsCtx.Err() != nil {
+				return
+			}
+			m.Logger.Warn("stream tail stopped; starting it again", "err", err)
+			select {
+			case <-m.eventsCtx.Done():
+			case <-time.After(time.Second):
 			}
 		}
 	})
@@ -548,12 +550,16 @@ func (m *Main) openEvents(ctx context.Context) error {
 		// The consumer comes back after a failure of the bus: events wait
 		// in the stream meanwhile.
 		for ectx.Err() == nil {
-			if err := bus.Consume(ectx, webhook.Consumer(hooks, d)); err != nil && ectx.Err() == nil {
-				m.Logger.Warn("webhook consumer stopped; starting it again", "err", err)
-				select {
-				case <-ectx.Done():
-				case <-time.After(time.Second):
-				}
+			err := bus.Consume(ectx, webhook.Consumer(hooks, d))
+			if ectx.Err() != nil {
+				return
+			}
+			// Stopped without being told (a failure of the bus, or its
+			// consumer deleted): again after a pause, never in a spin.
+			m.Logger.Warn("webhook consumer stopped; starting it again", "err", err)
+			select {
+			case <-ectx.Done():
+			case <-time.After(time.Second):
 			}
 		}
 	})
