@@ -83,7 +83,7 @@ func (w *Webhook) Validate() error {
 		return Errorf(EINVALID, "event_types has %d entries, at most %d", len(w.EventTypes), MaxWebhookEventTypes)
 	}
 	for _, t := range w.EventTypes {
-		if !validEventPattern(t) {
+		if !ValidEventPattern(t) {
 			return Errorf(EINVALID, `event type %q is not a type such as "device.online", a pattern such as "device.*", or "*"`, t)
 		}
 	}
@@ -95,9 +95,7 @@ func (w *Webhook) Validate() error {
 
 // ValidEventPattern reports whether p is an event type, a prefix and a
 // star ("device.*"), or "*".
-func ValidEventPattern(p string) bool { return validEventPattern(p) }
-
-func validEventPattern(p string) bool {
+func ValidEventPattern(p string) bool {
 	if p == "*" {
 		return true
 	}
@@ -124,17 +122,17 @@ func (w *Webhook) Wants(ev *Event) bool {
 	if w.Status != WebhookActive || ev.TenantID != w.TenantID || !PathUnder(ev.Path, w.Path) {
 		return false
 	}
-	return w.MatchesType(ev.Type)
+	return MatchEventType(w.EventTypes, ev.Type)
 }
 
-// MatchesType reports whether an event type matches one of the patterns.
-func (w *Webhook) MatchesType(typ string) bool {
-	ev := &Event{Type: typ}
-	for _, p := range w.EventTypes {
+// MatchEventType reports whether an event type matches one of the
+// patterns: a type, a prefix and a star ("device.*"), or "*".
+func MatchEventType(patterns []string, typ string) bool {
+	for _, p := range patterns {
 		switch {
-		case p == "*", p == ev.Type:
+		case p == "*", p == typ:
 			return true
-		case strings.HasSuffix(p, ".*") && strings.HasPrefix(ev.Type, p[:len(p)-1]):
+		case strings.HasSuffix(p, ".*") && strings.HasPrefix(typ, p[:len(p)-1]):
 			return true
 		}
 	}

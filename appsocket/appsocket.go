@@ -16,11 +16,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,15 +94,9 @@ type conn struct {
 	cancel context.CancelFunc
 }
 
-// ServeHTTP upgrades the request and runs the connection until the app,
-// the server or a failure ends it.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a := herd.ActorFromContext(r.Context())
-	if a == nil || a.Super || a.TokenID == 0 {
-		writeError(w, http.StatusForbidden, herd.EFORBIDDEN, "the apps socket serves user tokens: an app acts as a user of one tenant, with that user's grants")
-		return
-	}
-	token := bearer(r)
+// ServeSocket upgrades a request the API authenticated (a user's token)
+// and runs the connection until the app, the server or a failure ends it.
+func (h *Handler) ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, _ int64) {
 	// The request's deadline would end the socket; the server's shutdown
 	// reaches it through Close instead.
 	rc := http.NewResponseController(w)
@@ -307,20 +299,6 @@ func (h *Handler) Close() error {
 	h.mu.Unlock()
 	h.wg.Wait()
 	return nil
-}
-
-func bearer(r *http.Request) string {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`+"\n", code, msg)
 }
 
 type metrics struct {

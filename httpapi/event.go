@@ -21,15 +21,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	a := herd.ActorFromContext(r.Context())
-	tenant := a.TenantID
-	if v := q.Get("tenant_id"); v != "" || a.Super {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			Error(w, r, herd.Errorf(herd.EINVALID, "tenant_id %q is not an id; a super-admin must name the tenant", v))
-			return
-		}
-		tenant = n
+	tenant, err := callerTenant(r)
+	if err != nil {
+		Error(w, r, err)
+		return
 	}
 	after := int64(0)
 	if v := q.Get("after"); v == "head" {
@@ -59,13 +54,43 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
+// callerTenant is the tenant a request is about: the caller's own, or for
+// a super-admin the one named by tenant_id (required then).
+func callerTenant(r *http.Request) (int64, error) {
+	a := herd.ActorFromContext(r.Context())
+	v := r.URL.Query().Get("tenant_id")
+	if v == "" && !a.Super {
+		return a.TenantID, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, herd.Errorf(herd.EINVALID, "tenant_id %q is not an id; a super-admin must name the tenant", v)
+	} else if !a.SeesTenant(n) {
+		return 0, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", n)
+	}
+	return n, nil
+}
+
+// Socket serves a WebSocket to an authenticated caller (the stream, the
+// apps socket): the server has checked the token and the request; the
+// socket keeps the token to read the caller's grants again.
+type Socket interface {
+	ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, tenantID int64)
+}
+
 // handleStream handles GET /v1/stream.
 func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	if s.Stream == nil {
 		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the stream is not served here"))
 		return
 	}
-	s.Stream.ServeHTTP(w, r)
+	tenant, err := callerTenant(r)
+	if err != nil {
+		Error(w, r, err)
+		return
+	}
+	token, _ := bearerToken(r)
+	s.Stream.ServeSocket(w, r, herd.ActorFromContext(r.Context()), token, tenant)
 }
 
 var _ herd.EventService = (*Client)(nil)

@@ -71,10 +71,10 @@ type Server struct {
 	WebhookService herd.WebhookService
 	// Stream serves GET /v1/stream (package stream) behind the API's
 	// authentication; nil answers 404.
-	Stream http.Handler
+	Stream Socket
 	// AppSocket serves the apps socket (package appsocket) behind the
 	// API's authentication; nil answers 404.
-	AppSocket http.Handler
+	AppSocket Socket
 	// Disconnecter closes the connection of a device whose credential is
 	// revoked or which is deleted; nil when no gateway runs here.
 	Disconnecter DeviceDisconnecter

@@ -157,7 +157,13 @@ func (s *Server) handleAppSocket(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the apps socket is not served here"))
 		return
 	}
-	s.AppSocket.ServeHTTP(w, r)
+	a := herd.ActorFromContext(r.Context())
+	if a.Super {
+		Error(w, r, herd.Errorf(herd.EFORBIDDEN, "the apps socket serves user tokens: an app acts as a user of one tenant, with that user's grants"))
+		return
+	}
+	token, _ := bearerToken(r)
+	s.AppSocket.ServeSocket(w, r, a, token, a.TenantID)
 }
 
 var _ herd.WebhookService = (*Client)(nil)

@@ -79,13 +79,8 @@ func newConsumerMetrics() *consumerMetrics {
 
 // Collectors returns the bus's Prometheus collectors.
 func (b *Bus) Collectors() []prometheus.Collector {
-	m := b.metrics()
+	m := b.cm
 	return []prometheus.Collector{m.messages, m.duplicates, m.redeliveries, m.pending}
-}
-
-func (b *Bus) metrics() *consumerMetrics {
-	b.metricsOnce.Do(func() { b.cm = newConsumerMetrics() })
-	return b.cm
 }
 
 // Consume runs c until ctx ends: each event goes to the handler, and is
@@ -190,7 +185,7 @@ func (b *Bus) Consume(ctx context.Context, c Consumer) error {
 
 // handle applies one batch and acknowledges it, or hands it back.
 func (b *Bus) handle(ctx context.Context, c Consumer, batch []jetstream.Msg) error {
-	m := b.metrics()
+	m := b.cm
 	log := b.Logger.With("consumer", c.Name)
 	evs := make([]*herd.Event, 0, len(batch))
 	good := batch[:0:0]
@@ -256,7 +251,7 @@ func (b *Bus) watchLag(ctx context.Context, cons jetstream.Consumer, name string
 		info, err := cons.Info(ictx)
 		cancel()
 		if err == nil {
-			b.metrics().pending.WithLabelValues(name).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			b.cm.pending.WithLabelValues(name).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 		}
 		select {
 		case <-ctx.Done():

@@ -14,7 +14,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -56,12 +55,11 @@ type Bus struct {
 
 	Logger *slog.Logger
 
-	server      *server.Server
-	nc          *nats.Conn
-	metricsOnce sync.Once
-	cm          *consumerMetrics
-	js          jetstream.JetStream
-	stream      jetstream.Stream
+	server *server.Server
+	nc     *nats.Conn
+	cm     *consumerMetrics
+	js     jetstream.JetStream
+	stream jetstream.Stream
 }
 
 // NewBus returns a Bus with the default stream settings.
@@ -76,6 +74,7 @@ func NewBus(url, storeDir string) *Bus {
 		Replicas:        1,
 		PublishTimeout:  10 * time.Second,
 		Logger:          slog.New(slog.DiscardHandler),
+		cm:              newConsumerMetrics(),
 	}
 }
 

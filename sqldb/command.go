@@ -172,9 +172,8 @@ func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, 
 func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
 	for start := 0; start < len(ids); start += transitionChunk {
 		chunk := ids[start:min(start+transitionChunk, len(ids))]
-		var n int
-		if err := s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, toAny(chunk),
-			`status = 'delivered', delivered_at = ?`, herd.EventCommandDelivered, &n); err != nil {
+		if _, err := s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, toAny(chunk),
+			`status = 'delivered', delivered_at = ?`, herd.EventCommandDelivered); err != nil {
 			return err
 		}
 	}
@@ -183,10 +182,8 @@ func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
 
 // ExpireCommands implements herd.CommandQueue.
 func (s *CommandService) ExpireCommands(ctx context.Context) (int, error) {
-	var n int
-	err := s.transition(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
-		`status = 'expired', completed_at = ?`, herd.EventCommandExpired, &n)
-	return n, err
+	return s.transition(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
+		`status = 'expired', completed_at = ?`, herd.EventCommandExpired)
 }
 
 // transitionChunk bounds the commands one transition statement names.
@@ -205,12 +202,13 @@ func toAny(ids []int64) []any {
 // move, in transactions of at most transitionChunk commands. The update
 // states where again: a command that another process (or the device's
 // answer) moved on meanwhile is neither updated nor given an event.
-func (s *CommandService) transition(ctx context.Context, where string, args []any, set, eventType string, n *int) error {
+func (s *CommandService) transition(ctx context.Context, where string, args []any, set, eventType string) (int, error) {
+	total := 0
 	for {
 		moved, more, err := s.transitionChunk(ctx, where, args, set, eventType)
-		*n += moved
+		total += moved
 		if err != nil || !more {
-			return err
+			return total, err
 		}
 	}
 }

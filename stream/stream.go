@@ -17,8 +17,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +30,12 @@ import (
 const (
 	DefaultQueue  = 1024
 	DefaultPing   = 25 * time.Second
-	DefaultReauth = 10 * time.Second
+	// DefaultReauth is how often a connection's token and grants are read
+	// again besides after every change of access the stream carries (which
+	// is when a revoke takes effect): a backstop for a change whose event
+	// the tail missed. Each connection reads the store each time, so it is
+	// not short.
+	DefaultReauth = time.Minute
 	// maxBatch bounds the hints written in one frame.
 	maxBatch     = 256
 	writeTimeout = 10 * time.Second
@@ -189,24 +192,10 @@ func (h *Hub) Publish(ev *herd.Event) {
 	}
 }
 
-// ServeHTTP upgrades an authenticated request (the actor is in its
-// context) and serves the connection until the client, the server or a
+// ServeSocket upgrades a request the API authenticated (a, with its token)
+// for tenant, and serves the connection until the client, the server or a
 // failure ends it.
-func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a := herd.ActorFromContext(r.Context())
-	if a == nil {
-		writeError(w, http.StatusUnauthorized, herd.EUNAUTHORIZED, "authentication required")
-		return
-	}
-	tenant := a.TenantID
-	if v := r.URL.Query().Get("tenant_id"); v != "" || a.Super {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 || !a.SeesTenant(n) {
-			writeError(w, http.StatusBadRequest, herd.EINVALID, "tenant_id must name your tenant; a super-admin must name one")
-			return
-		}
-		tenant = n
-	}
+func (h *Hub) ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, tenant int64) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
@@ -216,7 +205,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	c := &conn{ws: ws, tenant: tenant, token: bearer(r), q: make(chan item, h.Queue), slow: make(chan struct{}), cancel: cancel}
+	c := &conn{ws: ws, tenant: tenant, token: token, q: make(chan item, h.Queue), slow: make(chan struct{}), cancel: cancel}
 	c.slowCtx, c.slowCancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer c.slowCancel()
 	c.actor.Store(a)
@@ -482,20 +471,6 @@ func (h *Hub) Connections() int {
 		n += len(cs)
 	}
 	return n
-}
-
-func bearer(r *http.Request) string {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
 type metrics struct {

@@ -69,17 +69,9 @@ func runBenchRelay(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
-	stores := []string{""}
-	if *pg != "" {
-		stores = append(stores, *pg)
-	}
+	stores := benchStores(*pg)
 	rs, err := bench.RunRelay(ctx, bench.RelayConfig{Stores: stores, Dir: *dir, NATSURL: *natsURL, Events: *events, Tenants: *tenants, BaselineFor: *baseline, Out: stderr})
-	md := bench.RelayMarkdown(rs)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		os.WriteFile(*markdown, []byte(md), 0o644)
-	}
-	return err
+	return emitMarkdown(stdout, *markdown, bench.RelayMarkdown(rs), err)
 }
 
 // runBenchWebhook measures commit to webhook delivered at a steady rate.
@@ -105,17 +97,9 @@ func runBenchWebhook(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
-	stores := []string{""}
-	if *pg != "" {
-		stores = append(stores, *pg)
-	}
+	stores := benchStores(*pg)
 	rs, err := bench.RunWebhook(ctx, bench.WebhookConfig{Herd: exe, Stores: stores, Dir: *dir, Rate: *rate, Duration: *duration, Devices: *devices, Out: stderr})
-	md := bench.WebhookMarkdown(rs)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		os.WriteFile(*markdown, []byte(md), 0o644)
-	}
-	return err
+	return emitMarkdown(stdout, *markdown, bench.WebhookMarkdown(rs), err)
 }
 
 // runBenchStorm runs the reboot storm against herd serve.
@@ -209,20 +193,12 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
-	stores := []string{""}
-	if *pg != "" {
-		stores = append(stores, *pg)
-	}
+	stores := benchStores(*pg)
 	res, err := bench.RunIngest(ctx, bench.IngestConfig{Herd: exe, Stores: stores, Dir: *dir, Devices: sizes, Inflight: windows, Duration: *duration, Mosquitto: *mosquitto, Out: stderr, ServeArgs: strings.Fields(*serveArgs)})
 	if err != nil {
 		return err
 	}
-	md := bench.IngestMarkdown(res)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		return os.WriteFile(*markdown, []byte(md), 0o644)
-	}
-	return nil
+	return emitMarkdown(stdout, *markdown, bench.IngestMarkdown(res), nil)
 }
 
 // runBenchScoped runs the scoped-query scenario on SQLite and, when a
@@ -262,13 +238,8 @@ func runBenchScoped(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		all = append(all, res...)
 	}
-	md := bench.ScopedMarkdown(all)
 	fmt.Fprintln(stdout)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		return os.WriteFile(*markdown, []byte(md), 0o644)
-	}
-	return nil
+	return emitMarkdown(stdout, *markdown, bench.ScopedMarkdown(all), nil)
 }
 
 // runBenchStream measures hints (commit to client) and commands (POST to
@@ -298,12 +269,7 @@ func runBenchStream(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	res, err := bench.RunStream(ctx, bench.StreamConfig{Herd: exe, Dir: *dir, Sites: *sites, Clients: *clients, Rate: *rate, SaturationRate: *sat, Commands: *commands, Duration: *duration, Out: stderr})
-	md := bench.StreamMarkdown(res)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		os.WriteFile(*markdown, []byte(md), 0o644)
-	}
-	return err
+	return emitMarkdown(stdout, *markdown, bench.StreamMarkdown(res), err)
 }
 
 // runBenchDoctor measures the id doctor: a scan of many tables, and the
@@ -323,10 +289,26 @@ func runBenchDoctor(ctx context.Context, args []string, stdout, stderr io.Writer
 		return &usageError{msg: "bench doctor needs --mysql, --postgres, or both"}
 	}
 	rs, err := bench.RunDoctor(ctx, bench.DoctorConfig{MySQL: *my, Postgres: *pg, Tables: *tables, Rows: *rows, Out: stderr})
-	md := bench.DoctorMarkdown(rs)
-	fmt.Fprint(stdout, md)
-	if *markdown != "" {
-		os.WriteFile(*markdown, []byte(md), 0o644)
+	return emitMarkdown(stdout, *markdown, bench.DoctorMarkdown(rs), err)
+}
+
+// benchStores is a fresh SQLite store, and the PostgreSQL one when given.
+func benchStores(pg string) []string {
+	if pg == "" {
+		return []string{""}
 	}
-	return err
+	return []string{"", pg}
+}
+
+// emitMarkdown prints a scenario's table, writes it to path when one is
+// given, and returns the run's error, else the write's.
+func emitMarkdown(stdout io.Writer, path, md string, runErr error) error {
+	fmt.Fprint(stdout, md)
+	if path == "" {
+		return runErr
+	}
+	if err := os.WriteFile(path, []byte(md), 0o644); err != nil && runErr == nil {
+		return err
+	}
+	return runErr
 }

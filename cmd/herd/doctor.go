@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,36 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return &exitError{doctorFailed, "doctor needs a subject: herd doctor ids --dsn DSN"}
 	}
 	return runDoctorIDs(ctx, args[1:], stdout, stderr)
+}
+
+// doctorFailure is exit 3 with a message naming the command.
+func doctorFailure(cmd string, err error) error {
+	return &exitError{doctorFailed, cmd + ": " + err.Error()}
+}
+
+// parseDoctorFlags parses a doctor command's flags: help is help, any
+// other mistake exit 3 (2 means "critical" to the doctor's callers).
+func parseDoctorFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return &exitError{doctorFailed, err.Error()}
+	}
+	return nil
+}
+
+// openDoctorDB opens and reaches the database of a DSN, or fails with exit 3.
+func openDoctorDB(ctx context.Context, cmd, dsn string) (*sql.DB, idguard.Dialect, error) {
+	db, d, err := idguard.Open(dsn)
+	if err != nil {
+		return nil, "", doctorFailure(cmd, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, "", doctorFailure(cmd, fmt.Errorf("cannot reach the %s database: %w", d, err))
+	}
+	return db, d, nil
 }
 
 // percentFlag reads 70, 70% or 0.7 as a share.
@@ -92,28 +123,22 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &exitError{doctorFailed, err.Error()}
+	if err := parseDoctorFlags(fs, args); err != nil {
+		return err
 	}
 	if *dsn == "" {
-		return &exitError{doctorFailed, "herd doctor ids: --dsn is required (mysql://…, postgres://… or a SQLite file)"}
+		return doctorFailure("herd doctor ids", errors.New("--dsn is required (mysql://…, postgres://… or a SQLite file)"))
 	}
 	if warn > crit {
-		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: --warn %.0f%% is above --crit %.0f%%", warn*100, crit*100)}
+		return doctorFailure("herd doctor ids", fmt.Errorf("--warn %.0f%% is above --crit %.0f%%", warn*100, crit*100))
 	}
-	db, d, err := idguard.Open(*dsn)
-	if err != nil {
-		return &exitError{doctorFailed, "herd doctor ids: " + err.Error()}
-	}
-	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, 2**sample+time.Minute))
 	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
-		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: cannot reach the %s database: %v", d, err)}
+	db, d, err := openDoctorDB(ctx, "herd doctor ids", *dsn)
+	if err != nil {
+		return err
 	}
+	defer db.Close()
 	var last time.Time
 	progress := func(done, total int) {
 		if time.Since(last) < time.Second {
@@ -134,7 +159,7 @@ Flags:
 		cols, err = idguard.Scan(ctx, db, d, progress)
 	}
 	if err != nil {
-		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids: cannot read the id columns: %v", err)}
+		return doctorFailure("herd doctor ids", fmt.Errorf("cannot read the id columns: %w", err))
 	}
 	code := doctorOK
 	for _, c := range cols {
@@ -211,24 +236,18 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return &exitError{doctorFailed, err.Error()}
+	if err := parseDoctorFlags(fs, args); err != nil {
+		return err
 	}
+	fail := func(err error) error { return doctorFailure("herd doctor ids widen", err) }
 	if *dsn == "" || *table == "" {
-		return &exitError{doctorFailed, "herd doctor ids widen: --dsn and --table are required"}
+		return fail(errors.New("--dsn and --table are required"))
 	}
-	db, d, err := idguard.Open(*dsn)
+	db, d, err := openDoctorDB(ctx, "herd doctor ids widen", *dsn)
 	if err != nil {
-		return &exitError{doctorFailed, "herd doctor ids widen: " + err.Error()}
+		return err
 	}
 	defer db.Close()
-	if err := db.PingContext(ctx); err != nil {
-		return &exitError{doctorFailed, fmt.Sprintf("herd doctor ids widen: cannot reach the %s database: %v", d, err)}
-	}
-	fail := func(err error) error { return &exitError{doctorFailed, "herd doctor ids widen: " + err.Error()} }
 	p, resumed, err := planOrResume(ctx, db, d, *table, *column, *maxAlter)
 	if err != nil {
 		return fail(err)

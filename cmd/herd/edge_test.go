@@ -283,13 +283,9 @@ func TestServe_AcceptBackoff(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.stderr.String(), "accept failed, backing off") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no accept back-off after 150 sockets under a limit of 100 files:\n%s", p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 30*time.Second, "an accept back-off after 150 sockets under a limit of 100 files", func() bool {
+		return strings.Contains(p.stderr.String(), "accept failed, backing off")
+	})
 	t.Logf("%s", grepLines(p.stderr.String(), "accept failed"))
 	if !strings.Contains(p.stderr.String(), "too many open files") {
 		t.Errorf("the back-off does not say why:\n%s", p.stderr.String())
@@ -302,6 +298,7 @@ func TestServe_AcceptBackoff(t *testing.T) {
 	// a reading.
 	key := ds[0].Key
 	var c paho.Client
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c = mqttClient(p.mqtt, key, tokens[key])
 		tok := c.Connect()

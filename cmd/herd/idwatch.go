@@ -43,20 +43,9 @@ func (w *idWatch) collectors() []prometheus.Collector {
 	return []prometheus.Collector{w.ratio, w.daysLeft}
 }
 
-// run checks now and then every interval until ctx ends.
-func (w *idWatch) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		w.check(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
+// check reads the columns, updates the metrics, keeps the reading, and
+// writes an event for each column that passed the warn level since the
+// last check.
 func (w *idWatch) check(ctx context.Context) {
 	d := idguard.SQLite
 	if w.m.DB.Dialect() == sqldb.Postgres {

@@ -492,7 +492,10 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.AppSocket.Collectors()...)
 	ids := newIDWatch(m)
 	s.Registry().MustRegister(ids.collectors()...)
-	m.events.Go(func() { ids.run(m.eventsCtx, m.Config.IDWatchInterval) })
+	m.events.Go(func() {
+		ids.check(m.eventsCtx)
+		every(m.eventsCtx, m.Config.IDWatchInterval, ids.check)
+	})
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -544,8 +547,8 @@ func (m *Main) openEvents(ctx context.Context) error {
 		r.Run(ectx)
 	})
 	m.events.Go(func() { d.Run(ectx) })
-	m.events.Go(func() { m.pruneProcessed(ectx) })
-	m.events.Go(func() { m.expireCommands(ectx) })
+	m.events.Go(func() { every(ectx, time.Hour, m.prune) })
+	m.events.Go(func() { every(ectx, time.Second, m.expireCommands) })
 	m.events.Go(func() {
 		// The consumer comes back after a failure of the bus: events wait
 		// in the stream meanwhile.
@@ -566,12 +569,10 @@ func (m *Main) openEvents(ctx context.Context) error {
 	return nil
 }
 
-// pruneProcessed forgets, hourly, the consumers' records of events the
-// stream no longer holds, a day past its retention (a replay of the whole
-// stream still finds every record it needs), and the events of the log
-// older than the retention.
-func (m *Main) pruneProcessed(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
+// every runs fn every interval until ctx ends, the first time after one
+// interval.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -579,43 +580,37 @@ func (m *Main) pruneProcessed(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := m.DB.PruneProcessed(ctx, time.Now().Add(-m.Config.EventsRetention-24*time.Hour))
-		if err != nil {
-			m.Logger.Warn("pruning consumers' records failed", "err", err)
-		} else if n > 0 {
-			m.Logger.Info("consumers' records pruned", "rows", n)
-		}
-		if n, err := m.DB.PruneIdempotencyKeys(ctx); err != nil {
-			m.Logger.Warn("pruning idempotency keys failed", "err", err)
-		} else if n > 0 {
-			m.Logger.Info("idempotency keys pruned", "keys", n)
-		}
-		// The log keeps what the stream keeps.
-		n, err = m.DB.PruneEvents(ctx, time.Now().Add(-m.Config.EventsRetention))
-		if err != nil {
-			m.Logger.Warn("pruning the event log failed", "err", err)
-		} else if n > 0 {
-			m.Logger.Info("event log pruned", "events", n)
-		}
+		fn(ctx)
 	}
 }
 
-// expireCommands ends, every second, the commands whose TTL ran out
-// before their device answered. Every process does; each command expires
-// once, as the update takes only open ones.
+// prune forgets, hourly: the consumers' records of events the stream no
+// longer holds, a day past its retention (a replay of the whole stream
+// still finds every record it needs); idempotency keys past their 24 h;
+// and the events of the log older than the retention (the log keeps what
+// the stream keeps).
+func (m *Main) prune(ctx context.Context) {
+	report := func(what string, n int64, err error) {
+		if err != nil && ctx.Err() == nil {
+			m.Logger.Warn("pruning "+what+" failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Info(what+" pruned", "rows", n)
+		}
+	}
+	n, err := m.DB.PruneProcessed(ctx, time.Now().Add(-m.Config.EventsRetention-24*time.Hour))
+	report("consumers' records", n, err)
+	n, err = m.DB.PruneIdempotencyKeys(ctx)
+	report("idempotency keys", n, err)
+	n, err = m.DB.PruneEvents(ctx, time.Now().Add(-m.Config.EventsRetention))
+	report("the event log", n, err)
+}
+
+// expireCommands ends the commands whose TTL ran out before their device
+// answered. Every process does it every second; each command expires once,
+// as the update takes only open ones.
 func (m *Main) expireCommands(ctx context.Context) {
-	commands := sqldb.NewCommandService(m.DB)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := commands.ExpireCommands(ctx); err != nil && ctx.Err() == nil {
-			m.Logger.Warn("expiring commands failed", "err", err)
-		}
+	if _, err := sqldb.NewCommandService(m.DB).ExpireCommands(ctx); err != nil && ctx.Err() == nil {
+		m.Logger.Warn("expiring commands failed", "err", err)
 	}
 }
 

@@ -38,11 +38,10 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *token == "" {
 		return &usageError{msg: "watch needs a token: --token or HERD_TOKEN"}
 	}
-	filter := &herd.Webhook{EventTypes: types, Status: herd.WebhookActive}
 	if len(types) == 0 {
-		filter.EventTypes = []string{"*"}
+		types = []string{"*"}
 	}
-	for _, t := range filter.EventTypes {
+	for _, t := range types {
 		if !herd.ValidEventPattern(t) {
 			return &usageError{msg: fmt.Sprintf(`--type %q is not an event type, a pattern such as "device.*", or "*"`, t)}
 		}
@@ -58,7 +57,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return page.Head, nil
 	}
 	w.Handle = func(_ context.Context, ev *herd.Event) error {
-		if !filter.MatchesType(ev.Type) {
+		if !herd.MatchEventType(types, ev.Type) {
 			return nil
 		}
 		_, err := fmt.Fprintf(stdout, "%d %s %s/%d %s %s\n", ev.Seq, ev.Type, ev.SubjectType, ev.SubjectID, ev.Path, ev.Payload)
