@@ -28,8 +28,8 @@ import (
 
 // Defaults.
 const (
-	DefaultQueue  = 1024
-	DefaultPing   = 25 * time.Second
+	DefaultQueue = 1024
+	DefaultPing  = 25 * time.Second
 	// DefaultReauth is how often a connection's token and grants are read
 	// again besides after every change of access the stream carries (which
 	// is when a revoke takes effect): a backstop for a change whose event
