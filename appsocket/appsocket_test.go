@@ -15,7 +15,6 @@ import (
 	"github.com/herd-iot/herd/appsocket"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/internal/testutil"
-	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -61,21 +60,9 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 	must(err)
 	e.bob = tok.Secret
 
-	r := relay.New(sqldb.NewOutboxService(db), bus)
-	wake, unsub := db.EventsCommitted()
-	r.Wake = wake
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Run(ctx)
-	}()
 	// The fixture's own events (bob's grant among them) reach the stream
 	// before any app's feed starts, so no test sees them.
-	testutil.WaitFor(t, 30*time.Second, "the fixture's events to reach the stream", func() bool {
-		st, err := sqldb.NewOutboxService(db).OutboxStats(context.Background())
-		return err == nil && st.Pending == 0
-	})
+	testutil.StartRelay(t, db, bus)
 	e.handler = appsocket.NewHandler(bus, users.Authenticate)
 	if configure != nil {
 		configure(e.handler)
@@ -90,9 +77,6 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 	t.Cleanup(func() {
 		e.handler.Close()
 		s.Close()
-		cancel()
-		<-done
-		unsub()
 	})
 	return e
 }

@@ -60,12 +60,10 @@ func (s *Server) handleDeviceCommands(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil {
-			Error(w, r, herd.Errorf(herd.EINVALIDLIMIT, "limit %q is not a number", v))
-			return
-		}
+	limit, err := queryLimit(r, 100)
+	if err != nil {
+		Error(w, r, err)
+		return
 	}
 	cs, err := svc.FindCommandsByDevice(r.Context(), id, limit)
 	if err != nil {

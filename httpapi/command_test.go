@@ -146,6 +146,7 @@ func TestCommandsAPI(t *testing.T) {
 			e.doKey("POST", path, f.aliceToken.Secret, "viewer-1", body).wantError(t, http.StatusForbidden, herd.EFORBIDDEN)
 			e.doKey("POST", "/v1/devices/999999/commands", f.bobToken.Secret, "nodev-1", body).wantError(t, http.StatusNotFound, herd.ENOTFOUND)
 			e.doKey("POST", path, f.bobToken.Secret, "bad-1", `{"name":""}`).wantError(t, http.StatusBadRequest, herd.EINVALID)
+			e.do("GET", path+"?limit=ten", f.bobToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT, `"ten"`)
 		})
 	})
 }

@@ -190,6 +190,20 @@ func pathID(r *http.Request, name string) (int64, error) {
 	return n, nil
 }
 
+// queryLimit reads ?limit=N, or def when it is absent. The range is the
+// service's to check: each list has its own ceiling.
+func queryLimit(r *http.Request, def int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, herd.Errorf(herd.EINVALIDLIMIT, "limit %q is not a number", v)
+	}
+	return n, nil
+}
+
 // listResponse is the body of answers that return several objects.
 type listResponse[T any] struct {
 	Items []T `json:"items"`

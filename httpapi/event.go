@@ -37,14 +37,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		after = n
 	}
-	limit := DefaultEventsPage
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			Error(w, r, herd.Errorf(herd.EINVALIDLIMIT, "limit %q is not a number", v))
-			return
-		}
-		limit = n
+	limit, err := queryLimit(r, DefaultEventsPage)
+	if err != nil {
+		Error(w, r, err)
+		return
 	}
 	page, err := s.EventService.FindEvents(r.Context(), tenant, after, limit)
 	if err != nil {

@@ -35,6 +35,7 @@ func TestEventLog(t *testing.T) {
 	}
 	e.do("GET", fmt.Sprintf("/v1/events?after=%d", page.Head+1), f.aliceToken.Secret, nil).wantError(t, http.StatusGone, herd.ERESYNC)
 	e.do("GET", "/v1/events?after=-1", f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID)
+	e.do("GET", "/v1/events?limit=ten", f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT, `"ten"`)
 	e.do("GET", "/v1/events", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID, "tenant_id")
 	e.do("GET", fmt.Sprintf("/v1/events?tenant_id=%d", f.tenant.ID), adminSecret, nil).wantStatus(t, http.StatusOK)
 }

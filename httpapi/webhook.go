@@ -111,12 +111,10 @@ func (s *Server) handleWebhookDeliveries(w http.ResponseWriter, r *http.Request)
 		Error(w, r, err)
 		return
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil {
-			Error(w, r, herd.Errorf(herd.EINVALIDLIMIT, "limit %q is not a number", v))
-			return
-		}
+	limit, err := queryLimit(r, 100)
+	if err != nil {
+		Error(w, r, err)
+		return
 	}
 	ds, err := svc.FindDeliveries(r.Context(), id, r.URL.Query().Get("status"), limit)
 	if err != nil {

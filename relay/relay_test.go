@@ -1,4 +1,4 @@
-package relay
+package relay_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
 	"github.com/herd-iot/herd/natsbus"
+	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -113,48 +114,24 @@ func checkStream(t *testing.T, bus *natsbus.Bus, want map[int64]int64) (repeats 
 	return repeats
 }
 
-func waitPublished(t *testing.T, store herd.OutboxService) {
-	t.Helper()
-	testutil.WaitFor(t, 60*time.Second, "the outbox to drain", func() bool {
-		st, err := store.OutboxStats(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Pending == 0
-	})
-}
-
-func runRelay(t *testing.T, r *Relay) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		r.Run(ctx)
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
-}
-
 func TestRelay_PublishesEveryEventInOrder(t *testing.T) {
 	t.Parallel()
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
 		testutil.RunWithBuses(t, func(t *testing.T, bus *natsbus.Bus) {
 			want := makeEvents(t, db, 3, 50)
 			store := sqldb.NewOutboxService(db)
-			r := New(store, bus)
+			r := relay.New(store, bus)
 			r.Batch = 32 // several batches a tenant
 			wake, unsub := db.EventsCommitted()
 			defer unsub()
 			r.Wake = wake
 			r.Poll = time.Hour // only the wake-ups may move it
-			stop := runRelay(t, r)
+			stop := testutil.RunRelay(t, r)
 			defer stop()
-			waitPublished(t, store)
+			testutil.WaitPublished(t, store)
 			// A commit while the relay waits wakes it.
 			more := makeEvents(t, db, 1, 3)
-			waitPublished(t, store)
+			testutil.WaitPublished(t, store)
 			for k, v := range more {
 				want[k] = v
 			}
@@ -179,9 +156,9 @@ func TestRelay_CrashAfterCommit(t *testing.T) {
 		db.Close()
 		bus := testutil.MustOpenBus(t, "embedded", nil)
 		store := sqldb.NewOutboxService(reopened)
-		stop := runRelay(t, New(store, bus))
+		stop := testutil.RunRelay(t, relay.New(store, bus))
 		defer stop()
-		waitPublished(t, store)
+		testutil.WaitPublished(t, store)
 		if repeats := checkStream(t, bus, want); repeats != 0 {
 			t.Errorf("%d repeats, want none", repeats)
 		}
@@ -230,15 +207,15 @@ func TestRelay_CrashBetweenPublishAndMark(t *testing.T) {
 				store := sqldb.NewOutboxService(db)
 
 				crashing := &crashingStore{OutboxService: store}
-				dying := New(crashing, bus)
+				dying := relay.New(crashing, bus)
 				dying.Batch, dying.Lease = 10, 500*time.Millisecond
 				ctx, kill := context.WithCancel(context.Background())
 				published := make(chan int, 1)
-				dying.afterPublish = func(_ int64, evs []*herd.Event) {
+				relay.SetAfterPublish(dying, func(_ int64, evs []*herd.Event) {
 					crashing.dead.Store(true) // the process dies here, before any mark
 					kill()
 					published <- len(evs)
-				}
+				})
 				dying.Run(ctx)
 				lost := <-published
 				if st, _ := store.OutboxStats(context.Background()); st.Pending != total {
@@ -248,12 +225,12 @@ func TestRelay_CrashBetweenPublishAndMark(t *testing.T) {
 					time.Sleep(dupWindow + 100*time.Millisecond) // no signal says a window has passed
 				}
 
-				next := New(store, bus)
-				stop := runRelay(t, next)
-				waitPublished(t, store)
+				next := relay.New(store, bus)
+				stop := testutil.RunRelay(t, next)
+				testutil.WaitPublished(t, store)
 				stop()
 				repeats := checkStream(t, bus, want)
-				dups := int(testutil.CounterValue(t, next.metrics.duplicates))
+				dups := int(testutil.CounterValue(t, relay.Duplicates(next)))
 				switch window {
 				case "inside":
 					if repeats != 0 || dups != lost {
@@ -352,25 +329,25 @@ func TestRelay_TwoRelaysOnPostgres(t *testing.T) {
 		t.Fatalf("made %d events, want 10,000", total)
 	}
 	store := sqldb.NewOutboxService(db)
-	a, b := New(store, bus), New(store, bus)
-	for _, r := range []*Relay{a, b} {
+	a, b := relay.New(store, bus), relay.New(store, bus)
+	for _, r := range []*relay.Relay{a, b} {
 		r.Batch, r.MaxTenants, r.Lease = 100, 4, 2*time.Second
 	}
 	var aBatches atomic.Int64
 	aStopped := make(chan struct{})
-	a.afterPublish = func(int64, []*herd.Event) {
+	relay.SetAfterPublish(a, func(int64, []*herd.Event) {
 		if aBatches.Add(1) == 20 {
 			close(aStopped)
 		}
-	}
-	stopA := runRelay(t, a)
-	stopB := runRelay(t, b)
+	})
+	stopA := testutil.RunRelay(t, a)
+	stopB := testutil.RunRelay(t, b)
 	<-aStopped
 	stopA() // releases its tenants; b takes them over
-	waitPublished(t, store)
+	testutil.WaitPublished(t, store)
 	stopB()
-	pa := testutil.CounterValue(t, a.metrics.published)
-	pb := testutil.CounterValue(t, b.metrics.published)
+	pa := testutil.CounterValue(t, relay.Published(a))
+	pb := testutil.CounterValue(t, relay.Published(b))
 	if pa == 0 || pb == 0 {
 		t.Errorf("relay a published %.0f, b %.0f: want both to work", pa, pb)
 	}
@@ -391,9 +368,9 @@ func TestRelay_MarkDelay(t *testing.T) {
 	bus := testutil.MustOpenBus(t, "embedded", nil)
 	want := makeEvents(t, db, 1, 30)
 	store := sqldb.NewOutboxService(db)
-	r := New(store, bus)
+	r := relay.New(store, bus)
 	r.MarkDelay = 2 * time.Second
-	stop := runRelay(t, r)
+	stop := testutil.RunRelay(t, r)
 	defer stop()
 	testutil.WaitFor(t, 30*time.Second, "the stream to hold every event", func() bool {
 		return int64(len(streamEvents(t, bus))) == want[firstKey(want)]
@@ -401,7 +378,7 @@ func TestRelay_MarkDelay(t *testing.T) {
 	if st, _ := store.OutboxStats(context.Background()); st.Pending != want[firstKey(want)] {
 		t.Fatalf("%d pending right after the stream acknowledged them all, want all %d: marked before the delay", st.Pending, want[firstKey(want)])
 	}
-	waitPublished(t, store)
+	testutil.WaitPublished(t, store)
 }
 
 func firstKey(m map[int64]int64) int64 {

@@ -18,7 +18,6 @@ import (
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/internal/testutil"
-	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
 	"github.com/herd-iot/herd/stream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,22 +68,14 @@ func newEnv(t *testing.T, configure func(*stream.Hub)) *env {
 
 	events := sqldb.NewEventService(db)
 	e.hub = stream.NewHub(users.Authenticate, events.Head)
-	outbox := sqldb.NewOutboxService(db)
 	if configure != nil {
 		configure(e.hub)
 	}
-	r := relay.New(sqldb.NewOutboxService(db), bus)
-	wake, unsub := db.EventsCommitted()
-	r.Wake = wake
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { r.Run(ctx) })
 	// The fixture's own events reach the stream before the tail starts
 	// at its end, so no test sees them.
-	testutil.WaitFor(t, 30*time.Second, "the fixture's events to reach the stream", func() bool {
-		st, err := outbox.OutboxStats(context.Background())
-		return err == nil && st.Pending == 0
-	})
+	testutil.StartRelay(t, db, bus)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
 	tailing := make(chan struct{})
 	wg.Go(func() { bus.Tail(ctx, e.hub.Publish, func() { close(tailing) }) })
 	<-tailing
@@ -100,7 +91,6 @@ func newEnv(t *testing.T, configure func(*stream.Hub)) *env {
 		s.Close()
 		cancel()
 		wg.Wait()
-		unsub()
 	})
 	return e
 }

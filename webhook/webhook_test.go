@@ -16,7 +16,6 @@ import (
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/internal/testutil"
-	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
 	"github.com/herd-iot/herd/webhook"
 )
@@ -39,9 +38,7 @@ func newPipeline(t *testing.T, db *sqldb.DB, configure func(*webhook.Dispatcher)
 	if err := sqldb.NewTenantService(db).CreateTenant(p.super, p.tenant); err != nil {
 		t.Fatal(err)
 	}
-	r := relay.New(sqldb.NewOutboxService(db), bus)
-	wake, unsub := db.EventsCommitted()
-	r.Wake = wake
+	testutil.StartRelay(t, db, bus)
 	p.disp = webhook.NewDispatcher(p.hooks)
 	p.disp.RetryBase, p.disp.RetryCap, p.disp.Poll = 5*time.Millisecond, 20*time.Millisecond, 20*time.Millisecond
 	if configure != nil {
@@ -49,13 +46,11 @@ func newPipeline(t *testing.T, db *sqldb.DB, configure func(*webhook.Dispatcher)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { r.Run(ctx) })
 	wg.Go(func() { p.disp.Run(ctx) })
 	wg.Go(func() { bus.Consume(ctx, webhook.Consumer(p.hooks, p.disp)) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		unsub()
 	})
 	return p
 }
