@@ -43,7 +43,7 @@ func TestWebhooks(t *testing.T) {
 			if err != nil || len(ws) != 1 || ws[0].Secret != "" {
 				t.Fatalf("list %+v, %v", ws, err)
 			}
-			evs, _ := db.ListEvents(ctx, f.tenant.ID, 0, 10000)
+			evs, _ := sqldb.NewOutboxService(db).OutboxEvents(ctx, f.tenant.ID, 0, 10000)
 			last := evs[len(evs)-1]
 			if last.Type != herd.EventWebhookCreated || containsSecret(string(last.Payload), created.Secret) {
 				t.Fatalf("event %s %s", last.Type, last.Payload)

@@ -228,7 +228,7 @@ func (f *fleet) readings(t *testing.T, deviceID int64) int {
 // events returns the tenant's events of type typ about the device.
 func (f *fleet) events(t *testing.T, deviceID int64, typ string) []*herd.Event {
 	t.Helper()
-	all, err := f.db.ListEvents(t.Context(), f.tenant.ID, 0, 100)
+	all, err := sqldb.NewOutboxService(f.db).OutboxEvents(t.Context(), f.tenant.ID, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func makeEvents(t *testing.T, db *sqldb.DB, tenants, devicesPerTenant int) map[i
 				t.Fatal(err)
 			}
 		}
-		evs, err := db.ListEvents(context.Background(), tn.ID, 0, 1<<30)
+		evs, err := sqldb.NewOutboxService(db).OutboxEvents(context.Background(), tn.ID, 0, 1<<30)
 		if err != nil {
 			t.Fatal(err)
 		}

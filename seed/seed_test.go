@@ -85,7 +85,7 @@ func TestRun(t *testing.T) {
 			t.Fatalf("implausible status mix: %v", statuses)
 		}
 
-		events, err := db.ListEvents(ctx, fleet.Tenant.ID, 0, 100000)
+		events, err := sqldb.NewOutboxService(db).OutboxEvents(ctx, fleet.Tenant.ID, 0, 100000)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package sqldb
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -149,7 +150,7 @@ func scanCommands(rows *sql.Rows) ([]*herd.Command, error) {
 
 // OpenCommands implements herd.CommandQueue.
 func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*herd.Command, error) {
-	rows, err := s.db.bdb.QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE device_id = ? AND status IN ('pending', 'delivered') AND expires_at > ? ORDER BY id`),
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE device_id = ? AND status IN ('pending', 'delivered') AND expires_at > ? ORDER BY id`),
 		deviceID, s.db.Now().UnixMilli())
 	if err != nil {
 		return nil, err
@@ -159,7 +160,7 @@ func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*h
 
 // PendingCommands implements herd.CommandQueue.
 func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) ([]*herd.Command, error) {
-	rows, err := s.db.bdb.QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? ORDER BY expires_at LIMIT ?`),
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? ORDER BY expires_at LIMIT ?`),
 		s.db.Now().UnixMilli(), before.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
@@ -181,9 +182,20 @@ func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
 }
 
 // ExpireCommands implements herd.CommandQueue.
+// Every process runs it every second, so the usual answer, nothing due,
+// comes from a read: the write transaction (on SQLite the one writer) is
+// taken only when there is something to expire.
 func (s *CommandService) ExpireCommands(ctx context.Context) (int, error) {
-	return s.transition(ctx, `status IN ('pending', 'delivered') AND expires_at <= ?`, []any{s.db.Now().UnixMilli()},
-		`status = 'expired', completed_at = ?`, herd.EventCommandExpired)
+	const due = `status IN ('pending', 'delivered') AND expires_at <= ?`
+	now := s.db.Now().UnixMilli()
+	var one int
+	err := s.db.readPool().QueryRowContext(ctx, s.db.rebind(`SELECT 1 FROM commands WHERE `+due+` LIMIT 1`), now).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	return s.transition(ctx, due, []any{now}, `status = 'expired', completed_at = ?`, herd.EventCommandExpired)
 }
 
 // transitionChunk bounds the commands one transition statement names.
@@ -247,40 +259,23 @@ func (s *CommandService) transitionChunk(ctx context.Context, where string, args
 		}
 	}
 	in := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-	upd, err := tx.QueryContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND `+where+` RETURNING id`,
+	upd, err := tx.QueryContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND `+where+` RETURNING `+commandColumns,
 		append(append([]any{tx.now.UnixMilli()}, ids...), args...)...)
 	if err != nil {
 		return 0, false, fmt.Errorf("update commands: %w", err)
 	}
-	var moved []any
-	for upd.Next() {
-		var id int64
-		if err := upd.Scan(&id); err != nil {
-			upd.Close()
-			return 0, false, err
-		}
-		moved = append(moved, id)
-	}
-	upd.Close()
-	if err := upd.Err(); err != nil {
+	moved, err := scanCommands(upd)
+	if err != nil {
 		return 0, false, err
 	}
-	if len(moved) > 0 {
-		got, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(moved)), ",")+`) ORDER BY tenant_id, id`, moved...)
-		if err != nil {
-			return 0, false, err
-		}
-		cmds, err := scanCommands(got)
-		if err != nil {
-			return 0, false, err
-		}
-		evs := make([]*herd.Event, len(cmds))
-		for i, c := range cmds {
-			evs[i] = commandEvent(eventType, c)
-		}
-		if err := tx.appendEventsByTenant(ctx, evs); err != nil {
-			return 0, false, err
-		}
+	// RETURNING promises no order; each tenant's events go in id order.
+	slices.SortFunc(moved, func(a, b *herd.Command) int { return cmp.Compare(a.ID, b.ID) })
+	evs := make([]*herd.Event, len(moved))
+	for i, c := range moved {
+		evs[i] = commandEvent(eventType, c)
+	}
+	if err := tx.appendEventsByTenant(ctx, evs); err != nil {
+		return 0, false, err
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, false, err
@@ -304,17 +299,12 @@ func (tx *Tx) applyCommandAcks(ctx context.Context, items []*herd.IngestItem) ([
 			result = string(it.Ack.Result)
 		}
 		// An answer proves delivery, also when it outran the PUBACK's mark.
-		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ?, delivered_at = COALESCE(delivered_at, ?) WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered')`,
-			status, result, it.Ack.Error, it.At, it.At, it.Ack.CommandID, it.DeviceID)
-		if err != nil {
-			return nil, fmt.Errorf("command ack: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		c, err := scanCommand(tx.QueryRowContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ?, delivered_at = COALESCE(delivered_at, ?) WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered') RETURNING `+commandColumns,
+			status, result, it.Ack.Error, it.At, it.At, it.Ack.CommandID, it.DeviceID))
+		if errors.Is(err, sql.ErrNoRows) {
 			continue
-		}
-		c, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id = ?`, it.Ack.CommandID))
-		if err != nil {
-			return nil, err
+		} else if err != nil {
+			return nil, fmt.Errorf("command ack: %w", err)
 		}
 		evs = append(evs, commandEvent(typ, c))
 	}

@@ -54,7 +54,7 @@ func TestCommands(t *testing.T) {
 		if err := svc.CreateCommand(as, other); herd.ErrorCode(err) != herd.EKEYREUSED {
 			t.Fatalf("same key, another command: %v", err)
 		}
-		evs, _ := db.ListEvents(ctx, ten.ID, 0, 1000)
+		evs, _ := sqldb.NewOutboxService(db).OutboxEvents(ctx, ten.ID, 0, 1000)
 		created := 0
 		for _, ev := range evs {
 			if ev.Type == herd.EventCommandCreated {
@@ -110,7 +110,7 @@ func TestCommands(t *testing.T) {
 		if err != nil || len(list) != 1 {
 			t.Fatalf("list %v, %v", list, err)
 		}
-		evs, _ = db.ListEvents(ctx, ten.ID, 0, 1000)
+		evs, _ = sqldb.NewOutboxService(db).OutboxEvents(ctx, ten.ID, 0, 1000)
 		var types []string
 		for _, ev := range evs {
 			if ev.SubjectType == herd.EventSubjectCommand {

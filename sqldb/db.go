@@ -580,5 +580,15 @@ func actor(ctx context.Context) (*herd.Actor, error) {
 // directly (benchmarks, the id doctor). Application code uses the services.
 func (db *DB) SQL() *sql.DB { return db.rdb }
 
+// readPool is where the background work (the pipeline, the command queue,
+// pruning) reads: its own pool on PostgreSQL, the readers' on SQLite, where
+// bdb is the one writer connection and a read there waits behind ingest.
+func (db *DB) readPool() *sql.DB {
+	if db.dialect == Postgres {
+		return db.bdb
+	}
+	return db.rdb
+}
+
 // Rebind rewrites ? placeholders for the DB's dialect.
 func (db *DB) Rebind(q string) string { return db.rebind(q) }

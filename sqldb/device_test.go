@@ -22,7 +22,7 @@ type tenantState struct {
 func (f *fixture) state(tb testing.TB, tenantID int64) tenantState {
 	tb.Helper()
 	items, _ := f.walk(tb, f.super, herd.DeviceQuery{TenantID: tenantID, Sort: herd.DeviceSort{Field: "id"}, Limit: herd.MaxLimit})
-	evs, err := f.db.ListEvents(context.Background(), tenantID, 0, 1<<20)
+	evs, err := sqldb.NewOutboxService(f.db).OutboxEvents(context.Background(), tenantID, 0, 1<<20)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -78,21 +78,6 @@ func (tx *Tx) appendEvents(ctx context.Context, tenantID int64, evs ...*herd.Eve
 	return nil
 }
 
-// ListEvents returns a tenant's events with seq > after, in sequence order.
-// Nothing serves them over the API yet; tests read the outbox through it.
-func (db *DB) ListEvents(ctx context.Context, tenantID, after int64, limit int) ([]*herd.Event, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id, seq, type, subject_type, subject_id, path, payload, created_at FROM events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?`, tenantID, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanEvents(rows)
-}
-
 // EventService implements herd.EventService.
 type EventService struct{ db *DB }
 
@@ -165,7 +150,7 @@ func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, li
 // place is older gets ERESYNC. Events with a delivery still pending stay
 // (with the retention at or above the webhooks' 72 hours there is none).
 func (db *DB) PruneEvents(ctx context.Context, cut time.Time) (int64, error) {
-	rows, err := db.bdb.QueryContext(ctx, db.rebind(`SELECT tenant_id, published_seq, pruned_seq FROM outbox_cursors WHERE published_seq > pruned_seq`))
+	rows, err := db.readPool().QueryContext(ctx, db.rebind(`SELECT tenant_id, published_seq, pruned_seq FROM outbox_cursors WHERE published_seq > pruned_seq`))
 	if err != nil {
 		return 0, err
 	}

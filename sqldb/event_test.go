@@ -23,7 +23,7 @@ type wantEvent struct {
 
 func (f *fixture) events(tb testing.TB, tenantID int64) []*herd.Event {
 	tb.Helper()
-	evs, err := f.db.ListEvents(context.Background(), tenantID, 0, 1<<20)
+	evs, err := sqldb.NewOutboxService(f.db).OutboxEvents(context.Background(), tenantID, 0, 1<<20)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -144,8 +144,8 @@ func TestEvents(t *testing.T) {
 				}
 				checkSeq(t, evs)
 			}
-			// ListEvents pages by sequence.
-			evs, err := db.ListEvents(context.Background(), a.ID, 3, 2)
+			// The outbox pages by sequence.
+			evs, err := sqldb.NewOutboxService(db).OutboxEvents(context.Background(), a.ID, 3, 2)
 			mustOK(t, err)
 			if len(evs) != 2 || evs[0].Seq != 4 || evs[1].Seq != 5 {
 				t.Fatalf("page after 3: %+v", evs)
@@ -229,7 +229,7 @@ func TestFindEvents(t *testing.T) {
 		as := f.as(t, secret)
 		svc := sqldb.NewEventService(db)
 
-		all, err := db.ListEvents(ctx, ten.ID, 0, 1000)
+		all, err := sqldb.NewOutboxService(db).OutboxEvents(ctx, ten.ID, 0, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -80,7 +80,7 @@ RETURNING tenant_id, published_seq`, owner, now+lease.Milliseconds(), owner, now
 // reading after the cursor never skips one that commits later.
 func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64, limit int) ([]*herd.Event, error) {
 	q := s.db.rebind(`SELECT id, tenant_id, seq, type, subject_type, subject_id, path, payload, created_at FROM events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
-	rows, err := s.readPool().QueryContext(ctx, q, tenantID, after, limit)
+	rows, err := s.db.readPool().QueryContext(ctx, q, tenantID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("outbox events: %w", err)
 	}
@@ -110,15 +110,6 @@ func (s *OutboxService) ReleaseOutbox(ctx context.Context, owner string) error {
 	return nil
 }
 
-// readPool is where the pipeline reads: its own pool on PostgreSQL, the
-// readers' on SQLite (whose bdb is the one writer connection).
-func (s *OutboxService) readPool() *sql.DB {
-	if s.db.dialect == Postgres {
-		return s.db.bdb
-	}
-	return s.db.rdb
-}
-
 // OutboxStats implements herd.OutboxService.
 func (s *OutboxService) OutboxStats(ctx context.Context) (herd.OutboxStats, error) {
 	var st herd.OutboxStats
@@ -136,7 +127,7 @@ FROM outbox_cursors c JOIN tenants t ON t.id = c.tenant_id WHERE t.event_seq > c
 }
 
 // scanEvents reads rows of the events table's columns in the order
-// ListEvents and OutboxEvents select them, and closes rows.
+// OutboxEvents selects them, and closes rows.
 func scanEvents(rows *sql.Rows) ([]*herd.Event, error) {
 	defer rows.Close()
 	var out []*herd.Event
@@ -161,30 +152,20 @@ func scanEvents(rows *sql.Rows) ([]*herd.Event, error) {
 // Concurrent calls for one pair are settled by the key: on PostgreSQL the
 // second insert waits for the first transaction and then finds the row.
 func (db *DB) ApplyOnce(ctx context.Context, consumer string, eventID int64, effect func(ctx context.Context, tx *Tx) error) (applied bool, err error) {
-	tx, err := db.beginBgTx(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
-		consumer, eventID, tx.now.UnixMilli())
-	if err != nil {
-		return false, fmt.Errorf("record processed event: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return false, err
-	} else if n == 0 {
-		return false, nil
-	}
+	var once func(context.Context, *Tx, []bool) error
 	if effect != nil {
-		if err := effect(ctx, tx); err != nil {
-			return false, err
+		once = func(ctx context.Context, tx *Tx, applied []bool) error {
+			if !applied[0] {
+				return nil
+			}
+			return effect(ctx, tx)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("commit effect: %w", err)
+	a, err := db.ApplyOnceBatch(ctx, consumer, []int64{eventID}, once)
+	if err != nil {
+		return false, err
 	}
-	return true, nil
+	return a[0], nil
 }
 
 // ApplyOnceBatch is ApplyOnce for several events in one transaction:

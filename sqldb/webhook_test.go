@@ -28,7 +28,7 @@ func TestWebhookQueue_Claims(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.mustDevices(t, ten.RootNodeID, 1)
-		evs, _ := db.ListEvents(ctx, ten.ID, 0, 100)
+		evs, _ := sqldb.NewOutboxService(db).OutboxEvents(ctx, ten.ID, 0, 100)
 		created := evs[len(evs)-1] // webhook.created, then device.created
 		if created.Type != herd.EventDeviceCreated {
 			t.Fatalf("last event %s", created.Type)

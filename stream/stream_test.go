@@ -480,7 +480,7 @@ func TestStream_NeverOutsideGrants(t *testing.T) {
 			c.ws.CloseNow()
 			<-readDone
 
-			all, err := e.db.ListEvents(context.Background(), e.tenant.ID, 0, 1<<20)
+			all, err := sqldb.NewOutboxService(e.db).OutboxEvents(context.Background(), e.tenant.ID, 0, 1<<20)
 			if err != nil {
 				t.Fatal(err)
 			}

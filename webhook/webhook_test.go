@@ -222,7 +222,7 @@ func TestWebhook_GoneDisables(t *testing.T) {
 			wh, err := p.hooks.FindWebhookByID(p.super, w.ID)
 			return err == nil && wh.Status == herd.WebhookDisabled
 		})
-		evs, _ := db.ListEvents(context.Background(), p.tenant.ID, 0, 1000)
+		evs, _ := sqldb.NewOutboxService(db).OutboxEvents(context.Background(), p.tenant.ID, 0, 1000)
 		if last := evs[len(evs)-1]; last.Type != herd.EventWebhookDisabled || last.SubjectID != w.ID {
 			t.Fatalf("last event %s of %d, want webhook.disabled of %d", last.Type, last.SubjectID, w.ID)
 		}
