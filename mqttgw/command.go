@@ -112,31 +112,35 @@ func (g *Gateway) resendPending() {
 const RetryPending = 10 * time.Second
 
 // markDelivered records PUBACKed commands, those of 10 ms in one write.
+// It waits for the first id of each write rather than ticking: a gateway
+// without commands in flight does nothing.
 func (g *Gateway) markDelivered() {
 	var ids []int64
-	flush := func() {
-		if len(ids) == 0 {
-			return
+	for first := range g.routes.delivered {
+		ids = append(ids[:0], first)
+		t := time.NewTimer(10 * time.Millisecond)
+		open := true
+	gather:
+		for {
+			select {
+			case id, ok := <-g.routes.delivered:
+				if !ok {
+					open = false
+					break gather
+				}
+				ids = append(ids, id)
+			case <-t.C:
+				break gather
+			}
 		}
+		t.Stop()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(g.baseCtx), 10*time.Second)
 		if err := g.Commands.MarkDelivered(ctx, ids); err != nil {
 			g.Logger.Warn("commands not marked delivered", "n", len(ids), "err", err)
 		}
 		cancel()
-		ids = ids[:0]
-	}
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case id, ok := <-g.routes.delivered:
-			if !ok {
-				flush()
-				return
-			}
-			ids = append(ids, id)
-		case <-t.C:
-			flush()
+		if !open {
+			return
 		}
 	}
 }

@@ -471,10 +471,8 @@ func (g *Gateway) stopBatch() {
 		}
 		close(g.batch.in)
 		<-g.batch.done
-		if g.routes.delivered != nil {
-			close(g.routes.delivered)
-			<-g.marked
-		}
+		close(g.routes.delivered)
+		<-g.marked
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -236,7 +237,8 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
 	var seenTS []int64 // the device's reading times in this batch
-	k := 0             // the device's round
+	tsMax := int64(math.MinInt64)
+	k := 0 // the device's round
 	for n, i := range order {
 		it := &items[i]
 		switch it.Kind {
@@ -244,8 +246,10 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 			foldAt = max(foldAt, it.At)
 			// A second reading of the same time is the first sent again:
 			// the history keeps the first, and so does the projection.
-			if !slices.Contains(seenTS, it.Reading.TS) {
-				seenTS = append(seenTS, it.Reading.TS)
+			// Times mostly rise, and a later one cannot be a repeat: only
+			// a reading out of order pays for the scan.
+			if ts := it.Reading.TS; ts > tsMax || !slices.Contains(seenTS, ts) {
+				seenTS, tsMax = append(seenTS, ts), max(tsMax, ts)
 				fold = append(fold, &it.Reading)
 			}
 		case herd.IngestConnect, herd.IngestDisconnect:
@@ -275,7 +279,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) err
 				finals = append(finals, deviceFold{deviceID: it.DeviceID, readings: slices.Clone(fold), at: foldAt})
 				fold = fold[:0]
 			}
-			seenTS = seenTS[:0]
+			seenTS, tsMax = seenTS[:0], math.MinInt64
 			foldAt, k = 0, 0
 		}
 	}

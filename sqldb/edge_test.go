@@ -495,6 +495,22 @@ func TestIngestService_Readings(t *testing.T) {
 			wantLastSeen(t, f.mustFind(t, d.ID), at0+1)
 		})
 
+		t.Run("OKRepeatAfterAnEarlierTime", func(t *testing.T) {
+			// A repeat that follows an older reading is still a repeat.
+			d := f.mustDevices(t, site.ID, 1)[0]
+			mustIngest(t, db,
+				readingItem(d, at0, herd.Reading{TS: at0 + 10, Has: herd.ReadingTemperature, Temperature: 1}),
+				readingItem(d, at0+1, herd.Reading{TS: at0 + 5, Has: herd.ReadingTemperature, Temperature: 5}),
+				readingItem(d, at0+2, herd.Reading{TS: at0 + 10, Has: herd.ReadingTemperature, Temperature: 2}),
+			)
+			if h := historyAt(t, db, d.ID, at0+10); h.temperature.Float64 != 1 {
+				t.Fatalf("history %+v, want the first reading", h)
+			}
+			if got := f.mustFind(t, d.ID); got.Temperature == nil || *got.Temperature != 1 {
+				t.Fatalf("projection %s, want the first reading", show(got))
+			}
+		})
+
 		t.Run("OKFold", func(t *testing.T) {
 			ds := f.mustDevices(t, site.ID, 2)
 			a, b := ds[0], ds[1]
