@@ -336,18 +336,28 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 // freeName refuses a swap whose old table's name is taken: a table left by
 // an earlier widen, or an archive of the same name.
 func freeName(ctx context.Context, db *sql.DB, d Dialect, name string) error {
+	taken, err := tableExists(ctx, db, d, name)
+	if err != nil {
+		return err
+	}
+	if taken {
+		return fmt.Errorf("a table named %s exists: the swap needs the name for the old table; rename or drop it first (or resume its copy if it is one)", name)
+	}
+	return nil
+}
+
+// tableExists reports whether the current schema holds a table of that
+// name (MySQL and PostgreSQL).
+func tableExists(ctx context.Context, db *sql.DB, d Dialect, name string) (bool, error) {
 	var n int
 	q := `SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?`
 	if d == Postgres {
 		q = `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`
 	}
 	if err := db.QueryRowContext(ctx, q, name).Scan(&n); err != nil {
-		return err
+		return false, err
 	}
-	if n > 0 {
-		return fmt.Errorf("a table named %s exists: the swap needs the name for the old table; rename or drop it first (or resume its copy if it is one)", name)
-	}
-	return nil
+	return n > 0, nil
 }
 
 func quoteMy(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
@@ -379,29 +389,19 @@ func Execute(ctx context.Context, db *sql.DB, p *WidenPlan) error {
 }
 
 func swapMySQL(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
-	unsigned := ""
-	if p.Unsigned {
-		unsigned = " UNSIGNED"
-	}
-	newT, t, old := quoteMy(p.Table+"_new"), quoteMy(p.Table), quoteMy(p.Old)
-	if _, err := conn.ExecContext(ctx, `SET SESSION information_schema_stats_expiry = 0`); err != nil {
-		_ = err // MariaDB has no such cache
-	}
 	if _, err := conn.ExecContext(ctx, checkpointTable); err != nil {
 		return fmt.Errorf("checkpoint table: %w", err)
 	}
 	var first int64
-	if err := conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT COALESCE(MIN(%s), 1) - 1 FROM %s`, quoteMy(p.Column), t)).Scan(&first); err != nil {
+	if err := conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT COALESCE(MIN(%s), 1) - 1 FROM %s`, quoteMy(p.Column), quoteMy(p.Table))).Scan(&first); err != nil {
 		return err
 	}
 	if _, err := conn.ExecContext(ctx, `INSERT INTO herd_widen_checkpoints (tbl, old_tbl, col, last_id, copied) VALUES (?, ?, ?, ?, 0)`, p.Table, p.Old, p.Column, first); err != nil {
 		return fmt.Errorf("a swap of %s is already under way (herd_widen_checkpoints): %w", p.Table, err)
 	}
-	for _, s := range []string{
-		fmt.Sprintf("CREATE TABLE %s LIKE %s", newT, t),
-		fmt.Sprintf("ALTER TABLE %s MODIFY %s BIGINT%s NOT NULL AUTO_INCREMENT, AUTO_INCREMENT = %d", newT, quoteMy(p.Column), unsigned, p.oldMax()+1),
-		fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", t, old, newT, t),
-	} {
+	// MySQL commits each DDL statement on its own: a failure part-way
+	// forgets the checkpoint, and the plan's statements say what was done.
+	for _, s := range p.Statements {
 		if _, err := conn.ExecContext(ctx, s); err != nil {
 			conn.ExecContext(context.WithoutCancel(ctx), `DELETE FROM herd_widen_checkpoints WHERE tbl = ?`, p.Table)
 			return fmt.Errorf("%s: %w", s, err)
@@ -445,9 +445,13 @@ const checkpointTable = `CREATE TABLE IF NOT EXISTS herd_widen_checkpoints (tbl 
 
 // PendingCopy returns the plan of a swap of table whose copy has not been
 // verified yet, or nil.
+// It writes nothing: without the checkpoint table no swap was ever made.
 func PendingCopy(ctx context.Context, db *sql.DB, d Dialect, table string) (*WidenPlan, error) {
-	if _, err := db.ExecContext(ctx, checkpointTable); err != nil {
-		return nil, fmt.Errorf("checkpoint table: %w", err)
+	if d == SQLite {
+		return nil, nil // SQLite's tables are rebuilt in place, never swapped
+	}
+	if ok, err := tableExists(ctx, db, d, "herd_widen_checkpoints"); err != nil || !ok {
+		return nil, err
 	}
 	ph := "?"
 	if d == Postgres {
@@ -485,9 +489,6 @@ func Copy(ctx context.Context, db *sql.DB, p *WidenPlan, chunk int, rowsPerSecon
 	}
 	if progress == nil {
 		progress = func(int64, int64) {}
-	}
-	if _, err := db.ExecContext(ctx, checkpointTable); err != nil {
-		return fmt.Errorf("checkpoint table: %w", err)
 	}
 	ph := func(n int) string {
 		if p.Dialect == Postgres {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/herd-iot/herd/idguard"
 	"github.com/herd-iot/herd/internal/testutil"
@@ -139,6 +140,8 @@ func TestWiden_LargeUnderLoad(t *testing.T) {
 					stored.Add(1)
 				}
 			})
+			// Under load: the writer is storing rows before the swap...
+			testutil.WaitFor(t, 30*time.Second, "the writer's first rows", func() bool { return stored.Load() > 0 })
 			ctx := context.Background()
 			p, err := idguard.PlanWiden(ctx, db, d, "events", "id", 1000)
 			if err != nil {
@@ -150,6 +153,9 @@ func TestWiden_LargeUnderLoad(t *testing.T) {
 			if err := idguard.Execute(ctx, db, p); err != nil {
 				t.Fatal(err)
 			}
+			// ...and after it, into the new table.
+			atSwap := stored.Load()
+			testutil.WaitFor(t, 30*time.Second, "the writer's rows after the swap", func() bool { return stored.Load() > atSwap })
 			// The copy, killed after a few chunks, then resumed.
 			kctx, kill := context.WithCancel(ctx)
 			chunks := 0

@@ -310,14 +310,12 @@ Flags:
 // planOrResume plans the widening, or finds a swap of the table whose
 // copy has not been verified (its checkpoint says so) to go on with.
 func planOrResume(ctx context.Context, db *sql.DB, d idguard.Dialect, table, column string, maxAlter int64) (*idguard.WidenPlan, bool, error) {
-	if d != idguard.SQLite {
-		pending, err := idguard.PendingCopy(ctx, db, d, table)
-		if err != nil {
-			return nil, false, err
-		}
-		if pending != nil {
-			return pending, true, nil
-		}
+	pending, err := idguard.PendingCopy(ctx, db, d, table)
+	if err != nil {
+		return nil, false, err
+	}
+	if pending != nil {
+		return pending, true, nil
 	}
 	p, err := idguard.PlanWiden(ctx, db, d, table, column, maxAlter)
 	return p, false, err
