@@ -2,7 +2,6 @@ package natsbus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -61,8 +60,8 @@ func (f *appFeed) Next(ctx context.Context) (*herd.AckedEvent, error) {
 			}
 			continue // a missed heartbeat; the iterator goes on
 		}
-		var ev herd.Event
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == 0 {
+		ev, err := decodeEvent(msg)
+		if err != nil {
 			msg.Term()
 			continue
 		}
@@ -70,7 +69,7 @@ func (f *appFeed) Next(ctx context.Context) (*herd.AckedEvent, error) {
 		if md, err := msg.Metadata(); err == nil {
 			attempt = int(md.NumDelivered) - 1
 		}
-		return &herd.AckedEvent{Event: &ev, Attempt: attempt, Ack: msg.Ack}, nil
+		return &herd.AckedEvent{Event: ev, Attempt: attempt, Ack: msg.Ack}, nil
 	}
 }
 
@@ -110,9 +109,8 @@ func (b *Bus) Tail(ctx context.Context, fn func(*herd.Event), ready func()) erro
 			}
 			continue
 		}
-		var ev herd.Event
-		if json.Unmarshal(msg.Data(), &ev) == nil && ev.ID != 0 {
-			fn(&ev)
+		if ev, err := decodeEvent(msg); err == nil {
+			fn(ev)
 		}
 	}
 }

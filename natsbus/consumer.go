@@ -33,15 +33,6 @@ type Consumer struct {
 	// under; it never changes for a consumer, or it would see every event
 	// again as new.
 	Name string
-	// Subjects filter the stream (for example prefix.*.device.online);
-	// none means every event.
-	Subjects []string
-	// DeliverNew starts a consumer created now at the stream's end instead
-	// of its start.
-	DeliverNew bool
-	// AckWait is how long JetStream waits for the acknowledgement of one
-	// delivery before it delivers the event again.
-	AckWait time.Duration
 	// Handler or Batch applies the events; with Batch, the events that
 	// are waiting when one arrives go together.
 	Handler Handler
@@ -98,25 +89,14 @@ func (b *Bus) Consume(ctx context.Context, c Consumer) error {
 			return []bool{applied}, err
 		}
 	}
+	// Every event, from the stream's start for a consumer made now; an
+	// unacknowledged delivery comes again after AckWait.
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.Name,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
+		AckWait:       30 * time.Second,
 		MaxAckPending: 1024,
 		MaxDeliver:    -1,
-	}
-	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
-	}
-	if c.DeliverNew {
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-	}
-	switch len(c.Subjects) {
-	case 0:
-	case 1:
-		cfg.FilterSubject = c.Subjects[0]
-	default:
-		cfg.FilterSubjects = c.Subjects
 	}
 	cons, err := b.stream.CreateOrUpdateConsumer(ctx, cfg)
 	if err != nil {
@@ -196,8 +176,8 @@ func (b *Bus) handle(ctx context.Context, c Consumer, batch []jetstream.Msg) err
 			m.redeliveries.WithLabelValues(c.Name).Inc()
 			maxDelivered = max(maxDelivered, md.NumDelivered)
 		}
-		var ev herd.Event
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil || ev.ID == 0 {
+		ev, err := decodeEvent(msg)
+		if err != nil {
 			// Nothing herd publishes looks like this; delivering it again
 			// would not help.
 			log.Error("undecodable event dropped", "subject", msg.Subject(), "err", err)
@@ -205,7 +185,7 @@ func (b *Bus) handle(ctx context.Context, c Consumer, batch []jetstream.Msg) err
 			msg.Term()
 			continue
 		}
-		evs, good = append(evs, &ev), append(good, msg)
+		evs, good = append(evs, ev), append(good, msg)
 	}
 	if len(evs) == 0 {
 		return nil
@@ -259,4 +239,16 @@ func (b *Bus) watchLag(ctx context.Context, cons jetstream.Consumer, name string
 		case <-t.C:
 		}
 	}
+}
+
+// decodeEvent reads an event herd published; anything else is an error.
+func decodeEvent(msg jetstream.Msg) (*herd.Event, error) {
+	var ev herd.Event
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return nil, err
+	}
+	if ev.ID == 0 {
+		return nil, errors.New("an event without an id")
+	}
+	return &ev, nil
 }

@@ -81,14 +81,14 @@ type Dispatcher struct {
 	Client *http.Client
 	// Workers is the most deliveries in flight at once.
 	Workers int
-	// Poll is how often it looks for due deliveries when not kicked.
+	// Poll is how often it looks for due deliveries besides those the
+	// consumer hands it (retries, redrives, another process's leftovers).
 	Poll                                        time.Duration
 	Timeout                                     time.Duration
 	RetryBase, RetryCap, RetryFor, DisableAfter time.Duration
 	Logger                                      *slog.Logger
 	Now                                         func() time.Time
 
-	kick      chan struct{}
 	submitted chan []*herd.DeliveryJob
 	metrics   *metrics
 }
@@ -118,7 +118,6 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 		DisableAfter: DefaultDisableAfter,
 		Logger:       slog.New(slog.DiscardHandler),
 		Now:          time.Now,
-		kick:         make(chan struct{}, 1),
 		submitted:    make(chan []*herd.DeliveryJob, 64),
 		metrics:      newMetrics(),
 	}
@@ -129,14 +128,6 @@ func randomOwner() string {
 	var b [4]byte
 	rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
-}
-
-// Kick makes the dispatcher look for due deliveries now.
-func (d *Dispatcher) Kick() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
 }
 
 // claimLease is how long a claimed delivery stays this dispatcher's: it
@@ -205,7 +196,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			continue
 		case <-poll.C:
-		case <-d.kick:
 		}
 		free := d.Workers - len(sem)
 		if free == 0 {
