@@ -161,14 +161,19 @@ Flags:
 	if err != nil {
 		return doctorFailure("herd doctor ids", fmt.Errorf("cannot read the id columns: %w", err))
 	}
-	code := doctorOK
-	for _, c := range cols {
+	// level is a column's exit code; the command's is the worst of them.
+	level := func(c idguard.Column) int {
 		switch {
 		case c.Ratio >= crit:
-			code = doctorCritical
-		case c.Ratio >= warn && code < doctorWarn:
-			code = doctorWarn
+			return doctorCritical
+		case c.Ratio >= warn:
+			return doctorWarn
 		}
+		return doctorOK
+	}
+	code := doctorOK
+	for _, c := range cols {
+		code = max(code, level(c))
 	}
 	if *asJSON {
 		if cols == nil {
@@ -181,13 +186,7 @@ Flags:
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "TABLE\tCOLUMN\tTYPE\tUSED\tMAX\tUSED %\tPER DAY\tDAYS LEFT\tSTATUS\t")
 		for _, c := range cols {
-			status := "ok"
-			switch {
-			case c.Ratio >= crit:
-				status = "CRITICAL"
-			case c.Ratio >= warn:
-				status = "WARN"
-			}
+			status := [...]string{doctorOK: "ok", doctorWarn: "WARN", doctorCritical: "CRITICAL"}[level(c)]
 			perDay, days := "–", "–"
 			if c.PerDay > 0 {
 				perDay, days = strconv.FormatFloat(c.PerDay, 'f', 0, 64), strconv.FormatFloat(c.DaysLeft, 'f', 1, 64)
