@@ -118,8 +118,9 @@ type CommandQueue interface {
 	// OpenCommands returns a device's commands waiting for delivery or an
 	// ack, unexpired, oldest first.
 	OpenCommands(ctx context.Context, deviceID int64) ([]*Command, error)
-	// PendingCommands returns up to limit commands not yet delivered,
-	// created before before and unexpired, oldest first.
+	// PendingCommands returns up to limit commands of online devices not
+	// yet delivered, created before before and unexpired, those expiring
+	// first first.
 	PendingCommands(ctx context.Context, before time.Time, limit int) ([]*Command, error)
 	// MarkDelivered records that devices acknowledged these commands'
 	// publishes.

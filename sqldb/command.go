@@ -160,7 +160,9 @@ func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*h
 
 // PendingCommands implements herd.CommandQueue.
 func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) ([]*herd.Command, error) {
-	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? ORDER BY expires_at LIMIT ?`),
+	// Only connected devices' commands: the rest are sent when their device
+	// returns, and would otherwise fill the page as a backlog grows.
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? AND EXISTS (SELECT 1 FROM devices d WHERE d.id = commands.device_id AND d.online) ORDER BY expires_at LIMIT ?`),
 		s.db.Now().UnixMilli(), before.UnixMilli(), limit)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package sqldb_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -172,6 +173,34 @@ func TestIdempotencyKeys(t *testing.T) {
 		}
 		if n, err := db.PruneIdempotencyKeys(ctx); err != nil || n != 0 {
 			t.Fatalf("pruned %d, %v", n, err)
+		}
+	})
+}
+
+// TestCommands_PendingOfOnlineDevices: the gateways' resend reads only
+// connected devices' commands, so an offline backlog cannot crowd them out.
+func TestCommands_PendingOfOnlineDevices(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		ctx := context.Background()
+		now := time.UnixMilli(1_800_000_000_000).UTC()
+		db.Now = func() time.Time { return now }
+		f := newFixture(db)
+		ten := f.mustTenant(t, "pend")
+		ds := f.mustDevices(t, ten.RootNodeID, 3)
+		svc := sqldb.NewCommandService(db)
+		for i, d := range ds {
+			if err := svc.CreateCommand(f.super, &herd.Command{DeviceID: d.ID, Name: "reboot", TTLSeconds: 60, IdempotencyKey: fmt.Sprint("p", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustIngest(t, db, connectItem(ds[1], now.UnixMilli()))
+		cs, err := svc.PendingCommands(ctx, now.Add(time.Second), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cs) != 1 || cs[0].DeviceID != ds[1].ID {
+			t.Fatalf("pending %+v, want only the online device's command", cs)
 		}
 	})
 }
