@@ -25,7 +25,17 @@ var (
 // NewCommandService returns a CommandService on db.
 func NewCommandService(db *DB) *CommandService { return &CommandService{db: db} }
 
-const commandColumns = `id, tenant_id, device_id, device_key, path, name, args, ttl_s, status, result, error, created_at, expires_at, delivered_at, completed_at`
+// A command has no path of its own: it is where its device is now, so a
+// move takes the device's commands along, both for who may read them and
+// for the path of their later events. commandSelect reads commands with
+// their device's path; commandReturning is the same columns for an UPDATE's
+// RETURNING, which may not join. Both require the device in the command's
+// tenant, and every command has its device (the foreign key cascades).
+const (
+	commandSelect = `SELECT c.id, c.tenant_id, c.device_id, c.device_key, d.path, c.name, c.args, c.ttl_s, c.status, c.result, c.error, c.created_at, c.expires_at, c.delivered_at, c.completed_at
+FROM commands c JOIN devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id`
+	commandReturning = `id, tenant_id, device_id, device_key, COALESCE((SELECT d.path FROM devices d WHERE d.id = commands.device_id AND d.tenant_id = commands.tenant_id), ''), name, args, ttl_s, status, result, error, created_at, expires_at, delivered_at, completed_at`
+)
 
 func scanCommand(sc interface{ Scan(...any) error }) (*herd.Command, error) {
 	var c herd.Command
@@ -81,7 +91,8 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) err
 	var key any
 	if c.IdempotencyKey != "" {
 		key = c.IdempotencyKey
-		prev, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE token_id = ? AND idempotency_key = ?`, a.TokenID, key))
+		cond, args := tenantCond(a, "c.tenant_id")
+		prev, err := scanCommand(tx.QueryRowContext(ctx, commandSelect+` WHERE c.token_id = ? AND c.idempotency_key = ?`+cond, append([]any{a.TokenID, key}, args...)...))
 		if err == nil {
 			if prev.DeviceID != c.DeviceID || prev.Name != c.Name || prev.TTLSeconds != c.TTLSeconds || !sameJSON(prev.Args, c.Args) {
 				return herd.Errorf(herd.EKEYREUSED, "this Idempotency-Key made command %d, another command: use a new key per command", prev.ID)
@@ -96,8 +107,8 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) err
 	c.CreatedAt = tx.now
 	c.ExpiresAt = tx.now.Add(time.Duration(c.TTLSeconds) * time.Second)
 	c.Result, c.Error, c.DeliveredAt, c.CompletedAt = nil, "", nil, nil
-	c.ID, err = tx.insertID(ctx, `INSERT INTO commands (tenant_id, device_id, device_key, path, name, args, ttl_s, status, token_id, idempotency_key, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.TenantID, c.DeviceID, c.DeviceKey, c.Path, c.Name, string(c.Args), c.TTLSeconds, c.Status, a.TokenID, key, tx.now.UnixMilli(), c.ExpiresAt.UnixMilli())
+	c.ID, err = tx.insertID(ctx, `INSERT INTO commands (tenant_id, device_id, device_key, name, args, ttl_s, status, token_id, idempotency_key, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.TenantID, c.DeviceID, c.DeviceKey, c.Name, string(c.Args), c.TTLSeconds, c.Status, a.TokenID, key, tx.now.UnixMilli(), c.ExpiresAt.UnixMilli())
 	if err != nil {
 		return formatError(err, "a command with this idempotency key is being created")
 	}
@@ -110,7 +121,8 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) err
 // FindCommandByID implements herd.CommandService.
 func (s *CommandService) FindCommandByID(ctx context.Context, id int64) (*herd.Command, error) {
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Command, error) {
-		c, err := scanCommand(tx.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id = ?`, id))
+		cond, args := tenantCond(a, "c.tenant_id")
+		c, err := scanCommand(tx.QueryRowContext(ctx, commandSelect+` WHERE c.id = ?`+cond, append([]any{id}, args...)...))
 		if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(c.TenantID, c.Path, herd.RoleViewer)) {
 			return nil, herd.Errorf(herd.ENOTFOUND, "command %d not found", id)
 		}
@@ -124,10 +136,11 @@ func (s *CommandService) FindCommandsByDevice(ctx context.Context, deviceID int6
 		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to 1,000")
 	}
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Command, error) {
-		if _, err := tx.findDevice(ctx, a, deviceID, herd.RoleViewer); err != nil {
+		d, err := tx.findDevice(ctx, a, deviceID, herd.RoleViewer)
+		if err != nil {
 			return nil, err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE device_id = ? ORDER BY id DESC LIMIT ?`, deviceID, limit)
+		rows, err := tx.QueryContext(ctx, commandSelect+` WHERE c.device_id = ? AND c.tenant_id = ? ORDER BY c.id DESC LIMIT ?`, deviceID, d.TenantID, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +163,7 @@ func scanCommands(rows *sql.Rows) ([]*herd.Command, error) {
 
 // OpenCommands implements herd.CommandQueue.
 func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*herd.Command, error) {
-	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE device_id = ? AND status IN ('pending', 'delivered') AND expires_at > ? ORDER BY id`),
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.device_id = ? AND c.status IN ('pending', 'delivered') AND c.expires_at > ? ORDER BY c.id`),
 		deviceID, s.db.Now().UnixMilli())
 	if err != nil {
 		return nil, err
@@ -162,7 +175,7 @@ func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*h
 func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) ([]*herd.Command, error) {
 	// Only connected devices' commands: the rest are sent when their device
 	// returns, and would otherwise fill the page as a backlog grows.
-	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(`SELECT `+commandColumns+` FROM commands WHERE status = 'pending' AND expires_at > ? AND created_at < ? AND EXISTS (SELECT 1 FROM devices d WHERE d.id = commands.device_id AND d.online) ORDER BY expires_at LIMIT ?`),
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.status = 'pending' AND c.expires_at > ? AND c.created_at < ? AND d.online ORDER BY c.expires_at LIMIT ?`),
 		s.db.Now().UnixMilli(), before.UnixMilli(), limit)
 	if err != nil {
 		return nil, err
@@ -261,7 +274,7 @@ func (s *CommandService) transitionChunk(ctx context.Context, where string, args
 		}
 	}
 	in := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-	upd, err := tx.QueryContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND `+where+` RETURNING `+commandColumns,
+	upd, err := tx.QueryContext(ctx, `UPDATE commands SET `+set+` WHERE id IN (`+in+`) AND `+where+` RETURNING `+commandReturning,
 		append(append([]any{tx.now.UnixMilli()}, ids...), args...)...)
 	if err != nil {
 		return 0, false, fmt.Errorf("update commands: %w", err)
@@ -301,8 +314,8 @@ func (tx *Tx) applyCommandAcks(ctx context.Context, items []*herd.IngestItem) ([
 			result = string(it.Ack.Result)
 		}
 		// An answer proves delivery, also when it outran the PUBACK's mark.
-		c, err := scanCommand(tx.QueryRowContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ?, delivered_at = COALESCE(delivered_at, ?) WHERE id = ? AND device_id = ? AND status IN ('pending', 'delivered') RETURNING `+commandColumns,
-			status, result, it.Ack.Error, it.At, it.At, it.Ack.CommandID, it.DeviceID))
+		c, err := scanCommand(tx.QueryRowContext(ctx, `UPDATE commands SET status = ?, result = ?, error = ?, completed_at = ?, delivered_at = COALESCE(delivered_at, ?) WHERE id = ? AND device_id = ? AND tenant_id = ? AND status IN ('pending', 'delivered') RETURNING `+commandReturning,
+			status, result, it.Ack.Error, it.At, it.At, it.Ack.CommandID, it.DeviceID, it.TenantID))
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		} else if err != nil {

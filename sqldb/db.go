@@ -205,12 +205,29 @@ func (db *DB) Analyze(ctx context.Context) error {
 // migrate applies the embedded migrations of the dialect that have not run,
 // each in its own transaction, in file name order. On PostgreSQL an advisory
 // lock keeps several starting processes from racing.
-func (db *DB) migrate(ctx context.Context) error {
+//
+// On SQLite the migrations run with foreign keys off, checked before each
+// commits: a migration that builds a table again (0010) drops the old one,
+// and with foreign keys on that would delete, or cascade to, the rows that
+// refer to it. The pragma cannot change inside a transaction.
+func (db *DB) migrate(ctx context.Context) (err error) {
 	conn, err := db.wdb.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	if db.dialect == SQLite {
+		if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+			return fmt.Errorf("foreign keys off: %w", err)
+		}
+		defer func() {
+			// The connection goes back to the writer pool: it must check
+			// foreign keys again, or Open fails.
+			if _, ferr := conn.ExecContext(context.Background(), `PRAGMA foreign_keys = ON`); ferr != nil && err == nil {
+				err = fmt.Errorf("foreign keys on: %w", ferr)
+			}
+		}()
+	}
 	if db.dialect == Postgres {
 		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(7223372036854775807)`); err != nil {
 			return fmt.Errorf("migration lock: %w", err)
@@ -244,6 +261,12 @@ func (db *DB) migrate(ctx context.Context) error {
 			tx.Rollback()
 			return fmt.Errorf("%s: %w", name, err)
 		}
+		if db.dialect == SQLite {
+			if err := foreignKeyCheck(ctx, tx); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, db.rebind(`INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)`), name, db.Now().UnixMilli()); err != nil {
 			tx.Rollback()
 			return err
@@ -254,6 +277,20 @@ func (db *DB) migrate(ctx context.Context) error {
 		db.Logger.Info("migration applied", "name", name, "dialect", db.dialect)
 	}
 	return nil
+}
+
+// foreignKeyCheck fails if a row of SQLite refers to one that is not there.
+func foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {
+	var table, parent string
+	var rowid sql.NullInt64
+	var fk int
+	err := tx.QueryRowContext(ctx, `PRAGMA foreign_key_check`).Scan(&table, &rowid, &parent, &fk)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	return fmt.Errorf("foreign key check: row %d of %s refers to a missing row of %s", rowid.Int64, table, parent)
 }
 
 // rebind turns the ? placeholders every statement is written with into $n
@@ -504,7 +541,16 @@ func (tx *Tx) insertID(ctx context.Context, q string, args ...any) (int64, error
 	var id int64
 	err := tx.QueryRowContext(ctx, q+" RETURNING id", args...).Scan(&id)
 	if err != nil {
-		if c := idguard.ClassifyInsert(err); errors.Is(c, herd.ErrIDSpaceExhausted) {
+		c := idguard.ClassifyInsert(err)
+		if tx.db.dialect == SQLite {
+			// An AUTOINCREMENT table at the largest rowid answers
+			// SQLITE_FULL, as a full disk does; its counter tells them
+			// apart. The statement names its table third.
+			if f := strings.Fields(q); len(f) > 2 {
+				c = idguard.ClassifySQLite(ctx, tx.db.rdb, f[2], err)
+			}
+		}
+		if errors.Is(c, herd.ErrIDSpaceExhausted) {
 			tx.db.Logger.Error("id space exhausted", "statement", strings.Fields(q)[0]+" "+strings.Join(strings.Fields(q)[1:3], " "), "err", c)
 			return 0, c
 		}

@@ -217,14 +217,16 @@ func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (*herd.Dev
 // findDevice returns ENOTFOUND for a device the actor cannot see, and
 // EFORBIDDEN for one they see but may not act on with role min.
 func (tx *Tx) findDevice(ctx context.Context, a *herd.Actor, id int64, min herd.Role) (*herd.Device, error) {
-	d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+	cond, args := tenantCond(a, "tenant_id")
+	args = append([]any{id}, args...)
+	d, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`+cond, args...))
 	if err == nil {
 		// In a write, read the path again under the tenant's tree lock (see
 		// findNode).
 		if locked, lerr := tx.lockTenantTree(ctx, d.TenantID); lerr != nil {
 			return nil, lerr
 		} else if locked {
-			d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
+			d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`+cond, args...))
 		}
 	}
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(d.TenantID, d.Path, herd.RoleViewer)) {
@@ -266,7 +268,7 @@ func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd
 	if err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ?, rev = ? WHERE id = ?`, d.NodeID, d.Path, rev, d.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET node_id = ?, path = ?, rev = ? WHERE id = ? AND tenant_id = ?`, d.NodeID, d.Path, rev, d.ID, d.TenantID); err != nil {
 		return nil, err
 	} else if err := tx.adjustDeviceCounts(ctx, oldPath, -1); err != nil {
 		return nil, err
@@ -299,7 +301,7 @@ func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ? AND tenant_id = ?`, id, d.TenantID); err != nil {
 		return err
 	} else if _, err := tx.ExecContext(ctx, `INSERT INTO device_tombstones (tenant_id, device_id, rev, deleted_at) VALUES (?, ?, ?, ?)`, d.TenantID, d.ID, rev, tx.now.UnixMilli()); err != nil {
 		return err

@@ -95,7 +95,7 @@ func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM device_credentials WHERE device_id = ?`, d.ID)
+	res, err := tx.ExecContext(ctx, `DELETE FROM device_credentials WHERE device_id = ? AND tenant_id = ?`, d.ID, d.TenantID)
 	if err != nil {
 		return err
 	} else if n, err := res.RowsAffected(); err != nil {
@@ -123,7 +123,7 @@ func (s *CredentialService) AuthenticateDevice(ctx context.Context, key, token s
 	}
 	defer tx.Rollback()
 	id := &herd.DeviceIdentity{Key: key}
-	err = tx.QueryRowContext(ctx, `SELECT d.id, d.tenant_id FROM devices d JOIN device_credentials c ON c.device_id = d.id WHERE d.key = ? AND c.hash = ?`,
+	err = tx.QueryRowContext(ctx, `SELECT d.id, d.tenant_id FROM devices d JOIN device_credentials c ON c.device_id = d.id AND c.tenant_id = d.tenant_id WHERE d.key = ? AND c.hash = ?`,
 		key, hashToken(token)).Scan(&id.DeviceID, &id.TenantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, bad

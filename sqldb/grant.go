@@ -45,7 +45,7 @@ func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
 	// Concurrent grants to one user are serialised by the tenant lock that
 	// findNode took (PostgreSQL) or by the single writer (SQLite).
 	var held int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM grants WHERE user_id = ?`, u.ID).Scan(&held); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM grants WHERE user_id = ? AND tenant_id = ?`, u.ID, u.TenantID).Scan(&held); err != nil {
 		return err
 	} else if held >= herd.MaxGrantsPerUser {
 		return herd.Errorf(herd.EINVALID, "user %d already holds %d grants, the most a user may hold: grant a node above them instead", u.ID, held)
@@ -72,7 +72,7 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
 		return err
 	}
 	defer tx.Rollback()
-	g, err := tx.findGrant(ctx, id)
+	g, err := tx.findGrant(ctx, a, id)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(g.TenantID)) {
 		return herd.Errorf(herd.ENOTFOUND, "grant %d not found", id)
 	} else if err != nil {
@@ -80,7 +80,7 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
 	} else if !a.Allows(g.TenantID, g.Path, herd.RoleAdmin) {
 		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", g.NodeID)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE id = ?`, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE id = ? AND tenant_id = ?`, id, g.TenantID); err != nil {
 		return err
 	}
 	if err := tx.appendEvents(ctx, g.TenantID, newEvent(herd.EventGrantDeleted, herd.EventSubjectGrant, g.ID, g.Path, g)); err != nil {
@@ -118,8 +118,9 @@ func scanGrant(r rowScanner) (*herd.Grant, error) {
 	return &g, nil
 }
 
-func (tx *Tx) findGrant(ctx context.Context, id int64) (*herd.Grant, error) {
-	return scanGrant(tx.QueryRowContext(ctx, grantSelect+` WHERE g.id = ?`, id))
+func (tx *Tx) findGrant(ctx context.Context, a *herd.Actor, id int64) (*herd.Grant, error) {
+	cond, args := tenantCond(a, "g.tenant_id")
+	return scanGrant(tx.QueryRowContext(ctx, grantSelect+` WHERE g.id = ?`+cond, append([]any{id}, args...)...))
 }
 
 func (tx *Tx) findGrants(ctx context.Context, userID int64) ([]*herd.Grant, error) {

@@ -102,7 +102,8 @@ func (tx *Tx) readNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node
 	var n herd.Node
 	var parent sql.NullInt64
 	var created int64
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, parent_id, kind, name, path, created_at FROM nodes WHERE id = ?`, id).
+	cond, args := tenantCond(a, "tenant_id")
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, parent_id, kind, name, path, created_at FROM nodes WHERE id = ?`+cond, append([]any{id}, args...)...).
 		Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(n.TenantID, n.Path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", id)
@@ -163,12 +164,12 @@ func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (*herd.N
 	} else if err := repath("devices", "rev = ?, ", rev); err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET parent_id = ? WHERE id = ?`, parent.ID, n.ID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET parent_id = ? WHERE id = ? AND tenant_id = ?`, parent.ID, n.ID, n.TenantID); err != nil {
 		return nil, err
 	}
 	// The subtree's devices leave the old ancestors and join the new ones.
 	var count int64
-	if err := tx.QueryRowContext(ctx, `SELECT device_count FROM nodes WHERE id = ?`, n.ID).Scan(&count); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT device_count FROM nodes WHERE id = ? AND tenant_id = ?`, n.ID, n.TenantID).Scan(&count); err != nil {
 		return nil, err
 	}
 	oldParentPath := oldPath[:len(oldPath)-len(herd.ChildPath("/", n.ID))+1]

@@ -90,7 +90,8 @@ func (s *UserService) FindUserByID(ctx context.Context, id int64) (*herd.User, e
 func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User, error) {
 	var u herd.User
 	var created int64
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, name, created_at FROM users WHERE id = ?`, id).Scan(&u.ID, &u.TenantID, &u.Name, &created)
+	cond, args := tenantCond(a, "tenant_id")
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, name, created_at FROM users WHERE id = ?`+cond, append([]any{id}, args...)...).Scan(&u.ID, &u.TenantID, &u.Name, &created)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(u.TenantID)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "user %d not found", id)
 	} else if err != nil {
@@ -149,7 +150,8 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
 	}
 	defer tx.Rollback()
 	var t herd.Token
-	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE id = ?`, id).Scan(&t.ID, &t.TenantID, &t.UserID)
+	cond, args := tenantCond(a, "tenant_id")
+	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE id = ?`+cond, append([]any{id}, args...)...).Scan(&t.ID, &t.TenantID, &t.UserID)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(t.TenantID)) {
 		return herd.Errorf(herd.ENOTFOUND, "token %d not found", id)
 	} else if err != nil {
@@ -160,7 +162,7 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
 			return err
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE id = ? AND tenant_id = ?`, id, t.TenantID); err != nil {
 		return err
 	}
 	root, err := tx.rootPath(ctx, t.TenantID)

@@ -90,7 +90,8 @@ func scanWebhook(sc interface{ Scan(...any) error }) (*herd.Webhook, error) {
 
 // findWebhook returns a subscription the actor administers.
 func (tx *Tx) findWebhook(ctx context.Context, a *herd.Actor, id int64) (*herd.Webhook, error) {
-	w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND NOT w.deleted`, id))
+	cond, args := tenantCond(a, "w.tenant_id")
+	w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND NOT w.deleted`+cond, append([]any{id}, args...)...))
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(w.TenantID, w.Path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "webhook %d not found", id)
 	} else if err != nil {
@@ -148,7 +149,7 @@ func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET deleted = TRUE, status = ? WHERE id = ?`, herd.WebhookDisabled, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET deleted = TRUE, status = ? WHERE id = ? AND tenant_id = ?`, herd.WebhookDisabled, id, w.TenantID); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, last_reason = 'subscription deleted' WHERE webhook_id = ? AND status = ?`, herd.DeliveryDead, id, herd.DeliveryPending); err != nil {
@@ -161,7 +162,7 @@ func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) error {
 	return tx.Commit()
 }
 
-const deliveryColumns = `id, webhook_id, event_id, event_type, status, attempts, next_at, last_status, last_reason, created_at, delivered_at`
+const deliveryColumns = `d.id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempts, d.next_at, d.last_status, d.last_reason, d.created_at, d.delivered_at`
 
 // FindDeliveries implements herd.WebhookService.
 func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, status string, limit int) ([]*herd.WebhookDelivery, error) {
@@ -174,14 +175,16 @@ func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, st
 		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to 1,000")
 	}
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.WebhookDelivery, error) {
-		if _, err := tx.findWebhook(ctx, a, webhookID); err != nil {
+		w, err := tx.findWebhook(ctx, a, webhookID)
+		if err != nil {
 			return nil, err
 		}
-		q, args := `SELECT `+deliveryColumns+` FROM webhook_deliveries WHERE webhook_id = ?`, []any{webhookID}
+		// A delivery's tenant is its subscription's.
+		q, args := `SELECT `+deliveryColumns+` FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.webhook_id = ? AND w.tenant_id = ?`, []any{webhookID, w.TenantID}
 		if status != "" {
-			q, args = q+` AND status = ?`, append(args, status)
+			q, args = q+` AND d.status = ?`, append(args, status)
 		}
-		rows, err := tx.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY d.id DESC LIMIT ?`, append(args, limit)...)
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +223,7 @@ func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, err
 	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET status = ?, disabled_reason = '', failing_since = 0 WHERE id = ?`, herd.WebhookActive, id); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET status = ?, disabled_reason = '', failing_since = 0 WHERE id = ? AND tenant_id = ?`, herd.WebhookActive, id, w.TenantID); err != nil {
 		return 0, err
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, next_at = ?, retry_from = ? WHERE webhook_id = ? AND status = ?`,
