@@ -241,3 +241,62 @@ func TestAppSocket_Closes(t *testing.T) {
 		}
 	})
 }
+
+// TestAppSocket_NewTokenDoesNotInheritFeed: an app's feed is named after
+// its token (app-<token id>), so a token of another tenant that got the
+// id of a deleted one would take over its feed, with the events waiting
+// there. Deleting the token with the highest id and making one in another
+// tenant must give that tenant's app only its own events.
+func TestAppSocket_NewTokenDoesNotInheritFeed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(h *appsocket.Handler) { h.AckTimeout = 300 * time.Millisecond })
+	users := sqldb.NewUserService(e.db)
+	c := e.dial(t, e.bob)
+	secret := e.device(t, e.inside)
+	if f := c.read(); f.Event.SubjectID != secret.ID {
+		t.Fatalf("bob's app got %+v, want device %d", f, secret.ID)
+	}
+	c.ws.Close(websocket.StatusNormalClosure, "") // not acknowledged: it waits in bob's feed
+	e.device(t, e.inside)                         // and so does this one
+	bob, err := users.Authenticate(context.Background(), e.bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := users.DeleteToken(e.super, bob.TokenID); err != nil {
+		t.Fatal(err)
+	}
+
+	other := &herd.Tenant{Name: "other"}
+	if err := sqldb.NewTenantService(e.db).CreateTenant(e.super, other); err != nil {
+		t.Fatal(err)
+	}
+	u := &herd.User{TenantID: other.ID, Name: "eve"}
+	if err := users.CreateUser(e.super, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqldb.NewGrantService(e.db).CreateGrant(e.super, &herd.Grant{UserID: u.ID, NodeID: other.RootNodeID, Role: herd.RoleAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := users.CreateToken(e.super, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.ID == bob.TokenID {
+		t.Errorf("the new token of tenant %d got the id of bob's deleted token, %d", other.ID, tok.ID)
+	}
+	eve := e.dial(t, tok.Secret)
+	own := &herd.Device{NodeID: other.RootNodeID, Key: fmt.Sprintf("eve-%d", time.Now().UnixNano())}
+	if err := sqldb.NewDeviceService(e.db).CreateDevices(e.super, []*herd.Device{own}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := eve.read()
+		if f.Event.TenantID != other.ID {
+			t.Fatalf("tenant %d's app got an event of tenant %d: %+v", other.ID, f.Event.TenantID, f.Event)
+		}
+		eve.ack(f.EnvelopeID)
+		if f.Event.SubjectType == herd.EventSubjectDevice && f.Event.SubjectID == own.ID {
+			return
+		}
+	}
+}
