@@ -1,6 +1,8 @@
 package sqldb_test
 
 import (
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/herd-iot/herd"
@@ -28,6 +30,16 @@ func TestTenantIsolation(t *testing.T) {
 		bGrant := f.mustGrant(t, bUser.ID, bSite.ID, herd.RoleViewer)
 		bActor, err := f.Users.Authenticate(t.Context(), bSecret)
 		mustOK(t, err)
+		cmds := sqldb.NewCommandService(db)
+		hooks := sqldb.NewWebhookService(db)
+		creds := sqldb.NewCredentialService(db)
+		events := sqldb.NewEventService(db)
+		bCmd := &herd.Command{DeviceID: bDevs[0].ID, Name: "unlock", Args: []byte(`{"pin":"4711"}`)}
+		mustOK(t, cmds.CreateCommand(f.super, bCmd))
+		bHook := &herd.Webhook{NodeID: bSite.ID, URL: "https://b.example/hook", EventTypes: []string{"*"}}
+		mustOK(t, hooks.CreateWebhook(f.super, bHook))
+		bCred, err := creds.CreateDeviceCredential(f.super, bDevs[1].ID)
+		mustOK(t, err)
 		bBefore := f.state(t, b.ID)
 
 		t.Run("ErrNotFound", func(t *testing.T) {
@@ -53,6 +65,23 @@ func TestTenantIsolation(t *testing.T) {
 				"CreateGrant B node":  f.Grants.CreateGrant(ctx, &herd.Grant{UserID: admin.ID, NodeID: bSite.ID, Role: herd.RoleViewer}),
 				"DeleteGrant":         f.Grants.DeleteGrant(ctx, bGrant.ID),
 				"FindGrantsByUser":    errOf(f.Grants.FindGrantsByUser(ctx, bUser.ID)),
+
+				"CreateCommand":        cmds.CreateCommand(ctx, &herd.Command{DeviceID: bDevs[0].ID, Name: "lock"}),
+				"FindCommandByID":      errOf(cmds.FindCommandByID(ctx, bCmd.ID)),
+				"FindCommandsByDevice": errOf(cmds.FindCommandsByDevice(ctx, bDevs[0].ID, 10)),
+
+				"CreateWebhook":   hooks.CreateWebhook(ctx, &herd.Webhook{NodeID: bSite.ID, URL: "https://a.example/spy", EventTypes: []string{"*"}}),
+				"FindWebhookByID": errOf(hooks.FindWebhookByID(ctx, bHook.ID)),
+				"DeleteWebhook":   hooks.DeleteWebhook(ctx, bHook.ID),
+				"RedriveWebhook":  errOf(hooks.RedriveWebhook(ctx, bHook.ID)),
+				"FindDeliveries":  errOf(hooks.FindDeliveries(ctx, bHook.ID, "", 10)),
+
+				"CreateDeviceCredential":        errOf(creds.CreateDeviceCredential(ctx, bDevs[1].ID)),
+				"CreateDeviceCredentials mixed": errOf(creds.CreateDeviceCredentials(ctx, []int64{aDevs[0].ID, bDevs[1].ID})),
+				"DeleteDeviceCredential":        creds.DeleteDeviceCredential(ctx, bDevs[1].ID),
+
+				"FindEvents":      errOf(events.FindEvents(ctx, b.ID, 0, 10)),
+				"FindEvents head": errOf(events.FindEvents(ctx, b.ID, -1, 10)),
 			} {
 				if code := herd.ErrorCode(err); code != herd.ENOTFOUND {
 					t.Errorf("%s: got %s (%v), want %s", name, code, err, herd.ENOTFOUND)
@@ -62,6 +91,63 @@ func TestTenantIsolation(t *testing.T) {
 			f.wantUnchanged(t, b.ID, bBefore)
 			if _, err := f.Users.Authenticate(t.Context(), bSecret); err != nil {
 				t.Fatalf("B's token: %v", err)
+			}
+			if c, err := cmds.FindCommandByID(f.super, bCmd.ID); err != nil || c.Status != herd.CommandPending || string(c.Args) != `{"pin":"4711"}` {
+				t.Fatalf("B's command: %+v, %v", c, err)
+			}
+			if w, err := hooks.FindWebhookByID(f.super, bHook.ID); err != nil || w.Status != herd.WebhookActive {
+				t.Fatalf("B's webhook: %+v, %v", w, err)
+			}
+			if _, err := creds.AuthenticateDevice(t.Context(), bDevs[1].Key, bCred.Token); err != nil {
+				t.Fatalf("B's device credential: %v", err)
+			}
+			// A's device of the mixed batch got no credential either.
+			if n := f.count(t, `SELECT COUNT(*) FROM device_credentials WHERE device_id = ?`, aDevs[0].ID); n != 0 {
+				t.Fatalf("A's device has %d credentials after a batch that failed", n)
+			}
+			// A's lists leave B's rows out.
+			ws, err := hooks.FindWebhooks(ctx)
+			mustOK(t, err)
+			for _, w := range ws {
+				if w.TenantID != a.ID {
+					t.Fatalf("A lists webhook %+v", w)
+				}
+			}
+		})
+		t.Run("SQLStatesTheTenant", func(t *testing.T) {
+			// Every lookup by id for a user of A says tenant_id in its
+			// SQL, so a row of B is never read, whatever Go would make of
+			// it: the isolation is in the statement, not remembered.
+			var mu sync.Mutex
+			var unscoped []string
+			db.QueryHook = func(q string, args []any) {
+				mu.Lock()
+				defer mu.Unlock()
+				if strings.HasPrefix(strings.TrimSpace(q), "SELECT") && strings.Contains(q, "id = ?") && !strings.Contains(q, "tenant_id = ?") && !strings.Contains(q, "FROM tenants") {
+					unscoped = append(unscoped, q)
+				}
+			}
+			defer func() { db.QueryHook = nil }()
+			for _, call := range []func() error{
+				func() error { return errOf(f.Nodes.FindNodeByID(ctx, bSite.ID)) },
+				func() error { return errOf(f.Devices.FindDeviceByID(ctx, bDevs[0].ID)) },
+				func() error { return f.Devices.DeleteDevice(ctx, bDevs[0].ID) },
+				func() error { return errOf(f.Users.FindUserByID(ctx, bUser.ID)) },
+				func() error { return f.Users.DeleteToken(ctx, bActor.TokenID) },
+				func() error { return f.Grants.DeleteGrant(ctx, bGrant.ID) },
+				func() error { return errOf(cmds.FindCommandByID(ctx, bCmd.ID)) },
+				func() error { return errOf(cmds.FindCommandsByDevice(ctx, bDevs[0].ID, 10)) },
+				func() error { return errOf(hooks.FindWebhookByID(ctx, bHook.ID)) },
+				func() error { return errOf(hooks.FindDeliveries(ctx, bHook.ID, "", 10)) },
+				func() error { return errOf(creds.CreateDeviceCredential(ctx, bDevs[1].ID)) },
+				func() error { return creds.DeleteDeviceCredential(ctx, bDevs[1].ID) },
+			} {
+				if code := herd.ErrorCode(call()); code != herd.ENOTFOUND {
+					t.Errorf("got %s, want %s", code, herd.ENOTFOUND)
+				}
+			}
+			for _, q := range unscoped {
+				t.Errorf("a lookup by id for a user does not state the tenant: %s", q)
 			}
 		})
 		t.Run("OKQueryNeverReturnsOtherTenant", func(t *testing.T) {
@@ -95,4 +181,14 @@ func TestTenantIsolation(t *testing.T) {
 			}
 		})
 	})
+}
+
+// count runs a COUNT query on the store.
+func (f *fixture) count(tb testing.TB, q string, args ...any) int {
+	tb.Helper()
+	var n int
+	if err := f.db.SQL().QueryRow(f.db.Rebind(q), args...).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }
