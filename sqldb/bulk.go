@@ -30,7 +30,8 @@ const DefaultBulkRebuildRows = 50000
 // is transactional on both engines): a load that fails or is killed leaves
 // the store as it was. It writes one devices.seeded event for the load, not
 // one event per device; seeding is a bulk import, not a stream of changes.
-func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int64, next func() *herd.Device, progress func(phase string, done, total int64)) (int64, error) {
+func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int64, next func() *herd.Device, progress func(phase string, done, total int64)) (_ int64, err error) {
+	defer wrapOp("sqldb.BulkLoadDevices", &err)
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}

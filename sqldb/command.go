@@ -72,7 +72,8 @@ func commandEvent(typ string, c *herd.Command) *herd.Event {
 // CreateCommand implements herd.CommandService: the command and its event
 // commit together. With an idempotency key, a command the token already
 // sent under that key is returned as it is, and nothing is written.
-func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) error {
+func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) (err error) {
+	defer wrapOp("sqldb.CreateCommand", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -119,7 +120,8 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) err
 }
 
 // FindCommandByID implements herd.CommandService.
-func (s *CommandService) FindCommandByID(ctx context.Context, id int64) (*herd.Command, error) {
+func (s *CommandService) FindCommandByID(ctx context.Context, id int64) (_ *herd.Command, err error) {
+	defer wrapOp("sqldb.FindCommandByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Command, error) {
 		cond, args := tenantCond(a, "c.tenant_id")
 		c, err := scanCommand(tx.QueryRowContext(ctx, commandSelect+` WHERE c.id = ?`+cond, append([]any{id}, args...)...))
@@ -131,7 +133,8 @@ func (s *CommandService) FindCommandByID(ctx context.Context, id int64) (*herd.C
 }
 
 // FindCommandsByDevice implements herd.CommandService: newest first.
-func (s *CommandService) FindCommandsByDevice(ctx context.Context, deviceID int64, limit int) ([]*herd.Command, error) {
+func (s *CommandService) FindCommandsByDevice(ctx context.Context, deviceID int64, limit int) (_ []*herd.Command, err error) {
+	defer wrapOp("sqldb.FindCommandsByDevice", &err)
 	if limit < 1 || limit > 1000 {
 		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to 1,000")
 	}
@@ -162,7 +165,8 @@ func scanCommands(rows *sql.Rows) ([]*herd.Command, error) {
 }
 
 // OpenCommands implements herd.CommandQueue.
-func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*herd.Command, error) {
+func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) (_ []*herd.Command, err error) {
+	defer wrapOp("sqldb.OpenCommands", &err)
 	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.device_id = ? AND c.status IN ('pending', 'delivered') AND c.expires_at > ? ORDER BY c.id`),
 		deviceID, s.db.Now().UnixMilli())
 	if err != nil {
@@ -172,7 +176,8 @@ func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) ([]*h
 }
 
 // PendingCommands implements herd.CommandQueue.
-func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) ([]*herd.Command, error) {
+func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, limit int) (_ []*herd.Command, err error) {
+	defer wrapOp("sqldb.PendingCommands", &err)
 	// Only connected devices' commands: the rest are sent when their device
 	// returns, and would otherwise fill the page as a backlog grows.
 	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.status = 'pending' AND c.expires_at > ? AND c.created_at < ? AND d.online ORDER BY c.expires_at LIMIT ?`),
@@ -185,7 +190,8 @@ func (s *CommandService) PendingCommands(ctx context.Context, before time.Time, 
 
 // MarkDelivered implements herd.CommandQueue: pending commands become
 // delivered, with an event each; others are left as they are.
-func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
+func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) (err error) {
+	defer wrapOp("sqldb.MarkDelivered", &err)
 	for start := 0; start < len(ids); start += transitionChunk {
 		chunk := ids[start:min(start+transitionChunk, len(ids))]
 		if _, err := s.transition(ctx, `status = 'pending' AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, toAny(chunk),
@@ -200,11 +206,12 @@ func (s *CommandService) MarkDelivered(ctx context.Context, ids []int64) error {
 // Every process runs it every second, so the usual answer, nothing due,
 // comes from a read: the write transaction (on SQLite the one writer) is
 // taken only when there is something to expire.
-func (s *CommandService) ExpireCommands(ctx context.Context) (int, error) {
+func (s *CommandService) ExpireCommands(ctx context.Context) (_ int, err error) {
+	defer wrapOp("sqldb.ExpireCommands", &err)
 	const due = `status IN ('pending', 'delivered') AND expires_at <= ?`
 	now := s.db.Now().UnixMilli()
 	var one int
-	err := s.db.readPool().QueryRowContext(ctx, s.db.rebind(`SELECT 1 FROM commands WHERE `+due+` LIMIT 1`), now).Scan(&one)
+	err = s.db.readPool().QueryRowContext(ctx, s.db.rebind(`SELECT 1 FROM commands WHERE `+due+` LIMIT 1`), now).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	} else if err != nil {

@@ -104,8 +104,9 @@ func IsPostgresDSN(dsn string) bool {
 
 // Open connects, tunes the engine and applies pending migrations.
 func (db *DB) Open() (err error) {
+	defer wrapOp("sqldb.Open", &err)
 	if db.DSN == "" {
-		return fmt.Errorf("sqldb: dsn required")
+		return fmt.Errorf("dsn required")
 	}
 	if IsPostgresDSN(db.DSN) {
 		db.dialect = Postgres
@@ -197,8 +198,9 @@ func (db *DB) Ping(ctx context.Context) error { return db.rdb.PingContext(ctx) }
 
 // Analyze refreshes the planner statistics. Run it after a bulk load so the
 // planner knows how wide each subtree is.
-func (db *DB) Analyze(ctx context.Context) error {
-	_, err := db.wdb.ExecContext(ctx, "ANALYZE")
+func (db *DB) Analyze(ctx context.Context) (err error) {
+	defer wrapOp("sqldb.Analyze", &err)
+	_, err = db.wdb.ExecContext(ctx, "ANALYZE")
 	return err
 }
 

@@ -58,7 +58,8 @@ func scanDevice(r rowScanner) (*herd.Device, error) {
 }
 
 // CreateDevices creates all devices or none.
-func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) error {
+func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) (err error) {
+	defer wrapOp("sqldb.CreateDevices", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -210,7 +211,8 @@ func deviceArgs(d *herd.Device) []any {
 }
 
 // FindDeviceByID returns a device within the actor's grants.
-func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (*herd.Device, error) {
+func (s *DeviceService) FindDeviceByID(ctx context.Context, id int64) (_ *herd.Device, err error) {
+	defer wrapOp("sqldb.FindDeviceByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Device, error) { return tx.findDevice(ctx, a, id, herd.RoleViewer) })
 }
 
@@ -240,7 +242,8 @@ func (tx *Tx) findDevice(ctx context.Context, a *herd.Actor, id int64, min herd.
 }
 
 // MoveDevice moves a device to another node; its path follows at once.
-func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd.Device, error) {
+func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (_ *herd.Device, err error) {
+	defer wrapOp("sqldb.MoveDevice", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return nil, err
@@ -283,7 +286,8 @@ func (s *DeviceService) MoveDevice(ctx context.Context, id, nodeID int64) (*herd
 }
 
 // DeleteDevice deletes a device and records the event.
-func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) error {
+func (s *DeviceService) DeleteDevice(ctx context.Context, id int64) (err error) {
+	defer wrapOp("sqldb.DeleteDevice", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err

@@ -25,7 +25,8 @@ var _ herd.CredentialService = (*CredentialService)(nil)
 func NewCredentialService(db *DB) *CredentialService { return &CredentialService{db: db} }
 
 // CreateDeviceCredential makes a new token for the device, replacing the old.
-func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID int64) (*herd.DeviceCredential, error) {
+func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID int64) (_ *herd.DeviceCredential, err error) {
+	defer wrapOp("sqldb.CreateDeviceCredential", &err)
 	cs, err := s.CreateDeviceCredentials(ctx, []int64{deviceID})
 	if err != nil {
 		return nil, err
@@ -35,7 +36,8 @@ func (s *CredentialService) CreateDeviceCredential(ctx context.Context, deviceID
 
 // CreateDeviceCredentials makes a credential for each device in one
 // transaction, for provisioning a fleet; like CreateDeviceCredential each.
-func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceIDs []int64) ([]*herd.DeviceCredential, error) {
+func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceIDs []int64) (_ []*herd.DeviceCredential, err error) {
+	defer wrapOp("sqldb.CreateDeviceCredentials", &err)
 	if len(deviceIDs) > herd.MaxBatchDevices {
 		return nil, herd.Errorf(herd.EINVALID, "at most %d devices in one batch", herd.MaxBatchDevices)
 	}
@@ -81,7 +83,8 @@ func (s *CredentialService) CreateDeviceCredentials(ctx context.Context, deviceI
 }
 
 // DeleteDeviceCredential revokes the device's credential.
-func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID int64) error {
+func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID int64) (err error) {
+	defer wrapOp("sqldb.DeleteDeviceCredential", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -112,7 +115,8 @@ func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID
 
 // AuthenticateDevice checks a device's key and token. An unknown key and a
 // wrong token are the same answer, so that keys cannot be probed.
-func (s *CredentialService) AuthenticateDevice(ctx context.Context, key, token string) (*herd.DeviceIdentity, error) {
+func (s *CredentialService) AuthenticateDevice(ctx context.Context, key, token string) (_ *herd.DeviceIdentity, err error) {
+	defer wrapOp("sqldb.AuthenticateDevice", &err)
 	bad := herd.Errorf(herd.EUNAUTHORIZED, "bad device key or token")
 	if key == "" || !herd.IsTokenSecret(token) {
 		return nil, bad
@@ -181,7 +185,8 @@ func readingArgs(it *herd.IngestItem) []any {
 }
 
 // Ingest stores a batch of device activity in one transaction.
-func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) error {
+func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (err error) {
+	defer wrapOp("sqldb.Ingest", &err)
 	if len(items) == 0 {
 		return nil
 	}

@@ -88,7 +88,8 @@ func NewEventService(db *DB) *EventService { return &EventService{db: db} }
 
 // FindEvents implements herd.EventService. It reads in one snapshot, so
 // the head and the events agree.
-func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, limit int) (*herd.EventPage, error) {
+func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, limit int) (_ *herd.EventPage, err error) {
+	defer wrapOp("sqldb.FindEvents", &err)
 	if limit < 1 || limit > herd.MaxEventsPage {
 		return nil, herd.Errorf(herd.EINVALIDLIMIT, "limit must be from 1 to %d", herd.MaxEventsPage)
 	}
@@ -149,7 +150,8 @@ func (s *EventService) FindEvents(ctx context.Context, tenantID, after int64, li
 // those events, and moves each tenant's horizon: a caller of the log whose
 // place is older gets ERESYNC. Events with a delivery still pending stay
 // (with the retention at or above the webhooks' 72 hours there is none).
-func (db *DB) PruneEvents(ctx context.Context, cut time.Time) (int64, error) {
+func (db *DB) PruneEvents(ctx context.Context, cut time.Time) (_ int64, err error) {
+	defer wrapOp("sqldb.PruneEvents", &err)
 	rows, err := db.readPool().QueryContext(ctx, db.rebind(`SELECT tenant_id, published_seq, pruned_seq FROM outbox_cursors WHERE published_seq > pruned_seq`))
 	if err != nil {
 		return 0, err
@@ -220,9 +222,10 @@ func (db *DB) pruneTenantEvents(ctx context.Context, tenant, published, pruned i
 
 // Head returns a tenant's last committed sequence number. It checks no
 // actor: callers have (the stream's hello).
-func (s *EventService) Head(ctx context.Context, tenantID int64) (int64, error) {
+func (s *EventService) Head(ctx context.Context, tenantID int64) (_ int64, err error) {
+	defer wrapOp("sqldb.Head", &err)
 	var head int64
-	err := s.db.rdb.QueryRowContext(ctx, s.db.rebind(`SELECT event_seq FROM tenants WHERE id = ?`), tenantID).Scan(&head)
+	err = s.db.rdb.QueryRowContext(ctx, s.db.rebind(`SELECT event_seq FROM tenants WHERE id = ?`), tenantID).Scan(&head)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
 	}
@@ -232,7 +235,8 @@ func (s *EventService) Head(ctx context.Context, tenantID int64) (int64, error) 
 // AppendStoreEvent writes an event about the store itself (its id
 // headroom, say) into every tenant's log, at the tenant's root, so that
 // tenant admins, their webhooks and streams see it.
-func (db *DB) AppendStoreEvent(ctx context.Context, typ string, payload any) error {
+func (db *DB) AppendStoreEvent(ctx context.Context, typ string, payload any) (err error) {
+	defer wrapOp("sqldb.AppendStoreEvent", &err)
 	tx, err := db.beginBgTx(ctx)
 	if err != nil {
 		return err
@@ -273,7 +277,8 @@ type IDSample struct {
 
 // RecordIDSamples stores readings of herd's own id columns and forgets
 // those older than a month.
-func (db *DB) RecordIDSamples(ctx context.Context, samples []IDSample) error {
+func (db *DB) RecordIDSamples(ctx context.Context, samples []IDSample) (err error) {
+	defer wrapOp("sqldb.RecordIDSamples", &err)
 	tx, err := db.beginBgTx(ctx)
 	if err != nil {
 		return err
@@ -291,7 +296,8 @@ func (db *DB) RecordIDSamples(ctx context.Context, samples []IDSample) error {
 }
 
 // OldestIDSamples returns, per column, the oldest reading since since.
-func (db *DB) OldestIDSamples(ctx context.Context, since time.Time) ([]IDSample, error) {
+func (db *DB) OldestIDSamples(ctx context.Context, since time.Time) (_ []IDSample, err error) {
+	defer wrapOp("sqldb.OldestIDSamples", &err)
 	rows, err := db.rdb.QueryContext(ctx, db.rebind(`SELECT s.tbl, s.col, s.at, s.used FROM id_samples s
 JOIN (SELECT tbl, col, MIN(at) AS at FROM id_samples WHERE at >= ? GROUP BY tbl, col) o ON o.tbl = s.tbl AND o.col = s.col AND o.at = s.at`), since.UnixMilli())
 	if err != nil {

@@ -18,7 +18,8 @@ func NewGrantService(db *DB) *GrantService { return &GrantService{db: db} }
 
 // CreateGrant gives a user a role on a node. Nothing but the grant row and
 // its event is written.
-func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
+func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) (err error) {
+	defer wrapOp("sqldb.CreateGrant", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -62,7 +63,8 @@ func (s *GrantService) CreateGrant(ctx context.Context, g *herd.Grant) error {
 }
 
 // DeleteGrant revokes a grant.
-func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
+func (s *GrantService) DeleteGrant(ctx context.Context, id int64) (err error) {
+	defer wrapOp("sqldb.DeleteGrant", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -90,7 +92,8 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) error {
 }
 
 // FindGrantsByUser lists a user's grants with their nodes' current paths.
-func (s *GrantService) FindGrantsByUser(ctx context.Context, userID int64) ([]*herd.Grant, error) {
+func (s *GrantService) FindGrantsByUser(ctx context.Context, userID int64) (_ []*herd.Grant, err error) {
+	defer wrapOp("sqldb.FindGrantsByUser", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Grant, error) {
 		u, err := tx.findUser(ctx, a, userID)
 		if err != nil {

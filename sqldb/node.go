@@ -17,7 +17,8 @@ var _ herd.NodeService = (*NodeService)(nil)
 func NewNodeService(db *DB) *NodeService { return &NodeService{db: db} }
 
 // CreateNode creates a node under its parent.
-func (s *NodeService) CreateNode(ctx context.Context, n *herd.Node) error {
+func (s *NodeService) CreateNode(ctx context.Context, n *herd.Node) (err error) {
+	defer wrapOp("sqldb.CreateNode", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -77,7 +78,8 @@ func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (
 }
 
 // FindNodeByID returns a node within the actor's grants.
-func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (*herd.Node, error) {
+func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (_ *herd.Node, err error) {
+	defer wrapOp("sqldb.FindNodeByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Node, error) { return tx.findNode(ctx, a, id) })
 }
 
@@ -116,7 +118,8 @@ func (tx *Tx) readNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node
 
 // MoveNode moves a subtree. Every node and device path under it is
 // rewritten in the same transaction, so no reader ever sees half a move.
-func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (*herd.Node, error) {
+func (s *NodeService) MoveNode(ctx context.Context, id, parentID int64) (_ *herd.Node, err error) {
+	defer wrapOp("sqldb.MoveNode", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return nil, err

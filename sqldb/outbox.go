@@ -31,9 +31,10 @@ func NewOutboxService(db *DB) *OutboxService { return &OutboxService{db: db} }
 // tenants instead of queueing on each other; the lease condition is checked
 // again on the locked row, so two relays never both win a tenant. SQLite
 // has one writer and needs neither.
-func (s *OutboxService) ClaimOutbox(ctx context.Context, owner string, lease time.Duration, max int) ([]herd.OutboxClaim, error) {
+func (s *OutboxService) ClaimOutbox(ctx context.Context, owner string, lease time.Duration, max int) (_ []herd.OutboxClaim, err error) {
+	defer wrapOp("sqldb.ClaimOutbox", &err)
 	if owner == "" || max < 1 {
-		return nil, fmt.Errorf("sqldb: claim outbox: owner and max required")
+		return nil, fmt.Errorf("owner and max required")
 	}
 	tx, err := s.db.beginBgTx(ctx)
 	if err != nil {
@@ -78,7 +79,8 @@ RETURNING tenant_id, published_seq`, owner, now+lease.Milliseconds(), owner, now
 // out under the tenant row's lock, which a writer holds until it commits,
 // so the committed events of a tenant are always a prefix of its sequence:
 // reading after the cursor never skips one that commits later.
-func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64, limit int) ([]*herd.Event, error) {
+func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64, limit int) (_ []*herd.Event, err error) {
+	defer wrapOp("sqldb.OutboxEvents", &err)
 	q := s.db.rebind(`SELECT id, tenant_id, seq, type, subject_type, subject_id, path, payload, created_at FROM events WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
 	rows, err := s.db.readPool().QueryContext(ctx, q, tenantID, after, limit)
 	if err != nil {
@@ -88,7 +90,8 @@ func (s *OutboxService) OutboxEvents(ctx context.Context, tenantID, after int64,
 }
 
 // MarkPublished implements herd.OutboxService.
-func (s *OutboxService) MarkPublished(ctx context.Context, owner string, tenantID, seq int64, lease time.Duration) error {
+func (s *OutboxService) MarkPublished(ctx context.Context, owner string, tenantID, seq int64, lease time.Duration) (err error) {
+	defer wrapOp("sqldb.MarkPublished", &err)
 	now := s.db.Now().UnixMilli()
 	res, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET published_seq = ?, lease_until = ? WHERE tenant_id = ? AND lease_owner = ? AND published_seq <= ?`),
 		seq, now+lease.Milliseconds(), tenantID, owner, seq)
@@ -102,8 +105,9 @@ func (s *OutboxService) MarkPublished(ctx context.Context, owner string, tenantI
 }
 
 // ReleaseOutbox implements herd.OutboxService.
-func (s *OutboxService) ReleaseOutbox(ctx context.Context, owner string) error {
-	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?`), owner)
+func (s *OutboxService) ReleaseOutbox(ctx context.Context, owner string) (err error) {
+	defer wrapOp("sqldb.ReleaseOutbox", &err)
+	_, err = s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE outbox_cursors SET lease_owner = '', lease_until = 0 WHERE lease_owner = ?`), owner)
 	if err != nil {
 		return fmt.Errorf("release outbox: %w", err)
 	}
@@ -111,10 +115,11 @@ func (s *OutboxService) ReleaseOutbox(ctx context.Context, owner string) error {
 }
 
 // OutboxStats implements herd.OutboxService.
-func (s *OutboxService) OutboxStats(ctx context.Context) (herd.OutboxStats, error) {
+func (s *OutboxService) OutboxStats(ctx context.Context) (_ herd.OutboxStats, err error) {
+	defer wrapOp("sqldb.OutboxStats", &err)
 	var st herd.OutboxStats
 	var oldest sql.NullInt64
-	err := s.db.rdb.QueryRowContext(ctx, `SELECT COALESCE(SUM(t.event_seq - c.published_seq), 0),
+	err = s.db.rdb.QueryRowContext(ctx, `SELECT COALESCE(SUM(t.event_seq - c.published_seq), 0),
   MIN((SELECT e.created_at FROM events e WHERE e.tenant_id = c.tenant_id AND e.seq = c.published_seq + 1))
 FROM outbox_cursors c JOIN tenants t ON t.id = c.tenant_id WHERE t.event_seq > c.published_seq`).Scan(&st.Pending, &oldest)
 	if err != nil {
@@ -152,6 +157,7 @@ func scanEvents(rows *sql.Rows) ([]*herd.Event, error) {
 // Concurrent calls for one pair are settled by the key: on PostgreSQL the
 // second insert waits for the first transaction and then finds the row.
 func (db *DB) ApplyOnce(ctx context.Context, consumer string, eventID int64, effect func(ctx context.Context, tx *Tx) error) (applied bool, err error) {
+	defer wrapOp("sqldb.ApplyOnce", &err)
 	var once func(context.Context, *Tx, []bool) error
 	if effect != nil {
 		once = func(ctx context.Context, tx *Tx, applied []bool) error {
@@ -173,7 +179,8 @@ func (db *DB) ApplyOnce(ctx context.Context, consumer string, eventID int64, eff
 // and sees the records of the new ones already written. Records are
 // written in id order, so two batches holding the same events cannot
 // deadlock on each other.
-func (db *DB) ApplyOnceBatch(ctx context.Context, consumer string, ids []int64, effect func(ctx context.Context, tx *Tx, applied []bool) error) ([]bool, error) {
+func (db *DB) ApplyOnceBatch(ctx context.Context, consumer string, ids []int64, effect func(ctx context.Context, tx *Tx, applied []bool) error) (_ []bool, err error) {
+	defer wrapOp("sqldb.ApplyOnceBatch", &err)
 	tx, err := db.beginBgTx(ctx)
 	if err != nil {
 		return nil, err
@@ -216,7 +223,8 @@ func (db *DB) ApplyOnceBatch(ctx context.Context, consumer string, ids []int64, 
 // PruneProcessed forgets consumers' records older than before. Call it
 // with a time older than anything the stream still holds, so that a replay
 // of the stream finds every event it could deliver again.
-func (db *DB) PruneProcessed(ctx context.Context, before time.Time) (int64, error) {
+func (db *DB) PruneProcessed(ctx context.Context, before time.Time) (_ int64, err error) {
+	defer wrapOp("sqldb.PruneProcessed", &err)
 	res, err := db.wdb.ExecContext(ctx, db.rebind(`DELETE FROM processed_events WHERE processed_at < ?`), before.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("prune processed events: %w", err)

@@ -106,14 +106,16 @@ func (db *DB) cachedTenant(ctx context.Context, tenantID int64, wait bool) (*ten
 // WarmStateCache loads a tenant's cache now, so that the first queries find
 // it ready: herd serve warms its large tenants at start, benchmarks before
 // they measure.
-func (db *DB) WarmStateCache(ctx context.Context, tenantID int64) error {
-	_, err := db.cachedTenant(ctx, tenantID, true)
+func (db *DB) WarmStateCache(ctx context.Context, tenantID int64) (err error) {
+	defer wrapOp("sqldb.WarmStateCache", &err)
+	_, err = db.cachedTenant(ctx, tenantID, true)
 	return err
 }
 
 // WarmStateCaches loads the caches of every tenant large enough to be
 // cached, one after another.
-func (db *DB) WarmStateCaches(ctx context.Context) error {
+func (db *DB) WarmStateCaches(ctx context.Context) (err error) {
+	defer wrapOp("sqldb.WarmStateCaches", &err)
 	if db.StateCache.MinTenantDevices <= 0 {
 		return nil
 	}

@@ -17,7 +17,8 @@ var _ herd.TenantService = (*TenantService)(nil)
 func NewTenantService(db *DB) *TenantService { return &TenantService{db: db} }
 
 // CreateTenant creates the tenant, its root node and the event.
-func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) error {
+func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) (err error) {
+	defer wrapOp("sqldb.CreateTenant", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -56,7 +57,8 @@ func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) error 
 }
 
 // FindTenantByID returns a tenant the actor belongs to.
-func (s *TenantService) FindTenantByID(ctx context.Context, id int64) (*herd.Tenant, error) {
+func (s *TenantService) FindTenantByID(ctx context.Context, id int64) (_ *herd.Tenant, err error) {
+	defer wrapOp("sqldb.FindTenantByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Tenant, error) {
 		if !a.SeesTenant(id) {
 			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", id)

@@ -53,7 +53,8 @@ func (tx *Tx) requireTenantAdmin(ctx context.Context, a *herd.Actor, tenantID in
 }
 
 // CreateUser creates a user in a tenant.
-func (s *UserService) CreateUser(ctx context.Context, u *herd.User) error {
+func (s *UserService) CreateUser(ctx context.Context, u *herd.User) (err error) {
+	defer wrapOp("sqldb.CreateUser", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -83,7 +84,8 @@ func (s *UserService) CreateUser(ctx context.Context, u *herd.User) error {
 }
 
 // FindUserByID returns a user of the actor's tenant.
-func (s *UserService) FindUserByID(ctx context.Context, id int64) (*herd.User, error) {
+func (s *UserService) FindUserByID(ctx context.Context, id int64) (_ *herd.User, err error) {
+	defer wrapOp("sqldb.FindUserByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.User, error) { return tx.findUser(ctx, a, id) })
 }
 
@@ -103,7 +105,8 @@ func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User
 
 // CreateToken issues a token for a user: to the user themself, or by an
 // admin of their tenant.
-func (s *UserService) CreateToken(ctx context.Context, userID int64) (*herd.Token, error) {
+func (s *UserService) CreateToken(ctx context.Context, userID int64) (_ *herd.Token, err error) {
+	defer wrapOp("sqldb.CreateToken", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return nil, err
@@ -139,7 +142,8 @@ func (s *UserService) CreateToken(ctx context.Context, userID int64) (*herd.Toke
 }
 
 // DeleteToken revokes a token: its owner or a tenant admin may.
-func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
+func (s *UserService) DeleteToken(ctx context.Context, id int64) (err error) {
+	defer wrapOp("sqldb.DeleteToken", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -178,7 +182,8 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) error {
 // Authenticate resolves a token secret to an actor. Grants are read in the
 // same snapshot on every call: there is no cache to invalidate, so a revoke
 // takes effect on the very next request.
-func (s *UserService) Authenticate(ctx context.Context, secret string) (*herd.Actor, error) {
+func (s *UserService) Authenticate(ctx context.Context, secret string) (_ *herd.Actor, err error) {
+	defer wrapOp("sqldb.Authenticate", &err)
 	unauth := herd.Errorf(herd.EUNAUTHORIZED, "invalid or revoked token")
 	if !herd.IsTokenSecret(secret) {
 		return nil, unauth
@@ -213,6 +218,7 @@ func (s *UserService) Authenticate(ctx context.Context, secret string) (*herd.Ac
 // start it stores secret (or a generated one when secret is empty) and
 // returns the secret so the caller can print it once; later it returns "".
 func (db *DB) EnsureAdminToken(ctx context.Context, secret string) (created string, err error) {
+	defer wrapOp("sqldb.EnsureAdminToken", &err)
 	if secret != "" && !herd.IsTokenSecret(secret) {
 		return "", fmt.Errorf("admin token must start with %q and carry at least 21 more characters", herd.TokenPrefix)
 	}

@@ -39,7 +39,8 @@ func webhookEvent(typ string, w *herd.Webhook) *herd.Event {
 }
 
 // CreateWebhook implements herd.WebhookService.
-func (s *WebhookService) CreateWebhook(ctx context.Context, w *herd.Webhook) error {
+func (s *WebhookService) CreateWebhook(ctx context.Context, w *herd.Webhook) (err error) {
+	defer wrapOp("sqldb.CreateWebhook", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -103,7 +104,8 @@ func (tx *Tx) findWebhook(ctx context.Context, a *herd.Actor, id int64) (*herd.W
 }
 
 // FindWebhooks implements herd.WebhookService.
-func (s *WebhookService) FindWebhooks(ctx context.Context) ([]*herd.Webhook, error) {
+func (s *WebhookService) FindWebhooks(ctx context.Context) (_ []*herd.Webhook, err error) {
+	defer wrapOp("sqldb.FindWebhooks", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Webhook, error) {
 		q, args := `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE NOT w.deleted`, []any{}
 		if !a.Super {
@@ -129,13 +131,15 @@ func (s *WebhookService) FindWebhooks(ctx context.Context) ([]*herd.Webhook, err
 }
 
 // FindWebhookByID implements herd.WebhookService.
-func (s *WebhookService) FindWebhookByID(ctx context.Context, id int64) (*herd.Webhook, error) {
+func (s *WebhookService) FindWebhookByID(ctx context.Context, id int64) (_ *herd.Webhook, err error) {
+	defer wrapOp("sqldb.FindWebhookByID", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Webhook, error) { return tx.findWebhook(ctx, a, id) })
 }
 
 // DeleteWebhook implements herd.WebhookService. The row stays, marked
 // deleted, so its deliveries keep their history; those still waiting die.
-func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) error {
+func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) (err error) {
+	defer wrapOp("sqldb.DeleteWebhook", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return err
@@ -165,7 +169,8 @@ func (s *WebhookService) DeleteWebhook(ctx context.Context, id int64) error {
 const deliveryColumns = `d.id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempts, d.next_at, d.last_status, d.last_reason, d.created_at, d.delivered_at`
 
 // FindDeliveries implements herd.WebhookService.
-func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, status string, limit int) ([]*herd.WebhookDelivery, error) {
+func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, status string, limit int) (_ []*herd.WebhookDelivery, err error) {
+	defer wrapOp("sqldb.FindDeliveries", &err)
 	switch status {
 	case "", herd.DeliveryPending, herd.DeliveryDelivered, herd.DeliveryDead:
 	default:
@@ -209,7 +214,8 @@ func (s *WebhookService) FindDeliveries(ctx context.Context, webhookID int64, st
 }
 
 // RedriveWebhook implements herd.WebhookService.
-func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, error) {
+func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (_ int, err error) {
+	defer wrapOp("sqldb.RedriveWebhook", &err)
 	a, err := actor(ctx)
 	if err != nil {
 		return 0, err
@@ -243,7 +249,8 @@ func (s *WebhookService) RedriveWebhook(ctx context.Context, id int64) (int, err
 // EnqueueWebhooks implements herd.WebhookQueue. The subscriptions' node
 // paths are read now, so a subscription follows its node's moves; one
 // created after the event was committed does not get it.
-func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event, owner string, lease time.Duration) ([]bool, []*herd.DeliveryJob, error) {
+func (s *WebhookService) EnqueueWebhooks(ctx context.Context, consumer string, evs []*herd.Event, owner string, lease time.Duration) (_ []bool, _ []*herd.DeliveryJob, err error) {
+	defer wrapOp("sqldb.EnqueueWebhooks", &err)
 	ids := make([]int64, len(evs))
 	for i, ev := range evs {
 		ids[i] = ev.ID
@@ -340,7 +347,8 @@ type scanFunc func(dest ...any) error
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
 
 // ClaimDeliveries implements herd.WebhookQueue.
-func (s *WebhookService) ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, max int) ([]*herd.DeliveryJob, error) {
+func (s *WebhookService) ClaimDeliveries(ctx context.Context, owner string, lease time.Duration, max int) (_ []*herd.DeliveryJob, err error) {
+	defer wrapOp("sqldb.ClaimDeliveries", &err)
 	tx, err := s.db.beginBgTx(ctx)
 	if err != nil {
 		return nil, err
@@ -411,9 +419,10 @@ WHERE d.id IN (`+strings.Join(ids, ",")+`) ORDER BY d.next_at, d.id`, args...)
 }
 
 // ReleaseClaims implements herd.WebhookQueue.
-func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string, until time.Time) error {
+func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string, until time.Time) (err error) {
+	defer wrapOp("sqldb.ReleaseClaims", &err)
 	now := s.db.Now().UnixMilli()
-	_, err := s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND claim_owner = ? AND next_at > ? AND next_at < ?`), now, owner, now, until.UnixMilli())
+	_, err = s.db.bdb.ExecContext(ctx, s.db.rebind(`UPDATE webhook_deliveries SET next_at = ? WHERE status = 'pending' AND claim_owner = ? AND next_at > ? AND next_at < ?`), now, owner, now, until.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("release webhook claims: %w", err)
 	}
@@ -422,6 +431,7 @@ func (s *WebhookService) ReleaseClaims(ctx context.Context, owner string, until 
 
 // RecordAttempts implements herd.WebhookQueue, in one transaction.
 func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.AttemptResult) (err error) {
+	defer wrapOp("sqldb.RecordAttempts", &err)
 	if len(results) == 0 {
 		return nil
 	}
@@ -503,9 +513,10 @@ func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.Atte
 }
 
 // DeadLetters implements herd.WebhookQueue.
-func (s *WebhookService) DeadLetters(ctx context.Context) (int64, error) {
+func (s *WebhookService) DeadLetters(ctx context.Context) (_ int64, err error) {
+	defer wrapOp("sqldb.DeadLetters", &err)
 	var n int64
 	// 'dead' written out for the partial index, as in ClaimDeliveries.
-	err := s.db.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'`).Scan(&n)
+	err = s.db.rdb.QueryRowContext(ctx, `SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'dead'`).Scan(&n)
 	return n, err
 }
