@@ -93,7 +93,7 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) (er
 	if c.IdempotencyKey != "" {
 		key = c.IdempotencyKey
 		cond, args := tenantCond(a, "c.tenant_id")
-		prev, err := scanCommand(tx.QueryRowContext(ctx, commandSelect+` WHERE c.token_id = ? AND c.idempotency_key = ?`+cond, append([]any{a.TokenID, key}, args...)...))
+		prev, err := scanCommand(tx.QueryRowContext(ctx, commandSelect+` WHERE c.token_id = ? AND c.idempotency_key = ?`+cond, append([]any{commandToken(a), key}, args...)...))
 		if err == nil {
 			if prev.DeviceID != c.DeviceID || prev.Name != c.Name || prev.TTLSeconds != c.TTLSeconds || !sameJSON(prev.Args, c.Args) {
 				return herd.Errorf(herd.EKEYREUSED, "this Idempotency-Key made command %d, another command: use a new key per command", prev.ID)
@@ -109,7 +109,7 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) (er
 	c.ExpiresAt = tx.now.Add(time.Duration(c.TTLSeconds) * time.Second)
 	c.Result, c.Error, c.DeliveredAt, c.CompletedAt = nil, "", nil, nil
 	c.ID, err = tx.insertID(ctx, `INSERT INTO commands (tenant_id, device_id, device_key, name, args, ttl_s, status, token_id, idempotency_key, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.TenantID, c.DeviceID, c.DeviceKey, c.Name, string(c.Args), c.TTLSeconds, c.Status, a.TokenID, key, tx.now.UnixMilli(), c.ExpiresAt.UnixMilli())
+		c.TenantID, c.DeviceID, c.DeviceKey, c.Name, string(c.Args), c.TTLSeconds, c.Status, commandToken(a), key, tx.now.UnixMilli(), c.ExpiresAt.UnixMilli())
 	if err != nil {
 		return formatError(err, "a command with this idempotency key is being created")
 	}
@@ -117,6 +117,17 @@ func (s *CommandService) CreateCommand(ctx context.Context, c *herd.Command) (er
 		return err
 	}
 	return tx.Commit()
+}
+
+// commandToken is the token a command records as its sender, the owner of
+// its idempotency key. Super-admin tokens are counted apart from users'
+// tokens (admin_tokens and tokens), so the ids can be the same: a
+// super-admin's is recorded negated, and a user's key never meets it.
+func commandToken(a *herd.Actor) int64 {
+	if a.Super {
+		return -a.TokenID
+	}
+	return a.TokenID
 }
 
 // FindCommandByID implements herd.CommandService.

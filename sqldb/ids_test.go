@@ -1,6 +1,7 @@
 package sqldb_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -94,4 +95,33 @@ func TestIDSpaceExhausted_SQLite(t *testing.T) {
 	if !errors.Is(err, herd.ErrIDSpaceExhausted) {
 		t.Fatalf("got %v, want %v", err, herd.ErrIDSpaceExhausted)
 	}
+}
+
+// TestCommands_SuperTokenKeysApart: a super-admin's token and a user's
+// token may have the same id (they live in two tables); the same
+// Idempotency-Key from each makes two commands, and neither sees the
+// other's.
+func TestCommands_SuperTokenKeysApart(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		cmds := sqldb.NewCommandService(db)
+		a := f.mustTenant(t, "a")
+		b := f.mustTenant(t, "b")
+		aDev := f.mustDevices(t, a.RootNodeID, 1)[0]
+		bDev := f.mustDevices(t, b.RootNodeID, 1)[0]
+		u, secret := f.mustUser(t, b.ID, "b operator")
+		f.mustGrant(t, u.ID, b.RootNodeID, herd.RoleOperator)
+		asB := f.as(t, secret)
+		super := herd.NewContextWithActor(context.Background(), &herd.Actor{Super: true, TokenID: herd.ActorFromContext(asB).TokenID})
+		first := &herd.Command{DeviceID: aDev.ID, Name: "unlock", Args: json.RawMessage(`{"pin":"4711"}`), IdempotencyKey: "k"}
+		mustOK(t, cmds.CreateCommand(super, first))
+		second := &herd.Command{DeviceID: bDev.ID, Name: "unlock", IdempotencyKey: "k"}
+		if err := cmds.CreateCommand(asB, second); err != nil {
+			t.Fatalf("B's command with the key the super-admin used: %v", err)
+		}
+		if second.ID == first.ID || second.TenantID != b.ID {
+			t.Fatalf("B's command %+v, the super-admin's %+v", second, first)
+		}
+	})
 }
