@@ -104,11 +104,11 @@ func (s *GrantService) FindGrantsByUser(ctx context.Context, userID int64) (_ []
 				return nil, err
 			}
 		}
-		return tx.findGrants(ctx, userID)
+		return tx.findGrants(ctx, u.TenantID, userID)
 	})
 }
 
-const grantSelect = `SELECT g.id, g.tenant_id, g.user_id, g.node_id, g.role, n.path, g.created_at FROM grants g JOIN nodes n ON n.id = g.node_id`
+const grantSelect = `SELECT g.id, g.tenant_id, g.user_id, g.node_id, g.role, n.path, g.created_at FROM grants g JOIN nodes n ON n.id = g.node_id AND n.tenant_id = g.tenant_id`
 
 func scanGrant(r rowScanner) (*herd.Grant, error) {
 	var g herd.Grant
@@ -126,8 +126,8 @@ func (tx *Tx) findGrant(ctx context.Context, a *herd.Actor, id int64) (*herd.Gra
 	return scanGrant(tx.QueryRowContext(ctx, grantSelect+` WHERE g.id = ?`+cond, append([]any{id}, args...)...))
 }
 
-func (tx *Tx) findGrants(ctx context.Context, userID int64) ([]*herd.Grant, error) {
-	rows, err := tx.QueryContext(ctx, grantSelect+` WHERE g.user_id = ? ORDER BY g.id`, userID)
+func (tx *Tx) findGrants(ctx context.Context, tenantID, userID int64) ([]*herd.Grant, error) {
+	rows, err := tx.QueryContext(ctx, grantSelect+` WHERE g.user_id = ? AND g.tenant_id = ? ORDER BY g.id`, userID, tenantID)
 	if err != nil {
 		return nil, err
 	}

@@ -208,7 +208,7 @@ func (s *UserService) Authenticate(ctx context.Context, secret string) (_ *herd.
 	} else if err != nil {
 		return nil, err
 	}
-	if a.Grants, err = tx.findGrants(ctx, a.UserID); err != nil {
+	if a.Grants, err = tx.findGrants(ctx, a.TenantID, a.UserID); err != nil {
 		return nil, err
 	}
 	return &a, nil

@@ -92,7 +92,7 @@ func scanWebhook(sc interface{ Scan(...any) error }) (*herd.Webhook, error) {
 // findWebhook returns a subscription the actor administers.
 func (tx *Tx) findWebhook(ctx context.Context, a *herd.Actor, id int64) (*herd.Webhook, error) {
 	cond, args := tenantCond(a, "w.tenant_id")
-	w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND NOT w.deleted`+cond, append([]any{id}, args...)...))
+	w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id AND n.tenant_id = w.tenant_id WHERE w.id = ? AND NOT w.deleted`+cond, append([]any{id}, args...)...))
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(w.TenantID, w.Path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "webhook %d not found", id)
 	} else if err != nil {
@@ -107,7 +107,7 @@ func (tx *Tx) findWebhook(ctx context.Context, a *herd.Actor, id int64) (*herd.W
 func (s *WebhookService) FindWebhooks(ctx context.Context) (_ []*herd.Webhook, err error) {
 	defer wrapOp("sqldb.FindWebhooks", &err)
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) ([]*herd.Webhook, error) {
-		q, args := `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE NOT w.deleted`, []any{}
+		q, args := `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id AND n.tenant_id = w.tenant_id WHERE NOT w.deleted`, []any{}
 		if !a.Super {
 			q, args = q+` AND w.tenant_id = ?`, append(args, a.TenantID)
 		}
@@ -319,7 +319,7 @@ func (tx *Tx) activeWebhooks(ctx context.Context, tenantID int64) ([]*activeWebh
 	if tx.db.dialect == Postgres {
 		lock = " FOR SHARE OF w"
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+`, w.secret, w.failing_since FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.tenant_id = ? AND w.status = 'active' AND NOT w.deleted`+lock, tenantID)
+	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+`, w.secret, w.failing_since FROM webhooks w JOIN nodes n ON n.id = w.node_id AND n.tenant_id = w.tenant_id WHERE w.tenant_id = ? AND w.status = 'active' AND NOT w.deleted`+lock, tenantID)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +483,7 @@ func (s *WebhookService) RecordAttempts(ctx context.Context, results []herd.Atte
 			if r.Outcome == herd.AttemptDisable {
 				reason = "every delivery failed since " + j.FailingSince.Format(time.RFC3339)
 			}
-			w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id WHERE w.id = ? AND w.status = ?`, j.WebhookID, herd.WebhookActive))
+			w, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks w JOIN nodes n ON n.id = w.node_id AND n.tenant_id = w.tenant_id WHERE w.id = ? AND w.status = ?`, j.WebhookID, herd.WebhookActive))
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // disabled by an earlier result
 			} else if err != nil {
