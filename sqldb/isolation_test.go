@@ -11,8 +11,13 @@ import (
 )
 
 // TestTenantIsolation: every id of tenant B, used by an admin of all of
-// tenant A, is not found, by every service; and A's scoped query never
-// returns B's devices, whatever the filters.
+// tenant A, is not found, by every service (tenants, nodes, devices, users
+// and tokens, grants, commands, webhooks and their deliveries, device
+// credentials, events), and changes nothing of B; every such lookup states
+// the tenant in its SQL; and A's scoped query never returns B's devices,
+// whatever the filters. (The apps feed is named by token id:
+// appsocket.TestAppSocket_NewTokenDoesNotInheritFeed; ids given out again
+// are TestIDsNeverReused.)
 func TestTenantIsolation(t *testing.T) {
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
 		f := newFixture(db)
