@@ -20,12 +20,8 @@ func (u *User) Validate() error {
 	u.Name = strings.TrimSpace(u.Name)
 	if u.TenantID == 0 {
 		return Errorf(EINVALID, "tenant_id is required")
-	} else if u.Name == "" {
-		return Errorf(EINVALID, "name is required")
-	} else if len(u.Name) > 200 {
-		return Errorf(EINVALID, "name is longer than 200 bytes")
 	}
-	return nil
+	return checkRequiredText("name", u.Name, MaxNameLen)
 }
 
 // Token is an API token of a user. Its secret is shown once, at creation;
