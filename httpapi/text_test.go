@@ -95,6 +95,15 @@ func TestTextFields(t *testing.T) {
 				t.Fatalf("a refused request wrote: before %s, after %s", before, after)
 			}
 		})
+		t.Run("IdempotencyKeyNotUTF8", func(t *testing.T) {
+			// A header may carry bytes above 0x7F; the key is stored as text.
+			before := rowCounts(t, db)
+			r := e.doKey("POST", "/v1/nodes", adminSecret, "key-\xff", `{"parent_id":"`+fmt.Sprint(f.n1.ID)+`","kind":"room","name":"r"}`)
+			r.wantError(t, http.StatusBadRequest, herd.EINVALID, httpapi.HeaderIdempotencyKey)
+			if after := rowCounts(t, db); after != before {
+				t.Fatalf("a refused request wrote: before %s, after %s", before, after)
+			}
+		})
 		t.Run("OK", func(t *testing.T) {
 			// Text up to the limits, in any script, is stored as sent.
 			name := strings.Repeat("ø", herd.MaxNameLen/2)
