@@ -67,8 +67,8 @@ func (c *Command) Validate() error {
 	if c.DeviceID == 0 {
 		return Errorf(EINVALID, "device id required")
 	}
-	if c.Name == "" || len(c.Name) > 64 {
-		return Errorf(EINVALID, "name is required, at most 64 characters")
+	if err := checkRequiredText("name", c.Name, 64); err != nil {
+		return err
 	}
 	for _, r := range c.Name {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
@@ -80,6 +80,11 @@ func (c *Command) Validate() error {
 	}
 	if len(c.Args) > MaxCommandArgs {
 		return Errorf(EINVALID, "args are %d bytes, at most %d", len(c.Args), MaxCommandArgs)
+	}
+	// encoding/json accepts invalid UTF-8 inside strings, and the args are
+	// kept as they came, so the check is here: PostgreSQL refuses them.
+	if !utf8.Valid(c.Args) {
+		return Errorf(EINVALID, "args is not valid UTF-8 text")
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(c.Args, &obj); err != nil {

@@ -57,24 +57,31 @@ type Device struct {
 func (d *Device) Validate() error {
 	d.Key = strings.TrimSpace(d.Key)
 	d.Name = strings.TrimSpace(d.Name)
-	switch {
-	case d.NodeID == 0:
+	if d.NodeID == 0 {
 		return Errorf(EINVALID, "node_id is required")
-	case d.Key == "":
-		return Errorf(EINVALID, "key is required")
-	case len(d.Key) > 128:
-		return Errorf(EINVALID, "key is longer than 128 bytes")
-	case strings.ContainsAny(d.Key, "/+#\x00 "):
+	}
+	for _, f := range []struct {
+		name     string
+		value    string
+		max      int
+		required bool
+	}{
+		{"key", d.Key, MaxDeviceKey, true},
+		{"name", d.Name, MaxNameLen, false},
+		{"model", d.Model, MaxModelLen, false},
+		{"firmware", d.Firmware, MaxFirmwareLen, false},
+	} {
+		check := CheckText
+		if f.required {
+			check = checkRequiredText
+		}
+		if err := check(f.name, f.value, f.max); err != nil {
+			return err
+		}
+	}
+	if strings.ContainsAny(d.Key, "/+# ") {
 		// The key is the device's MQTT client id and a topic level.
-		return Errorf(EINVALID, "key %q may not contain '/', '+', '#', spaces or NUL", d.Key)
-	case !ValidText(d.Key) || !ValidText(d.Name) || !ValidText(d.Model) || !ValidText(d.Firmware):
-		return Errorf(EINVALID, "text fields must be valid UTF-8 without NUL bytes")
-	case len(d.Name) > 200:
-		return Errorf(EINVALID, "name is longer than 200 bytes")
-	case len(d.Model) > 100:
-		return Errorf(EINVALID, "model is longer than 100 bytes")
-	case len(d.Firmware) > 100:
-		return Errorf(EINVALID, "firmware is longer than 100 bytes")
+		return Errorf(EINVALID, "key %q may not contain '/', '+', '#' or spaces", d.Key)
 	}
 	if d.Name == "" {
 		d.Name = d.Key

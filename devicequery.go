@@ -140,7 +140,13 @@ type DeviceQuery struct {
 	Filters  []DeviceFilter
 	Sort     DeviceSort
 	Limit    int
-	After    *DeviceCursor
+	// Cursor is the next_cursor of the page before, as the client sent
+	// it. The store checks its signature with its own key and decodes it
+	// into After; ParseDeviceQuery only carries it.
+	Cursor string
+	// After is the position to page on from. Code that builds a query in
+	// process may set it directly; a store sets it from Cursor.
+	After *DeviceCursor
 }
 
 // DevicePage is one page of a device query.
@@ -244,11 +250,12 @@ func ParseDeviceQuery(v url.Values) (DeviceQuery, error) {
 		q.Limit = n
 	}
 	if s := v.Get("cursor"); s != "" {
-		c, err := q.DecodeCursor(s)
-		if err != nil {
-			return q, err
+		// Only the store holds the key that checks a cursor; refusing what
+		// cannot be one here keeps it from travelling further.
+		if len(s) > maxCursorLen || strings.Trim(s, cursorAlphabet) != "" {
+			return q, Errorf(EINVALIDCURSOR, "cursor is malformed")
 		}
-		q.After = c
+		q.Cursor = s
 	}
 	return q, nil
 }
@@ -430,8 +437,20 @@ func (d *Device) FieldValue(name string) (v any, null bool) {
 }
 
 // cursorVersion changes whenever the cursor's encoding does; older cursors
-// are then rejected as malformed instead of being misread.
-const cursorVersion = 1
+// are then rejected as malformed instead of being misread. Version 2 is
+// signed (version 1 cursors carried no signature and are refused).
+const cursorVersion = 2
+
+// deviceCursorKind is what a device query's cursor is signed for.
+const deviceCursorKind = "devices"
+
+// cursorAlphabet holds every character a cursor is written with: unpadded
+// URL-safe base64 and the dot before the signature.
+const cursorAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+
+// maxCursorLen bounds a cursor: the longest sort value a cursor carries is
+// a device's text, well under it.
+const maxCursorLen = 2048
 
 type cursorJSON struct {
 	V      int    `json:"v"`
@@ -479,32 +498,38 @@ func formatKey(v any) string {
 }
 
 // EncodeCursor returns the opaque cursor that continues q after the device,
-// carrying the count of the first page.
-func (q DeviceQuery) EncodeCursor(d *Device, count int64, capped bool) string {
+// carrying the count of the first page, signed with key.
+func (q DeviceQuery) EncodeCursor(key CursorKey, d *Device, count int64, capped bool) string {
 	v, null := d.FieldValue(q.Sort.Field)
-	return q.EncodeCursorAt(DeviceCursor{Null: null, Value: v, ID: d.ID, Count: count, CountCapped: capped})
+	return q.EncodeCursorAt(key, DeviceCursor{Null: null, Value: v, ID: d.ID, Count: count, CountCapped: capped})
 }
 
 // EncodeCursorAt returns the opaque cursor for a keyset position given by
 // its parts: the sort value (typed as in DeviceFilter) and id of the last
 // row, for a store that knows them without holding the row.
-func (q DeviceQuery) EncodeCursorAt(at DeviceCursor) string {
+func (q DeviceQuery) EncodeCursorAt(key CursorKey, at DeviceCursor) string {
 	c := cursorJSON{V: cursorVersion, Hash: q.fingerprint(), Null: at.Null, ID: at.ID, Count: at.Count, Capped: at.CountCapped}
 	if !at.Null {
 		c.Key = formatKey(at.Value)
 	}
 	buf, _ := json.Marshal(c)
-	return base64.RawURLEncoding.EncodeToString(buf)
+	return key.sign(deviceCursorKind, base64.RawURLEncoding.EncodeToString(buf))
 }
 
-// DecodeCursor parses a cursor made by EncodeCursor for this same query
-// (filters and sort); anything else is EINVALIDCURSOR.
-func (q DeviceQuery) DecodeCursor(s string) (*DeviceCursor, error) {
+// DecodeCursor parses a cursor made by EncodeCursor with the same key for
+// this same query (filters and sort); anything else is EINVALIDCURSOR. The
+// signature is checked before anything in the cursor is read, so an edited
+// count, position or sort, or a cursor of another store, is refused.
+func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error) {
 	bad := Errorf(EINVALIDCURSOR, "cursor is malformed")
-	if len(s) > 2048 {
+	if len(s) > maxCursorLen {
 		return nil, bad
 	}
-	buf, err := base64.RawURLEncoding.DecodeString(s)
+	payload, ok := key.verify(deviceCursorKind, s)
+	if !ok {
+		return nil, Errorf(EINVALIDCURSOR, "cursor was not issued by this store or was changed: page again from the first page")
+	}
+	buf, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {
 		return nil, bad
 	}

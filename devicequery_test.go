@@ -274,13 +274,22 @@ func TestParseDeviceQuery(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v.Set("cursor", q.EncodeCursor(&herd.Device{ID: 9, Name: "pump 7"}, 120, false))
+		v.Set("cursor", q.EncodeCursor(testKey, &herd.Device{ID: 9, Name: "pump 7"}, 120, false))
 		q, err = herd.ParseDeviceQuery(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (&herd.DeviceCursor{Value: "pump 7", ID: 9, Count: 120}); !reflect.DeepEqual(q.After, want) {
-			t.Fatalf("got cursor %+v, want %+v", q.After, want)
+		// The parser carries the cursor; only the store, which holds the
+		// key, decodes it.
+		if q.Cursor != v.Get("cursor") || q.After != nil {
+			t.Fatalf("got cursor %q, after %+v", q.Cursor, q.After)
+		}
+		c, err := q.DecodeCursor(testKey, q.Cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (&herd.DeviceCursor{Value: "pump 7", ID: 9, Count: 120}); !reflect.DeepEqual(c, want) {
+			t.Fatalf("got cursor %+v, want %+v", c, want)
 		}
 	})
 
@@ -431,7 +440,7 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 					if name != "id" {
 						setField(d, name, v)
 					}
-					c, err := q.DecodeCursor(q.EncodeCursor(d, herd.CountCap, desc))
+					c, err := q.DecodeCursor(testKey, q.EncodeCursor(testKey, d, herd.CountCap, desc))
 					if err != nil {
 						t.Fatalf("sort %s value %v: %v", q.Sort, v, err)
 					}
@@ -466,7 +475,7 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 			q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: tt.field}}
 			d := &herd.Device{ID: 1}
 			setField(d, tt.field, tt.v)
-			c, err := q.DecodeCursor(q.EncodeCursor(d, 1, false))
+			c, err := q.DecodeCursor(testKey, q.EncodeCursor(testKey, d, 1, false))
 			if err != nil {
 				t.Fatalf("%s=%v: %v", tt.field, tt.v, err)
 			}
@@ -481,7 +490,7 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 		Filters:  []herd.DeviceFilter{{Field: "name", Op: "in", Values: []any{"a", "b"}}},
 		Sort:     herd.DeviceSort{Field: "temperature", Desc: true},
 	}
-	cursor := base.EncodeCursor(&herd.Device{ID: 5, Temperature: new(21.5)}, 42, false)
+	cursor := base.EncodeCursor(testKey, &herd.Device{ID: 5, Temperature: new(21.5)}, 42, false)
 	// Another query: each differs from base in one part that shapes the
 	// walk, so base's cursor means nothing there.
 	others := map[string]herd.DeviceQuery{
@@ -500,7 +509,7 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 		"ErrValuesSplitDiff": {TenantID: 3, Filters: []herd.DeviceFilter{{Field: "name", Op: "in", Values: []any{"a", "", "b"}}}, Sort: base.Sort},
 	}
 	t.Run("OKSameQuery", func(t *testing.T) {
-		c, err := base.DecodeCursor(cursor)
+		c, err := base.DecodeCursor(testKey, cursor)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -510,13 +519,13 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 		// The page size is no part of the walk's identity.
 		other := base
 		other.Limit = 7
-		if _, err := other.DecodeCursor(cursor); err != nil {
+		if _, err := other.DecodeCursor(testKey, cursor); err != nil {
 			t.Fatal(err)
 		}
 	})
 	for name, q := range others {
 		t.Run(name, func(t *testing.T) {
-			_, err := q.DecodeCursor(cursor)
+			_, err := q.DecodeCursor(testKey, cursor)
 			mustFail(t, err, herd.EINVALIDCURSOR, "another query")
 		})
 	}
@@ -532,7 +541,7 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 		}
 		qa := herd.DeviceQuery{Filters: []herd.DeviceFilter{a}, Sort: herd.DeviceSort{Field: "id"}}
 		qb := herd.DeviceQuery{Filters: []herd.DeviceFilter{b}, Sort: herd.DeviceSort{Field: "id"}}
-		_, err = qb.DecodeCursor(qa.EncodeCursor(&herd.Device{ID: 1}, 1, false))
+		_, err = qb.DecodeCursor(testKey, qa.EncodeCursor(testKey, &herd.Device{ID: 1}, 1, false))
 		mustFail(t, err, herd.EINVALIDCURSOR)
 	})
 
@@ -545,51 +554,66 @@ func TestDeviceQuery_Cursor(t *testing.T) {
 		"ErrStdBase64":     "eyJ2IjoxfQ==",
 		"ErrNotJSON":       "bm90IGpzb24",
 		"ErrTooLong":       strings.Repeat("A", 2049),
-		"ErrOldVersion":    valid(map[string]any{"v": 0, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}),
-		"ErrFutureVersion": valid(map[string]any{"v": 2, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}),
-		"ErrValueType":     valid(map[string]any{"v": 1, "h": fingerprintOf(t, base), "k": "warm", "i": "5"}),
-		"ErrIDType":        valid(map[string]any{"v": 1, "h": fingerprintOf(t, base), "k": "21.5", "i": "five"}),
-		"ErrIDNumber":      valid(map[string]any{"v": 1, "h": fingerprintOf(t, base), "k": "21.5", "i": 5}),
-		"ErrTrailingData":  valid(map[string]any{"v": 1, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}) + "AAAA",
+		"ErrOldVersion":    valid(map[string]any{"v": 1, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}),
+		"ErrFutureVersion": valid(map[string]any{"v": 3, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}),
+		"ErrValueType":     valid(map[string]any{"v": 2, "h": fingerprintOf(t, base), "k": "warm", "i": "5"}),
+		"ErrIDType":        valid(map[string]any{"v": 2, "h": fingerprintOf(t, base), "k": "21.5", "i": "five"}),
+		"ErrIDNumber":      valid(map[string]any{"v": 2, "h": fingerprintOf(t, base), "k": "21.5", "i": 5}),
+		"ErrTrailingData":  valid(map[string]any{"v": 2, "h": fingerprintOf(t, base), "k": "21.5", "i": "5"}) + "AAAA",
 	}
 	for name, s := range malformed {
 		t.Run(name, func(t *testing.T) {
-			_, err := base.DecodeCursor(s)
+			_, err := base.DecodeCursor(testKey, s)
 			mustFail(t, err, herd.EINVALIDCURSOR)
 		})
 	}
 	t.Run("ErrNullOnNotNullField", func(t *testing.T) {
 		q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "name"}}
-		s := encodeRawCursor(t, map[string]any{"v": 1, "h": fingerprintOf(t, q), "n": true, "i": "5"})
-		_, err := q.DecodeCursor(s)
+		s := encodeRawCursor(t, map[string]any{"v": 2, "h": fingerprintOf(t, q), "n": true, "i": "5"})
+		_, err := q.DecodeCursor(testKey, s)
 		mustFail(t, err, herd.EINVALIDCURSOR, "malformed")
 	})
 	t.Run("ErrStatusValue", func(t *testing.T) {
 		q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "status"}}
-		s := encodeRawCursor(t, map[string]any{"v": 1, "h": fingerprintOf(t, q), "k": "broken", "i": "5"})
-		_, err := q.DecodeCursor(s)
+		s := encodeRawCursor(t, map[string]any{"v": 2, "h": fingerprintOf(t, q), "k": "broken", "i": "5"})
+		_, err := q.DecodeCursor(testKey, s)
 		mustFail(t, err, herd.EINVALIDCURSOR, "malformed")
 	})
 }
 
-// encodeRawCursor encodes a hand-made cursor body as cursors travel.
+// testKey signs the cursors of the domain's tests.
+var testKey = herd.CursorKey("herd test cursor key, 32 bytes..")
+
+// encodeRawCursor encodes a hand-made cursor body as cursors travel,
+// signed, so that the checks after the signature's see it.
 func encodeRawCursor(tb testing.TB, body map[string]any) string {
 	tb.Helper()
 	buf, err := json.Marshal(body)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return base64.RawURLEncoding.EncodeToString(buf)
+	return herd.SignDeviceCursor(testKey, base64.RawURLEncoding.EncodeToString(buf))
+}
+
+// cursorPayload returns the body of a cursor, without its signature.
+func cursorPayload(tb testing.TB, cursor string) []byte {
+	tb.Helper()
+	i := strings.LastIndexByte(cursor, '.')
+	if i < 0 {
+		tb.Fatalf("cursor %q has no signature", cursor)
+	}
+	buf, err := base64.RawURLEncoding.DecodeString(cursor[:i])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return buf
 }
 
 // fingerprintOf returns the query fingerprint a cursor of q carries, read
 // back from a real cursor so the test does not restate the hash.
 func fingerprintOf(tb testing.TB, q herd.DeviceQuery) string {
 	tb.Helper()
-	buf, err := base64.RawURLEncoding.DecodeString(q.EncodeCursor(&herd.Device{ID: 1}, 0, false))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	buf := cursorPayload(tb, q.EncodeCursor(testKey, &herd.Device{ID: 1}, 0, false))
 	var body struct {
 		H string `json:"h"`
 	}

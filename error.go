@@ -32,19 +32,39 @@ const (
 // Error is an application error: a stable code and a message that is safe to
 // show to the caller. Any other error is internal and is reported as
 // EINTERNAL without its text.
+//
+// Err, when set, is the cause: it stays in the chain for errors.Is and
+// errors.As and for the logs, and never reaches the caller, who sees only
+// Code and Message.
 type Error struct {
 	Code    string
 	Message string
+	Err     error
 }
 
 // Error implements the error interface.
 func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("herd error: code=%s message=%s: %v", e.Code, e.Message, e.Err)
+	}
 	return fmt.Sprintf("herd error: code=%s message=%s", e.Code, e.Message)
 }
+
+// Unwrap returns the cause, so that errors.Is and errors.As see through an
+// application error to what made it.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an application error with the given code and message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WrapError returns an application error with the given code and message
+// that keeps err as its cause. The message is what the caller sees; the
+// cause is for errors.Is, errors.As and the logs, so it may hold details
+// that the caller must not.
+func WrapError(err error, code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Err: err}
 }
 
 // ErrorCode returns the code of the application error in err's chain, or

@@ -120,7 +120,7 @@ func FuzzParseDeviceQuery(f *testing.F) {
 		Filters: []herd.DeviceFilter{{Field: "status", Op: "eq", Values: []any{"alarm"}}},
 		Sort:    herd.DeviceSort{Field: "temperature", Desc: true},
 	}
-	cursor := cursorQuery.EncodeCursor(&herd.Device{ID: 12, Temperature: new(31.5)}, 40, false)
+	cursor := cursorQuery.EncodeCursor(testKey, &herd.Device{ID: 12, Temperature: new(31.5)}, 40, false)
 	for _, s := range []string{
 		"", "limit=50", "sort=-last_seen&limit=500", "filter=status:eq:alarm&sort=-temperature",
 		"filter=temperature:gt:30&filter=battery:lt:20&sort=name",
@@ -199,7 +199,7 @@ func FuzzParseDeviceQuery(f *testing.F) {
 
 func FuzzDecodeCursor(f *testing.F) {
 	q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "temperature"}}
-	f.Add("temperature", "", q.EncodeCursor(&herd.Device{ID: 3, Temperature: new(-4.25)}, 10, false))
+	f.Add("temperature", "", strings.Split(q.EncodeCursor(testKey, &herd.Device{ID: 3, Temperature: new(-4.25)}, 10, false), ".")[0])
 	f.Add("-temperature", "online:eq:true", "")
 	f.Add("-last_seen", "status:in:ok|warn", "eyJ2IjoxLCJoIjoiMCIsIm4iOnRydWUsImkiOiI1In0")
 	f.Add("name", "name:prefix:p", "eyJ2IjoxfQ")
@@ -217,7 +217,13 @@ func FuzzDecodeCursor(f *testing.F) {
 			}
 			q.Filters = []herd.DeviceFilter{flt}
 		}
-		c, err := q.DecodeCursor(cursor)
+		// Whatever a client makes up is refused: it cannot sign it.
+		if _, err := q.DecodeCursor(testKey, cursor); herd.ErrorCode(err) != herd.EINVALIDCURSOR {
+			t.Fatalf("%q: an unsigned cursor gave %v", cursor, err)
+		}
+		// Signed, the fuzzed text reaches the checks that follow the
+		// signature's, which must hold for the store's own cursors too.
+		c, err := q.DecodeCursor(testKey, herd.SignDeviceCursor(testKey, cursor))
 		if err != nil {
 			if code := herd.ErrorCode(err); code != herd.EINVALIDCURSOR {
 				t.Fatalf("%q: error code %s", cursor, code)
@@ -259,7 +265,7 @@ func FuzzDecodeCursor(f *testing.F) {
 		if s.Field != "id" {
 			setField(d, s.Field, c.Value)
 		}
-		again, err := q.DecodeCursor(q.EncodeCursor(d, c.Count, c.CountCapped))
+		again, err := q.DecodeCursor(testKey, q.EncodeCursor(testKey, d, c.Count, c.CountCapped))
 		if err != nil {
 			t.Fatalf("%q: re-encoded position refused: %v", cursor, err)
 		}
@@ -302,7 +308,7 @@ func FuzzCursorRoundTrip(f *testing.F) {
 		// Every value a device can hold gives a cursor that decodes to its
 		// position.
 		q := herd.DeviceQuery{Sort: s}
-		c, err := q.DecodeCursor(q.EncodeCursor(d, 5, false))
+		c, err := q.DecodeCursor(testKey, q.EncodeCursor(testKey, d, 5, false))
 		if err != nil {
 			t.Fatalf("sort %s value %#v: %v", s, v, err)
 		}

@@ -68,7 +68,10 @@ type GrantService interface {
 	// CreateGrant returns EFORBIDDEN unless the actor is an admin of the node,
 	// ENOTFOUND when the user or node is not in the actor's tenant.
 	CreateGrant(ctx context.Context, g *Grant) error
-	// DeleteGrant returns ENOTFOUND or EFORBIDDEN as CreateGrant does.
+	// DeleteGrant returns ENOTFOUND when the grant's node is not visible
+	// to the actor (outside its grants or in another tenant), so that the
+	// answer is the same as for a grant that does not exist, and EFORBIDDEN
+	// when the actor sees the node but is not an admin of it.
 	DeleteGrant(ctx context.Context, id int64) error
 	// FindGrantsByUser lists a user's grants. A user may list their own;
 	// otherwise the actor must be an admin of the tenant's root.

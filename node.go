@@ -26,17 +26,10 @@ type Node struct {
 func (n *Node) Validate() error {
 	n.Name = strings.TrimSpace(n.Name)
 	n.Kind = strings.TrimSpace(n.Kind)
-	switch {
-	case n.Name == "":
-		return Errorf(EINVALID, "name is required")
-	case len(n.Name) > 200:
-		return Errorf(EINVALID, "name is longer than 200 bytes")
-	case n.Kind == "":
-		return Errorf(EINVALID, "kind is required")
-	case len(n.Kind) > 50:
-		return Errorf(EINVALID, "kind is longer than 50 bytes")
+	if err := checkRequiredText("name", n.Name, MaxNameLen); err != nil {
+		return err
 	}
-	return nil
+	return checkRequiredText("kind", n.Kind, MaxKindLen)
 }
 
 // ChildPath returns the path of a child with the given id under parentPath.

@@ -461,8 +461,8 @@ func (p *telemetryParser) firmware() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(s) > 100 {
-		return "", errors.New("longer than 100 bytes")
+	if len(s) > MaxFirmwareLen {
+		return "", fmt.Errorf("longer than %d bytes", MaxFirmwareLen)
 	}
 	// str has refused \u0000 and the payload is valid UTF-8, so the
 	// text is valid; checking again keeps the rule in one visible place.

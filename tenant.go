@@ -18,12 +18,7 @@ type Tenant struct {
 // Validate reports whether the tenant can be created.
 func (t *Tenant) Validate() error {
 	t.Name = strings.TrimSpace(t.Name)
-	if t.Name == "" {
-		return Errorf(EINVALID, "name is required")
-	} else if len(t.Name) > 200 {
-		return Errorf(EINVALID, "name is longer than 200 bytes")
-	}
-	return nil
+	return checkRequiredText("name", t.Name, MaxNameLen)
 }
 
 // TenantService manages tenants. Only a super-admin may create tenants.

@@ -20,12 +20,8 @@ func (u *User) Validate() error {
 	u.Name = strings.TrimSpace(u.Name)
 	if u.TenantID == 0 {
 		return Errorf(EINVALID, "tenant_id is required")
-	} else if u.Name == "" {
-		return Errorf(EINVALID, "name is required")
-	} else if len(u.Name) > 200 {
-		return Errorf(EINVALID, "name is longer than 200 bytes")
 	}
-	return nil
+	return checkRequiredText("name", u.Name, MaxNameLen)
 }
 
 // Token is an API token of a user. Its secret is shown once, at creation;
@@ -50,7 +46,10 @@ type UserService interface {
 	// secret. Users may create tokens for themselves; tenant admins for
 	// anyone in the tenant.
 	CreateToken(ctx context.Context, userID int64) (*Token, error)
-	// DeleteToken revokes a token at once.
+	// DeleteToken revokes a token at once. Its owner and tenant admins may.
+	// Returns ENOTFOUND for a token of another tenant, and for another
+	// user's token when the actor cannot see the tenant's root (it cannot
+	// know the token exists); EFORBIDDEN for a viewer of the root.
 	DeleteToken(ctx context.Context, id int64) error
 	// Authenticate returns the actor for a token secret, with grants loaded
 	// now. Returns EUNAUTHORIZED for an unknown or revoked token.

@@ -69,21 +69,24 @@ type Webhook struct {
 
 // Validate reports whether the subscription's own fields are acceptable.
 func (w *Webhook) Validate() error {
+	if err := CheckText("url", w.URL, MaxURLLen); err != nil {
+		return err
+	}
 	u, err := url.Parse(w.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return Errorf(EINVALID, "url must be an absolute http or https URL, not %q", w.URL)
 	} else if u.User != nil {
 		return Errorf(EINVALID, "url must not carry credentials: receivers check the signature instead")
-	} else if len(w.URL) > 2048 {
-		return Errorf(EINVALID, "url is longer than 2,048 characters")
 	}
 	if len(w.EventTypes) == 0 {
 		return Errorf(EINVALID, `event_types is required: event types such as "device.online", patterns such as "device.*", or "*" for all`)
 	} else if len(w.EventTypes) > MaxWebhookEventTypes {
 		return Errorf(EINVALID, "event_types has %d entries, at most %d", len(w.EventTypes), MaxWebhookEventTypes)
 	}
-	for _, t := range w.EventTypes {
-		if !ValidEventPattern(t) {
+	for i, t := range w.EventTypes {
+		if err := CheckText("event_types["+strconv.Itoa(i)+"]", t, 64); err != nil {
+			return err
+		} else if !ValidEventPattern(t) {
 			return Errorf(EINVALID, `event type %q is not a type such as "device.online", a pattern such as "device.*", or "*"`, t)
 		}
 	}

@@ -196,19 +196,18 @@ func timeScoped(ctx context.Context, devices herd.DeviceService, sq ScopedQuery,
 		if err != nil {
 			return nil, nil, err
 		}
-		if q.After == nil {
+		if q.Cursor == "" {
 			first = append(first, time.Since(start))
 		} else {
 			next = append(next, time.Since(start))
 		}
 		depth++
 		if page.NextCursor == "" || depth == 10 {
-			q.After, depth = nil, 0
+			q.Cursor, depth = "", 0
 			continue
 		}
-		if q.After, err = q.DecodeCursor(page.NextCursor); err != nil {
-			return nil, nil, err
-		}
+		// The store checks the cursor it issued, as for an API client.
+		q.Cursor = page.NextCursor
 	}
 	return first, next, nil
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/herd-iot/herd"
 )
@@ -35,8 +37,18 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 		// Refuse before reading a byte of it.
 		return tooLarge(limit)
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	buf, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return bodyError(err, limit)
+	}
+	// encoding/json turns invalid UTF-8 in a string into U+FFFD without a
+	// word, and keeps it as it came in a json.RawMessage (command args),
+	// which PostgreSQL then refuses: text that is not UTF-8 is refused
+	// here, naming the field, before anything reads it.
+	if !utf8.Valid(buf) {
+		return herd.Errorf(herd.EINVALID, "%s is not valid UTF-8 text", invalidUTF8Field(buf))
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return bodyError(err, limit)

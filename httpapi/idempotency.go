@@ -41,6 +41,11 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 			Error(w, r, herd.Errorf(herd.EINVALID, "%s is longer than 255 characters", HeaderIdempotencyKey))
 			return
 		}
+		// A header may carry any byte above 0x7F; the key is kept as text.
+		if err := herd.CheckText(HeaderIdempotencyKey, key, 255); err != nil {
+			Error(w, r, err)
+			return
+		}
 		if s.Idempotency == nil {
 			Error(w, r, herd.Errorf(herd.EINVALID, "idempotency keys are not kept here"))
 			return

@@ -79,6 +79,8 @@ type DB struct {
 	// bulkhead: API requests queued on the main pool (waiting for a
 	// tenant's lock, say) must not hold events back. On SQLite it is wdb.
 	bdb *sql.DB
+	// cursorKey signs the cursors the store issues (cursorkey.go).
+	cursorKey herd.CursorKey
 }
 
 // NewDB returns a DB for dsn with default settings.
@@ -167,6 +169,10 @@ func (db *DB) Open() (err error) {
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return fmt.Errorf("migrate: %w", err)
+	}
+	if err := db.loadCursorKey(ctx); err != nil {
+		db.Close()
+		return fmt.Errorf("cursor key: %w", err)
 	}
 	return nil
 }

@@ -550,8 +550,7 @@ func TestQueryDevices_WalkDuringInserts(t *testing.T) {
 					if p.NextCursor == "" {
 						break
 					}
-					q.After, err = q.DecodeCursor(p.NextCursor)
-					mustOK(t, err)
+					q.Cursor = p.NextCursor // the store checks and decodes it
 				}
 				close(stop)
 				for range inserted { // let the inserter finish its last batch
@@ -650,11 +649,7 @@ func TestGrantService_RevokeTakesEffect(t *testing.T) {
 
 func withCursor(tb testing.TB, q herd.DeviceQuery, cursor string) herd.DeviceQuery {
 	tb.Helper()
-	c, err := q.DecodeCursor(cursor)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	q.After = c
+	q.Cursor = cursor // the store checks and decodes it
 	return q
 }
 
@@ -812,8 +807,7 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 					if p.NextCursor == "" {
 						break
 					}
-					q.After, err = q.DecodeCursor(p.NextCursor)
-					mustOK(t, err)
+					q.Cursor = p.NextCursor // the store checks and decodes it
 				}
 				// tenant + 2 per path + filter values + keyset (value, id) +
 				// limit.

@@ -118,7 +118,9 @@ func (s *CredentialService) DeleteDeviceCredential(ctx context.Context, deviceID
 func (s *CredentialService) AuthenticateDevice(ctx context.Context, key, token string) (_ *herd.DeviceIdentity, err error) {
 	defer wrapOp("sqldb.AuthenticateDevice", &err)
 	bad := herd.Errorf(herd.EUNAUTHORIZED, "bad device key or token")
-	if key == "" || !herd.IsTokenSecret(token) {
+	// A key that is not text no device can have; PostgreSQL would refuse
+	// it in the lookup, as an error instead of a bad key.
+	if key == "" || !herd.ValidText(key) || !herd.IsTokenSecret(token) {
 		return nil, bad
 	}
 	tx, err := s.db.beginRead(ctx)

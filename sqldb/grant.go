@@ -75,7 +75,9 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) (err error) {
 	}
 	defer tx.Rollback()
 	g, err := tx.findGrant(ctx, a, id)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(g.TenantID)) {
+	// A grant is seen by those who see its node, as the node is: outside
+	// that it is not found, so that the answer tells nothing of its node.
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(g.TenantID, g.Path, herd.RoleViewer)) {
 		return herd.Errorf(herd.ENOTFOUND, "grant %d not found", id)
 	} else if err != nil {
 		return err

@@ -162,6 +162,15 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) (err error) {
 		return err
 	}
 	if a.Super || a.UserID != t.UserID {
+		// Another user's token is seen only by viewers of the tenant's
+		// root, who read its token.* events; to anyone else it is not
+		// found, as it would be in another tenant.
+		root, err := tx.rootPath(ctx, t.TenantID)
+		if err != nil {
+			return err
+		} else if !a.Allows(t.TenantID, root, herd.RoleViewer) {
+			return herd.Errorf(herd.ENOTFOUND, "token %d not found", id)
+		}
 		if err := tx.requireTenantAdmin(ctx, a, t.TenantID); err != nil {
 			return err
 		}

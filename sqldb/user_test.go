@@ -107,7 +107,9 @@ func TestUserService_Tokens(t *testing.T) {
 			wantCode(t, err, herd.EFORBIDDEN)
 			a, err := f.Users.Authenticate(context.Background(), secret)
 			mustOK(t, err)
-			wantCode(t, f.Users.DeleteToken(f.as(t, osecret), a.TokenID), herd.EFORBIDDEN)
+			// gus does not see the tenant's root, where token events go:
+			// another user's token is not found for him.
+			wantCode(t, f.Users.DeleteToken(f.as(t, osecret), a.TokenID), herd.ENOTFOUND)
 			if _, err := f.Users.Authenticate(context.Background(), secret); err != nil {
 				t.Fatalf("token revoked by a forbidden call: %v", err)
 			}
