@@ -53,10 +53,15 @@ func (l *link) queueAcks(b []byte, n int, log *slog.Logger) {
 		l.sendLocked(log)
 		return
 	}
-	go func() {
+	if !l.writers.start(func() {
 		l.cl.Lock()
 		l.sendLocked(log)
-	}()
+	}) {
+		// Closing down, past the last commit: nothing is left to wait
+		// for the lock but this.
+		l.cl.Lock()
+		l.sendLocked(log)
+	}
 }
 
 // sendLocked writes the unsent PUBACKs until none are left, holding the

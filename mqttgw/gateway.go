@@ -15,8 +15,16 @@
 //     builds a debug record of the whole packet: an allocation of half a
 //     kilobyte per message.) Client.Lock is the lock mochi writes a
 //     socket under.
-//   - mochi publishes a client's will without a hook that could refuse
-//     it, so herd refuses a CONNECT whose will topic is not the device's.
+//   - mochi publishes a client's will past OnPublish, to the subscribers
+//     of its topic, and there are none for a device's publish topics: herd
+//     takes the will from mochi in OnConnect and sends it down the
+//     publish path itself when the connection ends (see will.go).
+//   - mochi's SendConnack never writes Retain Available, so MQTT 5 clients
+//     would take retain to work: herd adds Retain Available = 0 to the
+//     CONNACK (OnPacketEncode) and refuses what is retained itself. It
+//     leaves mochi's own RetainAvailable on, since mochi answers a 3.1.1
+//     CONNECT with a retained will by 0x9A, no 3.1.1 return code; nothing
+//     reaches mochi retained (handled clears the flag, herd holds wills).
 //   - A second CONNECT with a taken client id closes the old socket
 //     (DISCONNECT 0x8E, then Close) if it finds the old client in its
 //     client registry. A client ending deletes its id from that registry
@@ -133,6 +141,43 @@ type Gateway struct {
 	cancel  context.CancelFunc
 	closed  atomic.Bool
 	stopped sync.Once // the group commit
+	// work is the gateway's goroutines of its own: the command resender
+	// and the deliveries of open commands. Close cancels them (baseCtx)
+	// and waits for them before the group commit stops.
+	work owned
+	// writers are the goroutines that write to a socket on another's
+	// behalf (PUBACKs waiting for mochi's lock, a DISCONNECT being told):
+	// each ends once its socket is closed, and Close waits for them when
+	// every socket is and the group commit, which starts them, is done.
+	writers owned
+}
+
+// owned is a set of goroutines with an owner who waits for them: once it
+// is closed no more start, and wait returns when the last has ended.
+type owned struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs f in a goroutine of the set; it returns false, and runs
+// nothing, once the set is closed.
+func (o *owned) start(f func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	o.wg.Go(f)
+	return true
+}
+
+// closeAndWait refuses new goroutines and waits for those running.
+func (o *owned) closeAndWait() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	o.wg.Wait()
 }
 
 // New returns a Gateway with the default settings.
@@ -197,7 +242,7 @@ func (g *Gateway) Open() (err error) {
 			defer close(g.marked)
 			g.markDelivered()
 		}()
-		go g.resendPending()
+		g.work.start(g.resendPending)
 	} else {
 		close(g.marked)
 	}
@@ -285,8 +330,10 @@ func (g *Gateway) stopBatch() {
 		if g.cancel != nil {
 			g.cancel()
 		}
+		g.work.closeAndWait()
 		close(g.batch.in)
 		<-g.batch.done
+		g.writers.closeAndWait()
 		close(g.routes.delivered)
 		<-g.marked
 	})

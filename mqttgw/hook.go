@@ -20,7 +20,21 @@ func (h *hook) ID() string { return "herd" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnQosPublish, mqtt.OnQosComplete}, []byte{b})
+		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnPacketEncode}, []byte{b})
+}
+
+// OnPacketEncode tells MQTT 5 devices in their CONNACK that retain is not
+// available (Retain Available = 0): herd is the only reader of what a
+// device publishes and keeps no retained messages. mochi's SendConnack
+// never writes the property itself, and its own RetainAvailable = 0 would
+// answer a 3.1.1 CONNECT with a retained will by 0x9A, which is not a
+// 3.1.1 return code; herd refuses retain itself instead (OnConnect,
+// OnPublish).
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode == packets.CodeSuccess.Code && cl.Properties.ProtocolVersion >= 5 {
+		pk.Properties.RetainAvailable, pk.Properties.RetainAvailableFlag = 0, true
+	}
+	return pk
 }
 
 // refuse writes a refusing CONNACK with the code of the client's protocol
@@ -58,15 +72,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		g.Logger.Info("connect refused: client id must be the device key and the user name", "remote", remote)
 		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
 	}
-	// mochi publishes a will to whoever subscribes to its topic, past
-	// OnPublish: a will on another device's commands would reach that
-	// device as a command. A device's will may use its own publish topics.
-	if pk.Connect.WillFlag {
-		if _, ok := mayPublish(cl.ID, pk.Connect.WillTopic); !ok {
-			g.metrics.refusedACL.WithLabelValues("will").Inc()
-			g.Logger.Info("connect refused: will topic not the device's own", "remote", remote, "key", cl.ID, "topic", pk.Connect.WillTopic)
-			return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "will_topic")
-		}
+	willKind, err := h.checkWill(cl, pk)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(g.baseCtx, 5*time.Second)
 	id, err := g.Credentials.AuthenticateDevice(ctx, user, pass)
@@ -84,7 +92,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		cl.State.Keepalive = maxKA
 		cl.State.ServerKeepalive = true
 	}
-	g.hold(cl, session{deviceID: id.DeviceID, tenantID: id.TenantID})
+	g.hold(cl, session{deviceID: id.DeviceID, tenantID: id.TenantID}, takeWill(cl, willKind))
 	return nil
 }
 
@@ -98,13 +106,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if !ok {
 		return
 	}
+	if s.link.cl == cl {
+		s.link.established.Store(true) // its will counts from here
+	}
 	g.metrics.connects.WithLabelValues("ok").Inc()
 	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestConnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
 	// A device back on a persistent session keeps its subscriptions and
 	// does not subscribe again: its open commands go now.
 	if g.Commands != nil {
 		if _, subscribed := cl.State.Subscriptions.Get("devices/" + cl.ID + "/" + topicCommands); subscribed {
-			go g.deliverOpen(s.deviceID)
+			g.work.start(func() { g.deliverOpen(s.deviceID) })
 		}
 	}
 }
@@ -118,8 +129,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline || write {
 		return true
 	}
-	key, rest, ok := deviceTopic(topic)
-	if ok && key == cl.ID && (rest == topicCommands || rest == topicConfig) {
+	if maySubscribe(cl.ID, topic) {
 		return true
 	}
 	h.g.metrics.refusedACL.WithLabelValues("subscribe").Inc()
@@ -146,6 +156,21 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// and the device sends it again on its new connection.
 		return handled(pk)
 	}
+	if pk.FixedHeader.Retain {
+		if cl.Properties.ProtocolVersion >= 5 {
+			// It was told Retain Available = 0 in its CONNACK: a retained
+			// PUBLISH is a protocol error, answered with DISCONNECT 0x9A
+			// (MQTT 5 3.3.1.3; a PUBACK has no such reason code).
+			g.metrics.publishes.WithLabelValues(publishKind(cl.ID, pk.TopicName), "retain_refused").Inc()
+			g.Logger.Info("retained publish refused: disconnecting", "key", cl.ID, "remote", cl.Net.Remote, "topic", pk.TopicName)
+			g.disconnect(cl, packets.ErrRetainNotSupported)
+			return handled(pk)
+		}
+		// MQTT 3.1.1 cannot be told: the message is taken as if it were
+		// not retained (herd keeps the device's latest state anyway).
+		g.metrics.retainIgnored.Inc()
+		pk.FixedHeader.Retain = false
+	}
 	kind, allowed := mayPublish(cl.ID, pk.TopicName)
 	if !allowed {
 		g.metrics.refusedACL.WithLabelValues("publish").Inc()
@@ -157,29 +182,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
 	}
-	now := g.Now()
-	var items []herd.IngestItem
-	var err error
-	switch kind {
-	case topicAck:
-		var a herd.CommandAck
-		if a, err = herd.ParseCommandAck(pk.Payload, g.MaxPayload); err == nil {
-			items = []herd.IngestItem{{Kind: herd.IngestCommandAck, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Ack: a}}
-		}
-	case topicEvents:
-		var data []byte
-		if data, err = herd.ParseDeviceEvent(pk.Payload, g.MaxPayload); err == nil {
-			items = []herd.IngestItem{{Kind: herd.IngestEvent, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Data: data}}
-		}
-	default:
-		items, err = h.readings(s, pk.Payload, now)
-	}
+	items, err := g.parse(s, kind, pk.Payload, g.Now())
 	if err != nil {
-		reason := "malformed"
-		if herd.ErrorCode(err) == herd.ETOOLARGE {
-			reason = "too_large"
-		}
-		g.metrics.publishes.WithLabelValues(kind, reason).Inc()
+		g.metrics.publishes.WithLabelValues(kind, refusalReason(err)).Inc()
 		g.Logger.Info("publish refused", "key", cl.ID, "topic", kind, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
 		// MQTT 3.1.1 has no way to refuse a publish: the message is acked
 		// and dropped, or the device would send it again forever.
@@ -224,17 +229,50 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
 }
 
-// readings parses a telemetry payload into the device's ingest items.
-func (h *hook) readings(s session, payload []byte, now time.Time) ([]herd.IngestItem, error) {
-	readings, err := herd.ParseTelemetry(payload, now, h.g.MaxPayload)
+// parse turns what a device sent on one of its topics (kind), a publish
+// or its will, into its ingest items: telemetry into readings, events into
+// a device.reported event, commands/ack into a command's answer.
+func (g *Gateway) parse(s session, kind string, payload []byte, now time.Time) ([]herd.IngestItem, error) {
+	at := now.UnixMilli()
+	switch kind {
+	case topicAck:
+		a, err := herd.ParseCommandAck(payload, g.MaxPayload)
+		if err != nil {
+			return nil, err
+		}
+		return []herd.IngestItem{{Kind: herd.IngestCommandAck, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Ack: a}}, nil
+	case topicEvents:
+		data, err := herd.ParseDeviceEvent(payload, g.MaxPayload)
+		if err != nil {
+			return nil, err
+		}
+		return []herd.IngestItem{{Kind: herd.IngestEvent, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Data: data}}, nil
+	}
+	readings, err := herd.ParseTelemetry(payload, now, g.MaxPayload)
 	if err != nil {
 		return nil, err
 	}
-	at := now.UnixMilli()
 	s.link.defaultTimes(readings, at)
 	items := make([]herd.IngestItem, len(readings))
 	for i, r := range readings {
 		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
 	}
 	return items, nil
+}
+
+// refusalReason is the metrics' name for a payload that did not parse.
+func refusalReason(err error) string {
+	if herd.ErrorCode(err) == herd.ETOOLARGE {
+		return "too_large"
+	}
+	return "malformed"
+}
+
+// publishKind is the topic kind of a publish for the metrics: the kind of
+// one of the device's own topics, or "refused".
+func publishKind(key, topic string) string {
+	if kind, ok := mayPublish(key, topic); ok {
+		return kind
+	}
+	return "refused"
 }

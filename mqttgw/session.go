@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -40,6 +41,14 @@ type link struct {
 	// (the history keeps one reading per device and time). It carries over
 	// to the key's next socket.
 	lastTS int64
+
+	// writers owns the goroutine that waits for the socket's lock to
+	// write its PUBACKs (the gateway's writers).
+	writers *owned
+	// will is the device's will (see will.go), nil for none; established
+	// is set once the device has had its CONNACK, from when a will counts.
+	will        *will
+	established atomic.Bool
 }
 
 // defaultTimes gives the readings the device sent without ts (those whose
@@ -64,8 +73,8 @@ func (l *link) lastDefaultTime() int64 {
 	return l.lastTS
 }
 
-func newLink(key string, cl *mqtt.Client) *link {
-	l := &link{key: key, cl: cl, ended: make(chan struct{})}
+func newLink(key string, cl *mqtt.Client, writers *owned) *link {
+	l := &link{key: key, cl: cl, ended: make(chan struct{}), writers: writers}
 	l.room.L = &l.mu
 	return l
 }
@@ -79,10 +88,15 @@ const disconnectWait = time.Second
 // telling is bounded, and a client that cannot be told is closed anyway.
 func (g *Gateway) disconnect(cl *mqtt.Client, code packets.Code) {
 	done := make(chan struct{})
-	go func() {
+	// The teller may outlive the wait: it ends when the socket is closed,
+	// and Close waits for it then.
+	if !g.writers.start(func() {
 		defer close(done)
 		_ = g.server.DisconnectClient(cl, code)
-	}()
+	}) {
+		cl.Stop(code)
+		return
+	}
 	timer := time.NewTimer(disconnectWait)
 	defer timer.Stop()
 	select {
@@ -101,13 +115,17 @@ const takeoverWait = 10 * time.Second
 // any, has ended: it closes that one (DISCONNECT 0x8E) and waits until
 // mochi is done with it. The old socket's end thus comes before the new
 // one's start, in the store as in mochi.
-func (g *Gateway) hold(cl *mqtt.Client, s session) {
+func (g *Gateway) hold(cl *mqtt.Client, s session, w *will) {
 	var lastTS int64 // of the sockets taken over
 	for {
 		g.mu.Lock()
 		prev, held := g.sessions[cl.ID]
 		if !held {
-			s.link = newLink(cl.ID, cl)
+			s.link = newLink(cl.ID, cl, &g.writers)
+			if w != nil {
+				w.s = s
+				s.link.will = w
+			}
 			s.link.lastTS = max(lastTS, g.ahead[cl.ID])
 			delete(g.ahead, cl.ID)
 			g.sessions[cl.ID] = s
@@ -138,15 +156,20 @@ func (g *Gateway) hold(cl *mqtt.Client, s session) {
 }
 
 // connEnded runs when mochi is done with a socket, however it ended: it
-// marks the device offline if the socket held its key, unless a new
-// connection of the key took over (that one is online now).
+// sends the device's will if it is due, and marks the device offline if the
+// socket held its key, unless a new connection of the key took over (that
+// one is online now).
 func (g *Gateway) connEnded(conn net.Conn) {
-	g.mu.Lock()
+	g.mu.RLock()
 	l, ok := g.links[conn]
+	g.mu.RUnlock()
 	if !ok {
-		g.mu.Unlock()
 		return // refused, or never spoke
 	}
+	// The will first: its readings take default times past the link's
+	// last, which the key's next socket goes on from.
+	items := g.willItems(l)
+	g.mu.Lock()
 	delete(g.links, conn)
 	s, held := g.sessions[l.key]
 	held = held && s.link == l
@@ -164,13 +187,17 @@ func (g *Gateway) connEnded(conn net.Conn) {
 		}
 	}
 	g.mu.Unlock()
-	close(l.ended)
 	g.forgetInflight(l.cl)
-	if !held || errors.Is(l.cl.StopCause(), packets.ErrSessionTakenOver) {
-		return
+	if held && !errors.Is(l.cl.StopCause(), packets.ErrSessionTakenOver) {
+		g.metrics.disconnects.Inc()
+		items = append(items, herd.IngestItem{Kind: herd.IngestDisconnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()})
 	}
-	g.metrics.disconnects.Inc()
-	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestDisconnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
+	// Queued before a new connection of the key may go on (it waits for
+	// ended): the will and the end come before the next connect.
+	if len(items) > 0 {
+		_ = g.batch.submit(g.baseCtx, &pending{items: items})
+	}
+	close(l.ended)
 }
 
 func (g *Gateway) session(key string) (session, bool) {
