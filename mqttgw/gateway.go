@@ -283,7 +283,7 @@ func (g *Gateway) Open() (err error) {
 		if err != nil {
 			return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
 		}
-		g.tcp = &tcpListener{id: "tcp", ln: ln, conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
+		g.tcp = &tcpListener{id: "tcp", ln: ln, stop: make(chan struct{}), conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
 		if err := g.server.AddListener(g.tcp); err != nil {
 			ln.Close()
 			return err
