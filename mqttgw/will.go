@@ -12,8 +12,8 @@ import (
 // past OnPublish, and no one subscribes to a device's publish topics: left
 // to mochi, a will is accepted and goes nowhere. herd takes the will out of
 // mochi's hands when it admits the connection and, when the connection
-// ends other than by the device's own clean DISCONNECT, sends it down the
-// path a publish on its topic takes: the same parse, the same group
+// ends because the device went away unannounced, sends it down the path a
+// publish on its topic takes: the same parse, the same group
 // commit, the same events (a will on events becomes a device.reported
 // event, one on telemetry readings), committed with the device's
 // disconnect and before it.
@@ -30,10 +30,15 @@ import (
 //   - A will that does not parse (malformed, too large) is dropped when it
 //     is due, counted (herd_mqtt_wills_total{result="malformed"}) and
 //     logged: there is no one left to tell.
-//   - The will goes when the connection ends: herd honours no Will Delay
-//     Interval (its sessions end with their connection for all it keeps).
-//     A takeover by a new connection of the key ends the old one, so its
-//     will goes, before the new connection's connect.
+//   - The will goes when the connection ends without the device's clean
+//     DISCONNECT (0x00): a crash, a power cut, a lost network, a keepalive
+//     run out, a connection herd closed for a protocol error or a revoked
+//     credential, or MQTT 5 DISCONNECT 0x04 "with will message". It is
+//     discarded when the device is in fact still there or did not die: a
+//     takeover (the key has connected again, which is what a Will Delay
+//     Interval waits for; herd honours no delay otherwise) and herd's own
+//     shutdown (a restart of herd would otherwise report every device's
+//     death).
 
 // will is a device's last will, held by herd instead of mochi.
 type will struct {
@@ -75,13 +80,14 @@ func takeWill(cl *mqtt.Client, kind string) *will {
 
 // willItems returns the ingest items of a link's will if it is due: the
 // device got its CONNACK, and its connection ended other than by its own
-// clean DISCONNECT (reason 0x00; 0x04 "with will message" sends it).
+// clean DISCONNECT, a takeover or herd's shutdown (see above).
 func (g *Gateway) willItems(l *link) []herd.IngestItem {
 	w := l.will
 	if w == nil {
 		return nil
 	}
-	if !l.established.Load() || errors.Is(l.cl.StopCause(), packets.CodeDisconnect) {
+	cause := l.cl.StopCause()
+	if !l.established.Load() || errors.Is(cause, packets.CodeDisconnect) || errors.Is(cause, packets.ErrSessionTakenOver) || errors.Is(cause, packets.ErrServerShuttingDown) {
 		g.metrics.wills.WithLabelValues(w.kind, "discarded").Inc()
 		return nil
 	}

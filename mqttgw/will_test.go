@@ -102,24 +102,42 @@ func TestGateway_Will(t *testing.T) {
 	})
 }
 
-// A will is the device's word when it dies, not when it leaves: a clean
-// DISCONNECT discards it, a malformed one is dropped and counted, and a
-// device that never got its CONNACK leaves none.
+// A will is the device's word when it dies, not when it leaves or is
+// still there: a clean DISCONNECT, a takeover (the key connected again)
+// and herd's own shutdown discard it; a malformed one is dropped and
+// counted.
 func TestGateway_WillDiscarded(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 2, nil)
-	clean, bad := f.devices[0], f.devices[1]
-	c, err := f.clientAt(t, "tcp://"+f.addr(), clean.Key, clean.Key, f.tokens[clean.Key], func(o *paho.ClientOptions) {
-		o.SetWill("devices/"+clean.Key+"/events", `{"kind":"gone"}`, 1, false)
-	})
-	if err != nil {
-		t.Fatal(err)
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 4, nil)
+	clean, bad, back, shut := f.devices[0], f.devices[1], f.devices[2], f.devices[3]
+	withWill := func(d *herd.Device) paho.Client {
+		t.Helper()
+		c, err := f.clientAt(t, "tcp://"+f.addr(), d.Key, d.Key, f.tokens[d.Key], func(o *paho.ClientOptions) {
+			o.SetWill("devices/"+d.Key+"/events", `{"kind":"gone"}`, 1, false)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the device is online", func() bool { return f.device(t, d.ID).Online })
+		return c
 	}
-	waitFor(t, 10*time.Second, "the device is online", func() bool { return f.device(t, clean.ID).Online })
+	c := withWill(clean)
 	c.Disconnect(250)
 	waitFor(t, 10*time.Second, "the device is offline", func() bool { return !f.device(t, clean.ID).Online })
 	if evs := f.events(t, clean.ID, herd.EventDeviceReported); len(evs) != 0 {
 		t.Fatalf("%d device.reported events after a clean disconnect, want 0", len(evs))
+	}
+
+	// A takeover: the old connection's will is not the device's death.
+	withWill(back)
+	if _, err := f.client(t, back.Key, f.tokens[back.Key]); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.metric(t, "herd_mqtt_wills_total", "topic", "events", "result", "discarded"); got != 2 {
+		t.Fatalf("wills discarded after a takeover = %v, want 2", got)
+	}
+	if evs := f.events(t, back.ID, herd.EventDeviceReported); len(evs) != 0 {
+		t.Fatalf("%d device.reported events after a takeover, want 0", len(evs))
 	}
 
 	// Not JSON: dropped when due, counted; the device still goes offline.
@@ -144,11 +162,23 @@ func TestGateway_WillDiscarded(t *testing.T) {
 	if n := f.readings(t, bad.ID); n != 0 {
 		t.Fatalf("%d readings from a malformed will, want 0", n)
 	}
-	if got := f.metric(t, "herd_mqtt_wills_total", "topic", "events", "result", "discarded"); got != 1 {
-		t.Errorf("wills discarded = %v, want 1", got)
-	}
 	if got := f.metric(t, "herd_mqtt_wills_total", "topic", "telemetry", "result", "malformed"); got != 1 {
 		t.Errorf("wills malformed = %v, want 1", got)
+	}
+
+	// herd shutting down: no device died.
+	withWill(shut)
+	if err := f.gw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.device(t, shut.ID); got.Online {
+		t.Fatal("the device is online after Close")
+	}
+	if evs := f.events(t, shut.ID, herd.EventDeviceReported); len(evs) != 0 {
+		t.Fatalf("%d device.reported events after herd's shutdown, want 0", len(evs))
+	}
+	if got := f.metric(t, "herd_mqtt_wills_total", "topic", "events", "result", "discarded"); got != 3 {
+		t.Errorf("wills discarded = %v, want 3", got)
 	}
 }
 
