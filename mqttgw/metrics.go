@@ -40,7 +40,7 @@ func newMetrics() *metrics {
 		}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_connects_total",
-			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, error).",
+			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, will_topic, will_retain, error).",
 		}, []string{"result"}),
 		disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_disconnects_total",

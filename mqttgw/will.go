@@ -62,6 +62,8 @@ func (h *hook) checkWill(cl *mqtt.Client, pk packets.Packet) (string, error) {
 	}
 	if pk.Connect.WillRetain && cl.Properties.ProtocolVersion >= 5 {
 		g.Logger.Info("connect refused: retained will", "remote", cl.Net.Remote, "key", cl.ID)
+		// (The 3.1.1 code is never used: 3.1.1 wills keep their place,
+		// retain ignored.)
 		return "", h.refuse(cl, packets.ErrRetainNotSupported, packets.Err3NotAuthorized, "will_retain")
 	}
 	return kind, nil
