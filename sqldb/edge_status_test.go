@@ -92,3 +92,30 @@ func TestIngestService_StatusSurvivesDisconnect(t *testing.T) {
 		}
 	})
 }
+
+// TestMigration_StatusReported: migration 0014 empties the 'offline'
+// statuses that disconnects used to write over what devices reported, and
+// leaves reported ones alone. The store is opened, put back to before 0014
+// (the rows as the old code left them, the migration unrecorded), and
+// opened again.
+func TestMigration_StatusReported(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		ten := f.mustTenant(t, "acme")
+		ds := f.mustDevices(t, f.mustNode(t, ten.RootNodeID, "site").ID, 2)
+		for i, st := range []string{"offline", herd.StatusWarn} {
+			_, err := db.SQL().ExecContext(t.Context(), db.Rebind(`UPDATE devices SET status = ? WHERE id = ?`), st, ds[i].ID)
+			mustOK(t, err)
+		}
+		_, err := db.SQL().ExecContext(t.Context(), `DELETE FROM schema_migrations WHERE name LIKE '%0014_status_reported.sql'`)
+		mustOK(t, err)
+		again := sqldb.NewDB(db.DSN)
+		mustOK(t, again.Open())
+		t.Cleanup(func() { again.Close() })
+		for i, want := range []string{"", herd.StatusWarn} {
+			if got := f.mustFind(t, ds[i].ID).Status; got != want {
+				t.Errorf("device %d after the migration: status %q, want %q", i, got, want)
+			}
+		}
+	})
+}
