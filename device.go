@@ -6,18 +6,27 @@ import (
 	"time"
 )
 
-// Device status values of the latest-state projection.
+// Device status values: the health a device last reported in its
+// telemetry. Status is only ever what the device said (empty until it says
+// anything); whether it is connected is Online, with LastSeen, and a connect
+// or disconnect never touches Status. An operator filtering status:eq:warn
+// so finds every device whose last report was warn, connected or not, and
+// online:eq:false every device that is away, whatever it last reported.
 const (
-	StatusOK      = "ok"
-	StatusWarn    = "warn"
-	StatusAlarm   = "alarm"
+	StatusOK    = "ok"
+	StatusWarn  = "warn"
+	StatusAlarm = "alarm"
+	// StatusOffline is no longer a status: connectivity is Device.Online.
+	// ValidStatus refuses it, and no device is given it.
+	//
+	// Deprecated: use Device.Online.
 	StatusOffline = "offline"
 )
 
-// ValidStatus reports whether s is a device status.
+// ValidStatus reports whether s is a status a device may report.
 func ValidStatus(s string) bool {
 	switch s {
-	case StatusOK, StatusWarn, StatusAlarm, StatusOffline:
+	case StatusOK, StatusWarn, StatusAlarm:
 		return true
 	}
 	return false
@@ -53,7 +62,8 @@ type Device struct {
 }
 
 // Validate reports whether the device can be created. A new device starts
-// offline.
+// offline (Online false) with the status it is given, empty by default: it
+// has reported nothing yet.
 func (d *Device) Validate() error {
 	d.Key = strings.TrimSpace(d.Key)
 	d.Name = strings.TrimSpace(d.Name)
@@ -86,10 +96,8 @@ func (d *Device) Validate() error {
 	if d.Name == "" {
 		d.Name = d.Key
 	}
-	if d.Status == "" {
-		d.Status = StatusOffline
-	} else if !ValidStatus(d.Status) {
-		return Errorf(EINVALID, "status must be ok, warn, alarm or offline")
+	if d.Status != "" && !ValidStatus(d.Status) {
+		return Errorf(EINVALID, "status must be ok, warn or alarm, or empty (whether a device is connected is online, not a status)")
 	}
 	return nil
 }

@@ -330,8 +330,9 @@ func ParseFieldValue(field Field, s string) (any, error) {
 		}
 		return s, nil
 	case FieldEnum:
-		if !ValidStatus(s) {
-			return nil, Errorf(EINVALID, "%q is not a status (ok warn alarm offline)", s)
+		// Empty is the status of a device that has reported none yet.
+		if s != "" && !ValidStatus(s) {
+			return nil, Errorf(EINVALID, "%q is not a status (ok warn alarm, or empty for none reported; connectivity is the online field)", s)
 		}
 		return s, nil
 	case FieldInt:

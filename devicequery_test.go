@@ -99,7 +99,8 @@ func TestParseDeviceFilter(t *testing.T) {
 			// The status enum.
 			{"status:eq:alarm", herd.DeviceFilter{Field: "status", Op: "eq", Values: []any{"alarm"}}},
 			{"status:in:ok|warn", herd.DeviceFilter{Field: "status", Op: "in", Values: []any{"ok", "warn"}}},
-			{"status:ne:offline", herd.DeviceFilter{Field: "status", Op: "ne", Values: []any{"offline"}}},
+			{"status:ne:warn", herd.DeviceFilter{Field: "status", Op: "ne", Values: []any{"warn"}}},
+			{"status:eq:", herd.DeviceFilter{Field: "status", Op: "eq", Values: []any{""}}},
 			// Timestamps: RFC 3339 (with any offset) or unix milliseconds.
 			{"last_seen:gt:" + rfc, herd.DeviceFilter{Field: "last_seen", Op: "gt", Values: []any{rfcMS}}},
 			{"last_seen:lt:2024-03-01T12:30:45+02:00", herd.DeviceFilter{Field: "last_seen", Op: "lt", Values: []any{offMS}}},
@@ -163,6 +164,7 @@ func TestParseDeviceFilter(t *testing.T) {
 		{"ErrBool", "online:eq:yes", []string{`"yes"`}},
 		{"ErrEnum", "status:eq:broken", []string{`"broken"`}},
 		{"ErrEnumInList", "status:in:ok|broken", []string{`"broken"`}},
+		{"ErrEnumOffline", "status:eq:offline", []string{`"offline"`, "online"}},
 		{"ErrTime", "last_seen:gt:yesterday", []string{`"yesterday"`, "RFC 3339"}},
 		{"ErrTimeNoZone", "last_seen:gt:2024-03-01T12:30:45", []string{"2024-03-01T12:30:45"}},
 		{"ErrTimeSubMillisecond", "last_seen:ge:2024-03-01T12:30:45.0005Z", []string{"2024-03-01T12:30:45.0005Z"}},

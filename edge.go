@@ -82,8 +82,9 @@ type IngestItem struct {
 type IngestService interface {
 	// Ingest commits the items in one transaction: readings into the
 	// history and, when newest, into the latest-state projection; connects
-	// and disconnects into online, status and last_seen, with a
-	// device.online or device.offline event when online changes; device
+	// and disconnects into online and last_seen (never status, which is
+	// only what the device reported), with a device.online or
+	// device.offline event when online changes; device
 	// events into device.reported events, moving last_seen. A device that
 	// no longer exists gets no projection, state or event; its readings
 	// still go into the history (ids are never reused, and a deleted

@@ -87,7 +87,8 @@ type Reading struct {
 //     without fraction or exponent. 3.0 and 3e0 are refused like 1.5: the
 //     numbers come from firmware, which prints integers as integers, and a
 //     fraction there is a sign of a wrong field rather than a style.
-//   - status: ok, warn, alarm or offline.
+//   - status: ok, warn or alarm, the device's own health. "offline" is
+//     refused: connectivity is the gateway's to say (Device.Online).
 //   - firmware: text of at most 100 bytes.
 //
 // Any other member is kept in Extra. An empty object is a heartbeat: a
@@ -446,8 +447,6 @@ func (p *telemetryParser) status() (string, error) {
 		return StatusWarn, nil
 	case StatusAlarm:
 		return StatusAlarm, nil
-	case StatusOffline:
-		return StatusOffline, nil
 	}
 	return "", fmt.Errorf("%q is %w", shorten(s), errNotStatus)
 }
@@ -476,7 +475,7 @@ func (p *telemetryParser) firmware() (string, error) {
 var (
 	errNotNumber  = errors.New("not a number")
 	errNotInteger = errors.New("not an integer (write it without fraction or exponent)")
-	errNotStatus  = errors.New("not one of ok, warn, alarm, offline")
+	errNotStatus  = errors.New("not one of ok, warn, alarm")
 )
 
 // errorf returns an EINVALID error located at the current reading, and at

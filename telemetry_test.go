@@ -150,8 +150,10 @@ func TestParseTelemetryRefusals(t *testing.T) {
 		{"ErrIntExponent", `{"error_count":3e0}`, herd.EINVALID, []string{"error_count: not an integer"}},
 		{"ErrIntOverflow", `{"uptime_s":9223372036854775808}`, herd.EINVALID, []string{"uptime_s: 9223372036854775808 is out of range"}},
 		{"ErrIntString", `{"rssi":"-60"}`, herd.EINVALID, []string{"rssi: not an integer"}},
-		{"ErrStatusUnknown", `{"status":"OK"}`, herd.EINVALID, []string{`status: "OK" is not one of ok, warn, alarm, offline`}},
+		{"ErrStatusUnknown", `{"status":"OK"}`, herd.EINVALID, []string{`status: "OK" is not one of ok, warn, alarm`}},
 		{"ErrStatusNotString", `{"status":1}`, herd.EINVALID, []string{"status: not one of"}},
+		// Connectivity is the gateway's to say, not the device's.
+		{"ErrStatusOffline", `{"status":"offline"}`, herd.EINVALID, []string{`status: "offline" is not one of ok, warn, alarm`}},
 		{"ErrFirmwareTooLong", `{"firmware":"` + strings.Repeat("x", 101) + `"}`, herd.EINVALID, []string{"firmware: longer than 100 bytes"}},
 		{"ErrFirmwareNotString", `{"firmware":2}`, herd.EINVALID, []string{"firmware: not a string"}},
 		{"ErrFirmwareNUL", `{"firmware":"v1\u0000"}`, herd.EINVALID, []string{`firmware: text may not contain \u0000`}},

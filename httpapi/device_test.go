@@ -34,7 +34,7 @@ func TestDevices(t *testing.T) {
 			if raw["node_id"] != fmt.Sprint(f.n1.ID) || raw["tenant_id"] != fmt.Sprint(f.tenant.ID) {
 				t.Fatalf("node_id %#v tenant_id %#v", raw["node_id"], raw["tenant_id"])
 			}
-			if raw["path"] != f.n1.Path || raw["status"] != herd.StatusOffline || raw["name"] != "Boiler" || raw["temperature"] != nil {
+			if raw["path"] != f.n1.Path || raw["status"] != "" || raw["online"] != false || raw["name"] != "Boiler" || raw["temperature"] != nil {
 				t.Fatalf("device %s", r.Body)
 			}
 		})

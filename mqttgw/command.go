@@ -167,7 +167,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	for i, f := range pk.Filters {
 		if f.Filter == want && i < len(reasonCodes) && reasonCodes[i] < 0x80 {
 			if s, ok := g.session(cl.ID); ok && s.link.cl == cl {
-				go g.deliverOpen(s.deviceID)
+				g.work.start(func() { g.deliverOpen(s.deviceID) })
 			}
 			return
 		}

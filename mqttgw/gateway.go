@@ -15,8 +15,16 @@
 //     builds a debug record of the whole packet: an allocation of half a
 //     kilobyte per message.) Client.Lock is the lock mochi writes a
 //     socket under.
-//   - mochi publishes a client's will without a hook that could refuse
-//     it, so herd refuses a CONNECT whose will topic is not the device's.
+//   - mochi publishes a client's will past OnPublish, to the subscribers
+//     of its topic, and there are none for a device's publish topics: herd
+//     takes the will from mochi in OnConnect and sends it down the
+//     publish path itself when the connection ends (see will.go).
+//   - mochi's SendConnack never writes Retain Available, so MQTT 5 clients
+//     would take retain to work: herd adds Retain Available = 0 to the
+//     CONNACK (OnPacketEncode) and refuses what is retained itself. It
+//     leaves mochi's own RetainAvailable on, since mochi answers a 3.1.1
+//     CONNECT with a retained will by 0x9A, no 3.1.1 return code; nothing
+//     reaches mochi retained (handled clears the flag, herd holds wills).
 //   - A second CONNECT with a taken client id closes the old socket
 //     (DISCONNECT 0x8E, then Close) if it finds the old client in its
 //     client registry. A client ending deletes its id from that registry
@@ -46,14 +54,12 @@
 package mqttgw
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -135,189 +141,44 @@ type Gateway struct {
 	cancel  context.CancelFunc
 	closed  atomic.Bool
 	stopped sync.Once // the group commit
+	// work is the gateway's goroutines of its own: the command resender
+	// and the deliveries of open commands. Close cancels them (baseCtx)
+	// and waits for them before the group commit stops.
+	work owned
+	// writers are the goroutines that write to a socket on another's
+	// behalf (PUBACKs waiting for mochi's lock, a DISCONNECT being told):
+	// each ends once its socket is closed, and Close waits for them when
+	// every socket is and the group commit, which starts them, is done.
+	writers owned
 }
 
-// session is what the gateway keeps of a connected device.
-type session struct {
-	deviceID int64
-	tenantID int64
-	link     *link // the socket that holds the key
+// owned is a set of goroutines with an owner who waits for them: once it
+// is closed no more start, and wait returns when the last has ended.
+type owned struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
-// link is a socket that got past OnConnect with a device key.
-type link struct {
-	key   string
-	cl    *mqtt.Client
-	ended chan struct{} // closed when mochi is done with the socket
-
-	// inflight counts the PUBACKs this socket is owed and not yet sent; a
-	// device with receiveMaximum of them waits for room (its read loop
-	// stops, and TCP pushes back).
-	mu       sync.Mutex
-	room     sync.Cond
-	inflight int
-	// unsent are PUBACKs (unsentN of them) waiting for the socket; sending
-	// is set while someone writes them.
-	unsent  []byte
-	unsentN int
-	sending bool
-	// lastTS is the last default time given to a reading of the device, so
-	// that two readings without ts in one millisecond get distinct times
-	// (the history keeps one reading per device and time). It carries over
-	// to the key's next socket.
-	lastTS int64
-}
-
-// defaultTimes gives the readings the device sent without ts (those whose
-// TS is the arrival time at) distinct times, each past the last.
-func (l *link) defaultTimes(readings []herd.Reading, at int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i := range readings {
-		// (A ts the device sent that happens to equal the arrival
-		// millisecond is treated the same: it moves by a millisecond at
-		// most, and only when it would collide.)
-		if r := &readings[i]; r.TS == at {
-			r.TS = max(r.TS, l.lastTS+1)
-			l.lastTS = r.TS
-		}
+// start runs f in a goroutine of the set; it returns false, and runs
+// nothing, once the set is closed.
+func (o *owned) start(f func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
 	}
+	o.wg.Go(f)
+	return true
 }
 
-func (l *link) lastDefaultTime() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lastTS
+// closeAndWait refuses new goroutines and waits for those running.
+func (o *owned) closeAndWait() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	o.wg.Wait()
 }
-
-func newLink(key string, cl *mqtt.Client) *link {
-	l := &link{key: key, cl: cl, ended: make(chan struct{})}
-	l.room.L = &l.mu
-	return l
-}
-
-// receiveMaximum is how many QoS 1 publishes of one connection may wait
-// for their PUBACK at once; MQTT 5 clients are told so in the CONNACK.
-const receiveMaximum = 256
-
-// ackWriteTimeout bounds the write of a connection's PUBACKs. One writer
-// serves every connection, so a device that stops reading must not hold
-// it: its connection is closed instead.
-const ackWriteTimeout = time.Second
-
-func (l *link) acquire() {
-	l.mu.Lock()
-	for l.inflight >= receiveMaximum {
-		l.room.Wait()
-	}
-	l.inflight++
-	l.mu.Unlock()
-}
-
-func (l *link) release(n int) {
-	l.mu.Lock()
-	l.inflight -= n
-	l.mu.Unlock()
-	l.room.Broadcast()
-}
-
-// queueAcks appends n PUBACKs, b, to the socket's unsent ones and sends
-// them, unless a send is under way, which takes them too. The socket is
-// written under the client's lock, as mochi writes it; the acker never
-// waits for that lock: while mochi holds it (its write to a device that
-// stopped reading can block for up to 1.5 × keepalive), a goroutine of the
-// link's own waits instead, and the other devices' PUBACKs go on.
-func (l *link) queueAcks(b []byte, n int, log *slog.Logger) {
-	l.mu.Lock()
-	l.unsent = append(l.unsent, b...)
-	l.unsentN += n
-	if l.sending {
-		l.mu.Unlock()
-		return
-	}
-	l.sending = true
-	l.mu.Unlock()
-	if l.cl.TryLock() {
-		l.sendLocked(log)
-		return
-	}
-	go func() {
-		l.cl.Lock()
-		l.sendLocked(log)
-	}()
-}
-
-// sendLocked writes the unsent PUBACKs until none are left, holding the
-// client's lock, which it releases. Each write is bounded by
-// ackWriteTimeout; a device that does not take its PUBACKs within it is
-// disconnected. The publishes they answer leave the receive window only
-// once written, so a device that stops reading soon stops being read.
-func (l *link) sendLocked(log *slog.Logger) {
-	cl := l.cl
-	defer cl.Unlock()
-	for {
-		l.mu.Lock()
-		b, n := l.unsent, l.unsentN
-		l.unsent, l.unsentN = nil, 0
-		if n == 0 {
-			l.sending = false
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
-		if !cl.Closed() {
-			_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(ackWriteTimeout))
-			_, err := cl.Net.Conn.Write(b)
-			// Back to the deadline mochi keeps on the socket (1.5 ×
-			// keepalive from now, as its refresh on every packet read
-			// would set): with none, its own writes to a device that
-			// stopped reading would block for good, holding this lock.
-			_ = cl.Net.Conn.SetWriteDeadline(keepaliveDeadline(cl.State.Keepalive))
-			if err != nil && !cl.Closed() {
-				log.Info("closing a connection whose PUBACKs could not be written", "key", l.key, "remote", cl.Net.Remote, "err", err)
-				// Stop closes the socket; it takes no lock.
-				cl.Stop(err)
-			}
-		}
-		l.release(n)
-	}
-}
-
-// keepaliveDeadline is the deadline mochi gives a socket: 1.5 × keepalive
-// from now, none for keepalive 0.
-func keepaliveDeadline(keepalive uint16) time.Time {
-	if keepalive == 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(time.Duration(keepalive+keepalive/2) * time.Second)
-}
-
-// disconnectWait bounds the telling of a client that it is disconnected.
-const disconnectWait = time.Second
-
-// disconnect closes a client's connection, telling an MQTT 5 client why.
-// mochi writes that DISCONNECT under the client's lock, which its write to
-// a device that stopped reading holds until the socket's deadline: the
-// telling is bounded, and a client that cannot be told is closed anyway.
-func (g *Gateway) disconnect(cl *mqtt.Client, code packets.Code) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = g.server.DisconnectClient(cl, code)
-	}()
-	timer := time.NewTimer(disconnectWait)
-	defer timer.Stop()
-	select {
-	case <-done:
-	case <-timer.C:
-		cl.Stop(code)
-	}
-}
-
-// takeoverWait bounds the wait of a new connection for its key's old one
-// to end; a QoS 1 publish of the old one waiting on a slow commit is the
-// one thing that holds it.
-const takeoverWait = 10 * time.Second
 
 // New returns a Gateway with the default settings.
 func New(creds herd.CredentialService, ingest herd.IngestService) *Gateway {
@@ -381,7 +242,7 @@ func (g *Gateway) Open() (err error) {
 			defer close(g.marked)
 			g.markDelivered()
 		}()
-		go g.resendPending()
+		g.work.start(g.resendPending)
 	} else {
 		close(g.marked)
 	}
@@ -422,7 +283,7 @@ func (g *Gateway) Open() (err error) {
 		if err != nil {
 			return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
 		}
-		g.tcp = &tcpListener{id: "tcp", ln: ln, conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
+		g.tcp = &tcpListener{id: "tcp", ln: ln, stop: make(chan struct{}), conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
 		if err := g.server.AddListener(g.tcp); err != nil {
 			ln.Close()
 			return err
@@ -469,8 +330,10 @@ func (g *Gateway) stopBatch() {
 		if g.cancel != nil {
 			g.cancel()
 		}
+		g.work.closeAndWait()
 		close(g.batch.in)
 		<-g.batch.done
+		g.writers.closeAndWait()
 		close(g.routes.delivered)
 		<-g.marked
 	})
@@ -543,431 +406,3 @@ func (g *Gateway) Connected() int {
 
 // OpenConns returns the number of open sockets now, TCP and WebSocket.
 func (g *Gateway) OpenConns() int64 { return g.conns.Load() }
-
-// topic kinds a device may use.
-const (
-	topicTelemetry = "telemetry"
-	topicEvents    = "events"
-	topicAck       = "commands/ack"
-	topicCommands  = "commands"
-	topicConfig    = "config"
-)
-
-// deviceTopic splits devices/{key}/{rest}; ok is false for anything else.
-func deviceTopic(topic string) (key, rest string, ok bool) {
-	after, found := strings.CutPrefix(topic, "devices/")
-	if !found {
-		return "", "", false
-	}
-	key, rest, found = strings.Cut(after, "/")
-	return key, rest, found && key != ""
-}
-
-// hook is the gateway's mochi hook.
-type hook struct {
-	mqtt.HookBase
-	g *Gateway
-}
-
-func (h *hook) ID() string { return "herd" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnQosPublish, mqtt.OnQosComplete}, []byte{b})
-}
-
-// refuse writes a refusing CONNACK with the code of the client's protocol
-// version and returns the error that makes mochi close the connection.
-func (h *hook) refuse(cl *mqtt.Client, v5, v3 packets.Code, reason string) error {
-	code := v5
-	if cl.Properties.ProtocolVersion < 5 {
-		code = v3
-	}
-	h.g.metrics.connects.WithLabelValues(reason).Inc()
-	_ = h.g.server.SendConnack(cl, code, false, nil)
-	return code
-}
-
-// OnConnect admits or refuses a connection: the rate, the cap, then the
-// credentials. mochi runs it before its own authentication and sends no
-// CONNACK when it fails, so each refusal writes its own.
-func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	g := h.g
-	remote := cl.Net.Remote
-	if !g.bucket.take() {
-		g.Logger.Debug("connect refused: rate", "remote", remote)
-		return h.refuse(cl, packets.ErrConnectionRateExceeded, packets.Err3ServerUnavailable, "rate")
-	}
-	// A reconnect of a device connected now replaces its old socket, so it
-	// does not add to the files open: admit it at the cap.
-	if int(g.conns.Load()) > g.limit {
-		if old, ok := g.session(cl.ID); !ok || old.link.cl.Closed() {
-			g.Logger.Warn("connect refused: connection cap reached", "remote", remote, "cap", g.limit)
-			return h.refuse(cl, packets.ErrQuotaExceeded, packets.Err3ServerUnavailable, "cap")
-		}
-	}
-	user, pass := string(pk.Connect.Username), string(pk.Connect.Password)
-	if cl.ID == "" || user != cl.ID || cl.ID == "inline" {
-		g.Logger.Info("connect refused: client id must be the device key and the user name", "remote", remote)
-		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
-	}
-	// mochi publishes a will to whoever subscribes to its topic, past
-	// OnPublish: a will on another device's commands would reach that
-	// device as a command. A device's will may use its own publish topics.
-	if pk.Connect.WillFlag {
-		if _, ok := mayPublish(cl.ID, pk.Connect.WillTopic); !ok {
-			g.metrics.refusedACL.WithLabelValues("will").Inc()
-			g.Logger.Info("connect refused: will topic not the device's own", "remote", remote, "key", cl.ID, "topic", pk.Connect.WillTopic)
-			return h.refuse(cl, packets.ErrNotAuthorized, packets.Err3NotAuthorized, "will_topic")
-		}
-	}
-	ctx, cancel := context.WithTimeout(g.baseCtx, 5*time.Second)
-	id, err := g.Credentials.AuthenticateDevice(ctx, user, pass)
-	cancel()
-	if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
-		// Never the token: only who tried from where.
-		g.Logger.Info("connect refused: bad credentials", "remote", remote, "key", user)
-		return h.refuse(cl, packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword, "bad_credentials")
-	} else if err != nil {
-		g.Logger.Error("connect refused: credential check failed", "remote", remote, "key", user, "err", err)
-		return h.refuse(cl, packets.ErrServerUnavailable, packets.Err3ServerUnavailable, "error")
-	}
-	maxKA := uint16(min(g.MaxKeepalive/time.Second, 65535))
-	if maxKA > 0 && (cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA) {
-		cl.State.Keepalive = maxKA
-		cl.State.ServerKeepalive = true
-	}
-	g.hold(cl, session{deviceID: id.DeviceID, tenantID: id.TenantID})
-	return nil
-}
-
-// hold gives the key of cl to its socket, after the key's old socket, if
-// any, has ended: it closes that one (DISCONNECT 0x8E) and waits until
-// mochi is done with it. The old socket's end thus comes before the new
-// one's start, in the store as in mochi.
-func (g *Gateway) hold(cl *mqtt.Client, s session) {
-	var lastTS int64 // of the sockets taken over
-	for {
-		g.mu.Lock()
-		prev, held := g.sessions[cl.ID]
-		if !held {
-			s.link = newLink(cl.ID, cl)
-			s.link.lastTS = max(lastTS, g.ahead[cl.ID])
-			delete(g.ahead, cl.ID)
-			g.sessions[cl.ID] = s
-			g.links[cl.Net.Conn] = s.link
-			g.mu.Unlock()
-			return
-		}
-		g.mu.Unlock()
-		if !prev.link.cl.Closed() {
-			g.disconnect(prev.link.cl, packets.ErrSessionTakenOver)
-		}
-		timer := time.NewTimer(takeoverWait)
-		select {
-		case <-prev.link.ended:
-		case <-timer.C:
-			g.Logger.Warn("takeover: the old connection has not ended, going ahead", "key", cl.ID, "remote", cl.Net.Remote)
-		case <-g.baseCtx.Done():
-		}
-		timer.Stop()
-		lastTS = max(lastTS, prev.link.lastDefaultTime())
-		// Its end, if it comes later, is not the device's.
-		g.mu.Lock()
-		if cur, ok := g.sessions[cl.ID]; ok && cur.link == prev.link {
-			delete(g.sessions, cl.ID)
-		}
-		g.mu.Unlock()
-	}
-}
-
-// OnConnectAuthenticate admits what OnConnect admitted.
-func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool { return true }
-
-// OnSessionEstablished marks the device online.
-func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	g := h.g
-	s, ok := g.session(cl.ID)
-	if !ok {
-		return
-	}
-	g.metrics.connects.WithLabelValues("ok").Inc()
-	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestConnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
-	// A device back on a persistent session keeps its subscriptions and
-	// does not subscribe again: its open commands go now.
-	if g.Commands != nil {
-		if _, subscribed := cl.State.Subscriptions.Get("devices/" + cl.ID + "/" + topicCommands); subscribed {
-			go g.deliverOpen(s.deviceID)
-		}
-	}
-}
-
-// connEnded runs when mochi is done with a socket, however it ended: it
-// marks the device offline if the socket held its key, unless a new
-// connection of the key took over (that one is online now).
-func (g *Gateway) connEnded(conn net.Conn) {
-	g.mu.Lock()
-	l, ok := g.links[conn]
-	if !ok {
-		g.mu.Unlock()
-		return // refused, or never spoke
-	}
-	delete(g.links, conn)
-	s, held := g.sessions[l.key]
-	held = held && s.link == l
-	if held {
-		delete(g.sessions, l.key)
-		if now, last := g.Now().UnixMilli(), l.lastDefaultTime(); last >= now {
-			if len(g.ahead) >= 1024 {
-				for k, ts := range g.ahead {
-					if ts < now {
-						delete(g.ahead, k)
-					}
-				}
-			}
-			g.ahead[l.key] = last
-		}
-	}
-	g.mu.Unlock()
-	close(l.ended)
-	g.forgetInflight(l.cl)
-	if !held || errors.Is(l.cl.StopCause(), packets.ErrSessionTakenOver) {
-		return
-	}
-	g.metrics.disconnects.Inc()
-	_ = g.batch.submit(g.baseCtx, &pending{items: []herd.IngestItem{{Kind: herd.IngestDisconnect, DeviceID: s.deviceID, TenantID: s.tenantID, At: g.Now().UnixMilli()}}})
-}
-
-func (g *Gateway) session(key string) (session, bool) {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	s, ok := g.sessions[key]
-	return s, ok
-}
-
-// OnACLCheck confines a device's subscriptions to its commands and config.
-// Wildcards never match: a filter must name the topic exactly. Publishes
-// pass here and are checked in OnPublish, where the topic alias is
-// resolved and the refusal takes its place in the connection's order of
-// PUBACKs.
-func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if cl.Net.Inline || write {
-		return true
-	}
-	key, rest, ok := deviceTopic(topic)
-	if ok && key == cl.ID && (rest == topicCommands || rest == topicConfig) {
-		return true
-	}
-	h.g.metrics.refusedACL.WithLabelValues("subscribe").Inc()
-	h.g.Logger.Debug("subscription refused", "key", cl.ID, "topic", topic)
-	return false
-}
-
-// mayPublish says whether a device may publish on topic, and its kind.
-func mayPublish(deviceKey, topic string) (kind string, ok bool) {
-	key, rest, ok := deviceTopic(topic)
-	return rest, ok && key == deviceKey && (rest == topicTelemetry || rest == topicEvents || rest == topicAck)
-}
-
-// OnPublish stores what a device publishes: telemetry as readings, events
-// as device.reported events. A QoS 1 publish gets its PUBACK from the acker
-// once the transaction holding its items has committed (mochi is told to do
-// nothing more with it), so the device may have several in flight;
-// refusals take the same path, so that every PUBACK leaves in the order of
-// the publishes. A QoS 2 publish waits here for the commit and mochi
-// answers it. Device messages are never retained or forwarded: herd is
-// their only reader.
-func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	g := h.g
-	if cl.Net.Inline {
-		return pk, nil
-	}
-	s, ok := g.session(cl.ID)
-	if !ok || s.link.cl != cl {
-		// A socket being taken over: nothing is stored or acknowledged,
-		// and the device sends it again on its new connection.
-		return handled(pk)
-	}
-	kind, allowed := mayPublish(cl.ID, pk.TopicName)
-	if !allowed {
-		g.metrics.refusedACL.WithLabelValues("publish").Inc()
-		g.Logger.Debug("publish refused", "key", cl.ID, "topic", pk.TopicName)
-		if cl.Properties.ProtocolVersion < 5 && pk.FixedHeader.Qos > 0 {
-			// MQTT 3.1.1 cannot refuse a publish: the connection is closed.
-			g.disconnect(cl, packets.ErrNotAuthorized)
-			return handled(pk)
-		}
-		return h.answer(cl, s.link, pk, "refused", packets.ErrNotAuthorized.Code)
-	}
-	now := g.Now()
-	var items []herd.IngestItem
-	var err error
-	switch kind {
-	case topicAck:
-		var a herd.CommandAck
-		if a, err = herd.ParseCommandAck(pk.Payload, g.MaxPayload); err == nil {
-			items = []herd.IngestItem{{Kind: herd.IngestCommandAck, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Ack: a}}
-		}
-	case topicEvents:
-		var data []byte
-		if data, err = herd.ParseDeviceEvent(pk.Payload, g.MaxPayload); err == nil {
-			items = []herd.IngestItem{{Kind: herd.IngestEvent, DeviceID: s.deviceID, TenantID: s.tenantID, At: now.UnixMilli(), Data: data}}
-		}
-	default:
-		items, err = h.readings(s, pk.Payload, now)
-	}
-	if err != nil {
-		reason := "malformed"
-		if herd.ErrorCode(err) == herd.ETOOLARGE {
-			reason = "too_large"
-		}
-		g.metrics.publishes.WithLabelValues(kind, reason).Inc()
-		g.Logger.Info("publish refused", "key", cl.ID, "topic", kind, "remote", cl.Net.Remote, "err", herd.ErrorMessage(err))
-		// MQTT 3.1.1 has no way to refuse a publish: the message is acked
-		// and dropped, or the device would send it again forever.
-		var code byte
-		if cl.Properties.ProtocolVersion >= 5 {
-			code = packets.ErrPayloadFormatInvalid.Code
-		}
-		return h.answer(cl, s.link, pk, kind, code)
-	}
-
-	p := &pending{items: items}
-	switch pk.FixedHeader.Qos {
-	case 0:
-		if g.batch.submit(g.baseCtx, p) == nil {
-			g.metrics.publishes.WithLabelValues(kind, "queued").Inc()
-		}
-		return handled(pk)
-	case 1:
-		p.ack = &ack{link: s.link, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, kind: kind, start: time.Now()}
-		s.link.acquire()
-		if g.batch.submit(g.baseCtx, p) != nil {
-			s.link.release(1) // closing down: the device sends it again
-		}
-		return handled(pk)
-	}
-	start := time.Now()
-	p.done = make(chan error, 1)
-	if g.batch.submit(g.baseCtx, p) != nil {
-		return handled(pk)
-	}
-	if err := <-p.done; err != nil {
-		g.metrics.publishes.WithLabelValues(kind, "store_failed").Inc()
-		g.Logger.Error("telemetry not stored", "key", cl.ID, "err", err)
-		if cl.Properties.ProtocolVersion >= 5 {
-			_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: packets.ErrUnspecifiedError.Code})
-		}
-		// MQTT 3.1.1: no PUBREC; the device sends it again when it reconnects.
-		return handled(pk)
-	}
-	g.metrics.pubackLatency.Observe(time.Since(start).Seconds())
-	g.metrics.publishes.WithLabelValues(kind, "stored").Inc()
-	return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
-}
-
-// readings parses a telemetry payload into the device's ingest items.
-func (h *hook) readings(s session, payload []byte, now time.Time) ([]herd.IngestItem, error) {
-	readings, err := herd.ParseTelemetry(payload, now, h.g.MaxPayload)
-	if err != nil {
-		return nil, err
-	}
-	at := now.UnixMilli()
-	s.link.defaultTimes(readings, at)
-	items := make([]herd.IngestItem, len(readings))
-	for i, r := range readings {
-		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}
-	}
-	return items, nil
-}
-
-// handled tells mochi that herd has dealt with a publish (see the package
-// doc): as an ignored QoS 0 message, it gets no PUBACK from mochi and goes
-// nowhere.
-func handled(pk packets.Packet) (packets.Packet, error) {
-	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
-	return pk, nil
-}
-
-// answer acknowledges a publish that stores nothing: code 0 is success,
-// anything else an MQTT 5 refusal. A QoS 1 PUBACK goes through the acker,
-// behind the connection's earlier ones.
-func (h *hook) answer(cl *mqtt.Client, l *link, pk packets.Packet, kind string, code byte) (packets.Packet, error) {
-	switch pk.FixedHeader.Qos {
-	case 0:
-		return handled(pk)
-	case 1:
-		l.acquire()
-		a := &ack{link: l, id: pk.PacketID, v5: cl.Properties.ProtocolVersion >= 5, code: code, decided: true, kind: kind}
-		if h.g.batch.submit(h.g.baseCtx, &pending{ack: a}) != nil {
-			l.release(1)
-		}
-		return handled(pk)
-	}
-	if code == 0 {
-		return pk, packets.CodeSuccessIgnore // mochi sends the PUBREC
-	}
-	_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: pk.PacketID, ReasonCode: code})
-	return handled(pk)
-}
-
-// writeAcks sends the PUBACKs of a batch whose commit is over: all of a
-// connection's in one write, in the order they were published. A commit
-// that failed is answered 0x80 to MQTT 5 devices; MQTT 3.1.1 has no failing
-// PUBACK, so those connections are closed and their devices send again.
-func (g *Gateway) writeAcks(batch []*pending, err error) {
-	type out struct {
-		buf   []byte
-		n     int
-		close bool
-	}
-	outs := map[*link]*out{}
-	var order []*link
-	now := time.Now()
-	for _, p := range batch {
-		a := p.ack
-		if a == nil {
-			continue
-		}
-		o := outs[a.link]
-		if o == nil {
-			o = &out{}
-			outs[a.link] = o
-			order = append(order, a.link)
-		}
-		o.n++
-		code := a.code
-		if !a.decided {
-			if err != nil {
-				g.metrics.publishes.WithLabelValues(a.kind, "store_failed").Inc()
-				if !a.v5 {
-					o.close = true
-					continue
-				}
-				code = packets.ErrUnspecifiedError.Code
-			} else {
-				g.metrics.publishes.WithLabelValues(a.kind, "stored").Inc()
-				g.metrics.pubackLatency.Observe(now.Sub(a.start).Seconds())
-			}
-		}
-		if code == 0 {
-			o.buf = append(o.buf, packets.Puback<<4, 2, byte(a.id>>8), byte(a.id))
-		} else {
-			o.buf = append(o.buf, packets.Puback<<4, 3, byte(a.id>>8), byte(a.id), code)
-		}
-	}
-	if err != nil && len(order) > 0 {
-		g.Logger.Error("telemetry not stored", "connections", len(order), "err", err)
-	}
-	for _, l := range order {
-		o := outs[l]
-		if o.close {
-			// 3.1.1 has no DISCONNECT from the server: close it, without
-			// the client's lock, which the acker must never wait for.
-			l.cl.Stop(packets.ErrUnspecifiedError)
-			l.release(o.n)
-			continue
-		}
-		l.queueAcks(o.buf, o.n, g.Logger)
-	}
-}

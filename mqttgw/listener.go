@@ -82,6 +82,12 @@ type tcpListener struct {
 	onEnd  func(net.Conn) // called when mochi is done with a socket
 	closed atomic.Bool
 	open   connSet
+	// mochi runs Serve in a goroutine it does not wait for: Close waits
+	// for it through served, closed when Serve returns (nil until Serve
+	// starts), and stop cuts an accept back-off short.
+	mu     sync.Mutex
+	served chan struct{}
+	stop   chan struct{}
 }
 
 func (l *tcpListener) ID() string                  { return l.id }
@@ -90,6 +96,14 @@ func (l *tcpListener) Protocol() string            { return "tcp" }
 func (l *tcpListener) Init(log *slog.Logger) error { return nil }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	if l.closed.Load() || l.served != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.served = make(chan struct{})
+	defer close(l.served)
+	l.mu.Unlock()
 	var backoff time.Duration
 	for {
 		conn, err := l.ln.Accept()
@@ -100,7 +114,13 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			l.log.Warn("accept failed, backing off", "err", err, "backoff", backoff)
 			l.onBack()
-			time.Sleep(backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.stop:
+				t.Stop()
+				return
+			}
 			continue
 		}
 		backoff = 0
@@ -124,11 +144,20 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 // done with. It leaves out mochi's closeClients, which can deadlock (see
 // Gateway.Close).
 func (l *tcpListener) Close(listeners.CloseFn) {
-	if l.closed.CompareAndSwap(false, true) {
-		l.ln.Close()
-		l.open.close()
-		l.open.wait()
+	l.mu.Lock()
+	if !l.closed.CompareAndSwap(false, true) {
+		l.mu.Unlock()
+		return
 	}
+	served := l.served
+	l.mu.Unlock()
+	close(l.stop)
+	l.ln.Close()
+	if served != nil {
+		<-served // no socket is handed over past this
+	}
+	l.open.close()
+	l.open.wait()
 }
 
 // wsListener stands for the connections that the HTTP server upgrades at

@@ -19,18 +19,28 @@ type metrics struct {
 	commitLatency  prometheus.Histogram
 	pubackLatency  prometheus.Histogram
 	commandsSent   prometheus.Counter
+	wills          *prometheus.CounterVec
+	retainIgnored  prometheus.Counter
 }
 
 func newMetrics() *metrics {
 	latency := prometheus.ExponentialBuckets(0.0005, 2, 14) // 0.5 ms to about 4 s
 	return &metrics{
+		wills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_mqtt_wills_total",
+			Help: "Device wills by topic kind and result: queued (the connection ended uncleanly and the will went the way of a publish), discarded (a clean DISCONNECT), malformed, too_large.",
+		}, []string{"topic", "result"}),
+		retainIgnored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herd_mqtt_retain_ignored_total",
+			Help: "MQTT 3.1.1 publishes with the retain flag, taken as not retained (MQTT 5 ones are refused: publishes_total{result=\"retain_refused\"}).",
+		}),
 		commandsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_commands_sent_total",
 			Help: "Command publishes sent to devices (a command may be sent again after a reconnect; devices drop repeats by id).",
 		}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_connects_total",
-			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, error).",
+			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, will_topic, will_retain, error).",
 		}, []string{"result"}),
 		disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_disconnects_total",
@@ -38,7 +48,7 @@ func newMetrics() *metrics {
 		}),
 		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_publishes_total",
-			Help: "Device publishes by topic kind (telemetry, events, commands/ack) and result (stored, queued, malformed, too_large, store_failed, ignored).",
+			Help: "Device publishes by topic kind (telemetry, events, commands/ack) and result (stored, queued, malformed, too_large, store_failed, ignored, retain_refused).",
 		}, []string{"topic", "result"}),
 		refusedACL: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_acl_refused_total",
@@ -87,7 +97,7 @@ func (m *metrics) observeCommit(items int, took time.Duration, err error) {
 func (m *metrics) collectors(g *Gateway) []prometheus.Collector {
 	return []prometheus.Collector{
 		m.connects, m.disconnects, m.publishes, m.refusedACL, m.acceptBackoffs, m.readings, m.commitFailures,
-		m.batchSize, m.commitLatency, m.pubackLatency, m.commandsSent,
+		m.batchSize, m.commitLatency, m.pubackLatency, m.commandsSent, m.wills, m.retainIgnored,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "herd_mqtt_connected_devices",
 			Help: "Devices connected now.",

@@ -188,10 +188,11 @@ func (g *generator) next() *herd.Device {
 		CreatedAt:     g.cfg.Now.Add(-time.Duration(r.Int64N(int64(365 * 24 * time.Hour)))).Truncate(time.Millisecond),
 	}
 	// 1% of devices were provisioned but never reported: every reading NULL.
+	// Their status is empty: they have reported none.
 	if r.Float64() < 0.01 {
-		d.Status = herd.StatusOffline
 		return d
 	}
+	// 3% are away (online false), their last report ok.
 	u := r.Float64()
 	switch {
 	case u < 0.85:
@@ -201,9 +202,9 @@ func (g *generator) next() *herd.Device {
 	case u < 0.97:
 		d.Status = herd.StatusAlarm
 	default:
-		d.Status = herd.StatusOffline
+		d.Status = herd.StatusOK
 	}
-	d.Online = d.Status != herd.StatusOffline
+	d.Online = u < 0.97
 	var ago time.Duration
 	if d.Online {
 		ago = time.Duration(r.ExpFloat64() * float64(60*time.Second))

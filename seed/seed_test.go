@@ -128,7 +128,7 @@ func TestRunDuplicateKeyWritesNothing(t *testing.T) {
 				if i == size {
 					key = "dev-1" // the last device repeats the first key
 				}
-				return &herd.Device{TenantID: ten.ID, NodeID: root.ID, Path: root.Path, Key: key, Name: key, Status: herd.StatusOffline}
+				return &herd.Device{TenantID: ten.ID, NodeID: root.ID, Path: root.Path, Key: key, Name: key}
 			}
 			if _, err := db.BulkLoadDevices(context.Background(), ten.ID, size, next, nil); err == nil {
 				t.Fatalf("size %d: duplicate keys loaded", size)

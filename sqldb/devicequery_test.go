@@ -41,7 +41,7 @@ var (
 	poolNames    = []string{"a", "ab", "abc", "b", "pump", "Pump", "pump 2", "pümp", "é", "z", "a\U0010FFFF", "\U0010FFFF", "\U0010FFFFz", "x:y"}
 	poolModels   = []string{"", "P1", "P10", "P2", "p1", "\uffff"}
 	poolFirmware = []string{"", "1.0", "1.10", "1.2", "2.0-β"}
-	poolStatus   = []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, herd.StatusOffline}
+	poolStatus   = []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, ""}
 	poolTimes    = []int64{t0 - 5000, t0, t0 + 1, t0 + 1000, t0 + 86400000}
 	poolFloats   = []float64{-5.5, -0.25, 0, 20, 20.5, 30, 1e10}
 	poolInts     = []int64{-90, -70, 0, 5, 3600}

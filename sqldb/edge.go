@@ -619,15 +619,17 @@ func (tx *Tx) applyConnections(ctx context.Context, items []*herd.IngestItem, re
 				byID[it.DeviceID] = it
 			}
 			var q string
+			// Connectivity is online and last_seen; status is the health
+			// the device last reported and stays as it was, so that a
+			// device that said warn and hung up is still warn, and offline.
 			if online {
-				// A device coming back is ok until a reading says otherwise.
 				q = tx.memoText("connect/"+strconv.Itoa(len(chunk)), func() string {
-					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, status = CASE WHEN devices.status = 'offline' THEN 'ok' ELSE devices.status END, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
+					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, last_seen = CASE WHEN devices.last_seen IS NULL OR devices.last_seen < v.at THEN v.at ELSE devices.last_seen END, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
 				})
 				args = append(args, true, rev, false)
 			} else {
 				q = tx.memoText("disconnect/"+strconv.Itoa(len(chunk)), func() string {
-					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, status = 'offline', rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
+					return idAtValues(len(chunk)) + " UPDATE devices SET online = ?, rev = ? FROM v WHERE devices.id = v.id AND devices.online = ? RETURNING devices.id, devices.path, devices.key"
 				})
 				args = append(args, false, rev, true)
 			}

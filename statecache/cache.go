@@ -140,7 +140,7 @@ func (c *strCol) compact() {
 }
 
 // eq is the batch predicate of equality with v. Lengths differ for most
-// rows of a low-cardinality column (status: ok, warn, alarm, offline), so
+// rows of a low-cardinality column (status: ok, warn, alarm or empty), so
 // most rows are decided without reading their bytes.
 func (c *strCol) eq(v string) batchPred {
 	nv := uint32(len(v))

@@ -33,7 +33,7 @@ func randomDevice(rng *rand.Rand, id int64) *herd.Device {
 	d := &herd.Device{
 		ID: id, NodeID: ids[len(ids)-1], Path: p, Key: "k" + strconv.FormatInt(id, 10),
 		Name: pick(rng, texts), Model: pick(rng, texts), Firmware: pick(rng, texts),
-		Status:     pick(rng, []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, herd.StatusOffline}),
+		Status:     pick(rng, []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, ""}),
 		Online:     rng.IntN(2) == 0,
 		ErrorCount: pick(rng, ints), ConfigVersion: pick(rng, ints),
 		CreatedAt: t0.Add(time.Duration(rng.IntN(3)) * time.Second),
