@@ -63,7 +63,7 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 	// The fixture's own events (bob's grant among them) reach the stream
 	// before any app's feed starts, so no test sees them.
 	testutil.StartRelay(t, db, bus)
-	e.handler = appsocket.NewHandler(bus, users.Authenticate)
+	e.handler = appsocket.NewHandler(bus)
 	if configure != nil {
 		configure(e.handler)
 	}

@@ -67,7 +67,7 @@ func newEnv(t *testing.T, configure func(*stream.Hub)) *env {
 	e.bob = tok.Secret
 
 	events := sqldb.NewEventService(db)
-	e.hub = stream.NewHub(users.Authenticate, events.Head)
+	e.hub = stream.NewHub(events.Head)
 	if configure != nil {
 		configure(e.hub)
 	}
