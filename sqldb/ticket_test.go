@@ -55,7 +55,7 @@ func TestTickets(t *testing.T) {
 			t.Run("OK", func(t *testing.T) {
 				tk, err := issuer.CreateTicket(ctx)
 				mustOK(t, err)
-				if !herd.IsTicketSecret(tk.Secret) || tk.ExpiresAt.Sub(time.Now()) > herd.TicketTTL+time.Second {
+				if !herd.IsTicketSecret(tk.Secret) || time.Until(tk.ExpiresAt) > herd.TicketTTL+time.Second {
 					t.Fatalf("ticket %+v", tk)
 				}
 				a, reauth, err := spender.RedeemTicket(t.Context(), tk.Secret)
