@@ -15,9 +15,7 @@ package appsocket
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/wsconn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -35,7 +34,6 @@ const (
 	// Reauth is how often a connection's token and grants are read again:
 	// a revoked token or grant takes effect within it.
 	DefaultReauth = 10 * time.Second
-	writeTimeout  = 10 * time.Second
 )
 
 // Frames. The server sends hello once, then events; the app sends acks.
@@ -55,19 +53,17 @@ type ack struct {
 	EnvelopeID string `json:"envelope_id"`
 }
 
-// Handler serves the socket. Mount it behind the API's authentication:
-// it reads the actor from the request context.
+// Handler serves the socket behind the API, which accepts and
+// authenticates the connection and hands it over (ServeConn).
 type Handler struct {
-	Source herd.AppEventSource
-	// Authenticate reads a token's actor again, for the periodic check.
-	Authenticate func(ctx context.Context, token string) (*herd.Actor, error)
-	AckTimeout   time.Duration
-	Ping         time.Duration
-	Reauth       time.Duration
-	Logger       *slog.Logger
+	Source     herd.AppEventSource
+	AckTimeout time.Duration
+	Ping       time.Duration
+	Reauth     time.Duration
+	Logger     *slog.Logger
 
 	mu     sync.Mutex
-	conns  map[*conn]struct{}
+	conns  map[*wsconn.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
 	seq    atomic.Int64
@@ -76,74 +72,57 @@ type Handler struct {
 }
 
 // NewHandler returns a handler with the defaults.
-func NewHandler(src herd.AppEventSource, auth func(ctx context.Context, token string) (*herd.Actor, error)) *Handler {
+func NewHandler(src herd.AppEventSource) *Handler {
 	return &Handler{
-		Source:       src,
-		Authenticate: auth,
-		AckTimeout:   DefaultAckTimeout,
-		Ping:         DefaultPing,
-		Reauth:       DefaultReauth,
-		Logger:       slog.New(slog.DiscardHandler),
-		conns:        map[*conn]struct{}{},
-		metrics:      newMetrics(),
+		Source:     src,
+		AckTimeout: DefaultAckTimeout,
+		Ping:       DefaultPing,
+		Reauth:     DefaultReauth,
+		Logger:     slog.New(slog.DiscardHandler),
+		conns:      map[*wsconn.Conn]struct{}{},
+		metrics:    newMetrics(),
 	}
 }
 
-type conn struct {
-	ws     *websocket.Conn
-	cancel context.CancelFunc
-}
+const shutdownReason = "server shutting down; reconnect"
 
-// ServeSocket upgrades a request the API authenticated (a user's token)
-// and runs the connection until the app, the server or a failure ends it.
-func (h *Handler) ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, _ int64) {
-	// The request's deadline would end the socket; the server's shutdown
-	// reaches it through Close instead.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
-	ws, err := websocket.Accept(w, r, nil)
-	if err != nil {
-		return // Accept answered
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &conn{ws: ws, cancel: cancel}
+// ServeConn runs a connection the API accepted for a user's token until
+// the app, the server or a failure ends it, and closes it.
+func (h *Handler) ServeConn(ws *wsconn.Conn, p wsconn.Peer) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		cancel()
-		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		ws.Close(wsconn.StatusGoingAway, shutdownReason)
 		return
 	}
-	h.conns[c] = struct{}{}
+	h.conns[ws] = struct{}{}
 	h.wg.Add(1)
 	h.mu.Unlock()
 	h.metrics.connections.Inc()
 	defer func() {
-		cancel()
 		h.mu.Lock()
-		delete(h.conns, c)
+		delete(h.conns, ws)
 		h.mu.Unlock()
 		h.metrics.connections.Dec()
 		h.wg.Done()
 	}()
-	status, reason := h.run(ctx, ws, a, token)
+	status, reason := h.run(ws, p)
 	ws.Close(status, reason)
 }
 
 // run serves one connection and returns how to close it.
-func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, token string) (websocket.StatusCode, string) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+func (h *Handler) run(ws *wsconn.Conn, p wsconn.Peer) (websocket.StatusCode, string) {
+	ctx := ws.Context()
+	a := p.Actor
 	log := h.Logger.With("token", a.TokenID, "user", a.UserID)
 	feed, err := h.Source.OpenAppFeed(ctx, "app-"+strconv.FormatInt(a.TokenID, 10), a.TenantID, h.AckTimeout)
 	if err != nil {
 		log.Warn("app feed not opened", "err", err)
-		return websocket.StatusTryAgainLater, "events unavailable; reconnect later"
+		return wsconn.StatusTryAgainLater, "events unavailable; reconnect later"
 	}
 	defer feed.Close()
-	if err := h.write(ctx, ws, hello{Type: "hello", AckTimeoutMS: h.AckTimeout.Milliseconds()}); err != nil {
-		return websocket.StatusInternalError, "write failed"
+	if err := ws.WriteJSON(hello{Type: "hello", AckTimeoutMS: h.AckTimeout.Milliseconds()}); err != nil {
+		return wsconn.StatusInternalError, "write failed"
 	}
 
 	// Envelopes waiting for their ack, and the envelope of each event: an
@@ -154,79 +133,52 @@ func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, to
 	envelopeOf := map[int64]string{}
 	actor := atomic.Pointer[herd.Actor]{}
 	actor.Store(a)
-	type closing struct {
-		status websocket.StatusCode
-		reason string
-	}
-	var closeWith atomic.Pointer[closing]
-	end := func(status websocket.StatusCode, reason string) {
-		closeWith.CompareAndSwap(nil, &closing{status, reason})
-		cancel(errors.New(reason))
-	}
 
-	// Reader: acks, and nothing else. Its context is never cancelled:
-	// coder/websocket drops the connection without a close frame when a
-	// read's context ends, and a shutdown must send 1001.
-	go func() {
-		for {
-			typ, data, err := ws.Read(context.Background())
-			if err != nil {
-				end(websocket.StatusNormalClosure, "")
-				return
-			}
-			var m ack
-			if typ != websocket.MessageText || json.Unmarshal(data, &m) != nil || m.EnvelopeID == "" {
-				end(websocket.StatusPolicyViolation, `the app sends only acks: {"envelope_id":"…"}`)
-				return
-			}
-			mu.Lock()
-			ev, ok := pending[m.EnvelopeID]
-			delete(pending, m.EnvelopeID)
-			if ok && envelopeOf[ev.Event.ID] == m.EnvelopeID {
-				delete(envelopeOf, ev.Event.ID)
-			}
-			mu.Unlock()
-			if !ok {
-				h.metrics.acks.WithLabelValues("unknown").Inc()
-				continue // late (already delivered again) or never sent
-			}
-			if err := ev.Ack(); err != nil {
-				log.Debug("ack", "err", err)
-			}
-			h.metrics.acks.WithLabelValues("ok").Inc()
+	// Reader: acks, and nothing else.
+	ws.Read(func(typ websocket.MessageType, data []byte) bool {
+		var m ack
+		if typ != websocket.MessageText || json.Unmarshal(data, &m) != nil || m.EnvelopeID == "" {
+			ws.End(wsconn.StatusPolicyViolation, `the app sends only acks: {"envelope_id":"…"}`)
+			return false
 		}
-	}()
-	// Pings and the periodic check of the token and its grants.
-	go func() {
-		ping := time.NewTicker(h.Ping)
-		reauth := time.NewTicker(h.Reauth)
-		defer ping.Stop()
-		defer reauth.Stop()
+		mu.Lock()
+		ev, ok := pending[m.EnvelopeID]
+		delete(pending, m.EnvelopeID)
+		if ok && envelopeOf[ev.Event.ID] == m.EnvelopeID {
+			delete(envelopeOf, ev.Event.ID)
+		}
+		mu.Unlock()
+		if !ok {
+			h.metrics.acks.WithLabelValues("unknown").Inc()
+			return true // late (already delivered again) or never sent
+		}
+		if err := ev.Ack(); err != nil {
+			log.Debug("ack", "err", err)
+		}
+		h.metrics.acks.WithLabelValues("ok").Inc()
+		return true
+	})
+	ws.Ping(h.Ping, nil)
+	// The periodic check of the token and its grants.
+	ws.Go(func(ctx context.Context) {
+		t := time.NewTicker(h.Reauth)
+		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-ping.C:
-				pctx, pcancel := context.WithTimeout(context.Background(), 2*h.Ping)
-				err := ws.Ping(pctx)
-				pcancel()
-				if err != nil && ctx.Err() == nil {
-					end(websocket.StatusGoingAway, "no pong")
-					return
-				}
-			case <-reauth.C:
-				na, err := h.Authenticate(ctx, token)
-				if err != nil {
-					if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
-						end(websocket.StatusPolicyViolation, "token revoked")
-						return
-					}
-					continue // the store is down: keep the grants we have
-				}
-				actor.Store(na)
+			case <-t.C:
 			}
+			na, revoked, err := p.Refresh(ctx)
+			if revoked {
+				ws.End(wsconn.StatusPolicyViolation, wsconn.ReasonRevoked)
+				return
+			} else if err != nil {
+				continue // the store is down: keep the grants we have
+			}
+			actor.Store(na)
 		}
-	}()
+	})
 	// Writer: events of the feed within the actor's grants.
 	for {
 		d, err := h.nextFor(ctx, feed, &actor)
@@ -243,22 +195,13 @@ func (h *Handler) run(ctx context.Context, ws *websocket.Conn, a *herd.Actor, to
 		if d.Attempt > 0 {
 			h.metrics.redelivered.Inc()
 		}
-		if err := h.write(ctx, ws, envelope{Type: "event", EnvelopeID: id, RetryAttempt: d.Attempt, Event: d.Event}); err != nil {
-			end(websocket.StatusGoingAway, "write failed")
+		if err := ws.WriteJSON(envelope{Type: "event", EnvelopeID: id, RetryAttempt: d.Attempt, Event: d.Event}); err != nil {
+			ws.End(wsconn.StatusGoingAway, "write failed")
 			break
 		}
 		h.metrics.envelopes.Inc()
 	}
-	if c := closeWith.Load(); c != nil {
-		return c.status, c.reason
-	}
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		return websocket.StatusGoingAway, "server shutting down; reconnect"
-	}
-	return websocket.StatusInternalError, "event feed failed; reconnect"
+	return ws.EndedWith(wsconn.StatusInternalError, "event feed failed; reconnect")
 }
 
 // nextFor returns the feed's next event that the actor may see; the others
@@ -276,25 +219,13 @@ func (h *Handler) nextFor(ctx context.Context, feed herd.AckedFeed, actor *atomi
 	}
 }
 
-func (h *Handler) write(ctx context.Context, ws *websocket.Conn, v any) error {
-	buf, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	// Not ctx: a write cut by a shutdown would drop the connection
-	// without its close frame.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	return ws.Write(wctx, websocket.MessageText, buf)
-}
-
 // Close ends every connection with 1001 (going away), so apps reconnect,
 // and waits for them. Unacknowledged events are delivered again.
 func (h *Handler) Close() error {
 	h.mu.Lock()
 	h.closed = true
 	for c := range h.conns {
-		c.cancel()
+		c.End(wsconn.StatusGoingAway, shutdownReason)
 	}
 	h.mu.Unlock()
 	h.wg.Wait()

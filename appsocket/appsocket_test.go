@@ -63,7 +63,7 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 	// The fixture's own events (bob's grant among them) reach the stream
 	// before any app's feed starts, so no test sees them.
 	testutil.StartRelay(t, db, bus)
-	e.handler = appsocket.NewHandler(bus, users.Authenticate)
+	e.handler = appsocket.NewHandler(bus)
 	if configure != nil {
 		configure(e.handler)
 	}
@@ -72,6 +72,7 @@ func newEnv(t *testing.T, configure func(*appsocket.Handler)) *env {
 	s.TenantService, s.NodeService, s.DeviceService = sqldb.NewTenantService(db), sqldb.NewNodeService(db), sqldb.NewDeviceService(db)
 	s.UserService, s.GrantService = users, sqldb.NewGrantService(db)
 	s.AppSocket = e.handler
+	s.TicketService = sqldb.NewTicketService(db)
 	must(s.Open())
 	e.url = strings.Replace(s.URL(), "http://", "ws://", 1) + "/v1/apps/socket"
 	t.Cleanup(func() {

@@ -67,28 +67,6 @@ func callerTenant(r *http.Request) (int64, error) {
 	return n, nil
 }
 
-// Socket serves a WebSocket to an authenticated caller (the stream, the
-// apps socket): the server has checked the token and the request; the
-// socket keeps the token to read the caller's grants again.
-type Socket interface {
-	ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, tenantID int64)
-}
-
-// handleStream handles GET /v1/stream.
-func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
-	if s.Stream == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the stream is not served here"))
-		return
-	}
-	tenant, err := callerTenant(r)
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	token, _ := bearerToken(r)
-	s.Stream.ServeSocket(w, r, herd.ActorFromContext(r.Context()), token, tenant)
-}
-
 var _ herd.EventService = (*Client)(nil)
 
 // FindEvents reads a page of the event log. tenantID matters only to a

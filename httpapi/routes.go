@@ -44,7 +44,10 @@ func (s *Server) registerRoutes() {
 	// The event log: the truth that the stream's hints point to.
 	s.handle("GET /v1/events", s.authed(s.handleEvents))
 	// Hints that something changed, over a WebSocket; no writes.
-	s.handle("GET /v1/stream", s.authed(s.handleStream))
+	// A browser opens the sockets with a ticket (?ticket=): it cannot send
+	// an Authorization header on a WebSocket.
+	s.handle("GET /v1/stream", s.socketAuthed(s.handleStream))
+	s.handle("POST /v1/stream/tickets", s.authed(s.noReplay(s.handleTicketCreate)))
 
 	s.handle("POST /v1/webhooks", s.authed(s.noReplay(s.handleWebhookCreate)))
 	s.handle("GET /v1/webhooks", s.authed(s.handleWebhookList))
@@ -54,7 +57,7 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/webhooks/{id}/redrive", s.authed(s.idempotent(false, s.handleWebhookRedrive)))
 
 	// Events for apps that cannot expose a webhook URL, acked one by one.
-	s.handle("GET /v1/apps/socket", s.authed(s.handleAppSocket))
+	s.handle("GET /v1/apps/socket", s.socketAuthed(s.handleAppSocket))
 
 	s.handle("POST /v1/grants", s.authed(s.idempotent(false, s.handleGrantCreate)))
 	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/wsconn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -75,6 +76,13 @@ type Server struct {
 	// AppSocket serves the apps socket (package appsocket) behind the
 	// API's authentication; nil answers 404.
 	AppSocket Socket
+	// TicketService issues the tickets that open the sockets from a
+	// browser (POST /v1/stream/tickets); nil answers 404.
+	TicketService herd.TicketService
+	// Origins is the policy for web pages of other origins: which may
+	// open the sockets and read /v1 answers (CORS). Nil allows herd's own
+	// origin only.
+	Origins *wsconn.Origins
 	// Disconnecter closes the connection of a device whose credential is
 	// revoked or which is deleted; nil when no gateway runs here.
 	Disconnecter DeviceDisconnecter
@@ -228,6 +236,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.logRequest(r, rw, routeLabel(pattern), time.Since(start))
 	}()
+	if isAPIPath(r.URL.Path) && r.Header.Get("Origin") != "" && s.cors(rw, r) {
+		return // a preflight, answered
+	}
 	if pattern == "" {
 		// No route: the mux would answer in plain text. Let it decide
 		// between 404 and 405 (and set Allow), then answer in JSON.
@@ -292,6 +303,10 @@ func (s *Server) logRequest(r *http.Request, rw *responseWriter, route string, d
 		slog.Duration("duration", d),
 		slog.String("remote", r.RemoteAddr),
 		slog.Int64("bytes", rw.bytes),
+	}
+	if q := redactedQuery(r.URL); q != "" {
+		// Never the ticket: whoever read it first could spend it.
+		attrs = append(attrs, slog.String("query", q))
 	}
 	if a := rw.actor; a != nil {
 		if a.Super {

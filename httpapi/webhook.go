@@ -149,21 +149,6 @@ func (s *Server) handleWebhookRedrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, redriveResponse{Redriven: n})
 }
 
-// handleAppSocket handles GET /v1/apps/socket.
-func (s *Server) handleAppSocket(w http.ResponseWriter, r *http.Request) {
-	if s.AppSocket == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "the apps socket is not served here"))
-		return
-	}
-	a := herd.ActorFromContext(r.Context())
-	if a.Super {
-		Error(w, r, herd.Errorf(herd.EFORBIDDEN, "the apps socket serves user tokens: an app acts as a user of one tenant, with that user's grants"))
-		return
-	}
-	token, _ := bearerToken(r)
-	s.AppSocket.ServeSocket(w, r, a, token, a.TenantID)
-}
-
 var _ herd.WebhookService = (*Client)(nil)
 
 // CreateWebhook creates a subscription and fills in wh, secret included.

@@ -16,13 +16,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/wsconn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -37,8 +37,7 @@ const (
 	// not short.
 	DefaultReauth = time.Minute
 	// maxBatch bounds the hints written in one frame.
-	maxBatch     = 256
-	writeTimeout = 10 * time.Second
+	maxBatch = 256
 )
 
 // Hint says that an event was committed.
@@ -92,8 +91,6 @@ var accessChanging = map[string]bool{
 
 // Hub holds the connections of this process and fans hints out to them.
 type Hub struct {
-	// Authenticate reads a token's actor, again after access changes.
-	Authenticate func(ctx context.Context, token string) (*herd.Actor, error)
 	// Head returns a tenant's last committed seq, for the hello.
 	Head   func(ctx context.Context, tenantID int64) (int64, error)
 	Queue  int
@@ -109,16 +106,15 @@ type Hub struct {
 }
 
 // NewHub returns a hub with the defaults.
-func NewHub(auth func(ctx context.Context, token string) (*herd.Actor, error), head func(ctx context.Context, tenantID int64) (int64, error)) *Hub {
+func NewHub(head func(ctx context.Context, tenantID int64) (int64, error)) *Hub {
 	return &Hub{
-		Authenticate: auth,
-		Head:         head,
-		Queue:        DefaultQueue,
-		Ping:         DefaultPing,
-		Reauth:       DefaultReauth,
-		Logger:       slog.New(slog.DiscardHandler),
-		tenants:      map[int64]map[*conn]struct{}{},
-		metrics:      newMetrics(),
+		Head:    head,
+		Queue:   DefaultQueue,
+		Ping:    DefaultPing,
+		Reauth:  DefaultReauth,
+		Logger:  slog.New(slog.DiscardHandler),
+		tenants: map[int64]map[*conn]struct{}{},
+		metrics: newMetrics(),
 	}
 }
 
@@ -130,47 +126,23 @@ type item struct {
 }
 
 type conn struct {
-	ws     *websocket.Conn
+	ws     *wsconn.Conn
 	tenant int64
-	token  string
+	peer   wsconn.Peer
 	actor  atomic.Pointer[herd.Actor]
 	// stale counts the reauth orders queued and not yet carried out: while
 	// there are any, the hub queues events unfiltered and the writer
 	// filters them with the grants as they are by then.
-	stale  atomic.Int64
-	q      chan item
-	slow   chan struct{}
-	once   sync.Once
-	cancel context.CancelFunc
-	// slowCtx ends when slow closes: it cuts a write stuck on the client.
-	slowCtx    context.Context
-	slowCancel context.CancelFunc
+	stale atomic.Int64
+	q     *wsconn.Queue[item]
 	// fresh says whether the last refresh read the grants (the writer's).
 	fresh bool
 }
 
-// push queues without ever blocking the hub: a connection whose queue is
-// full is too slow, and is told to resync and dropped.
-func (c *conn) push(it item) bool {
-	select {
-	case <-c.slow:
-		return false // dropped already: what follows may not be filtered right
-	default:
-	}
-	select {
-	case c.q <- it:
-		return true
-	default:
-		c.once.Do(func() {
-			close(c.slow)
-			c.slowCancel()
-		})
-		return false
-	}
-}
-
 // Publish fans an event out to the connections of its tenant. It is called
-// in stream order by one goroutine (the tail) and never blocks on a client.
+// in stream order by one goroutine (the tail) and never blocks on a client:
+// a connection whose queue is full is too slow, and is told to resync and
+// dropped.
 func (h *Hub) Publish(ev *herd.Event) {
 	reauth := accessChanging[ev.Type]
 	h.mu.RLock()
@@ -178,7 +150,7 @@ func (h *Hub) Publish(ev *herd.Event) {
 	for c := range h.tenants[ev.TenantID] {
 		if reauth {
 			c.stale.Add(1)
-			if !c.push(item{reauth: true}) {
+			if !c.q.Push(item{reauth: true}) {
 				h.metrics.dropped.Inc()
 				continue
 			}
@@ -186,173 +158,116 @@ func (h *Hub) Publish(ev *herd.Event) {
 		if c.stale.Load() == 0 && !c.actor.Load().Allows(ev.TenantID, ev.Path, herd.RoleViewer) {
 			continue
 		}
-		if !c.push(item{ev: ev}) {
+		if !c.q.Push(item{ev: ev}) {
 			h.metrics.dropped.Inc()
 		}
 	}
 }
 
-// ServeSocket upgrades a request the API authenticated (a, with its token)
-// for tenant, and serves the connection until the client, the server or a
-// failure ends it.
-func (h *Hub) ServeSocket(w http.ResponseWriter, r *http.Request, a *herd.Actor, token string, tenant int64) {
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
-	ws, err := websocket.Accept(w, r, nil)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
-	c := &conn{ws: ws, tenant: tenant, token: token, q: make(chan item, h.Queue), slow: make(chan struct{}), cancel: cancel}
-	c.slowCtx, c.slowCancel = context.WithCancel(context.WithoutCancel(ctx))
-	defer c.slowCancel()
-	c.actor.Store(a)
+// ServeConn serves a connection the API accepted and authenticated, until
+// the client, the server or a failure ends it, and closes it.
+func (h *Hub) ServeConn(ws *wsconn.Conn, p wsconn.Peer) {
+	c := &conn{ws: ws, tenant: p.TenantID, peer: p, q: wsconn.NewQueue[item](ws.Context(), h.Queue)}
+	defer c.q.Stop()
+	c.actor.Store(p.Actor)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		ws.Close(websocket.StatusGoingAway, "server shutting down; reconnect to another")
+		ws.Close(wsconn.StatusGoingAway, "server shutting down; reconnect to another")
 		return
 	}
-	if h.tenants[tenant] == nil {
-		h.tenants[tenant] = map[*conn]struct{}{}
+	if h.tenants[c.tenant] == nil {
+		h.tenants[c.tenant] = map[*conn]struct{}{}
 	}
-	h.tenants[tenant][c] = struct{}{}
+	h.tenants[c.tenant][c] = struct{}{}
 	h.wg.Add(1)
 	h.mu.Unlock()
 	h.metrics.connections.Inc()
 	defer h.wg.Done()
-	status, reason := h.run(ctx, c)
+	status, reason := h.run(c)
 	// Out of the hub before the close handshake, which waits up to 5 s for
 	// a client that may never answer.
 	h.mu.Lock()
-	delete(h.tenants[tenant], c)
-	if len(h.tenants[tenant]) == 0 {
-		delete(h.tenants, tenant)
+	delete(h.tenants[c.tenant], c)
+	if len(h.tenants[c.tenant]) == 0 {
+		delete(h.tenants, c.tenant)
 	}
 	h.mu.Unlock()
 	h.metrics.connections.Dec()
-	h.metrics.closed.WithLabelValues(closeLabel(status)).Inc()
+	h.metrics.closed.WithLabelValues(wsconn.CloseLabel(status)).Inc()
 	ws.Close(status, reason)
 }
 
-func closeLabel(s websocket.StatusCode) string {
-	switch s {
-	case websocket.StatusNormalClosure:
-		return "client"
-	case websocket.StatusGoingAway:
-		return "shutdown"
-	case websocket.StatusPolicyViolation:
-		return "policy"
-	case websocket.StatusTryAgainLater:
-		return "slow"
-	}
-	return "error"
-}
+const (
+	resyncReason = "too slow: hints were dropped; read GET /v1/events after the last seq you have"
+	slowClose    = "too slow; resync from GET /v1/events"
+)
 
 // run serves a registered connection and returns how to close it.
-func (h *Hub) run(ctx context.Context, c *conn) (websocket.StatusCode, string) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type closing struct {
-		status websocket.StatusCode
-		reason string
-	}
-	var closeWith atomic.Pointer[closing]
-	end := func(status websocket.StatusCode, reason string) {
-		closeWith.CompareAndSwap(nil, &closing{status, reason})
-		cancel()
-	}
+func (h *Hub) run(c *conn) (websocket.StatusCode, string) {
+	ctx := c.ws.Context()
 	// The grants are read again now that the connection is in the hub: a
 	// change of access that passed between the request's authentication
 	// and the joining would otherwise go unseen by it.
 	if status, reason, ok := h.refresh(ctx, c); !ok {
 		return status, reason
 	} else if !c.fresh {
-		return websocket.StatusTryAgainLater, "store unavailable; reconnect later"
+		return wsconn.StatusTryAgainLater, "store unavailable; reconnect later"
 	}
 	// The hello comes first: hints queued meanwhile wait. The head is read
 	// after the connection joined the hub, so every event is either at or
 	// below the head (read it from the log) or hinted.
 	head, err := h.Head(ctx, c.tenant)
 	if err != nil {
-		return websocket.StatusTryAgainLater, "store unavailable; reconnect later"
+		return wsconn.StatusTryAgainLater, "store unavailable; reconnect later"
 	}
-	if err := h.write(ctx, c.ws, helloFrame{Type: "hello", TenantID: c.tenant, Head: head, PingIntervalMS: h.Ping.Milliseconds()}); err != nil {
-		return websocket.StatusGoingAway, "write failed"
+	if err := c.ws.WriteJSON(helloFrame{Type: "hello", TenantID: c.tenant, Head: head, PingIntervalMS: h.Ping.Milliseconds()}); err != nil {
+		return wsconn.StatusGoingAway, "write failed"
 	}
-	// Reader: pings, and nothing else. Its context is never cancelled:
-	// coder/websocket drops a connection whose read is cancelled without
-	// a close frame.
-	go func() {
-		for {
-			typ, data, err := c.ws.Read(context.Background())
-			if err != nil {
-				end(websocket.StatusNormalClosure, "")
-				return
-			}
-			var f struct {
-				Type string `json:"type"`
-			}
-			if typ != websocket.MessageText || json.Unmarshal(data, &f) != nil || f.Type != "ping" {
-				h.metrics.refused.Inc()
-				h.write(ctx, c.ws, map[string]string{"type": "error", "code": "no_writes", "message": noWritesMessage})
-				end(websocket.StatusPolicyViolation, NoWrites)
-				return
-			}
-			h.write(ctx, c.ws, map[string]string{"type": "pong"})
+	// Reader: pings, and nothing else.
+	c.ws.Read(func(typ websocket.MessageType, data []byte) bool {
+		var f struct {
+			Type string `json:"type"`
 		}
-	}()
-	// Pinger: a connection that answers no ping within two intervals is
-	// closed, whatever the state of its TCP connection says.
-	go func() {
-		t := time.NewTicker(h.Ping)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			pctx, pcancel := context.WithTimeout(context.Background(), 2*h.Ping)
-			err := c.ws.Ping(pctx)
-			pcancel()
-			if err != nil && ctx.Err() == nil {
-				h.metrics.pingFailed.Inc()
-				end(websocket.StatusGoingAway, "no pong within two ping intervals")
-				return
-			}
+		if typ != websocket.MessageText || json.Unmarshal(data, &f) != nil || f.Type != "ping" {
+			h.metrics.refused.Inc()
+			c.ws.WriteJSON(map[string]string{"type": "error", "code": "no_writes", "message": noWritesMessage})
+			c.ws.End(wsconn.StatusPolicyViolation, NoWrites)
+			return false
 		}
-	}()
+		c.ws.WriteJSON(map[string]string{"type": "pong"})
+		return true
+	})
+	c.ws.Ping(h.Ping, h.metrics.pingFailed.Inc)
 
 	var prev int64
 	reauth := time.NewTicker(h.Reauth)
 	defer reauth.Stop()
 	batch := make([]Hint, 0, maxBatch)
+	resync := func() (websocket.StatusCode, string) {
+		h.metrics.resyncs.Inc()
+		c.ws.WriteJSON(resyncFrame{Type: "resync", Reason: resyncReason, After: prev})
+		return wsconn.StatusTryAgainLater, slowClose
+	}
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
-		case <-c.slow:
-			h.metrics.resyncs.Inc()
-			h.write(ctx, c.ws, resyncFrame{Type: "resync", Reason: "too slow: hints were dropped; read GET /v1/events after the last seq you have", After: prev})
-			return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+		case <-c.q.Overflowed():
+			return resync()
 		case <-reauth.C:
 			if status, reason, ok := h.refresh(ctx, c); !ok {
 				return status, reason
 			}
-		case it := <-c.q:
+		case it := <-c.q.C():
 			batch = batch[:0]
 			for {
 				select {
-				case <-c.slow:
+				case <-c.q.Overflowed():
 					// A reauth order may be among what was dropped: nothing
 					// more is written, whatever is queued.
-					h.metrics.resyncs.Inc()
-					h.write(ctx, c.ws, resyncFrame{Type: "resync", Reason: "too slow: hints were dropped; read GET /v1/events after the last seq you have", After: prev})
-					return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+					return resync()
 				default:
 				}
 				if it.reauth {
@@ -361,7 +276,7 @@ loop:
 					if status, reason, ok := h.refresh(ctx, c); !ok {
 						return status, reason
 					} else if !c.fresh {
-						return websocket.StatusTryAgainLater, "grants could not be read after a change of access; reconnect"
+						return wsconn.StatusTryAgainLater, "grants could not be read after a change of access; reconnect"
 					}
 					c.stale.Add(-1)
 				} else if c.actor.Load().Allows(it.ev.TenantID, it.ev.Path, herd.RoleViewer) {
@@ -373,7 +288,7 @@ loop:
 					break
 				}
 				select {
-				case it = <-c.q:
+				case it = <-c.q.C():
 					continue
 				default:
 				}
@@ -382,69 +297,42 @@ loop:
 			if len(batch) == 0 {
 				continue
 			}
-			if err := h.writeHints(ctx, c, batch); err != nil {
+			// The write is cut short as soon as the connection is marked
+			// slow (its queue overflowed while this write waited on a
+			// client that reads nothing): waiting out the write timeout
+			// would keep a dead connection in the hub.
+			if err := c.ws.WriteJSONWithin(c.q.Context(), hintsFrame{Type: "hints", Hints: batch}); err != nil {
 				select {
-				case <-c.slow:
-					// Stuck on a client that stopped reading, and marked
-					// slow meanwhile: the write was cut short.
+				case <-c.q.Overflowed():
 					h.metrics.resyncs.Inc()
-					return websocket.StatusTryAgainLater, "too slow; resync from GET /v1/events"
+					return wsconn.StatusTryAgainLater, slowClose
 				default:
 				}
-				end(websocket.StatusGoingAway, "write failed")
+				c.ws.End(wsconn.StatusGoingAway, "write failed")
 				break loop
 			}
 			h.metrics.hints.Add(float64(len(batch)))
 			h.metrics.frames.Inc()
 		}
 	}
-	if cw := closeWith.Load(); cw != nil {
-		return cw.status, cw.reason
-	}
-	return websocket.StatusGoingAway, "server shutting down; reconnect with backoff, then read GET /v1/events"
+	return c.ws.EndedWith(wsconn.StatusGoingAway, "server shutting down; reconnect with backoff, then read GET /v1/events")
 }
 
 // refresh reads the connection's grants again; a token that no longer
 // works ends the connection.
 func (h *Hub) refresh(ctx context.Context, c *conn) (websocket.StatusCode, string, bool) {
-	a, err := h.Authenticate(ctx, c.token)
-	c.fresh = err == nil
+	a, revoked, err := c.peer.Refresh(ctx)
+	c.fresh = a != nil
 	switch {
-	case err == nil:
+	case a != nil:
 		c.actor.Store(a)
-	case herd.ErrorCode(err) == herd.EUNAUTHORIZED:
-		return websocket.StatusPolicyViolation, "token revoked", false
+	case revoked:
+		return wsconn.StatusPolicyViolation, wsconn.ReasonRevoked, false
 	default:
 		// The store is down: keep the grants we have, try again later.
 		h.Logger.Debug("stream reauth", "err", err)
 	}
 	return 0, "", true
-}
-
-func (h *Hub) write(ctx context.Context, ws *websocket.Conn, v any) error {
-	buf, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	// Not ctx itself: a write cut by a shutdown would drop the connection
-	// without its close frame.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	return ws.Write(wctx, websocket.MessageText, buf)
-}
-
-// writeHints writes a frame of hints. The write is cut short as soon as
-// the connection is marked slow (its queue overflowed while this write
-// waited on a client that reads nothing): waiting out the write timeout
-// would keep a dead connection in the hub.
-func (h *Hub) writeHints(ctx context.Context, c *conn, batch []Hint) error {
-	buf, err := json.Marshal(hintsFrame{Type: "hints", Hints: batch})
-	if err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(c.slowCtx, writeTimeout)
-	defer cancel()
-	return c.ws.Write(wctx, websocket.MessageText, buf)
 }
 
 // Close ends every connection with 1001 (going away), so that clients
@@ -454,7 +342,7 @@ func (h *Hub) Close() error {
 	h.closed = true
 	for _, cs := range h.tenants {
 		for c := range cs {
-			c.cancel()
+			c.ws.End(wsconn.StatusGoingAway, "server shutting down; reconnect with backoff, then read GET /v1/events")
 		}
 	}
 	h.mu.Unlock()

@@ -67,7 +67,7 @@ func newEnv(t *testing.T, configure func(*stream.Hub)) *env {
 	e.bob = tok.Secret
 
 	events := sqldb.NewEventService(db)
-	e.hub = stream.NewHub(users.Authenticate, events.Head)
+	e.hub = stream.NewHub(events.Head)
 	if configure != nil {
 		configure(e.hub)
 	}
@@ -84,6 +84,7 @@ func newEnv(t *testing.T, configure func(*stream.Hub)) *env {
 	s.TenantService, s.NodeService, s.DeviceService = sqldb.NewTenantService(db), sqldb.NewNodeService(db), sqldb.NewDeviceService(db)
 	s.UserService, s.GrantService, s.EventService = users, sqldb.NewGrantService(db), events
 	s.Stream = e.hub
+	s.TicketService = sqldb.NewTicketService(db)
 	must(s.Open())
 	e.url = strings.Replace(s.URL(), "http://", "ws://", 1) + "/v1/stream"
 	t.Cleanup(func() {
@@ -122,7 +123,9 @@ func dial(t *testing.T, url, token string, opts *websocket.DialOptions) *client 
 	if opts == nil {
 		opts = &websocket.DialOptions{}
 	}
-	opts.HTTPHeader = http.Header{"Authorization": {"Bearer " + token}}
+	if token != "" { // none: the url carries a ticket
+		opts.HTTPHeader = http.Header{"Authorization": {"Bearer " + token}}
+	}
 	ws, _, err := websocket.Dial(context.Background(), url, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/appsocket"
 	"github.com/herd-iot/herd/httpapi"
+	"github.com/herd-iot/herd/internal/wsconn"
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
 	"github.com/herd-iot/herd/sqldb"
@@ -94,6 +95,10 @@ type Config struct {
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
 	StateCacheMinDevices int64
+	// AllowedOrigins lists the web origins other than herd's own whose
+	// pages may open the sockets and read /v1 (CORS), or "*"; empty
+	// allows herd's own origin only (see docs/browsers.md).
+	AllowedOrigins string
 }
 
 // DefaultConfig returns the configuration of a plain `herd serve`: embedded
@@ -189,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}
+	}
+	if _, err := wsconn.ParseOrigins(c.AllowedOrigins); err != nil {
+		return &ConfigError{Field: "allowed-origins", Value: c.AllowedOrigins, Err: err}
 	}
 	return nil
 }
@@ -302,7 +310,10 @@ type Main struct {
 	stopEvents context.CancelFunc
 	eventsCtx  context.Context
 	events     sync.WaitGroup
-	lock       *os.File // the data dir's instance lock
+	// The stream tail feeds the hub and the gateway: it stops before them.
+	stopTail context.CancelFunc
+	tail     sync.WaitGroup
+	lock     *os.File // the data dir's instance lock
 
 	debug    *http.Server
 	stopWarm context.CancelFunc
@@ -333,6 +344,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.NATSURL, "nats-url", `NATS server or cluster with JetStream for events (nats://host:4222, comma-separated for several); empty embeds one (files in the data dir's "nats"); every process sharing a PostgreSQL store must name the same one`)
 	stringFlag(fs, m.Getenv, &c.NATSStream, "nats-stream", "name of the JetStream stream of events")
 	stringFlag(fs, m.Getenv, &c.NATSSubjectPrefix, "nats-subject-prefix", "subject prefix of the events (prefix.<tenant id>.<event type>)")
+	stringFlag(fs, m.Getenv, &c.AllowedOrigins, "allowed-origins", `web origins (https://app.example.com, comma-separated) whose pages may open /v1/stream and /v1/apps/socket and read /v1 (CORS), or "*" for any (then without credentials); empty allows herd's own origin only`)
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
@@ -461,32 +473,36 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	events := sqldb.NewEventService(m.DB)
 	s.EventService = events
-	m.Hub = stream.NewHub(s.UserService.Authenticate, events.Head)
+	s.TicketService = sqldb.NewTicketService(m.DB)
+	s.Origins, _ = wsconn.ParseOrigins(m.Config.AllowedOrigins) // Validate read it
+	m.Hub = stream.NewHub(events.Head)
 	m.Hub.Logger = m.Logger.With("component", "stream")
 	s.Stream = m.Hub
 	s.Registry().MustRegister(m.Hub.Collectors()...)
 	hub := m.Hub
-	m.events.Go(func() {
+	tailCtx, stopTail := context.WithCancel(m.eventsCtx)
+	m.stopTail = stopTail
+	m.tail.Go(func() {
 		// Every process tails the stream for its own connections.
-		for m.eventsCtx.Err() == nil {
+		for tailCtx.Err() == nil {
 			// Hints for the stream's clients, and commands for the devices
 			// this gateway holds.
 			fanout := func(ev *herd.Event) {
 				hub.Publish(ev)
 				gw.CommandEvent(ev)
 			}
-			err := m.Bus.Tail(m.eventsCtx, fanout, nil)
-			if m.eventsCtx.Err() != nil {
+			err := m.Bus.Tail(tailCtx, fanout, nil)
+			if tailCtx.Err() != nil {
 				return
 			}
 			m.Logger.Warn("stream tail stopped; starting it again", "err", err)
 			select {
-			case <-m.eventsCtx.Done():
+			case <-tailCtx.Done():
 			case <-time.After(time.Second):
 			}
 		}
 	})
-	m.AppSocket = appsocket.NewHandler(m.Bus, s.UserService.Authenticate)
+	m.AppSocket = appsocket.NewHandler(m.Bus)
 	m.AppSocket.Logger = m.Logger.With("component", "appsocket")
 	s.AppSocket = m.AppSocket
 	s.Registry().MustRegister(m.AppSocket.Collectors()...)
@@ -672,6 +688,11 @@ func (m *Main) ensureAdminToken(ctx context.Context) error {
 // server (draining requests in flight), then the store they used.
 func (m *Main) Close() error {
 	var errs []error
+	if m.stopTail != nil {
+		m.stopTail()
+		m.tail.Wait()
+		m.stopTail = nil
+	}
 	if m.AppSocket != nil {
 		// Before the HTTP server, which does not wait for hijacked
 		// connections: apps get a 1001 and reconnect elsewhere.

@@ -358,6 +358,7 @@ func TestMain_ParseFlags(t *testing.T) {
 		{"ErrArgument", nil, []string{"now"}, []string{"now"}},
 		{"ErrStateCacheNegative", nil, []string{"--state-cache-min-devices", "-1"}, []string{"--state-cache-min-devices", "HERD_STATE_CACHE_MIN_DEVICES"}},
 		{"ErrStateCacheEnv", map[string]string{"HERD_STATE_CACHE_MIN_DEVICES": "many"}, nil, []string{"--state-cache-min-devices", "HERD_STATE_CACHE_MIN_DEVICES", "many"}},
+		{"ErrAllowedOrigins", nil, []string{"--allowed-origins", "app.example"}, []string{"--allowed-origins", "HERD_ALLOWED_ORIGINS", "app.example", "https://host"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m, stderr := newMain(tt.env)
