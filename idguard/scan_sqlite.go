@@ -42,19 +42,32 @@ func scanSQLite(ctx context.Context, db *sql.DB, progress func(int, int)) ([]Col
 	var out []Column
 	for i, t := range tables {
 		c := Column{Table: t.name, Column: "rowid", Type: "rowid", Max: 1<<63 - 1}
-		// The INTEGER PRIMARY KEY, when there is one, is the rowid.
+		// A primary key of one INTEGER column, when there is one, is the
+		// rowid. A composite key is not: the rowid is a column of its own
+		// then, and naming the key's first column would point at the wrong
+		// one.
 		cols, err := db.QueryContext(ctx, `SELECT name, type, pk FROM pragma_table_info(?)`, t.name)
 		if err != nil {
 			return nil, err
 		}
+		var pkCols int
+		var pkName, pkType string
 		for cols.Next() {
 			var name, typ string
 			var pk int
-			if cols.Scan(&name, &typ, &pk) == nil && pk == 1 && strings.EqualFold(typ, "INTEGER") {
-				c.Column, c.Type = name, "INTEGER PRIMARY KEY"
+			if err := cols.Scan(&name, &typ, &pk); err != nil {
+				cols.Close()
+				return nil, err
+			}
+			if pk > 0 {
+				pkCols++
+				pkName, pkType = name, typ
 			}
 		}
 		cols.Close()
+		if pkCols == 1 && strings.EqualFold(pkType, "INTEGER") {
+			c.Column, c.Type = pkName, "INTEGER PRIMARY KEY"
+		}
 		if s, ok := seqs[t.name]; ok {
 			c.Used, c.Type = s, c.Type+" AUTOINCREMENT"
 		} else {
@@ -69,4 +82,3 @@ func scanSQLite(ctx context.Context, db *sql.DB, progress func(int, int)) ([]Col
 	}
 	return finish(out), nil
 }
-

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // DefaultMaxAlterRows is the table size below which widening is a plain
@@ -54,6 +55,13 @@ type WidenPlan struct {
 	Grants     []string
 	Statements []string // the plan, as SQL
 	Notes      []string
+	// LockTimeout bounds each try of a swap's lock on the table (RENAME
+	// TABLE on MySQL, LOCK TABLE on PostgreSQL): while it waits behind a
+	// long transaction, every writer of the table waits behind it.
+	// LockTries is how many tries, with a growing pause between them.
+	// Zero means DefaultLockTimeout and DefaultLockTries.
+	LockTimeout time.Duration
+	LockTries   int
 }
 
 // String prints the plan for a person.
@@ -129,15 +137,17 @@ func countUpTo(ctx context.Context, db *sql.DB, table string, limit int64) (int6
 	return n, err
 }
 
-// freeName refuses a swap whose old table's name is taken: a table left by
-// an earlier widen, or an archive of the same name.
-func freeName(ctx context.Context, db *sql.DB, d Dialect, name string) error {
-	taken, err := tableExists(ctx, db, d, name)
-	if err != nil {
-		return err
-	}
-	if taken {
-		return fmt.Errorf("a table named %s exists: the swap needs the name for the old table; rename or drop it first (or resume its copy if it is one)", name)
+// freeNames refuses a swap whose old or new table's name is taken: a
+// table left by an earlier widen, or an archive of the same name.
+func freeNames(ctx context.Context, db *sql.DB, d Dialect, p *WidenPlan) error {
+	for _, n := range []struct{ name, role string }{{p.Old, "old"}, {p.Table + "_new", "new"}} {
+		taken, err := tableExists(ctx, db, d, n.name)
+		if err != nil {
+			return err
+		}
+		if taken {
+			return fmt.Errorf("a table named %s exists: the swap needs the name for the %s table; rename or drop it first (or resume its copy if it is one)", n.name, n.role)
+		}
 	}
 	return nil
 }
@@ -158,4 +168,3 @@ func tableExists(ctx context.Context, db *sql.DB, d Dialect, name string) (bool,
 
 func quoteMy(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 func quotePg(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-

@@ -88,7 +88,7 @@ WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ? AND k.REFERENC
 	if len(fks) > 0 {
 		return fmt.Errorf("%s is large (about %d rows) and %d foreign keys reference it: a swap would leave them pointing at the old table and too narrow for new ids. Drop them (and widen their columns) first, or raise --max-alter-rows to ALTER in place", p.Table, p.Rows, len(fks))
 	}
-	if err := freeName(ctx, db, MySQL, p.Old); err != nil {
+	if err := freeNames(ctx, db, MySQL, p); err != nil {
 		return err
 	}
 	p.Statements = []string{
@@ -141,7 +141,7 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 		trows.Close()
 	}
 	p.Swap = p.Rows >= maxAlterRows
-	seq := quotePg(c.Sequence)
+	seq := c.Sequence // its regclass text: quoted, and qualified when off the search_path
 	var identity bool
 	if err := db.QueryRowContext(ctx, `SELECT a.attidentity <> '' FROM pg_attribute a WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident($1)) AND a.attname = $2`, p.Table, p.Column).Scan(&identity); err != nil {
 		return err
@@ -161,7 +161,7 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 	if len(p.References) > 0 {
 		return fmt.Errorf("%s is large (about %d rows) and %d foreign keys reference it: a swap would leave them pointing at the old table and too narrow for new ids. Drop them (and widen their columns) first, or raise --max-alter-rows to ALTER in place", p.Table, p.Rows, len(p.References))
 	}
-	if err := freeName(ctx, db, Postgres, p.Old); err != nil {
+	if err := freeNames(ctx, db, Postgres, p); err != nil {
 		return err
 	}
 	newT := quotePg(p.Table + "_new")
@@ -209,4 +209,3 @@ WHERE con.contype = 'f' AND n.nspname = current_schema() AND ref.relname = $1 AN
 		"until the copy ends, rows older than the swap are in "+p.Old+" only: reads that miss should look there, and updates or deletes of them must go to "+p.Old+" too (or wait), or the copy brings the old rows back as they were")
 	return nil
 }
-
