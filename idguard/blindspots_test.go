@@ -63,7 +63,7 @@ func scanErr(t *testing.T, dsn string) error {
 // false): its own last_value says the next id is n, so n-1 are used.
 func TestPostgres_SetBack(t *testing.T) {
 	t.Parallel()
-	dsn, db, _ := postgresDB(t)
+	dsn, db, schema := postgresDB(t)
 	exec(t, db,
 		`CREATE TABLE setval_false (id serial PRIMARY KEY)`,
 		`SELECT setval('setval_false_id_seq', 2147483000, false)`,
@@ -90,6 +90,22 @@ func TestPostgres_SetBack(t *testing.T) {
 	}
 	if c := scan(t, dsn)["setval_false.id"]; c.Used != 2147483000 {
 		t.Fatalf("after an insert: %+v", c)
+	}
+	// With USAGE but not SELECT on a sequence only pg_sequences' view of
+	// it can be read: right once called, and not to be trusted when set
+	// back, which it cannot tell from fresh.
+	role := schema + "_usage"
+	exec(t, db, `CREATE ROLE `+role+` LOGIN`, `GRANT USAGE ON SCHEMA `+schema+` TO `+role,
+		`GRANT USAGE ON SEQUENCE setval_false_id_seq, plain_seq TO `+role)
+	t.Cleanup(func() { db.Exec(`DROP OWNED BY ` + role); db.Exec(`DROP ROLE ` + role) })
+	exec(t, db, `DROP TABLE restarted, fresh, down`)
+	asRole := withSearchPath(t, dsn, role, schema)
+	if err := scanErr(t, asRole); err == nil || !strings.Contains(err.Error(), "plain_seq") || !strings.Contains(err.Error(), "grant SELECT") {
+		t.Fatalf("USAGE only, a set-back sequence: %v", err)
+	}
+	exec(t, db, `SELECT nextval('plain_seq')`)
+	if c := scan(t, asRole)["plain.id"]; c.Used != 1610612737 {
+		t.Fatalf("USAGE only, called: %+v", c)
 	}
 }
 

@@ -23,11 +23,9 @@ const fedColumns = `WITH fed AS (
   FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
 )
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), s.oid::regclass::text, ps.seqstart, ps.seqmin, ps.seqmax, ps.seqincrement,
-  has_sequence_privilege(s.oid, 'SELECT'), pss.last_value
+  has_sequence_privilege(s.oid, 'SELECT'), has_sequence_privilege(s.oid, 'USAGE')
 FROM fed JOIN pg_class s ON s.oid = fed.seq AND s.relkind = 'S'
 JOIN pg_sequence ps ON ps.seqrelid = s.oid
-JOIN pg_namespace sn ON sn.oid = s.relnamespace
-LEFT JOIN pg_sequences pss ON pss.schemaname = sn.nspname AND pss.sequencename = s.relname
 JOIN pg_class c ON c.oid = fed.rel JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = fed.attnum
 WHERE n.nspname = current_schema() ORDER BY c.relname, a.attname`
@@ -39,8 +37,7 @@ func scanPostgres(ctx context.Context, db *sql.DB, progress func(int, int)) ([]C
 	type fed struct {
 		c                  Column
 		start, lo, hi, inc int64
-		readable           bool
-		shown              sql.NullInt64 // pg_sequences' last_value: NULL without the privilege, or when not is_called
+		readable, usable   bool
 	}
 	rows, err := db.QueryContext(ctx, fedColumns)
 	if err != nil {
@@ -49,7 +46,7 @@ func scanPostgres(ctx context.Context, db *sql.DB, progress func(int, int)) ([]C
 	var feds []fed
 	for rows.Next() {
 		var f fed
-		if err := rows.Scan(&f.c.Table, &f.c.Column, &f.c.Type, &f.c.Sequence, &f.start, &f.lo, &f.hi, &f.inc, &f.readable, &f.shown); err != nil {
+		if err := rows.Scan(&f.c.Table, &f.c.Column, &f.c.Type, &f.c.Sequence, &f.start, &f.lo, &f.hi, &f.inc, &f.readable, &f.usable); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -76,8 +73,20 @@ func scanPostgres(ctx context.Context, db *sql.DB, progress func(int, int)) ([]C
 			if !called {
 				last -= f.inc
 			}
-		case f.shown.Valid:
-			last = f.shown.Int64 // USAGE only: pg_sequences has it, as it is called
+		case f.usable:
+			// USAGE only: pg_sequence_last_value (what pg_sequences shows)
+			// is NULL when not is_called, which cannot be told from a fresh
+			// sequence. (It is called for this sequence alone: over the
+			// view, it would lock every sequence of the database.)
+			var shown sql.NullInt64
+			if err := db.QueryRowContext(ctx, `SELECT pg_sequence_last_value($1::regclass)`, c.Sequence).Scan(&shown); err != nil {
+				return nil, fmt.Errorf("read sequence %s of %s.%s: %w", c.Sequence, c.Table, c.Column, err)
+			}
+			if shown.Valid {
+				last = shown.Int64
+				break
+			}
+			fallthrough
 		default:
 			return nil, fmt.Errorf("cannot read sequence %s of %s.%s (no privilege, or it was set back and only SELECT on it shows where): grant SELECT on it to this user", c.Sequence, c.Table, c.Column)
 		}

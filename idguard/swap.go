@@ -220,17 +220,25 @@ func checkpoint(ctx context.Context, db *sql.DB, d Dialect, table string) (*Wide
 	return p, err
 }
 
+// InterruptedSwap reports whether a swap of table was stopped after its
+// checkpoint and before its rename (a checkpoint, and no old table). It
+// writes nothing.
+func InterruptedSwap(ctx context.Context, db *sql.DB, d Dialect, table string) (bool, error) {
+	p, err := checkpoint(ctx, db, d, table)
+	if err != nil || p == nil {
+		return false, err
+	}
+	swapped, err := tableExists(ctx, db, d, p.Old)
+	return !swapped && err == nil, err
+}
+
 // UndoInterruptedSwap takes back a swap of table that was stopped (killed,
 // or its connection lost) after its checkpoint and before its rename: it
 // drops the new table, still empty, and the checkpoint, so the widening can
 // be planned and run again. It reports whether there was one to undo. A
 // swap that got as far as its rename is not undone: its copy is resumed.
 func UndoInterruptedSwap(ctx context.Context, db *sql.DB, d Dialect, table string) (bool, error) {
-	p, err := checkpoint(ctx, db, d, table)
-	if err != nil || p == nil {
-		return false, err
-	}
-	if swapped, err := tableExists(ctx, db, d, p.Old); err != nil || swapped {
+	if stopped, err := InterruptedSwap(ctx, db, d, table); err != nil || !stopped {
 		return false, err
 	}
 	q := quoteMy

@@ -290,16 +290,23 @@ Flags:
 		return err
 	}
 	defer db.Close()
-	if *execute {
-		// A swap stopped before its rename left its checkpoint and an empty
-		// new table: take them back, and plan afresh.
-		undone, err := idguard.UndoInterruptedSwap(ctx, db, d, *table)
-		if err != nil {
+	// A swap stopped before its rename (killed, or its connection lost)
+	// left its checkpoint and an empty new table: nothing was swapped, so
+	// there is no copy to resume. --execute takes them back and plans
+	// afresh; a plan only says so.
+	stopped, err := idguard.InterruptedSwap(ctx, db, d, *table)
+	if err != nil {
+		return fail(err)
+	}
+	if stopped && !*execute {
+		fmt.Fprintf(stdout, "an earlier swap of %s stopped before its rename: nothing was swapped; --execute first drops its empty %s_new and its checkpoint, then plans and swaps again\n", *table, *table)
+		return nil
+	}
+	if stopped {
+		if _, err := idguard.UndoInterruptedSwap(ctx, db, d, *table); err != nil {
 			return fail(err)
 		}
-		if undone {
-			fmt.Fprintf(stdout, "an earlier swap of %s stopped before its rename: undone (its empty %s_new and checkpoint dropped)\n", *table, *table)
-		}
+		fmt.Fprintf(stdout, "an earlier swap of %s stopped before its rename: undone (its empty %s_new and its checkpoint dropped)\n", *table, *table)
 	}
 	p, resumed, err := planOrResume(ctx, db, d, *table, *column, *maxAlter)
 	if err != nil {
