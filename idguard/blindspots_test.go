@@ -198,16 +198,21 @@ func TestMySQL_PartialGrants(t *testing.T) {
 	user := "hp" + schema[len(schema)-12:]
 	exec(t, db, `CREATE USER '`+user+`'@'%' IDENTIFIED BY 'pw'`)
 	t.Cleanup(func() { db.Exec(`DROP USER '` + user + `'@'%'`) })
-	exec(t, db, `GRANT SELECT ON `+schema+`.seen TO '`+user+`'@'%'`)
+	// PROCESS on every database shows no table.
+	exec(t, db, `GRANT SELECT ON `+schema+`.seen TO '`+user+`'@'%'`, `GRANT PROCESS ON *.* TO '`+user+`'@'%'`)
 	partial := strings.Replace(dsn, "mysql://root@", "mysql://"+user+":pw@", 1)
 	err := scanErr(t, partial)
 	if err == nil || !strings.Contains(err.Error(), "only some tables") || !strings.Contains(err.Error(), "seen") {
 		t.Fatalf("partial grants: %v", err)
 	}
-	// A grant on the database shows every table.
-	exec(t, db, `GRANT SELECT ON `+schema+`.* TO '`+user+`'@'%'`)
+	// A grant on the database, here through the user's default role,
+	// shows every table.
+	role := "hr" + schema[len(schema)-12:]
+	exec(t, db, `CREATE ROLE `+role)
+	t.Cleanup(func() { db.Exec(`DROP ROLE ` + role) })
+	exec(t, db, `GRANT SELECT ON `+schema+`.* TO `+role, `GRANT `+role+` TO '`+user+`'@'%'`, `SET DEFAULT ROLE `+role+` FOR '`+user+`'@'%'`)
 	if err := scanErr(t, partial); err != nil {
-		t.Fatalf("with SELECT on the database: %v", err)
+		t.Fatalf("with SELECT on the database through a role: %v", err)
 	}
 	if c := scan(t, partial)["hidden.id"]; c.Ratio < 0.999 {
 		t.Fatalf("hidden.id %+v", c)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -83,42 +84,16 @@ func scanMySQL(ctx context.Context, db *sql.DB, progress func(int, int)) ([]Colu
 // checkMySQLVisibility refuses a user who holds privileges on only some
 // of the database's tables: information_schema shows a user only the
 // tables it has a privilege on, so the others would be left out without a
-// word. A privilege on the database (or on every database) shows them all.
+// word. A privilege on the tables of the database (or of every database),
+// the user's own or its role's, shows them all.
 func checkMySQLVisibility(ctx context.Context, conn *sql.Conn) error {
 	var user, schema string
 	if err := conn.QueryRowContext(ctx, `SELECT CURRENT_USER(), DATABASE()`).Scan(&user, &schema); err != nil {
 		return fmt.Errorf("read the current user: %w", err)
 	}
-	at := strings.LastIndexByte(user, '@')
-	if at < 0 {
-		return fmt.Errorf("read the current user: %q has no host", user)
-	}
-	grantees := []string{"'" + user[:at] + "'@'" + user[at+1:] + "'"}
-	var role sql.NullString
-	if conn.QueryRowContext(ctx, `SELECT CURRENT_ROLE()`).Scan(&role) == nil && role.Valid && role.String != "NONE" {
-		// MariaDB names a role 'r'; MySQL 8 lists `r`@`%`, comma-separated.
-		for _, r := range strings.Split(role.String, ",") {
-			r = strings.ReplaceAll(strings.TrimSpace(r), "`", "'")
-			if !strings.HasPrefix(r, "'") {
-				r = "'" + r + "'"
-			}
-			grantees = append(grantees, r)
-		}
-	}
-	in := strings.TrimSuffix(strings.Repeat("?, ", len(grantees)), ", ")
-	args := make([]any, 0, 2*len(grantees)+1)
-	for _, g := range grantees {
-		args = append(args, g)
-	}
-	args = append(args, schema)
-	for _, g := range grantees {
-		args = append(args, g)
-	}
-	var whole bool
-	// A database-level grant's TABLE_SCHEMA may be a pattern (herd\_%).
-	if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE GRANTEE IN (`+in+`) AND PRIVILEGE_TYPE <> 'USAGE')
-  OR EXISTS (SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES WHERE ? LIKE TABLE_SCHEMA AND GRANTEE IN (`+in+`))`, args...).Scan(&whole); err != nil {
-		return fmt.Errorf("read this user's privileges: %w", err)
+	whole, err := grantsCoverDatabase(ctx, conn, schema)
+	if err != nil {
+		return err
 	}
 	if whole {
 		return nil
@@ -136,7 +111,73 @@ func checkMySQLVisibility(ctx context.Context, conn *sql.Conn) error {
 	}
 	rows.Close()
 	return fmt.Errorf("%s has privileges on only some tables of %s (it sees %s): information_schema hides every other table from it, so their id columns cannot be read; grant SELECT ON %s.* TO %s, or run the doctor as a user who has it",
-		user, quoteMy(schema), describeTables(visible), quoteMy(schema), grantees[0])
+		user, quoteMy(schema), describeTables(visible), quoteMy(schema), user)
+}
+
+// grantOnAll matches a grant on every table of a database, or of every
+// database: GRANT SELECT, INSERT ON `db`.* TO …, GRANT ALL PRIVILEGES ON *.* TO ….
+var grantOnAll = regexp.MustCompile("^GRANT (.+?) ON (\\*|`(?:[^`]|``)+`)\\.\\* TO ")
+
+// tablePrivileges are those that show a table in information_schema;
+// PROCESS, FILE and the like do not.
+var tablePrivileges = map[string]bool{
+	"ALL PRIVILEGES": true, "ALL": true, "SELECT": true, "INSERT": true, "UPDATE": true, "DELETE": true, "CREATE": true, "DROP": true,
+	"REFERENCES": true, "INDEX": true, "ALTER": true, "CREATE VIEW": true, "SHOW VIEW": true, "TRIGGER": true, "DELETE HISTORY": true,
+}
+
+// grantsCoverDatabase reads SHOW GRANTS (the user's, and on MariaDB its
+// roles' too: information_schema's privilege tables leave those out) for a
+// privilege on every table of schema. A database in a grant may be a LIKE
+// pattern (herd\_%).
+func grantsCoverDatabase(ctx context.Context, conn *sql.Conn, schema string) (bool, error) {
+	rows, err := conn.QueryContext(ctx, `SHOW GRANTS`)
+	if err != nil {
+		return false, fmt.Errorf("read this user's grants: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return false, fmt.Errorf("read this user's grants: %w", err)
+		}
+		m := grantOnAll.FindStringSubmatch(g)
+		if m == nil {
+			continue
+		}
+		if m[2] != "*" && !likeMatch(schema, strings.ReplaceAll(m[2][1:len(m[2])-1], "``", "`")) {
+			continue
+		}
+		for _, p := range strings.Split(m[1], ",") {
+			if tablePrivileges[strings.ToUpper(strings.TrimSpace(p))] {
+				return true, nil
+			}
+		}
+	}
+	return false, rows.Err()
+}
+
+// likeMatch matches s against a LIKE pattern: % any run, _ any one
+// character, \ escapes.
+func likeMatch(s, pattern string) bool {
+	var b strings.Builder
+	b.WriteString("^")
+	rs := []rune(pattern)
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; {
+		case r == '\\' && i+1 < len(rs):
+			i++
+			b.WriteString(regexp.QuoteMeta(string(rs[i])))
+		case r == '%':
+			b.WriteString("(?s:.*)")
+		case r == '_':
+			b.WriteString("(?s:.)")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	b.WriteString("$")
+	re, err := regexp.Compile(b.String())
+	return err == nil && re.MatchString(s)
 }
 
 // describeTables names a few tables for a message.

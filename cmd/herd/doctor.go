@@ -143,7 +143,7 @@ func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fs := flag.NewFlagSet("herd doctor ids", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), or a SQLite file")
+	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), a SQLite file, or a herd data dir")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	warn, crit := 0.70, 0.85
 	fs.Var(percentFlag{&warn}, "warn", "share of an id range from which to warn (exit 1)")
@@ -154,7 +154,10 @@ func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 Finds every auto-increment, serial, identity and sequence-backed id column
 and how much of its range is used. Exit code: 0 below --warn, 1 at or above
-it, 2 at or above --crit, 3 when the database could not be read.
+it, 2 at or above --crit, 3 when the database could not be read, or only
+part of it (a MySQL user who sees some tables only, a PostgreSQL
+search_path whose schema is missing or not usable, a sequence it may not
+read). A herd data dir is read by its herd.db.
 
 Flags:
 `)
@@ -273,6 +276,11 @@ start past the old type's largest value (one atomic rename: writes resume at
 once), and its rows are copied back in primary-key chunks, throttled and
 checkpointed: run the same command again to resume a copy that was stopped.
 The counts are verified at the end. Exit 3 on any failure.
+
+The swap's lock (RENAME TABLE, LOCK TABLE) waits at most --lock-timeout
+behind transactions that have the table open, since writers queue behind
+it, and is tried --lock-tries times before the swap gives up, changing
+nothing. A swap stopped before its rename is undone by the next --execute.
 
 Flags:
 `)
