@@ -197,7 +197,9 @@ Flags:
 	}
 	var cols []idguard.Column
 	if *sample > 0 {
-		fmt.Fprintf(stderr, "sampling twice, %s apart\n", *sample)
+		if progress != nil {
+			fmt.Fprintf(stderr, "sampling twice, %s apart\n", *sample)
+		}
 		cols, err = idguard.Sample(ctx, db, d, *sample, progress)
 	} else {
 		cols, err = idguard.Scan(ctx, db, d, progress)
