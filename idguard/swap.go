@@ -14,28 +14,96 @@ import (
 )
 
 // Execute runs a small table's plan (the ALTERs), or a large table's swap;
-// a large table's rows are then copied by Copy.
+// a large table's rows are then copied by Copy. Every lock on the table is
+// waited for p.LockTimeout at most, p.LockTries times.
 func Execute(ctx context.Context, db *sql.DB, p *WidenPlan) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if !p.Swap {
-		for _, s := range p.Statements {
-			if _, err := conn.ExecContext(ctx, s); err != nil {
+	switch {
+	case p.Dialect == MySQL && p.Swap:
+		return swapMySQL(ctx, conn, p)
+	case p.Dialect == Postgres && p.Swap:
+		return swapPostgres(ctx, conn, p)
+	case p.Dialect == MySQL:
+		return alterMySQL(ctx, conn, p)
+	case p.Dialect == Postgres:
+		return inTransaction(ctx, conn, p, p.Statements)
+	}
+	return fmt.Errorf("idguard: cannot widen on %s", p.Dialect)
+}
+
+// mysqlLockWait is MySQL's lock wait timeout (1205), a metadata lock's
+// among them.
+func mysqlLockWait(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1205
+}
+
+// postgresLockWait is PostgreSQL's lock_not_available (lock_timeout).
+func postgresLockWait(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+// shortLockWait sets the session's metadata lock timeout to the plan's
+// (the server's is a day) until the returned func puts it back.
+func shortLockWait(ctx context.Context, conn *sql.Conn, p *WidenPlan) (func(), error) {
+	secs := max(1, int(math.Ceil(p.lockTimeout().Seconds())))
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION lock_wait_timeout = %d`, secs)); err != nil {
+		return nil, fmt.Errorf("set lock_wait_timeout: %w", err)
+	}
+	return func() { conn.ExecContext(context.WithoutCancel(ctx), `SET SESSION lock_wait_timeout = DEFAULT`) }, nil
+}
+
+// alterMySQL runs a small table's ALTERs one by one (MySQL commits each
+// on its own), each waiting a moment at most for its lock, and tried
+// again: an ALTER waiting behind a long transaction holds up every writer
+// of the table.
+func alterMySQL(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
+	restore, err := shortLockWait(ctx, conn, p)
+	if err != nil {
+		return err
+	}
+	defer restore()
+	for i, s := range p.Statements {
+		err := lockTries(ctx, p, "ALTER TABLE", mysqlLockWait, func() error {
+			_, err := conn.ExecContext(ctx, s)
+			return err
+		})
+		if err != nil {
+			if i > 0 {
+				return fmt.Errorf("%s: %w (the %d statements before it were done: run them on from here)", s, err, i)
+			}
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// inTransaction runs statements in one PostgreSQL transaction whose locks
+// are waited for a moment at most, and tried again: a lock waiting behind
+// a long transaction holds up every writer of the table. A failure leaves
+// nothing behind.
+func inTransaction(ctx context.Context, conn *sql.Conn, p *WidenPlan, statements []string) error {
+	return lockTries(ctx, p, "ALTER TABLE", postgresLockWait, func() error {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, max(1, p.lockTimeout().Milliseconds()))); err != nil {
+			return fmt.Errorf("set lock_timeout: %w", err)
+		}
+		for _, s := range statements {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
 				return fmt.Errorf("%s: %w", s, err)
 			}
 		}
-		return nil
-	}
-	switch p.Dialect {
-	case MySQL:
-		return swapMySQL(ctx, conn, p)
-	case Postgres:
-		return swapPostgres(ctx, conn, p)
-	}
-	return fmt.Errorf("idguard: cannot swap on %s", p.Dialect)
+		return tx.Commit()
+	})
 }
 
 // Defaults for a swap's lock: each try waits this long at most, and the
@@ -111,17 +179,14 @@ func swapMySQL(ctx context.Context, conn *sql.Conn, p *WidenPlan) (err error) {
 	// The rename waits for every transaction that has the table open, and
 	// every writer waits behind it: the server's lock_wait_timeout is a
 	// day. Each try waits a moment at most.
-	secs := max(1, int(math.Ceil(p.lockTimeout().Seconds())))
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`SET SESSION lock_wait_timeout = %d`, secs)); err != nil {
-		return fmt.Errorf("set lock_wait_timeout: %w", err)
+	restore, err := shortLockWait(ctx, conn, p)
+	if err != nil {
+		return err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SET SESSION lock_wait_timeout = DEFAULT`)
+	defer restore()
 	for _, s := range p.Statements {
 		if strings.HasPrefix(s, "RENAME TABLE") {
-			err := lockTries(ctx, p, "RENAME TABLE", func(err error) bool {
-				var me *mysql.MySQLError
-				return errors.As(err, &me) && me.Number == 1205 // lock wait timeout
-			}, func() error {
+			err := lockTries(ctx, p, "RENAME TABLE", mysqlLockWait, func() error {
 				_, err := conn.ExecContext(ctx, s)
 				return err
 			})
@@ -147,10 +212,7 @@ func swapPostgres(ctx context.Context, conn *sql.Conn, p *WidenPlan) error {
 	// One transaction: a failure or a kill anywhere leaves nothing behind.
 	// LOCK TABLE waits for every transaction that has the table open, and
 	// every writer waits behind it: each try waits a moment at most.
-	return lockTries(ctx, p, "LOCK TABLE", func(err error) bool {
-		var pe *pgconn.PgError
-		return errors.As(err, &pe) && pe.Code == "55P03" // lock_not_available
-	}, func() error {
+	return lockTries(ctx, p, "LOCK TABLE", postgresLockWait, func() error {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return err

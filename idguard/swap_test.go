@@ -84,6 +84,19 @@ func lockWaiter(t *testing.T, db *sql.DB, d idguard.Dialect, holder int64, prefi
 	return id
 }
 
+func scanDB(t *testing.T, db *sql.DB, d idguard.Dialect) map[string]idguard.Column {
+	t.Helper()
+	cols, err := idguard.Scan(context.Background(), db, d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]idguard.Column{}
+	for _, c := range cols {
+		out[c.Key()] = c
+	}
+	return out
+}
+
 // writer inserts into events until stopped, and says how long the
 // longest insert took, counting one still waiting.
 type writer struct {
@@ -144,21 +157,30 @@ func (w *writer) close() {
 }
 
 // TestSwap_LockTimeout: a long transaction holds the table open. The
-// swap's rename (MySQL) or LOCK TABLE (PostgreSQL) waits a short while
-// each try, so a concurrent writer is never held up for longer than that;
-// it gives up after its tries with a clear error and leaves nothing
-// behind, and succeeds once the long transaction ends.
+// swap's rename (MySQL) or LOCK TABLE (PostgreSQL), and a small table's
+// ALTER, wait a short while each try, so a concurrent writer is never held
+// up for longer than that; they give up after their tries with a clear
+// error and leave nothing behind, and succeed once the long transaction
+// ends.
 func TestSwap_LockTimeout(t *testing.T) {
 	t.Parallel()
-	for _, engine := range []string{"mysql", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
+	for _, tt := range []struct {
+		engine   string
+		maxAlter int64
+	}{{"mysql", 10}, {"postgres", 10}, {"mysql", idguard.DefaultMaxAlterRows}, {"postgres", idguard.DefaultMaxAlterRows}} {
+		swap := tt.maxAlter == 10
+		name := tt.engine + "-alter"
+		if swap {
+			name = tt.engine + "-swap"
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			db, d := swapTable(t, engine)
+			db, d := swapTable(t, tt.engine)
 			ctx := context.Background()
 			end, holder := holdOpen(t, db, d)
 			w := startWriter(t, db, d)
-			p, err := idguard.PlanWiden(ctx, db, d, "events", "id", 10)
-			if err != nil || !p.Swap {
+			p, err := idguard.PlanWiden(ctx, db, d, "events", "id", tt.maxAlter)
+			if err != nil || p.Swap != swap {
 				t.Fatalf("plan %v: %v", p, err)
 			}
 			p.LockTimeout, p.LockTries = time.Second, 3
@@ -176,19 +198,26 @@ func TestSwap_LockTimeout(t *testing.T) {
 			if worst := w.worst(); worst > 10*time.Second {
 				t.Fatalf("a writer waited %s behind the swap", worst)
 			}
-			// Nothing is left behind: the plan can be made and run again.
+			// Nothing is left behind: the column is as it was, and the plan
+			// can be made and run again.
+			if c := scanDB(t, db, d)["events.id"]; c.Max != 1<<31-1 {
+				t.Fatalf("after giving up: %+v", c)
+			}
 			if pending, err := idguard.PendingCopy(ctx, db, d, "events"); pending != nil || err != nil {
 				t.Fatalf("after giving up: pending %+v, %v", pending, err)
 			}
-			p, err = idguard.PlanWiden(ctx, db, d, "events", "id", 10)
+			p, err = idguard.PlanWiden(ctx, db, d, "events", "id", tt.maxAlter)
 			if err != nil {
 				t.Fatalf("plan after giving up: %v", err)
 			}
 			p.LockTimeout, p.LockTries = time.Second, 100
 			done := make(chan error, 1)
 			go func() { done <- idguard.Execute(ctx, db, p) }()
-			waits := "RENAME TABLE"
-			if d == idguard.Postgres {
+			waits := "ALTER TABLE"
+			switch {
+			case swap && d == idguard.MySQL:
+				waits = "RENAME TABLE"
+			case swap:
 				waits = "LOCK TABLE"
 			}
 			testutil.WaitFor(t, 30*time.Second, "the swap to wait behind the long transaction", func() bool {
@@ -201,6 +230,12 @@ func TestSwap_LockTimeout(t *testing.T) {
 			w.close()
 			if f := w.failures.Load(); f != 0 {
 				t.Fatalf("the writer failed %d times", f)
+			}
+			if !swap {
+				if c := scanDB(t, db, d)["events.id"]; c.Max != 1<<63-1 {
+					t.Fatalf("after the ALTER: %+v", c)
+				}
+				return
 			}
 			if err := idguard.Copy(ctx, db, p, 100, 0, nil); err != nil {
 				t.Fatal(err)
