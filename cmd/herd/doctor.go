@@ -266,8 +266,8 @@ func runDoctorWiden(ctx context.Context, args []string, stdout, stderr io.Writer
 	maxAlter := fs.Int64("max-alter-rows", idguard.DefaultMaxAlterRows, "tables with fewer rows are ALTERed in place; larger ones are swapped and copied back")
 	rate := fs.Float64("rows-per-second", 0, "most rows a second the copy of a large table moves (0: as fast as it can)")
 	chunk := fs.Int("chunk", 1000, "rows per copy step (each step commits and checkpoints)")
-	lockTimeout := fs.Duration("lock-timeout", idguard.DefaultLockTimeout, "longest a swap's RENAME TABLE or LOCK TABLE waits behind open transactions per try (writers wait behind it)")
-	lockTries := fs.Int("lock-tries", idguard.DefaultLockTries, "tries of a swap's lock, with a growing pause between them, before giving up")
+	lockTimeout := fs.Duration("lock-timeout", idguard.DefaultLockTimeout, "longest an ALTER, RENAME TABLE or LOCK TABLE waits for its lock behind open transactions per try (writers wait behind it)")
+	lockTries := fs.Int("lock-tries", idguard.DefaultLockTries, "tries of each lock, with a growing pause between them, before giving up")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: herd doctor ids widen --dsn DSN --table T [--column C] [--execute]
 
@@ -279,10 +279,11 @@ once), and its rows are copied back in primary-key chunks, throttled and
 checkpointed: run the same command again to resume a copy that was stopped.
 The counts are verified at the end. Exit 3 on any failure.
 
-The swap's lock (RENAME TABLE, LOCK TABLE) waits at most --lock-timeout
-behind transactions that have the table open, since writers queue behind
-it, and is tried --lock-tries times before the swap gives up, changing
-nothing. A swap stopped before its rename is undone by the next --execute.
+Each lock on the table (the ALTER's, the swap's RENAME TABLE or LOCK TABLE)
+waits at most --lock-timeout behind transactions that have the table open,
+since writers queue behind it, and is tried --lock-tries times before the
+widening gives up. A swap stopped before its rename is undone by the next
+--execute.
 
 Flags:
 `)
