@@ -38,7 +38,7 @@ func TestDoctorIDs_SearchPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() }) // after the role's cleanup, which needs it
 	if _, err := db.Exec(`CREATE TABLE events (id serial PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,11 @@ func TestDoctorIDs_SearchPath(t *testing.T) {
 	if _, err := db.Exec(`CREATE ROLE ` + role + ` LOGIN`); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Exec(`DROP ROLE ` + role) })
+	t.Cleanup(func() {
+		if _, err := db.Exec(`DROP ROLE ` + role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
 	missing := *u
 	q := missing.Query()
 	q.Set("search_path", schema+"_missing")
