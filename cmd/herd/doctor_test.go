@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,6 +134,21 @@ func TestDoctorIDs_SQLiteDataDir(t *testing.T) {
 	}
 	if errs != "" {
 		t.Fatalf("off a terminal stderr got %q", errs)
+	}
+	// On a terminal (script(1) gives the child one) progress is drawn,
+	// over itself, and cleared.
+	if script, err := exec.LookPath("script"); err == nil {
+		inner := herdCommand(t, "doctor", "ids", "--dsn", dir)
+		quoted := make([]string, len(inner.Args))
+		for i, a := range append([]string{inner.Path}, inner.Args[1:]...) {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		cmd := exec.Command(script, "-qec", strings.Join(quoted, " "), "/dev/null")
+		cmd.Env = inner.Env
+		out, err := cmd.Output()
+		if err != nil || !strings.Contains(string(out), "\rscanned 20 of 20 id columns") || !strings.Contains(string(out), "t19") {
+			t.Fatalf("on a terminal: %v\n%q", err, out)
+		}
 	}
 	empty := t.TempDir()
 	if code, _, errs := runDoctorCmd(t, "--dsn", empty); code != 3 || !strings.Contains(errs, "herd.db") {
