@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -61,6 +63,10 @@ func parseDoctorFlags(fs *flag.FlagSet, args []string) error {
 
 // openDoctorDB opens and reaches the database of a DSN, or fails with exit 3.
 func openDoctorDB(ctx context.Context, cmd, dsn string) (*sql.DB, idguard.Dialect, error) {
+	dsn, err := doctorDSN(dsn)
+	if err != nil {
+		return nil, "", doctorFailure(cmd, err)
+	}
 	db, d, err := idguard.Open(dsn)
 	if err != nil {
 		return nil, "", doctorFailure(cmd, err)
@@ -70,6 +76,37 @@ func openDoctorDB(ctx context.Context, cmd, dsn string) (*sql.DB, idguard.Dialec
 		return nil, "", doctorFailure(cmd, fmt.Errorf("cannot reach the %s database: %w", d, err))
 	}
 	return db, d, nil
+}
+
+// doctorDSN turns a directory into the SQLite store herd keeps there
+// (herd.db in the data dir, as `herd serve --data-dir` makes it), and says
+// so plainly when there is none: SQLite would fail on a directory with
+// words that do not say what to give instead.
+func doctorDSN(dsn string) (string, error) {
+	if strings.Contains(dsn, "://") {
+		return dsn, nil
+	}
+	path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
+	st, err := os.Stat(path)
+	if err != nil || !st.IsDir() {
+		return dsn, nil
+	}
+	store := filepath.Join(path, "herd.db")
+	if _, err := os.Stat(store); err != nil {
+		return "", fmt.Errorf("%s is a directory without herd.db in it: give the SQLite file itself (or a herd data dir)", path)
+	}
+	return store, nil
+}
+
+// isTerminal reports whether w is a terminal: progress lines are drawn
+// only there, and never end up in a cron mail or a CI log.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // percentFlag reads 70, 70% or 0.7 as a share.
@@ -106,7 +143,7 @@ func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fs := flag.NewFlagSet("herd doctor ids", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), or a SQLite file")
+	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), a SQLite file, or a herd data dir")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	warn, crit := 0.70, 0.85
 	fs.Var(percentFlag{&warn}, "warn", "share of an id range from which to warn (exit 1)")
@@ -117,7 +154,10 @@ func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 Finds every auto-increment, serial, identity and sequence-backed id column
 and how much of its range is used. Exit code: 0 below --warn, 1 at or above
-it, 2 at or above --crit, 3 when the database could not be read.
+it, 2 at or above --crit, 3 when the database could not be read, or only
+part of it (a MySQL user who sees some tables only, a PostgreSQL
+search_path whose schema is missing or not usable, a sequence it may not
+read). A herd data dir is read by its herd.db.
 
 Flags:
 `)
@@ -139,21 +179,27 @@ Flags:
 		return err
 	}
 	defer db.Close()
-	var last time.Time
-	progress := func(done, total int) {
-		if time.Since(last) < time.Second {
-			return
-		}
-		last = time.Now()
-		if total > 0 {
-			fmt.Fprintf(stderr, "scanned %d of %d tables\n", done, total)
-		} else {
-			fmt.Fprintf(stderr, "scanned %d id columns\n", done)
+	// Progress is drawn over itself on a terminal, at most once a second,
+	// and not at all elsewhere: off a terminal the table is the summary.
+	var progress func(done, total int)
+	if isTerminal(stderr) {
+		var last time.Time
+		progress = func(done, total int) {
+			if time.Since(last) < time.Second && done != total {
+				return
+			}
+			last = time.Now()
+			fmt.Fprintf(stderr, "\rscanned %d of %d id columns\x1b[K", done, total)
+			if done == total {
+				fmt.Fprint(stderr, "\r\x1b[K")
+			}
 		}
 	}
 	var cols []idguard.Column
 	if *sample > 0 {
-		fmt.Fprintf(stderr, "sampling twice, %s apart\n", *sample)
+		if progress != nil {
+			fmt.Fprintf(stderr, "sampling twice, %s apart\n", *sample)
+		}
 		cols, err = idguard.Sample(ctx, db, d, *sample, progress)
 	} else {
 		cols, err = idguard.Scan(ctx, db, d, progress)
@@ -220,6 +266,8 @@ func runDoctorWiden(ctx context.Context, args []string, stdout, stderr io.Writer
 	maxAlter := fs.Int64("max-alter-rows", idguard.DefaultMaxAlterRows, "tables with fewer rows are ALTERed in place; larger ones are swapped and copied back")
 	rate := fs.Float64("rows-per-second", 0, "most rows a second the copy of a large table moves (0: as fast as it can)")
 	chunk := fs.Int("chunk", 1000, "rows per copy step (each step commits and checkpoints)")
+	lockTimeout := fs.Duration("lock-timeout", idguard.DefaultLockTimeout, "longest an ALTER, RENAME TABLE or LOCK TABLE waits for its lock behind open transactions per try (writers wait behind it)")
+	lockTries := fs.Int("lock-tries", idguard.DefaultLockTries, "tries of each lock, with a growing pause between them, before giving up")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: herd doctor ids widen --dsn DSN --table T [--column C] [--execute]
 
@@ -230,6 +278,12 @@ start past the old type's largest value (one atomic rename: writes resume at
 once), and its rows are copied back in primary-key chunks, throttled and
 checkpointed: run the same command again to resume a copy that was stopped.
 The counts are verified at the end. Exit 3 on any failure.
+
+Each lock on the table (the ALTER's, the swap's RENAME TABLE or LOCK TABLE)
+waits at most --lock-timeout behind transactions that have the table open,
+since writers queue behind it, and is tried --lock-tries times before the
+widening gives up. A swap stopped before its rename is undone by the next
+--execute.
 
 Flags:
 `)
@@ -247,10 +301,29 @@ Flags:
 		return err
 	}
 	defer db.Close()
+	// A swap stopped before its rename (killed, or its connection lost)
+	// left its checkpoint and an empty new table: nothing was swapped, so
+	// there is no copy to resume. --execute takes them back and plans
+	// afresh; a plan only says so.
+	stopped, err := idguard.InterruptedSwap(ctx, db, d, *table)
+	if err != nil {
+		return fail(err)
+	}
+	if stopped && !*execute {
+		fmt.Fprintf(stdout, "an earlier swap of %s stopped before its rename: nothing was swapped; --execute first drops its empty %s_new and its checkpoint, then plans and swaps again\n", *table, *table)
+		return nil
+	}
+	if stopped {
+		if _, err := idguard.UndoInterruptedSwap(ctx, db, d, *table); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "an earlier swap of %s stopped before its rename: undone (its empty %s_new and its checkpoint dropped)\n", *table, *table)
+	}
 	p, resumed, err := planOrResume(ctx, db, d, *table, *column, *maxAlter)
 	if err != nil {
 		return fail(err)
 	}
+	p.LockTimeout, p.LockTries = *lockTimeout, *lockTries
 	if !resumed {
 		fmt.Fprint(stdout, p.String())
 	} else {
@@ -272,23 +345,14 @@ Flags:
 		}
 		fmt.Fprintf(stdout, "swapped: %s is BIGINT and takes writes; copying %s back\n", p.Table, p.Old)
 	}
-	start, last := time.Now(), time.Time{}
-	err = idguard.Copy(ctx, db, p, *chunk, *rate, func(copied, total int64) {
-		if time.Since(last) < time.Second && copied < total {
-			return
-		}
-		last = time.Now()
-		eta := "–"
-		if copied > 0 && total > copied {
-			eta = (time.Duration(float64(time.Since(start)) / float64(copied) * float64(total-copied))).Round(time.Second).String()
-		}
-		width := 30
-		done := 0
-		if total > 0 {
-			done = int(float64(width) * float64(copied) / float64(total))
-		}
-		fmt.Fprintf(stderr, "[%s%s] %d of %d rows, ETA %s\n", strings.Repeat("#", min(done, width)), strings.Repeat(".", width-min(done, width)), copied, total, eta)
-	})
+	var bar idguard.CopyProgress
+	if isTerminal(stderr) {
+		bar = copyBar(stderr)
+	}
+	err = idguard.Copy(ctx, db, p, *chunk, *rate, bar)
+	if bar != nil {
+		fmt.Fprintln(stderr) // the bar's line ends
+	}
 	if err != nil {
 		return fail(fmt.Errorf("copy stopped (run the same command again to resume): %w", err))
 	}
@@ -318,4 +382,26 @@ func planOrResume(ctx context.Context, db *sql.DB, d idguard.Dialect, table, col
 	}
 	p, err := idguard.PlanWiden(ctx, db, d, table, column, maxAlter)
 	return p, false, err
+}
+
+// copyBar draws the copy's progress over itself on a terminal, at most
+// once a second.
+func copyBar(w io.Writer) idguard.CopyProgress {
+	start, last := time.Now(), time.Time{}
+	return func(copied, total int64) {
+		if time.Since(last) < time.Second && copied < total {
+			return
+		}
+		last = time.Now()
+		eta := "–"
+		if copied > 0 && total > copied {
+			eta = (time.Duration(float64(time.Since(start)) / float64(copied) * float64(total-copied))).Round(time.Second).String()
+		}
+		width := 30
+		done := 0
+		if total > 0 {
+			done = int(float64(width) * float64(copied) / float64(total))
+		}
+		fmt.Fprintf(w, "\r[%s%s] %d of %d rows, ETA %s\x1b[K", strings.Repeat("#", min(done, width)), strings.Repeat(".", width-min(done, width)), copied, total, eta)
+	}
 }
