@@ -134,7 +134,7 @@ func (s *TicketService) actorOfToken(ctx context.Context, tokenHash string, tena
 	} else if err != nil {
 		return nil, fmt.Errorf("read ticket's token: %w", err)
 	}
-	if a.Grants, err = tx.findGrants(ctx, a.UserID); err != nil {
+	if a.Grants, err = tx.findGrants(ctx, a.TenantID, a.UserID); err != nil {
 		return nil, fmt.Errorf("read ticket's token grants: %w", err)
 	}
 	return &a, nil
