@@ -123,7 +123,11 @@ func TestQuickstart_README(t *testing.T) {
 				env = append(env, "HERD_STORE="+testutil.PostgresSchemaDSN(t))
 			}
 			dir := t.TempDir()
-			url, mqtt := startQuickstartHerd(t, dir, env)
+			h := serveIn(t, dir, env...)
+			if strings.Contains(h.log.String(), "shown once") {
+				t.Fatalf("herd generated an admin token although the quickstart sets one:\n%s", h.log.String())
+			}
+			url, mqtt := h.url, h.mqtt
 
 			script := filepath.Join(t.TempDir(), "quickstart.sh")
 			// Pasted into a shell, a failing command shows and the next
@@ -184,9 +188,17 @@ func cleanEnv() []string {
 	return env
 }
 
-// startQuickstartHerd runs `herd serve` in dir with env and free ports, and
-// returns its API URL and MQTT address once it listens.
-func startQuickstartHerd(t *testing.T, dir string, env []string) (url, mqtt string) {
+// servedHerd is `herd serve` running in a directory of its own.
+type servedHerd struct {
+	cmd       *exec.Cmd
+	url, mqtt string
+	log       *testutil.SyncBuffer // its stderr, as it comes
+	copied    chan struct{}        // closed when all of stderr is in log
+}
+
+// serveIn runs `herd serve` in dir with env (after free ports, so env may
+// name others) and returns once it listens.
+func serveIn(t *testing.T, dir string, env ...string) *servedHerd {
 	t.Helper()
 	cmd := herdCommand(t, "serve")
 	cmd.Dir = dir
@@ -198,27 +210,32 @@ func startQuickstartHerd(t *testing.T, dir string, env []string) (url, mqtt stri
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	log := &testutil.SyncBuffer{}
+	h := &servedHerd{cmd: cmd, log: &testutil.SyncBuffer{}, copied: make(chan struct{})}
+	t.Cleanup(h.stop)
 	timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
 	defer timer.Stop()
 	listening := regexp.MustCompile(`msg="herd listening".* url=(\S+) mqtt=(\S+)`)
 	lines := bufio.NewScanner(pipe)
-	for url == "" && lines.Scan() {
-		fmt.Fprintln(log, lines.Text())
+	for h.url == "" && lines.Scan() {
+		fmt.Fprintln(h.log, lines.Text())
 		if m := listening.FindStringSubmatch(lines.Text()); m != nil {
-			url, mqtt = m[1], m[2]
+			h.url, h.mqtt = m[1], m[2]
 		}
 	}
-	if url == "" {
-		t.Fatalf("herd never logged its addresses:\n%s", log.String())
+	go func() {
+		defer close(h.copied)
+		io.Copy(h.log, pipe)
+	}()
+	if h.url == "" {
+		t.Fatalf("herd never logged its addresses:\n%s", h.log.String())
 	}
-	if strings.Contains(log.String(), "shown once") {
-		t.Fatalf("herd generated an admin token although the quickstart sets one:\n%s", log.String())
-	}
-	go io.Copy(io.Discard, pipe)
-	return url, mqtt
+	return h
+}
+
+// stop ends the process (the store is committed; no shutdown is needed)
+// and waits for it.
+func (h *servedHerd) stop() {
+	h.cmd.Process.Kill()
+	<-h.copied
+	h.cmd.Wait()
 }

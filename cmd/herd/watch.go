@@ -68,5 +68,13 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// The watcher gives up only on what no retry can change, such as a
 	// super-admin's token without --tenant: say what herd answered.
+	var he *herd.Error
+	if errors.As(err, &he) {
+		hint := ""
+		if he.Code == herd.EINVALID && *tenant == 0 {
+			hint = " (a super-admin's token names the tenant to watch: --tenant ID)"
+		}
+		return fmt.Errorf("watch %s: herd answered %s: %s%s", *api, he.Code, he.Message, hint)
+	}
 	return fmt.Errorf("watch %s: %w", *api, err)
 }
