@@ -279,7 +279,7 @@ func durationFlag(fs *flag.FlagSet, getenv func(string) string, p *time.Duration
 // command that opens it.
 func storeFlags(fs *flag.FlagSet, getenv func(string) string, c *Config) {
 	stringFlag(fs, getenv, &c.DataDir, "data-dir", "directory for herd's data")
-	stringFlag(fs, getenv, &c.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
+	stringFlag(fs, getenv, &c.Store, "store", `state store: a postgres:// or postgresql:// URL, or a SQLite file as sqlite:PATH or a path (default "herd.db" in the data dir)`)
 }
 
 // Main is the herd server process: it reads its configuration, opens the
