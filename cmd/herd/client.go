@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"net"
 	"strings"
 )
 
@@ -25,6 +26,19 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) (api, token *stri
 	api = fs.String("api", envOr(getenv, URLEnv, defaultURL), "herd API (env "+URLEnv+")")
 	token = fs.String("token", envOr(getenv, TokenEnv, getenv(AdminTokenEnv)), "API token (env "+TokenEnv+", else $"+AdminTokenEnv+")")
 	return api, token
+}
+
+// defaultBroker is the MQTT broker of a herd on this machine: on the port
+// of $HERD_MQTT_ADDR, the variable that moves herd serve's listener, so a
+// shell that moved it for the server reaches it from the simulator too.
+func defaultBroker(getenv func(string) string) string {
+	port := "1883"
+	if addr := getenv(envName("mqtt-addr")); addr != "" && addr != "off" {
+		if _, p, err := net.SplitHostPort(addr); err == nil && p != "" && p != "0" {
+			port = p
+		}
+	}
+	return "tcp://127.0.0.1:" + port
 }
 
 // multiFlag collects a repeated flag.

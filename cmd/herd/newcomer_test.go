@@ -211,7 +211,8 @@ func TestMain_StoreSchemes(t *testing.T) {
 }
 
 // TestClientCommands_Env: every command that talks to a running herd reads
-// HERD_URL and HERD_TOKEN, with no flag.
+// HERD_URL and HERD_TOKEN, with no flag; the simulator finds the broker on
+// the port of HERD_MQTT_ADDR.
 func TestClientCommands_Env(t *testing.T) {
 	t.Parallel()
 	m := runTestMain(t, "--mqtt-addr", "127.0.0.1:0")
@@ -223,9 +224,9 @@ func TestClientCommands_Env(t *testing.T) {
 	env := []string{URLEnv + "=" + m.HTTPServer.URL(), TokenEnv + "=" + testAdminToken}
 	t.Run("simulate", func(t *testing.T) {
 		t.Parallel()
-		cmd := herdCommand(t, "simulate", "--broker", "tcp://"+m.Gateway.TCPAddr().String(), "--node", strconv.FormatInt(ten.RootNodeID, 10),
-			"--devices", "2", "--rate", "0", "--duration", "10ms")
-		cmd.Env = append(append(cleanEnv(), execMainEnv+"=1"), env...)
+		cmd := herdCommand(t, "simulate", "--node", strconv.FormatInt(ten.RootNodeID, 10), "--devices", "2", "--rate", "0", "--duration", "10ms")
+		// The broker too, from the variable that moved the server's port.
+		cmd.Env = append(append(cleanEnv(), execMainEnv+"=1", "HERD_MQTT_ADDR="+m.Gateway.TCPAddr().String()), env...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if code := exitCode(t, cmd.Run()); code != 0 {
