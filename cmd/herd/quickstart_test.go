@@ -102,7 +102,8 @@ func linePattern(line string) *regexp.Regexp {
 }
 
 // TestQuickstart_README runs the README's quickstart verbatim: herd started
-// as its first block says (in a fresh directory, on free ports given through
+// as its first block says (in the directory where the set-up section's
+// `make run` ran before, on free ports given through
 // HERD_HTTP_ADDR and HERD_MQTT_ADDR, the variables the README names for
 // moving them), then the block a newcomer pastes, with bash, curl, jq and
 // mosquitto_pub. Every command must succeed and the output must be the
@@ -122,7 +123,15 @@ func TestQuickstart_README(t *testing.T) {
 			if store == "postgres" {
 				env = append(env, "HERD_STORE="+testutil.PostgresSchemaDSN(t))
 			}
+			// In the README's order: the set-up section's `make run` first,
+			// which makes ./herd-data with a generated token, stopped; then
+			// the quickstart's start in the same directory.
 			dir := t.TempDir()
+			setup := serveIn(t, dir)
+			setup.stop()
+			if !strings.Contains(setup.log.String(), "admin token (shown once)") {
+				t.Fatalf("the set-up section's make run printed no token:\n%s", setup.log.String())
+			}
 			h := serveIn(t, dir, env...)
 			if strings.Contains(h.log.String(), "shown once") {
 				t.Fatalf("herd generated an admin token although the quickstart sets one:\n%s", h.log.String())
