@@ -683,8 +683,6 @@ func (m *Main) ensureAdminToken(ctx context.Context) error {
 // server (draining requests in flight), then the store they used.
 func (m *Main) Close() error {
 	var errs []error
-	m.ports.close() // what a failed start still holds
-	m.ports = nil
 	if m.AppSocket != nil {
 		// Before the HTTP server, which does not wait for hijacked
 		// connections: apps get a 1001 and reconnect elsewhere.
@@ -729,6 +727,8 @@ func (m *Main) Close() error {
 		errs = append(errs, m.DB.Close())
 		m.DB = nil
 	}
+	m.ports.close() // what a failed start still holds
+	m.ports = nil
 	if m.lock != nil {
 		m.lock.Close()
 		m.lock = nil
