@@ -23,7 +23,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("herd simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := sim.Config{Out: stderr}
-	broker := fs.String("broker", defaultBroker(os.Getenv), "MQTT broker: tcp://host:port or ws://host:port/mqtt (default: this machine, on the port of $"+envName("mqtt-addr")+" if set)")
+	broker := fs.String("broker", defaultBroker(os.Getenv), "MQTT broker: tcp://host:port or ws://host:port/mqtt; the default is on the port of $"+envName("mqtt-addr")+" when it is set")
 	keys := fs.String("keys", "", `key file of devices to simulate, one "key token" per line (instead of provisioning)`)
 	api, token := clientFlags(fs, os.Getenv) // to provision devices through
 	node := fs.Int64("node", 0, "node to create the devices under, when provisioning")
