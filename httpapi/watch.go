@@ -70,12 +70,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		up, err := w.session(ctx)
 		if err != nil {
-			var he *herd.Error
-			if errors.As(err, &he) && (he.Code == herd.EUNAUTHORIZED || he.Code == herd.EFORBIDDEN) {
-				return err // a token that does not work will not start to
-			}
 			if errors.Is(err, errHandle) || errors.Is(err, errResync) {
 				return errors.Unwrap(err)
+			}
+			if permanent(err) {
+				return err // a bad token or request will not start to work
 			}
 			if ctx.Err() != nil {
 				break
@@ -94,6 +93,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// permanent reports whether err is herd's answer that the request itself
+// is wrong (a 4xx: a token that does not work, a super-admin's missing
+// tenant_id, a tenant that does not exist), which no retry can change.
+// Rate limits and timeouts pass, as do failures of the network or server.
+func permanent(err error) bool {
+	var he *herd.Error
+	if !errors.As(err, &he) {
+		return false
+	}
+	s := StatusOf(he.Code)
+	return s >= 400 && s < 500 && s != http.StatusTooManyRequests && s != http.StatusRequestTimeout
 }
 
 var (

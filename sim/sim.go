@@ -120,7 +120,12 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		cfg.NoisyFactor = 100
 	}
 	r := &run{cfg: cfg}
-	ctx, cancel := context.WithCancel(ctx)
+	// The devices live on a context of the run's own, not one derived
+	// from the caller's: when the caller's ends (Ctrl-C), the run first
+	// reads the counts and only then tells the devices to leave, each of
+	// which leaves the connected count as it goes.
+	stop := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 
 	rng := rand.New(rand.NewPCG(cfg.Seed, 7))
@@ -153,10 +158,13 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 			n++
 		case <-tick.C:
 			r.report(start, "connecting")
-		case <-ctx.Done():
+		case <-stop.Done():
+			connected := r.connected.Load()
 			cancel()
 			wg.Wait()
-			return r.stats(start), ctx.Err()
+			s := r.stats(start)
+			s.Connected = connected
+			return s, stop.Err()
 		}
 	}
 	firstIn := time.Since(start)
@@ -182,7 +190,7 @@ loop:
 			stormTimer = nil
 		case <-end:
 			break loop
-		case <-ctx.Done():
+		case <-stop.Done():
 			break loop
 		}
 	}

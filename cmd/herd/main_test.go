@@ -38,7 +38,7 @@ func herdCommand(t *testing.T, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Env = append(os.Environ(), execMainEnv+"=1", "HERD_ADMIN_TOKEN=", "HERD_HTTP_ADDR=", "HERD_DATA_DIR=", "HERD_STORE=")
+	cmd.Env = append(os.Environ(), execMainEnv+"=1", "HERD_ADMIN_TOKEN=", "HERD_HTTP_ADDR=", "HERD_MQTT_ADDR=", "HERD_DATA_DIR=", "HERD_STORE=", "HERD_URL=", "HERD_TOKEN=")
 	return cmd
 }
 

@@ -35,6 +35,9 @@ func runSeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if fs.NArg() > 0 {
 		return &usageError{msg: fmt.Sprintf("seed takes no arguments, got %q", fs.Args())}
 	}
+	if _, err := normalizeStore(cfg.Store); err != nil {
+		return &ConfigError{Field: "store", Value: redactDSN(cfg.Store), Err: err}
+	}
 	shape, err := seed.ParseShape(*shapeFlag)
 	if err != nil {
 		return &usageError{msg: err.Error()}

@@ -10,7 +10,6 @@ import (
 	"github.com/herd-iot/herd/mqttgw"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
@@ -46,8 +45,8 @@ type Config struct {
 	DataDir string
 	// HTTPAddr is the listen address of the REST API.
 	HTTPAddr string
-	// Store is a postgres:// URL or a SQLite file path; empty means
-	// herd.db in DataDir.
+	// Store is a postgres:// URL or a SQLite file path (see
+	// normalizeStore); empty means herd.db in DataDir.
 	Store string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
@@ -130,7 +129,10 @@ func DefaultConfig() Config {
 // StoreDSN returns the DSN of the store the configuration names.
 func (c Config) StoreDSN() string {
 	if c.Store != "" {
-		return c.Store
+		if dsn, err := normalizeStore(c.Store); err == nil {
+			return dsn
+		}
+		return c.Store // refused by Validate
 	}
 	return filepath.Join(c.DataDir, "herd.db")
 }
@@ -139,6 +141,9 @@ func (c Config) StoreDSN() string {
 func (c Config) Validate() error {
 	if c.HTTPAddr == "" {
 		return &ConfigError{Field: "http-addr", Value: c.HTTPAddr, Err: errors.New("an address such as :8080 is required")}
+	}
+	if _, err := normalizeStore(c.Store); err != nil {
+		return &ConfigError{Field: "store", Value: redactDSN(c.Store), Err: err}
 	}
 	if c.Store == "" && c.DataDir == "" {
 		return &ConfigError{Field: "data-dir", Value: c.DataDir, Err: errors.New("a directory is required for the default SQLite store")}
@@ -282,7 +287,7 @@ func durationFlag(fs *flag.FlagSet, getenv func(string) string, p *time.Duration
 // command that opens it.
 func storeFlags(fs *flag.FlagSet, getenv func(string) string, c *Config) {
 	stringFlag(fs, getenv, &c.DataDir, "data-dir", "directory for herd's data")
-	stringFlag(fs, getenv, &c.Store, "store", `state store: a postgres:// URL, or a SQLite file path (default "herd.db" in the data dir)`)
+	stringFlag(fs, getenv, &c.Store, "store", `state store: a postgres:// or postgresql:// URL, or a SQLite file as sqlite:PATH or a path (default "herd.db" in the data dir)`)
 }
 
 // Main is the herd server process: it reads its configuration, opens the
@@ -316,6 +321,7 @@ type Main struct {
 	lock     *os.File // the data dir's instance lock
 
 	debug    *http.Server
+	ports    *ports // the listen addresses, bound before the store opens
 	stopWarm context.CancelFunc
 	warmed   chan struct{}
 }
@@ -389,6 +395,12 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Logger = slog.New(slog.NewTextHandler(m.Stderr, opts))
 	}
 
+	// The addresses first: a start that cannot listen leaves no store
+	// behind, and no generated token printed for nothing.
+	var err error
+	if m.ports, err = reservePorts(m.Config); err != nil {
+		return err
+	}
 	dsn := m.Config.StoreDSN()
 	m.DB = sqldb.NewDB(dsn)
 	m.DB.Logger = m.Logger.With("component", "sqldb")
@@ -412,11 +424,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	if m.Config.DebugAddr != "" {
-		ln, err := net.Listen("tcp", m.Config.DebugAddr)
-		if err != nil {
-			return fmt.Errorf("debug address (--debug-addr or %s): %w", envName("debug-addr"), err)
-		}
+	if ln := m.ports.debug; ln != nil {
+		m.ports.debug = nil // the profiler's server closes it
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -441,6 +450,7 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.BatchItems, gw.BatchWait = int(m.Config.IngestBatchItems), m.Config.IngestBatchWait
 	commands := sqldb.NewCommandService(m.DB)
 	gw.Commands = commands
+	release(&m.ports.mqtt)
 	if err := gw.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("MQTT address %s is already in use (another broker?): stop what holds it, or choose another address with --mqtt-addr or %s (\"off\" runs no TCP listener): %w",
@@ -512,6 +522,7 @@ func (m *Main) Run(ctx context.Context) error {
 		ids.check(m.eventsCtx)
 		every(m.eventsCtx, m.Config.IDWatchInterval, ids.check)
 	})
+	release(&m.ports.http)
 	if err := s.Open(); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
@@ -678,7 +689,7 @@ func (m *Main) ensureAdminToken(ctx context.Context) error {
 		// The store had its admin token already. Say so when the variable
 		// holds another one, or the operator will chase 401s.
 		if _, err := sqldb.NewUserService(m.DB).Authenticate(ctx, want); err != nil {
-			m.Logger.Warn(AdminTokenEnv+" is ignored: this store already has another admin token, set on its first start", "dsn", redactDSN(m.Config.StoreDSN()))
+			m.warnTokenIgnored()
 		}
 	}
 	return nil
@@ -737,6 +748,8 @@ func (m *Main) Close() error {
 		errs = append(errs, m.DB.Close())
 		m.DB = nil
 	}
+	m.ports.close() // what a failed start still holds
+	m.ports = nil
 	if m.lock != nil {
 		m.lock.Close()
 		m.lock = nil
@@ -771,14 +784,16 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// redactDSN hides the password of a database URL so that it can be logged.
+// redactDSN hides the password of a database URL so that it can be logged,
+// whatever its scheme (a refused mysql:// one is printed too).
 func redactDSN(dsn string) string {
-	if !sqldb.IsPostgresDSN(dsn) {
+	if !strings.Contains(dsn, "://") {
 		return dsn
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		return "postgres://…"
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return scheme + "://…"
 	}
 	return u.Redacted()
 }

@@ -9,17 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/herd-iot/herd"
 	main "github.com/herd-iot/herd/cmd/herd"
 	"github.com/herd-iot/herd/httpapi"
@@ -64,176 +61,6 @@ func newMain(env map[string]string) (*main.Main, *testutil.SyncBuffer) {
 	stderr := &testutil.SyncBuffer{}
 	m.Stderr = stderr
 	return m, stderr
-}
-
-// TestMain_Quickstart walks the README's quickstart against the real
-// binary's Main: tenant, tree, devices, user, grant, token, and a scoped
-// query as that user.
-func TestMain_Quickstart(t *testing.T) {
-	t.Parallel()
-	stores := map[string]func(t *testing.T) []string{
-		"sqlite": func(t *testing.T) []string { return nil },
-		"postgres": func(t *testing.T) []string {
-			return []string{"--store", testutil.PostgresSchemaDSN(t)}
-		},
-	}
-	for _, name := range []string{"sqlite", "postgres"} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			args := append([]string{"--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, stores[name](t)...)
-			m, stderr := mustRunMain(t, map[string]string{"HERD_ADMIN_TOKEN": adminSecret}, args...)
-			if strings.Contains(stderr.String(), "shown once") {
-				t.Fatal("an admin token was generated although HERD_ADMIN_TOKEN was set")
-			}
-			if !strings.Contains(stderr.String(), m.HTTPServer.ListenAddr()) {
-				t.Fatalf("listening address not logged: %s", stderr.String())
-			}
-			walkQuickstart(t, m.HTTPServer.URL(), m.Gateway.TCPAddr().String())
-
-			// The store's own figures are served beside the HTTP ones.
-			resp, err := http.Get(m.HTTPServer.URL() + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, want := range []string{`herd_store_device_query_duration_seconds_count{page="first",plan="scope"}`, "herd_store_statements_refused_total 0",
-				// The gateway's figures, after the boiler's reading.
-				`herd_mqtt_connects_total{result="ok"} 1`, `herd_mqtt_publishes_total{result="stored",topic="telemetry"} 1`,
-				"herd_mqtt_connected_devices ", "herd_mqtt_connection_cap ", "herd_ingest_items_committed_total ", "herd_ingest_commit_seconds_bucket",
-				"herd_mqtt_puback_seconds_bucket",
-				// Open files and their limit, and the runtime: GC pauses, GC
-				// CPU, heap.
-				"process_open_fds ", "process_max_fds ", "go_sched_pauses_total_gc_seconds_bucket", "go_cpu_classes_gc_total_cpu_seconds_total ", "go_gc_heap_live_bytes ",
-				// The event pipeline: the outbox read from the store, the
-				// relay, webhooks and the apps socket.
-				"herd_outbox_pending ", "herd_outbox_oldest_age_seconds ", "herd_relay_published_total ", "herd_relay_stream_duplicates_total ",
-				"herd_webhook_dead_letters 0", "herd_appsocket_connections 0", "herd_appsocket_envelopes_redelivered_total 0",
-			} {
-				if !strings.Contains(string(body), want) {
-					t.Fatalf("/metrics lacks %s", want)
-				}
-			}
-		})
-	}
-}
-
-// walkQuickstart does what the README's quickstart does, with the same
-// names, and checks the answers the README promises.
-func walkQuickstart(t *testing.T, url, mqttAddr string) {
-	t.Helper()
-	ctx := context.Background()
-	admin := httpapi.NewClient(url, adminSecret)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := admin.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
-	acme := &herd.Tenant{Name: "acme"}
-	must(admin.CreateTenant(ctx, acme))
-	north := &herd.Node{TenantID: acme.ID, Kind: "region", Name: "north"}
-	south := &herd.Node{TenantID: acme.ID, Kind: "region", Name: "south"}
-	must(admin.CreateNode(ctx, north))
-	must(admin.CreateNode(ctx, south))
-	oslo := &herd.Node{ParentID: north.ID, Kind: "site", Name: "oslo"}
-	bergen := &herd.Node{ParentID: north.ID, Kind: "site", Name: "bergen"}
-	rome := &herd.Node{ParentID: south.ID, Kind: "site", Name: "rome"}
-	must(admin.CreateNode(ctx, oslo))
-	must(admin.CreateNode(ctx, bergen))
-	must(admin.CreateNode(ctx, rome))
-	ds := []*herd.Device{
-		{NodeID: oslo.ID, Key: "oslo-boiler", Model: "th-200", Firmware: "1.4.2"},
-		{NodeID: oslo.ID, Key: "oslo-freezer", Model: "th-200", Firmware: "1.4.2"},
-		{NodeID: oslo.ID, Key: "oslo-gateway", Model: "gw-10", Firmware: "3.0.1"},
-		{NodeID: bergen.ID, Key: "bergen-cellar", Model: "th-200", Firmware: "1.3.9"},
-		{NodeID: bergen.ID, Key: "bergen-roof", Model: "th-200", Firmware: "1.4.2"},
-		{NodeID: rome.ID, Key: "rome-lobby", Model: "th-200", Firmware: "1.4.2"},
-	}
-	must(admin.CreateDevices(ctx, ds))
-
-	// The boiler reports a reading with mosquitto_pub, as in the README.
-	boiler := ds[0]
-	cred, err := admin.CreateDeviceCredential(ctx, boiler.ID)
-	must(err)
-	host, port, _ := net.SplitHostPort(mqttAddr)
-	pub := exec.CommandContext(ctx, "mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-V", "mqttv311", "-i", "oslo-boiler", "-u", "oslo-boiler", "-P", cred.Token,
-		"-t", "devices/oslo-boiler/telemetry", "-m", `{"temperature":71.5,"battery":88,"status":"warn"}`)
-	if out, err := pub.CombinedOutput(); errors.Is(err, exec.ErrNotFound) {
-		t.Log("mosquitto_pub not installed (Debian: mosquitto-clients); publishing with Paho instead")
-		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID("oslo-boiler").SetUsername("oslo-boiler").SetPassword(cred.Token))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect: %v", tok.Error())
-		}
-		tok := c.Publish("devices/oslo-boiler/telemetry", 1, false, `{"temperature":71.5,"battery":88,"status":"warn"}`)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
-		}
-		c.Disconnect(100)
-	} else if err != nil {
-		t.Fatalf("mosquitto_pub: %v: %s", err, out)
-	}
-	got, err := admin.FindDeviceByID(ctx, boiler.ID)
-	must(err)
-	// mosquitto_pub hangs up after its PUBACK, and the hang-up, committed
-	// a moment later, makes the device offline: the reading's warn stands
-	// until then.
-	hungUp := got.Status == herd.StatusOffline && !got.Online
-	if (got.Status != herd.StatusWarn && !hungUp) || got.Temperature == nil || *got.Temperature != 71.5 || got.Battery == nil || *got.Battery != 88 || got.LastSeen == nil {
-		t.Fatalf("boiler after its reading: %+v", got)
-	}
-
-	alice := &herd.User{TenantID: acme.ID, Name: "alice"}
-	must(admin.CreateUser(ctx, alice))
-	must(admin.CreateGrant(ctx, &herd.Grant{UserID: alice.ID, NodeID: north.ID, Role: herd.RoleViewer}))
-	tok, err := admin.CreateToken(ctx, alice.ID)
-	must(err)
-
-	as := admin.WithToken(tok.Secret)
-	params := httpapi.DeviceQueryParams{Filters: []string{"model:eq:th-200"}, Sort: "-name", Limit: 2}
-	var pages [][]string
-	for {
-		p, err := as.QueryDevices(ctx, params)
-		must(err)
-		if p.Count != 4 || p.CountCapped {
-			t.Fatalf("page %d: count %d capped %v, want 4", len(pages)+1, p.Count, p.CountCapped)
-		}
-		var keys []string
-		for _, d := range p.Items {
-			keys = append(keys, d.Key)
-		}
-		pages = append(pages, keys)
-		if p.NextCursor == "" {
-			break
-		} else if len(pages) > 5 {
-			t.Fatal("paging does not end")
-		}
-		params.Cursor = p.NextCursor
-	}
-	want := [][]string{{"oslo-freezer", "oslo-boiler"}, {"bergen-roof", "bergen-cellar"}}
-	if !slices.EqualFunc(pages, want, slices.Equal) {
-		t.Fatalf("alice's pages %v, want %v", pages, want)
-	}
-	// Outside her grants, rome-lobby does not exist for alice.
-	p, err := as.QueryDevices(ctx, httpapi.DeviceQueryParams{Filters: []string{"key:eq:rome-lobby"}})
-	must(err)
-	if p.Count != 0 || len(p.Items) != 0 {
-		t.Fatalf("alice finds rome-lobby: %+v", p)
-	}
-	if _, err := as.FindDeviceByID(ctx, ds[5].ID); herd.ErrorCode(err) != herd.ENOTFOUND {
-		t.Fatalf("rome-lobby by id as alice: %v, want not_found", err)
-	}
-	// A viewer changes nothing; a bad filter names itself.
-	if err := as.CreateDevice(ctx, &herd.Device{NodeID: oslo.ID, Key: "oslo-extra"}); herd.ErrorCode(err) != herd.EFORBIDDEN {
-		t.Fatalf("create as viewer: %v, want forbidden", err)
-	}
-	_, err = as.QueryDevices(ctx, httpapi.DeviceQueryParams{Filters: []string{"temperature:gt:hot"}})
-	if herd.ErrorCode(err) != herd.EINVALIDFILTER || !strings.Contains(herd.ErrorMessage(err), `"hot"`) {
-		t.Fatalf("bad filter: %v", err)
-	}
 }
 
 func TestMain_GeneratedAdminToken(t *testing.T) {

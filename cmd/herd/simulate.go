@@ -23,10 +23,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("herd simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := sim.Config{Out: stderr}
-	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker: tcp://host:port or ws://host:port/mqtt")
+	broker := fs.String("broker", defaultBroker(os.Getenv), "MQTT broker: tcp://host:port or ws://host:port/mqtt; the default is on the port of $"+envName("mqtt-addr")+" when it is set")
 	keys := fs.String("keys", "", `key file of devices to simulate, one "key token" per line (instead of provisioning)`)
-	api := fs.String("api", "http://127.0.0.1:8080", "herd API to provision devices through")
-	token := fs.String("token", os.Getenv(AdminTokenEnv), "API token for provisioning (default $"+AdminTokenEnv+")")
+	api, token := clientFlags(fs, os.Getenv) // to provision devices through
 	node := fs.Int64("node", 0, "node to create the devices under, when provisioning")
 	devices := fs.Int("devices", 100, "number of devices to provision")
 	writeKeys := fs.String("write-keys", "", "write the provisioned devices' key file here, for other simulator processes")
@@ -73,7 +72,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	} else {
 		if *node == 0 || *token == "" {
-			return &usageError{msg: "give --keys, or --node and --token (or " + AdminTokenEnv + ") to provision devices"}
+			return &usageError{msg: "give --keys, or --node and --token (or " + TokenEnv + " or " + AdminTokenEnv + ") to provision devices"}
 		}
 		if *devices < 1 || *devices > 1_000_000 {
 			return &usageError{msg: "--devices must be from 1 to 1,000,000"}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
@@ -19,8 +18,7 @@ import (
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herd watch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	api := fs.String("api", envOr("HERD_URL", "http://127.0.0.1:8080"), "herd API (env HERD_URL)")
-	token := fs.String("token", envOr("HERD_TOKEN", os.Getenv(AdminTokenEnv)), "API token (env HERD_TOKEN, else $"+AdminTokenEnv+")")
+	api, token := clientFlags(fs, os.Getenv)
 	tenant := fs.Int64("tenant", 0, "tenant to watch: needed with a super-admin token only")
 	after := fs.Int64("after", -1, "print the events after this seq first (default: from now on)")
 	var types multiFlag
@@ -68,18 +66,15 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
-	return err
-}
-
-// multiFlag collects a repeated flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+	// The watcher gives up only on what no retry can change, such as a
+	// super-admin's token without --tenant: say what herd answered.
+	var he *herd.Error
+	if errors.As(err, &he) {
+		hint := ""
+		if he.Code == herd.EINVALID && *tenant == 0 {
+			hint = " (a super-admin's token names the tenant to watch: --tenant ID)"
+		}
+		return fmt.Errorf("watch %s: herd answered %s: %s%s", *api, he.Code, he.Message, hint)
 	}
-	return def
+	return fmt.Errorf("watch %s: %w", *api, err)
 }
