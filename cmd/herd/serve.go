@@ -459,6 +459,9 @@ func (m *Main) Run(ctx context.Context) error {
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	s.CommandService = commands
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
+	if testServerHook != nil {
+		testServerHook(s)
+	}
 	events := sqldb.NewEventService(m.DB)
 	s.EventService = events
 	m.Hub = stream.NewHub(s.UserService.Authenticate, events.Head)
