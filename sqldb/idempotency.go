@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,6 +45,11 @@ func NewIdempotencyService(db *DB) *IdempotencyService {
 
 // BeginRequest implements herd.IdempotencyStore.
 func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash string) (herd.IdempotencyResult, error) {
+	// A key answered already is answered from a read, without taking
+	// SQLite's writer.
+	if r, err := s.answered(ctx, scope, key, hash); err != nil || r.State != "" {
+		return r, err
+	}
 	var r herd.IdempotencyResult
 	id := scope + "\x00" + key
 	s.mu.Lock()
@@ -88,40 +94,71 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 		return r, fmt.Errorf("claim idempotency key: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		var storedHash, status, body string
-		var respStatus int
-		var lockedUntil, expiresAt int64
-		err = tx.QueryRowContext(ctx, `SELECT request_hash, status, response_status, response_body, locked_until, expires_at FROM idempotency_keys WHERE scope = ? AND key = ?`, scope, key).
-			Scan(&storedHash, &status, &respStatus, &body, &lockedUntil, &expiresAt)
+		k, err := scanKey(tx.QueryRowContext(ctx, keySelect, scope, key))
 		if err != nil {
 			return r, fmt.Errorf("read idempotency key: %w", err)
 		}
-		// A row in 'running' was committed by a herd from before claims
-		// were transactions; its lock tells whether that request may still
-		// run. Every row of ours commits 'done'.
-		legacyDead := status == "running" && lockedUntil <= now && storedHash == hash
-		switch {
-		case expiresAt <= now || legacyDead:
-			// Forgotten after 24 h: this request takes the key over.
-			if _, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = 0, expires_at = ? WHERE scope = ? AND key = ?`,
-				hash, expires, scope, key); err != nil {
-				return r, fmt.Errorf("take over idempotency key: %w", err)
-			}
-		case storedHash != hash:
-			r.State = herd.IdempotencyMismatch
+		if r = k.result(hash, now); r.State != herd.IdempotencyNew {
 			return r, nil
-		case status == "running":
-			r.State = herd.IdempotencyRunning
-			return r, nil
-		default:
-			r.State, r.Status, r.Body = herd.IdempotencyReplay, respStatus, []byte(body)
-			return r, nil
+		}
+		// Forgotten after 24 h: this request takes the key over.
+		if _, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = 0, expires_at = ? WHERE scope = ? AND key = ?`,
+			hash, expires, scope, key); err != nil {
+			return r, fmt.Errorf("take over idempotency key: %w", err)
 		}
 	}
 	claimed = true
 	r.State = herd.IdempotencyNew
 	r.Claim = &claim{s: s, id: id, scope: scope, key: key, ctx: ctx, tx: tx, slot: make(chan struct{}, 1)}
 	return r, nil
+}
+
+// answered returns the stored answer of a key that is done, or the
+// mismatch, from the read pool; a zero State when the key is not done.
+func (s *IdempotencyService) answered(ctx context.Context, scope, key, hash string) (herd.IdempotencyResult, error) {
+	k, err := scanKey(s.db.rdb.QueryRowContext(ctx, s.db.rebind(keySelect), scope, key))
+	if errors.Is(err, sql.ErrNoRows) {
+		return herd.IdempotencyResult{}, nil
+	} else if err != nil {
+		return herd.IdempotencyResult{}, fmt.Errorf("read idempotency key: %w", err)
+	}
+	if r := k.result(hash, s.db.Now().UnixMilli()); r.State == herd.IdempotencyReplay || r.State == herd.IdempotencyMismatch {
+		return r, nil
+	}
+	return herd.IdempotencyResult{}, nil
+}
+
+const keySelect = `SELECT request_hash, status, response_status, response_body, locked_until, expires_at FROM idempotency_keys WHERE scope = ? AND key = ?`
+
+// storedKey is a row of idempotency_keys.
+type storedKey struct {
+	hash, status, body     string
+	respStatus             int
+	lockedUntil, expiresAt int64
+}
+
+func scanKey(row *sql.Row) (storedKey, error) {
+	var k storedKey
+	err := row.Scan(&k.hash, &k.status, &k.respStatus, &k.body, &k.lockedUntil, &k.expiresAt)
+	return k, err
+}
+
+// result says what a request with hash finds in the stored key at now:
+// New means it may take the key over.
+func (k storedKey) result(hash string, now int64) herd.IdempotencyResult {
+	// A row in 'running' was committed by a herd from before claims were
+	// transactions; its lock tells whether that request may still run.
+	// Every row of ours commits 'done'.
+	legacyDead := k.status == "running" && k.lockedUntil <= now && k.hash == hash
+	switch {
+	case k.expiresAt <= now || legacyDead:
+		return herd.IdempotencyResult{State: herd.IdempotencyNew}
+	case k.hash != hash:
+		return herd.IdempotencyResult{State: herd.IdempotencyMismatch}
+	case k.status == "running":
+		return herd.IdempotencyResult{State: herd.IdempotencyRunning}
+	}
+	return herd.IdempotencyResult{State: herd.IdempotencyReplay, Status: k.respStatus, Body: []byte(k.body)}
 }
 
 func (s *IdempotencyService) forget(id string) {
