@@ -277,6 +277,7 @@ func (c *claim) Complete(status int, body []byte) error {
 	// must not be committed half done.
 	select {
 	case c.slot <- struct{}{}:
+		defer func() { <-c.slot }() // a late join finds the claim ended
 	default:
 		return errors.New("sqldb: a write transaction of the request is still open; its answer is not stored")
 	}

@@ -113,6 +113,9 @@ func TestIdempotencyClaim_EffectsCommitWithAnswer(t *testing.T) {
 		if !exists(kept.ID) || !exists(second.ID) {
 			t.Fatal("the claim's writes are not there after it committed")
 		}
+		if err := f.Nodes.CreateNode(ctx, &herd.Node{ParentID: ten.RootNodeID, Kind: "site", Name: "late"}); err == nil {
+			t.Fatal("a write joined a claim that had committed")
+		}
 
 		evs := func() int {
 			t.Helper()
