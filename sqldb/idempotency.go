@@ -2,9 +2,7 @@ package sqldb
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -77,9 +75,11 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 		}
 	}()
 	if s.db.dialect == Postgres {
-		sum := sha256.Sum256([]byte("herd idempotency\x00" + id))
+		// Advisory locks are the database's, not the schema's: the
+		// schema is part of the lock's name, so that stores side by side
+		// in one database do not see each other's claims.
 		var got bool
-		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(?)`, int64(binary.BigEndian.Uint64(sum[:8]))).Scan(&got); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('herd idempotency/' || current_schema() || '/' || ? || '/' || ?, 0))`, scope, key).Scan(&got); err != nil {
 			return r, fmt.Errorf("claim idempotency key: lock: %w", err)
 		} else if !got {
 			r.State = herd.IdempotencyRunning // another process runs it

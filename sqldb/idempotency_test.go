@@ -97,6 +97,8 @@ func TestIdempotencyClaim_EffectsCommitWithAnswer(t *testing.T) {
 			return err == nil
 		}
 
+		woken, stop := db.EventsCommitted()
+		defer stop()
 		r := begin(t, s, "kept", "a")
 		ctx := r.Claim.Context(f.super)
 		kept := &herd.Node{ParentID: ten.RootNodeID, Kind: "site", Name: "kept"}
@@ -109,7 +111,17 @@ func TestIdempotencyClaim_EffectsCommitWithAnswer(t *testing.T) {
 		if exists(kept.ID) {
 			t.Fatal("a claim's write is visible before the claim commits")
 		}
+		select {
+		case <-woken:
+			t.Fatal("the relay was woken for events not yet committed")
+		default:
+		}
 		mustOK(t, r.Claim.Complete(201, []byte(`{}`)))
+		select {
+		case <-woken: // the events committed with the claim
+		default:
+			t.Fatal("the claim committed events without waking the relay")
+		}
 		if !exists(kept.ID) || !exists(second.ID) {
 			t.Fatal("the claim's writes are not there after it committed")
 		}
@@ -170,4 +182,20 @@ func TestIdempotencyClaim_OtherProcess(t *testing.T) {
 	got.Claim.Release()
 	r.Claim.Release()
 	one.Close()
+}
+
+// TestIdempotencyClaim_StoresApart: two stores in one PostgreSQL database
+// (two schemas) share its advisory locks; a key claimed in one is still
+// free in the other.
+func TestIdempotencyClaim_StoresApart(t *testing.T) {
+	t.Parallel()
+	one := testutil.MustOpenDB(t, sqldb.Postgres)
+	two := testutil.MustOpenDB(t, sqldb.Postgres)
+	a := begin(t, sqldb.NewIdempotencyService(one), "apart", "a")
+	defer a.Claim.Release()
+	if b := begin(t, sqldb.NewIdempotencyService(two), "apart", "a"); b.State != herd.IdempotencyNew {
+		t.Fatalf("the same key in another store: %s", b.State)
+	} else {
+		b.Claim.Release()
+	}
 }
