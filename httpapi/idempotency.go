@@ -2,13 +2,11 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/herd-iot/herd"
 )
@@ -23,9 +21,15 @@ const (
 // idempotent runs h at most once per Idempotency-Key, per tenant, token
 // and route: the same key and body again get the first answer (with
 // Idempotent-Replayed: true), the same key with another body 422, and the
-// same key while the first request runs 409. A request that fails with a
-// 5xx forgets its key, so that a retry runs it. With required, a request
+// same key while the first request runs 409. With required, a request
 // without a key is refused (400); otherwise it runs as it is.
+//
+// The request runs inside the key's claim: its writes to the store join the
+// claim's transaction, which commits them together with the answer before
+// the answer is sent. An answer below 500 is the request's outcome (a 4xx
+// changed nothing, and says so again on a retry); a 5xx rolls the writes
+// back with the claim, and a retry runs the request again. A process that
+// dies at any moment leaves either the answer, to replay, or nothing.
 func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get(HeaderIdempotencyKey)
@@ -60,7 +64,7 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 		scope := fmt.Sprintf("%d/%d/%s", a.TenantID, a.TokenID, r.Pattern)
 		sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
 		hash := hex.EncodeToString(sum[:])
-		res, err := s.Idempotency.BeginRequest(r.Context(), scope, key, hash, s.RequestTimeout+5e9)
+		res, err := s.Idempotency.BeginRequest(r.Context(), scope, key, hash)
 		if err != nil {
 			Error(w, r, err)
 			return
@@ -83,23 +87,34 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 			return
 		}
 		s.metrics.idempotency.WithLabelValues("new").Inc()
+		claim := res.Claim
+		defer claim.Release() // a panic, a 5xx: nothing of the request stays
 		rec := &recorder{header: http.Header{}}
-		h(rec, r)
-		// Not the request's context: a client gone, or a deadline passed,
-		// after the handler committed must still leave the answer stored,
-		// or a retry would run the request a second time.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
-		defer cancel()
-		if rec.status >= 500 || rec.status == 0 {
-			s.Idempotency.ReleaseRequest(ctx, scope, key)
-		} else if err := s.Idempotency.CompleteRequest(ctx, scope, key, rec.status, rec.body.Bytes()); err != nil {
-			s.Logger.Warn("idempotent response not stored; a retry will run again", "err", err)
+		h(rec, r.WithContext(claim.Context(r.Context())))
+		if rec.status > 0 && rec.status < 500 {
+			s.failpoint(r, "before-commit")
+			if err := claim.Complete(rec.status, rec.body.Bytes()); err != nil {
+				// Neither the writes nor the answer committed: the
+				// request did not happen, and a retry runs it.
+				Error(w, r, fmt.Errorf("commit the request with its idempotent answer: %w", err))
+				return
+			}
+			s.failpoint(r, "after-commit")
+		} else {
+			claim.Release()
 		}
 		for k, v := range rec.header {
 			w.Header()[k] = v
 		}
 		w.WriteHeader(max(rec.status, http.StatusOK))
 		w.Write(rec.body.Bytes())
+	}
+}
+
+// failpoint calls the IdempotencyHook of tests, if any.
+func (s *Server) failpoint(r *http.Request, stage string) {
+	if s.IdempotencyHook != nil {
+		s.IdempotencyHook(r, stage)
 	}
 }
 

@@ -66,6 +66,12 @@ type Server struct {
 	// commands (nil answers 404).
 	Idempotency    herd.IdempotencyStore
 	CommandService herd.CommandService
+	// IdempotencyHook, when set, is called at the two moments of a keyed
+	// request that a crash must not tell apart wrongly: "before-commit"
+	// (the handler has answered; its effects and answer are not committed)
+	// and "after-commit" (both are; the answer is not yet sent). Tests kill
+	// the process there; herd leaves it nil.
+	IdempotencyHook func(r *http.Request, stage string)
 	// EventService serves the event log; nil answers 404.
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.

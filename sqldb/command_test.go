@@ -130,53 +130,6 @@ func TestCommands(t *testing.T) {
 	})
 }
 
-// TestIdempotencyKeys: the claim, the replay, another body, a running
-// first request, and a first request that died.
-func TestIdempotencyKeys(t *testing.T) {
-	t.Parallel()
-	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
-		ctx := context.Background()
-		now := time.UnixMilli(1_800_000_000_000).UTC()
-		db.Now = func() time.Time { return now }
-		s := sqldb.NewIdempotencyService(db)
-		begin := func(hash string) string {
-			t.Helper()
-			r, err := s.BeginRequest(ctx, "scope", "key", hash, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r.State
-		}
-		if st := begin("a"); st != herd.IdempotencyNew {
-			t.Fatalf("first: %s", st)
-		}
-		if st := begin("a"); st != herd.IdempotencyRunning {
-			t.Fatalf("while running: %s", st)
-		}
-		if st := begin("b"); st != herd.IdempotencyMismatch {
-			t.Fatalf("another body: %s", st)
-		}
-		now = now.Add(11 * time.Second) // the first died without an answer
-		if st := begin("a"); st != herd.IdempotencyNew {
-			t.Fatalf("after the claim ran out: %s", st)
-		}
-		if err := s.CompleteRequest(ctx, "scope", "key", 201, []byte(`{"id":"1"}`)); err != nil {
-			t.Fatal(err)
-		}
-		r, _ := s.BeginRequest(ctx, "scope", "key", "a", time.Second)
-		if r.State != herd.IdempotencyReplay || r.Status != 201 || string(r.Body) != `{"id":"1"}` {
-			t.Fatalf("replay %+v", r)
-		}
-		now = now.Add(herd.IdempotencyKeyTTL)
-		if st := begin("b"); st != herd.IdempotencyNew {
-			t.Fatalf("after 24 h the key is free: %s", st)
-		}
-		if n, err := db.PruneIdempotencyKeys(ctx); err != nil || n != 0 {
-			t.Fatalf("pruned %d, %v", n, err)
-		}
-	})
-}
-
 // TestCommands_PendingOfOnlineDevices: the gateways' resend reads only
 // connected devices' commands, so an offline backlog cannot crowd them out.
 func TestCommands_PendingOfOnlineDevices(t *testing.T) {

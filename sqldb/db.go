@@ -330,10 +330,22 @@ type Tx struct {
 	write  bool
 	rev    int64 // see deviceRev; 0 until asked for
 	events bool  // the transaction wrote events: wake the relay on commit
+
+	// claim, when set, is the idempotency claim whose transaction this
+	// one is a savepoint of (see IdempotencyService); ended says its
+	// Commit or Rollback ran.
+	claim     *claim
+	savepoint string
+	ended     bool
 }
 
 // beginTx opens a write transaction (on the single-writer pool for SQLite).
+// In a request that holds an idempotency claim it joins the claim's
+// transaction, so that the request's effects commit with its answer.
 func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
+	if c := claimOf(ctx, db); c != nil {
+		return c.join(ctx)
+	}
 	tx, err := db.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
@@ -402,6 +414,9 @@ func (db *DB) beginRead(ctx context.Context) (*Tx, error) {
 
 // Commit commits the transaction.
 func (tx *Tx) Commit() error {
+	if tx.claim != nil {
+		return tx.claim.end(tx, true)
+	}
 	err := tx.tx.Commit()
 	if err == nil && tx.events {
 		tx.db.waiters.wake()
@@ -419,7 +434,12 @@ func (tx *Tx) Commit() error {
 }
 
 // Rollback aborts the transaction; after Commit it is a no-op.
-func (tx *Tx) Rollback() error { return tx.tx.Rollback() }
+func (tx *Tx) Rollback() error {
+	if tx.claim != nil {
+		return tx.claim.end(tx, false)
+	}
+	return tx.tx.Rollback()
+}
 
 func (tx *Tx) guard(q string, args []any) (string, error) {
 	if len(args) > herd.MaxQueryParams {

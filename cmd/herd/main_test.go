@@ -22,6 +22,7 @@ const execMainEnv = "HERD_TEST_EXEC_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(execMainEnv) == "1" {
+		testServerHook = dieAtFailpoint
 		main()
 		os.Exit(0)
 	}

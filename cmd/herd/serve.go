@@ -481,6 +481,9 @@ func (m *Main) Run(ctx context.Context) error {
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	s.CommandService = commands
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
+	if testServerHook != nil {
+		testServerHook(s)
+	}
 	events := sqldb.NewEventService(m.DB)
 	s.EventService = events
 	s.TicketService = sqldb.NewTicketService(m.DB)
