@@ -193,6 +193,18 @@ func TestMigration0010(t *testing.T) {
 			}
 			if d == sqldb.SQLite {
 				afterIdx, afterCols := sqliteSchema(t, raw)
+				// Open runs the later migrations too; what they add is
+				// theirs to test, so only what 0009 had is compared.
+				for k := range afterIdx {
+					if _, ok := beforeIdx[k]; !ok {
+						delete(afterIdx, k)
+					}
+				}
+				for k := range afterCols {
+					if _, ok := beforeCols[k]; !ok {
+						delete(afterCols, k)
+					}
+				}
 				if !reflect.DeepEqual(afterIdx, beforeIdx) {
 					t.Errorf("indexes after the migration:\n%v\nwant\n%v", afterIdx, beforeIdx)
 				}
