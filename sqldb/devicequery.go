@@ -2,6 +2,10 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -26,21 +30,9 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	defer tx.Rollback()
 
-	var scope herd.Scope
-	if a.Super {
-		if q.TenantID == 0 {
-			return nil, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
-		}
-		root, err := tx.rootPath(ctx, q.TenantID)
-		if err != nil {
-			return nil, err
-		}
-		scope = herd.Scope{TenantID: q.TenantID, Paths: []string{root}}
-	} else {
-		if q.TenantID != 0 && q.TenantID != a.TenantID {
-			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
-		}
-		scope = a.Scope(herd.RoleViewer)
+	scope, err := tx.queryScope(ctx, a, q)
+	if err != nil {
+		return nil, err
 	}
 	page := &herd.DevicePage{Items: []*herd.Device{}}
 	if scope.Empty() {
@@ -74,7 +66,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	if p.small {
 		planName = "scope"
 	}
-	defer s.db.metrics.observeDeviceQuery(planName, q.After == nil, start)
+	defer func() { s.db.metrics.observeDeviceQuery(planName, q.After == nil, start) }()
 
 	// The first page counts, and the count can cost more than the page (it
 	// has to see every match up to the cap), so it runs beside the page on
@@ -98,31 +90,46 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	defer func() { <-counted }() // never leave the count running past the request
 
+	// A walk passes at most p.walkCap entries of a segment's sort index.
+	// When it fills less than the page and the segment goes on past the
+	// cap, the scope lies elsewhere in the sort order than the plan assumed
+	// (devices are created site by site, so a site is a run of ids, not a
+	// sprinkle): the rest of the page is read the scope's way, from the
+	// last row found, and the walk has cost no more than that read.
 	small := p.small
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
-	for _, seg := range keysetSegments(q, s.db.dialect) {
-		if len(page.Items) >= want {
-			break
+	segs := keysetSegments(q, s.db.dialect)
+	for i := 0; i < len(segs) && len(page.Items) < want; i++ {
+		seg := segs[i]
+		need := want - len(page.Items)
+		var sqlText string
+		var segArgs []any
+		if small || p.walkCap == 0 {
+			sqlText = s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
+			segArgs = append(append(append([]any(nil), args...), seg.args...), need)
+		} else {
+			sqlText, segArgs = s.db.walkSQL(q, scope, where.String(), args, seg, p.walkCap, need)
 		}
-		sqlText := s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
-		segArgs := append(append(append([]any(nil), args...), seg.args...), want-len(page.Items))
-		rows, err := tx.QueryContext(ctx, sqlText, segArgs...)
+		n, err := readDevices(ctx, tx, page, sqlText, segArgs)
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			d, err := scanDevice(rows)
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			page.Items = append(page.Items, d)
+		if small || p.walkCap == 0 || n >= need {
+			continue
 		}
-		if err := rows.Close(); err != nil {
+		if more, err := tx.pastCap(ctx, s.db, q, scope.TenantID, seg, p.walkCap); err != nil {
 			return nil, err
-		} else if err := rows.Err(); err != nil {
-			return nil, err
+		} else if !more {
+			continue // the walk reached the segment's end: it saw every row
 		}
+		small, planName = true, "walk_capped"
+		rest := q
+		if len(page.Items) > 0 {
+			last := page.Items[len(page.Items)-1]
+			v, null := last.FieldValue(q.Sort.Field)
+			rest.After = &herd.DeviceCursor{Null: null, Value: v, ID: last.ID}
+		}
+		segs, i = keysetSegments(rest, s.db.dialect), -1
 	}
 
 	<-counted
@@ -138,6 +145,25 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		page.NextCursor = q.EncodeCursor(page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
 	return page, nil
+}
+
+// queryScope returns the devices the actor may query: a super-admin names
+// the tenant and sees all of it, a user sees what their grants cover.
+func (tx *Tx) queryScope(ctx context.Context, a *herd.Actor, q herd.DeviceQuery) (herd.Scope, error) {
+	if a.Super {
+		if q.TenantID == 0 {
+			return herd.Scope{}, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
+		}
+		root, err := tx.rootPath(ctx, q.TenantID)
+		if err != nil {
+			return herd.Scope{}, err
+		}
+		return herd.Scope{TenantID: q.TenantID, Paths: []string{root}}, nil
+	}
+	if q.TenantID != 0 && q.TenantID != a.TenantID {
+		return herd.Scope{}, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
+	}
+	return a.Scope(herd.RoleViewer), nil
 }
 
 // countDevices counts the devices matching where, stopping at one past the
@@ -158,6 +184,11 @@ type plan struct {
 	small   bool    // read the whole scope and sort it, rather than walk a sort index
 	inScope float64 // devices in the scope
 	total   float64 // devices in the tenant
+	// walkCap bounds the sort index entries a walk may pass in one keyset
+	// segment before it gives up and reads the scope; zero leaves the walk
+	// to the engine unbounded (a sort on path, whose index range is the
+	// scope, or a filter that finds a handful of rows through its own index).
+	walkCap int64
 }
 
 // planQuery decides between the two access paths of a page. Reading the
@@ -224,7 +255,118 @@ func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scop
 	walked := min(total, want*total/(inScope*sel))
 	walkCost := 0.2*walked + min(inScope, want/sel)
 	p.small = walkCost >= scopeCost
+	if !p.small && q.Sort.Field != "path" && !selectiveFilter(q) {
+		// The estimate assumes the scope is spread evenly through the sort
+		// order; a site created in one go is a run of ids at one end. The
+		// cap is the walk that costs as much as reading the scope, so a
+		// wrong guess costs the walk, the check that it was cut short
+		// (as many index entries again) and the scope read: about three
+		// times the scope read, never the tenant.
+		p.walkCap = int64(max(math.Ceil(scopeCost/0.2), want))
+	}
 	return p, nil
+}
+
+// mayPass bounds the index entries the plan may read for one page of a
+// query whose keyset walk has the given number of segments: the scope's
+// entries of the path index when it reads the scope; for a capped walk,
+// the cap and its check in each segment, then the scope; for an unbounded
+// walk, the tenant's whole sort index.
+func (p plan) mayPass(segments int) int64 {
+	switch {
+	case p.small:
+		return int64(p.inScope)
+	case p.walkCap > 0:
+		return int64(segments)*2*p.walkCap + int64(p.inScope)
+	}
+	return int64(p.total)
+}
+
+// selectiveFilter reports whether a filter finds a handful of rows through
+// an index of its own; the engine's planner then knows best.
+func selectiveFilter(q herd.DeviceQuery) bool {
+	for _, f := range q.Filters {
+		if selectiveFields[f.Field] && (f.Op == herd.OpEq || f.Op == herd.OpIn || f.Op == herd.OpPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// walkSQL returns the capped walk of one keyset segment: the inner select
+// reads at most walkCap entries of the sort index in order (each index
+// holds id and path, so no row is fetched for it), the outer one keeps the
+// entries in scope, fetches their rows, tests the filters on them and stops
+// at need rows. Both engines keep the inner order and stop early (SQLite
+// runs it as a co-routine, PostgreSQL as a Limit over an index scan), so a
+// walk that finds its rows soon reads no further than an unbounded one.
+// The scope is tested twice: on the index entry, so rows of other sites
+// are never fetched, and with the tenant on the row, as every query does.
+func (db *DB) walkSQL(q herd.DeviceQuery, scope herd.Scope, where string, args []any, seg segment, walkCap int64, need int) (string, []any) {
+	cols := "id AS wid, path AS wpath"
+	if q.Sort.Field != "id" {
+		cols += ", " + q.Sort.Field + " AS wsort"
+	}
+	from := "devices"
+	if db.dialect == SQLite {
+		from += " INDEXED BY " + sortIndex(q)
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT ` + deviceColumns + ` FROM (SELECT ` + cols + ` FROM ` + from + ` WHERE tenant_id = ?` + seg.where + ` ORDER BY ` + seg.order + ` LIMIT ?) w JOIN devices ON devices.id = w.wid WHERE (`)
+	walkArgs := append(append([]any{scope.TenantID}, seg.args...), walkCap)
+	for i, p := range scope.Paths {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		b.WriteString("(wpath >= ? AND wpath < ?)")
+		walkArgs = append(walkArgs, p, herd.PathUpperBound(p))
+	}
+	b.WriteString(`) AND ` + where + ` ORDER BY ` + seg.walkOrder + ` LIMIT ?`)
+	walkArgs = append(append(walkArgs, args...), need)
+	return b.String(), walkArgs
+}
+
+// pastCap reports whether the segment's sort index holds more than walkCap
+// entries after the keyset, that is whether a capped walk that came back
+// short was cut off rather than at the segment's end. It reads index
+// entries only, at most walkCap of them.
+func (tx *Tx) pastCap(ctx context.Context, db *DB, q herd.DeviceQuery, tenantID int64, seg segment, walkCap int64) (bool, error) {
+	from := "devices"
+	if db.dialect == SQLite {
+		from += " INDEXED BY " + sortIndex(q)
+	}
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+from+` WHERE tenant_id = ?`+seg.where+` ORDER BY `+seg.order+` LIMIT 1 OFFSET ?`,
+		append(append([]any{tenantID}, seg.args...), walkCap)...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("walk cap: %w", err)
+	}
+	return true, nil
+}
+
+// readDevices appends the rows of a page statement to the page and says
+// how many it read.
+func readDevices(ctx context.Context, tx *Tx, page *herd.DevicePage, sqlText string, args []any) (int, error) {
+	rows, err := tx.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			rows.Close()
+			return n, err
+		}
+		page.Items = append(page.Items, d)
+		n++
+	}
+	if err := rows.Close(); err != nil {
+		return n, err
+	}
+	return n, rows.Err()
 }
 
 // sortIndexed are the fields with a devices_tenant_<field> index (see the
@@ -254,10 +396,8 @@ func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) strin
 	} else if !small {
 		index = sortIndex(q)
 	}
-	for _, f := range q.Filters {
-		if selectiveFields[f.Field] && (f.Op == herd.OpEq || f.Op == herd.OpIn || f.Op == herd.OpPrefix) {
-			index = ""
-		}
+	if selectiveFilter(q) {
+		index = ""
 	}
 	from := "devices"
 	if index != "" {
@@ -333,6 +473,8 @@ type segment struct {
 	where string
 	args  []any
 	order string
+	// walkOrder is order over the capped walk's columns (see walkSQL).
+	walkOrder string
 }
 
 // keysetSegments splits the walk of a nullable sort column into its NULL
@@ -351,9 +493,9 @@ func keysetSegments(q herd.DeviceQuery, dialect Dialect) []segment {
 		// SQLite already puts NULLs first ascending and last descending.
 		nulls = ""
 	}
-	values := segment{order: col + " " + dir + nulls + ", id " + dir}
+	values := segment{order: col + " " + dir + nulls + ", id " + dir, walkOrder: "wsort " + dir + nulls + ", wid " + dir}
 	if col == "id" {
-		values.order = "id " + dir
+		values.order, values.walkOrder = "id "+dir, "wid "+dir
 	}
 	c := q.After
 	if c != nil && !c.Null {
@@ -369,7 +511,7 @@ func keysetSegments(q herd.DeviceQuery, dialect Dialect) []segment {
 		return []segment{values}
 	}
 	values.where = " AND " + col + " IS NOT NULL" + values.where
-	nullSeg := segment{where: " AND " + col + " IS NULL", order: "id " + dir}
+	nullSeg := segment{where: " AND " + col + " IS NULL", order: "id " + dir, walkOrder: "wid " + dir}
 	if c != nil && c.Null {
 		nullSeg.where += " AND id " + cmp + " ?"
 		nullSeg.args = []any{c.ID}
