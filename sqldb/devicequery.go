@@ -91,7 +91,8 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	// cap, the scope lies elsewhere in the sort order than the plan assumed
 	// (devices are created site by site, so a site is a run of ids, not a
 	// sprinkle): the rest of the page is read the scope's way, from the
-	// last row found, and the walk has cost no more than that read.
+	// last row found. The walk and the check of its cap each cost about as
+	// much as that read (see planQuery).
 	small := p.small
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
 	segs := keysetSegments(q, s.db.dialect)
