@@ -34,13 +34,20 @@ type ScopedConfig struct {
 	// same for the naive baseline, which is far slower.
 	Pages      int
 	NaivePages int
+	// SmallPages is how many first pages are timed per limit for the
+	// small-scope rows: the deepest level's last node sorted by id and its
+	// first sorted by -id, at limits 1, 10 and 50. Seeded fleets are made
+	// leaf by leaf, so these scopes sit at the far end of the sort order
+	// (issue 12, 8.1). Zero skips them; Pages and NaivePages both zero skip
+	// the rows of the three queries.
+	SmallPages int
 	Out        io.Writer
 	Logger     *slog.Logger
 }
 
 // DefaultScopedConfig returns the configuration of the issue's benchmark.
 func DefaultScopedConfig() ScopedConfig {
-	return ScopedConfig{Devices: 1_000_000, Shape: []int{5, 2, 10, 10}, Pages: 300, NaivePages: 15}
+	return ScopedConfig{Devices: 1_000_000, Shape: []int{5, 2, 10, 10}, Pages: 300, NaivePages: 15, SmallPages: 200}
 }
 
 // ScopedQuery is one of the benchmark's three pages.
@@ -64,7 +71,8 @@ type ScopedResult struct {
 	Store   string
 	Scope   int64 // devices under the grant
 	Query   string
-	Method  string // "scoped" or "naive"
+	Method  string // "pages", "first", "next" or "naive"; "small" for the small-scope rows
+	Limit   int    // the page size of a small-scope row
 	Samples int
 	P50     time.Duration
 	P99     time.Duration
@@ -127,11 +135,19 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 
 	// The first node of each level is the first child of the first node of
 	// the level above, so they nest: 200k ⊃ 100k ⊃ 10k ⊃ 1k.
-	users := sqldb.NewUserService(db)
-	grants := sqldb.NewGrantService(db)
 	devices := sqldb.NewDeviceService(db)
 	var results []ScopedResult
+	if cfg.SmallPages > 0 {
+		small, err := runSmallScopes(ctx, db, tenantID, cfg)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, small...)
+	}
 	for depth := range cfg.Shape {
+		if cfg.Pages == 0 && cfg.NaivePages == 0 {
+			break
+		}
 		kind := seed.LevelKinds[depth]
 		var nodeID int64
 		var path string
@@ -142,22 +158,10 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
 			return nil, err
 		}
-		u := &herd.User{TenantID: tenantID, Name: fmt.Sprintf("bench %s %d", kind, time.Now().UnixNano())}
-		if err := users.CreateUser(super, u); err != nil {
-			return nil, err
-		}
-		if err := grants.CreateGrant(super, &herd.Grant{UserID: u.ID, NodeID: nodeID, Role: herd.RoleViewer}); err != nil {
-			return nil, err
-		}
-		tok, err := users.CreateToken(super, u.ID)
+		userCtx, err := viewerOf(ctx, db, tenantID, nodeID, kind)
 		if err != nil {
 			return nil, err
 		}
-		a, err := users.Authenticate(ctx, tok.Secret)
-		if err != nil {
-			return nil, err
-		}
-		userCtx := herd.NewContextWithActor(ctx, a)
 		for _, sq := range ScopedQueries {
 			first, next, err := timeScoped(userCtx, devices, sq, cfg.Pages)
 			if err != nil {
@@ -175,6 +179,81 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 				results = append(results, r)
 				fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s %-6s n=%-4d p50 %9s  p99 %9s\n", r.Store, scope, sq.Name, m.name, r.Samples, fmtDur(r.P50), fmtDur(r.P99))
 			}
+		}
+	}
+	return results, nil
+}
+
+// viewerOf creates a user with a viewer grant on the node and returns a
+// context acting as them, authenticated the way a request is.
+func viewerOf(ctx context.Context, db *sqldb.DB, tenantID, nodeID int64, kind string) (context.Context, error) {
+	super := herd.NewContextWithActor(ctx, &herd.Actor{Super: true})
+	users := sqldb.NewUserService(db)
+	u := &herd.User{TenantID: tenantID, Name: fmt.Sprintf("bench %s %d", kind, time.Now().UnixNano())}
+	if err := users.CreateUser(super, u); err != nil {
+		return nil, err
+	}
+	if err := sqldb.NewGrantService(db).CreateGrant(super, &herd.Grant{UserID: u.ID, NodeID: nodeID, Role: herd.RoleViewer}); err != nil {
+		return nil, err
+	}
+	tok, err := users.CreateToken(super, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	a, err := users.Authenticate(ctx, tok.Secret)
+	if err != nil {
+		return nil, err
+	}
+	return herd.NewContextWithActor(ctx, a), nil
+}
+
+// SmallScopeLimits are the page sizes of the small-scope rows: 1 is the
+// cheap "how many?" call, 10 and 50 the first page of a table.
+var SmallScopeLimits = []int{1, 10, 50}
+
+// runSmallScopes times first pages for a viewer of one deepest-level node
+// at each end of the id order, sorted so that the walk of the id index
+// meets the rest of the tenant before the scope: the last node by id, the
+// first by -id.
+func runSmallScopes(ctx context.Context, db *sqldb.DB, tenantID int64, cfg ScopedConfig) ([]ScopedResult, error) {
+	kind := "level-" + strconv.Itoa(len(cfg.Shape))
+	if len(cfg.Shape) <= len(seed.LevelKinds) {
+		kind = seed.LevelKinds[len(cfg.Shape)-1]
+	}
+	devices := sqldb.NewDeviceService(db)
+	var results []ScopedResult
+	for _, end := range []struct{ name, order, sort string }{{"last", "DESC", "id"}, {"first", "ASC", "-id"}} {
+		var nodeID int64
+		var path string
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id, path FROM nodes WHERE tenant_id = ? AND kind = ? ORDER BY id `+end.order+` LIMIT 1`), tenantID, kind).Scan(&nodeID, &path); err != nil {
+			return nil, fmt.Errorf("find %s %s: %w", end.name, kind, err)
+		}
+		var scope int64
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
+			return nil, err
+		}
+		userCtx, err := viewerOf(ctx, db, tenantID, nodeID, kind)
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("%s %s by %s", end.name, kind, end.sort)
+		for _, limit := range SmallScopeLimits {
+			q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id", Desc: end.sort == "-id"}, Limit: limit}
+			lat := make([]time.Duration, 0, cfg.SmallPages)
+			for range cfg.SmallPages {
+				start := time.Now()
+				page, err := devices.QueryDevices(userCtx, q)
+				if err != nil {
+					return nil, fmt.Errorf("%s limit %d: %w", name, limit, err)
+				} else if len(page.Items) == 0 {
+					return nil, fmt.Errorf("%s limit %d: empty page", name, limit)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			r := summarize(string(db.Dialect()), scope, name, "small", lat)
+			r.Limit = limit
+			results = append(results, r)
+			fmt.Fprintf(cfg.Out, "%-8s scope %-7d %-28s limit %-3d n=%-4d p50 %9s  p99 %9s\n", r.Store, scope, name, limit, r.Samples, fmtDur(r.P50), fmtDur(r.P99))
 		}
 	}
 	return results, nil
@@ -320,7 +399,12 @@ func ScopedMarkdown(results []ScopedResult) string {
 	}
 	cells := map[key]map[string]ScopedResult{}
 	var keys []key
+	var small []ScopedResult
 	for _, r := range results {
+		if r.Method == "small" {
+			small = append(small, r)
+			continue
+		}
 		k := key{r.Store, r.Query, r.Scope}
 		if cells[k] == nil {
 			cells[k] = map[string]ScopedResult{}
@@ -329,6 +413,16 @@ func ScopedMarkdown(results []ScopedResult) string {
 		cells[k][r.Method] = r
 	}
 	var b strings.Builder
+	if len(small) > 0 {
+		b.WriteString("| store | scope | first page of | limit | p50 | p99 |\n|---|---:|---|---:|---:|---:|\n")
+		for _, r := range small {
+			fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s |\n", r.Store, r.Scope, r.Query, r.Limit, fmtDur(r.P50), fmtDur(r.P99))
+		}
+		if len(keys) == 0 {
+			return b.String()
+		}
+		b.WriteString("\n")
+	}
 	b.WriteString("| store | query | scope | all pages p50 | all pages p99 | first page p99 | next pages p99 | naive p50 | naive p99 | naive ÷ scoped (first page p50) |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, k := range keys {

@@ -14,16 +14,31 @@ import (
 func TestRunScoped(t *testing.T) {
 	cfg := bench.DefaultScopedConfig()
 	cfg.Store = filepath.Join(t.TempDir(), "bench.db")
-	cfg.Devices, cfg.Shape, cfg.Pages, cfg.NaivePages = 3000, []int{2, 3, 5}, 12, 2
+	cfg.Devices, cfg.Shape, cfg.Pages, cfg.NaivePages, cfg.SmallPages = 3000, []int{2, 3, 5}, 12, 2, 3
 	res, err := bench.RunScoped(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := len(cfg.Shape) * len(bench.ScopedQueries) * 4; len(res) != want {
+	small := 0
+	for _, r := range res {
+		if r.Method == "small" {
+			small++
+			if r.Scope != 100 || r.Samples != cfg.SmallPages {
+				t.Fatalf("small-scope row %s limit %d: scope %d, %d samples", r.Query, r.Limit, r.Scope, r.Samples)
+			}
+		}
+	}
+	if want := 2 * len(bench.SmallScopeLimits); small != want {
+		t.Fatalf("%d small-scope rows, want %d", small, want)
+	}
+	if want := len(cfg.Shape)*len(bench.ScopedQueries)*4 + small; len(res) != want {
 		t.Fatalf("%d results, want %d", len(res), want)
 	}
 	scopes := map[int64]bool{}
 	for _, r := range res {
+		if r.Method == "small" {
+			continue
+		}
 		scopes[r.Scope] = true
 		if r.Method == "pages" && r.Samples != cfg.Pages {
 			t.Fatalf("%s at %d: %d samples, want %d", r.Query, r.Scope, r.Samples, cfg.Pages)
@@ -39,7 +54,7 @@ func TestRunScoped(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := bench.ScopedMarkdown(res)
-	if !strings.Contains(md, "| sqlite | temp>30 battery<20 by name | 1500 |") {
+	if !strings.Contains(md, "| sqlite | temp>30 battery<20 by name | 1500 |") || !strings.Contains(md, "| sqlite | 100 | last zone by id | 1 |") {
 		t.Fatalf("markdown lacks a row:\n%s", md)
 	}
 }

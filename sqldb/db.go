@@ -64,6 +64,7 @@ type DB struct {
 	StateCache StateCacheConfig
 
 	caches  stateCaches
+	bg      background // the DB's own goroutines, waited for in Close
 	stmts   stmtCache
 	waiters eventWaiters
 	dialect Dialect
@@ -177,9 +178,12 @@ func (db *DB) Open() (err error) {
 	return nil
 }
 
-// Close stops the state cache's refresh and closes the connection pools.
+// Close stops the state cache's refresh and the DB's background work
+// (cache loads, statement preparation), waits for them, and closes the
+// connection pools.
 func (db *DB) Close() error {
 	db.closeCaches()
+	db.bg.stop()
 	db.stmts.mu.Lock()
 	for _, st := range db.stmts.m {
 		st.Close()
@@ -427,7 +431,7 @@ func (tx *Tx) Commit() error {
 		tx.db.stmts.mu.Unlock()
 		if pending {
 			// Not here: a bulk load commits on a connection it still holds.
-			go tx.db.preparePending()
+			tx.db.bg.Go(tx.db.preparePending)
 		}
 	}
 	return err
@@ -519,13 +523,13 @@ func (tx *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
 
 // preparePending prepares the statements that transactions asked for,
 // once the writer connection is free.
-func (db *DB) preparePending() {
+func (db *DB) preparePending(ctx context.Context) {
 	db.stmts.mu.Lock()
 	pending := db.stmts.pending
 	db.stmts.pending = nil
 	db.stmts.mu.Unlock()
 	for q := range pending {
-		st, err := db.wdb.Prepare(q)
+		st, err := db.wdb.PrepareContext(ctx, q)
 		if err != nil {
 			continue // the plain path reports the error
 		}

@@ -28,21 +28,9 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	defer tx.Rollback()
 
-	var scope herd.Scope
-	if a.Super {
-		if q.TenantID == 0 {
-			return nil, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
-		}
-		root, err := tx.rootPath(ctx, q.TenantID)
-		if err != nil {
-			return nil, err
-		}
-		scope = herd.Scope{TenantID: q.TenantID, Paths: []string{root}}
-	} else {
-		if q.TenantID != 0 && q.TenantID != a.TenantID {
-			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
-		}
-		scope = a.Scope(herd.RoleViewer)
+	scope, err := tx.queryScope(ctx, a, q)
+	if err != nil {
+		return nil, err
 	}
 	page := &herd.DevicePage{Items: []*herd.Device{}}
 	if scope.Empty() {
@@ -76,7 +64,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	if p.small {
 		planName = "scope"
 	}
-	defer s.db.metrics.observeDeviceQuery(planName, q.After == nil, start)
+	defer func() { s.db.metrics.observeDeviceQuery(planName, q.After == nil, start) }()
 
 	// The first page counts, and the count can cost more than the page (it
 	// has to see every match up to the cap), so it runs beside the page on
@@ -100,31 +88,47 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	defer func() { <-counted }() // never leave the count running past the request
 
+	// A walk passes at most p.walkCap entries of a segment's sort index.
+	// When it fills less than the page and the segment goes on past the
+	// cap, the scope lies elsewhere in the sort order than the plan assumed
+	// (devices are created site by site, so a site is a run of ids, not a
+	// sprinkle): the rest of the page is read the scope's way, from the
+	// last row found. The walk and the check of its cap each cost about as
+	// much as that read (see planQuery).
 	small := p.small
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
-	for _, seg := range keysetSegments(q, s.db.dialect) {
-		if len(page.Items) >= want {
-			break
+	segs := keysetSegments(q, s.db.dialect)
+	for i := 0; i < len(segs) && len(page.Items) < want; i++ {
+		seg := segs[i]
+		need := want - len(page.Items)
+		var sqlText string
+		var segArgs []any
+		if small || p.walkCap == 0 {
+			sqlText = s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
+			segArgs = append(append(append([]any(nil), args...), seg.args...), need)
+		} else {
+			sqlText, segArgs = s.db.walkSQL(q, scope, where.String(), args, seg, p.walkCap, need)
 		}
-		sqlText := s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
-		segArgs := append(append(append([]any(nil), args...), seg.args...), want-len(page.Items))
-		rows, err := tx.QueryContext(ctx, sqlText, segArgs...)
+		n, err := readDevices(ctx, tx, page, sqlText, segArgs)
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			d, err := scanDevice(rows)
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			page.Items = append(page.Items, d)
+		if small || p.walkCap == 0 || n >= need {
+			continue
 		}
-		if err := rows.Close(); err != nil {
+		if more, err := tx.pastCap(ctx, s.db, q, scope.TenantID, seg, p.walkCap); err != nil {
 			return nil, err
-		} else if err := rows.Err(); err != nil {
-			return nil, err
+		} else if !more {
+			continue // the walk reached the segment's end: it saw every row
 		}
+		small, planName = true, "walk_capped"
+		rest := q
+		if len(page.Items) > 0 {
+			last := page.Items[len(page.Items)-1]
+			v, null := last.FieldValue(q.Sort.Field)
+			rest.After = &herd.DeviceCursor{Null: null, Value: v, ID: last.ID}
+		}
+		segs, i = keysetSegments(rest, s.db.dialect), -1
 	}
 
 	<-counted
@@ -142,6 +146,25 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	return page, nil
 }
 
+// queryScope returns the devices the actor may query: a super-admin names
+// the tenant and sees all of it, a user sees what their grants cover.
+func (tx *Tx) queryScope(ctx context.Context, a *herd.Actor, q herd.DeviceQuery) (herd.Scope, error) {
+	if a.Super {
+		if q.TenantID == 0 {
+			return herd.Scope{}, herd.Errorf(herd.EINVALID, "tenant_id is required for a super-admin")
+		}
+		root, err := tx.rootPath(ctx, q.TenantID)
+		if err != nil {
+			return herd.Scope{}, err
+		}
+		return herd.Scope{TenantID: q.TenantID, Paths: []string{root}}, nil
+	}
+	if q.TenantID != 0 && q.TenantID != a.TenantID {
+		return herd.Scope{}, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", q.TenantID)
+	}
+	return a.Scope(herd.RoleViewer), nil
+}
+
 // countDevices counts the devices matching where, stopping at one past the
 // cap: exact below it, "10,000+" above, so a huge scope costs a bounded scan.
 func (db *DB) countDevices(ctx context.Context, where string, args []any) (int64, error) {
@@ -155,132 +178,27 @@ func (db *DB) countDevices(ctx context.Context, where string, args []any) (int64
 	return n, err
 }
 
-// plan is the access path chosen for a page, and the sizes it was chosen by.
-type plan struct {
-	small   bool    // read the whole scope and sort it, rather than walk a sort index
-	inScope float64 // devices in the scope
-	total   float64 // devices in the tenant
-}
-
-// planQuery decides between the two access paths of a page. Reading the
-// whole scope through the path index and sorting it costs about one row
-// fetch per device in scope. Walking the sort column's index in order costs
-// the index entries passed until the page is full — the scope's share of the
-// tenant and the filters' selectivity decide how many — at about a fifth of a
-// row fetch each (the scope test is made on the index entry), plus a fetch
-// for each in-scope entry the filters then test. Selectivity is unknown, so
-// each filter is assumed to keep a quarter of the rows.
-func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scope) (plan, error) {
-	// The covering paths are disjoint subtrees: the scope holds the sum of
-	// their counts; the tenant, its root's.
-	var root int64
-	scoped := map[int64]bool{}
-	args := []any{scope.TenantID}
-	for _, path := range scope.Paths {
-		pathIDs, err := herd.PathIDs(path)
-		if err != nil {
-			return plan{}, err
-		}
-		root = pathIDs[0]
-		scoped[pathIDs[len(pathIDs)-1]] = true
-		args = append(args, pathIDs[len(pathIDs)-1])
-	}
-	args = append(args, root)
-	rows, err := tx.QueryContext(ctx, `SELECT id, device_count FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(args)-1), ",")+`)`, args...)
+// readDevices appends the rows of a page statement to the page and says
+// how many it read.
+func readDevices(ctx context.Context, tx *Tx, page *herd.DevicePage, sqlText string, args []any) (int, error) {
+	rows, err := tx.QueryContext(ctx, sqlText, args...)
 	if err != nil {
-		return plan{}, err
+		return 0, err
 	}
-	defer rows.Close()
-	var inScope, total float64
+	n := 0
 	for rows.Next() {
-		var id, n int64
-		if err := rows.Scan(&id, &n); err != nil {
-			return plan{}, err
+		d, err := scanDevice(rows)
+		if err != nil {
+			rows.Close()
+			return n, err
 		}
-		if id == root {
-			total = float64(n)
-		}
-		if scoped[id] {
-			inScope += float64(n)
-		}
+		page.Items = append(page.Items, d)
+		n++
 	}
-	if err := rows.Err(); err != nil {
-		return plan{}, err
+	if err := rows.Close(); err != nil {
+		return n, err
 	}
-	p := plan{inScope: inScope, total: total, small: true}
-	if !sortIndexed[q.Sort.Field] {
-		return p, nil // no index yields this order: the scope is read and sorted
-	}
-	sel := 1.0
-	for range q.Filters {
-		sel *= 0.25
-	}
-	want := float64(q.Limit + 1)
-	if inScope <= want {
-		return p, nil
-	}
-	scopeCost := inScope
-	if statusFilter(q) {
-		scopeCost *= 0.25 // the scope is read through the status index
-	}
-	walked := min(total, want*total/(inScope*sel))
-	walkCost := 0.2*walked + min(inScope, want/sel)
-	p.small = walkCost >= scopeCost
-	return p, nil
-}
-
-// sortIndexed are the fields with a devices_tenant_<field> index (see the
-// migrations); a sort on any other field reads the scope and sorts it.
-var sortIndexed = map[string]bool{"id": true, "path": true, "name": true, "key": true, "firmware": true,
-	"status": true, "last_seen": true, "created_at": true}
-
-// selectiveFields have indexes that find a handful of rows for an equality;
-// with a filter on one of them the engine's planner knows best.
-var selectiveFields = map[string]bool{"id": true, "key": true, "name": true, "node_id": true, "path": true}
-
-// pageSQL returns the page statement for one keyset segment, steering the
-// engine to the access path chosen by QueryDevices.
-func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) string {
-	if db.dialect == Postgres {
-		if small {
-			// MATERIALIZED fences the scope scan from the ORDER BY, so the
-			// planner cannot trade it for a walk of the whole tenant in sort
-			// order.
-			return `WITH s AS MATERIALIZED (SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + `) SELECT * FROM s ORDER BY ` + order + ` LIMIT ?`
-		}
-		return `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
-	}
-	index := "devices_tenant_path"
-	if small && statusFilter(q) {
-		index = "devices_tenant_status_path"
-	} else if !small {
-		index = sortIndex(q)
-	}
-	for _, f := range q.Filters {
-		if selectiveFields[f.Field] && (f.Op == herd.OpEq || f.Op == herd.OpIn || f.Op == herd.OpPrefix) {
-			index = ""
-		}
-	}
-	from := "devices"
-	if index != "" {
-		from += " INDEXED BY " + index
-	}
-	return `SELECT ` + deviceColumns + ` FROM ` + from + ` WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
-}
-
-// statusFilter reports whether the query keeps to a single status.
-func statusFilter(q herd.DeviceQuery) bool {
-	for _, f := range q.Filters {
-		if f.Field == "status" && f.Op == herd.OpEq {
-			return true
-		}
-	}
-	return false
-}
-
-// sortIndex names the index that yields the query's rows in sort order.
-func sortIndex(q herd.DeviceQuery) string {
-	return "devices_tenant_" + q.Sort.Field
+	return n, rows.Err()
 }
 
 // whereScope writes the tenant and path-range condition of a scope.
@@ -335,6 +253,8 @@ type segment struct {
 	where string
 	args  []any
 	order string
+	// walkOrder is order over the capped walk's columns (see walkSQL).
+	walkOrder string
 }
 
 // keysetSegments splits the walk of a nullable sort column into its NULL
@@ -353,9 +273,9 @@ func keysetSegments(q herd.DeviceQuery, dialect Dialect) []segment {
 		// SQLite already puts NULLs first ascending and last descending.
 		nulls = ""
 	}
-	values := segment{order: col + " " + dir + nulls + ", id " + dir}
+	values := segment{order: col + " " + dir + nulls + ", id " + dir, walkOrder: "wsort " + dir + nulls + ", wid " + dir}
 	if col == "id" {
-		values.order = "id " + dir
+		values.order, values.walkOrder = "id "+dir, "wid "+dir
 	}
 	c := q.After
 	if c != nil && !c.Null {
@@ -371,7 +291,7 @@ func keysetSegments(q herd.DeviceQuery, dialect Dialect) []segment {
 		return []segment{values}
 	}
 	values.where = " AND " + col + " IS NOT NULL" + values.where
-	nullSeg := segment{where: " AND " + col + " IS NULL", order: "id " + dir}
+	nullSeg := segment{where: " AND " + col + " IS NULL", order: "id " + dir, walkOrder: "wid " + dir}
 	if c != nil && c.Null {
 		nullSeg.where += " AND id " + cmp + " ?"
 		nullSeg.args = []any{c.ID}

@@ -810,8 +810,9 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 					q.Cursor = p.NextCursor // the store checks and decodes it
 				}
 				// tenant + 2 per path + filter values + keyset (value, id) +
-				// limit.
-				bound := 1 + 2*paths + values + 2 + 1
+				// limit; a capped walk adds its own tenant, cap and 2 per
+				// path for the scope test on the index entry.
+				bound := 1 + 2*paths + values + 2 + 1 + (1 + 1 + 2*paths)
 				// Tenant and node ids are small numbers that device ids
 				// share; a list of the scope's ids would be thousands.
 				maxIDs := 5

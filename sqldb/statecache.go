@@ -89,7 +89,9 @@ func (db *DB) cachedTenant(ctx context.Context, tenantID int64, wait bool) (*ten
 		}
 		if !wait {
 			sc.mu.Unlock()
-			go db.loadCache(context.WithoutCancel(ctx), tc)
+			// The load outlives the request that asked for it, not the DB:
+			// Close cancels it and waits for it.
+			db.bg.Go(func(ctx context.Context) { db.loadCache(ctx, tc) })
 			return nil, nil
 		}
 	}
