@@ -111,31 +111,17 @@ func (s *TicketService) RedeemTicket(ctx context.Context, secret string) (*herd.
 // does for a secret: in tenant tenantID (0: the super-admin's tokens), with
 // its grants as they are now.
 func (s *TicketService) actorOfToken(ctx context.Context, tokenHash string, tenantID int64) (*herd.Actor, error) {
-	unauth := herd.Errorf(herd.EUNAUTHORIZED, "the ticket's token was revoked")
 	tx, err := s.db.beginRead(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read ticket's token: %w", err)
 	}
 	defer tx.Rollback()
-	if tenantID == 0 {
-		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM admin_tokens WHERE hash = ?`, tokenHash).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, unauth
-		} else if err != nil {
-			return nil, fmt.Errorf("read ticket's token: %w", err)
-		}
-		return &herd.Actor{Super: true, TokenID: id}, nil
-	}
-	var a herd.Actor
-	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE hash = ? AND tenant_id = ?`, tokenHash, tenantID).Scan(&a.TokenID, &a.TenantID, &a.UserID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, unauth
-	} else if err != nil {
+	a, err := tx.actorOfTokenHash(ctx, tokenHash)
+	if err != nil {
 		return nil, fmt.Errorf("read ticket's token: %w", err)
 	}
-	if a.Grants, err = tx.findGrants(ctx, a.TenantID, a.UserID); err != nil {
-		return nil, fmt.Errorf("read ticket's token grants: %w", err)
+	if a == nil || a.TenantID != tenantID {
+		return nil, herd.Errorf(herd.EUNAUTHORIZED, "the ticket's token was revoked")
 	}
-	return &a, nil
+	return a, nil
 }

@@ -202,14 +202,24 @@ func (s *UserService) Authenticate(ctx context.Context, secret string) (_ *herd.
 		return nil, err
 	}
 	defer tx.Rollback()
-	hash := hashToken(secret)
+	a, err := tx.actorOfTokenHash(ctx, hashToken(secret))
+	if err == nil && a == nil {
+		return nil, unauth
+	}
+	return a, err
+}
+
+// actorOfTokenHash reads the actor of the token (a user's or the
+// super-admin's) whose hash is hash, with its grants as they are now; nil
+// when no token has it. Bearer tokens and socket tickets both end here.
+func (tx *Tx) actorOfTokenHash(ctx context.Context, hash string) (*herd.Actor, error) {
 	var a herd.Actor
-	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE hash = ?`, hash).Scan(&a.TokenID, &a.TenantID, &a.UserID)
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE hash = ?`, hash).Scan(&a.TokenID, &a.TenantID, &a.UserID)
 	if errors.Is(err, sql.ErrNoRows) {
 		var id int64
 		err = tx.QueryRowContext(ctx, `SELECT id FROM admin_tokens WHERE hash = ?`, hash).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
-			return nil, unauth
+			return nil, nil
 		} else if err != nil {
 			return nil, err
 		}
