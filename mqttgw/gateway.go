@@ -391,12 +391,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // DisconnectDevice closes the device's connection, if it has one here; a
-// revoked credential calls it. MQTT 5 clients are told why.
+// revoked credential calls it. MQTT 5 clients are told why. The device's
+// will is discarded: once its credential is revoked, nothing more the
+// device says is taken, its last word included.
 func (g *Gateway) DisconnectDevice(key string) bool {
 	s, ok := g.session(key)
 	if !ok || s.link.cl.Closed() {
 		return false
 	}
+	s.link.revoked.Store(true)
 	g.disconnect(s.link.cl, packets.ErrNotAuthorized)
 	return true
 }

@@ -32,13 +32,17 @@ import (
 //     logged: there is no one left to tell.
 //   - The will goes when the connection ends without the device's clean
 //     DISCONNECT (0x00): a crash, a power cut, a lost network, a keepalive
-//     run out, a connection herd closed for a protocol error or a revoked
-//     credential, or MQTT 5 DISCONNECT 0x04 "with will message". It is
-//     discarded when the device is in fact still there or did not die: a
-//     takeover (the key has connected again, which is what a Will Delay
-//     Interval waits for; herd honours no delay otherwise) and herd's own
-//     shutdown (a restart of herd would otherwise report every device's
-//     death).
+//     run out, a connection herd closed for a protocol error, or MQTT 5
+//     DISCONNECT 0x04 "with will message". It is discarded when the
+//     device is in fact still there or did not die: a takeover (the key
+//     has connected again, which is what a Will Delay Interval waits for;
+//     herd honours no delay otherwise) and herd's own shutdown (a restart
+//     of herd would otherwise report every device's death). It is
+//     discarded too when herd closes the connection because the device's
+//     credential was revoked (DisconnectDevice): the operator has cut the
+//     device off, and a will committed after that would be the one
+//     message of a revoked device that herd still takes (a stolen
+//     credential's last word among them).
 
 // will is a device's last will, held by herd instead of mochi.
 type will struct {
@@ -82,14 +86,15 @@ func takeWill(cl *mqtt.Client, kind string) *will {
 
 // willItems returns the ingest items of a link's will if it is due: the
 // device got its CONNACK, and its connection ended other than by its own
-// clean DISCONNECT, a takeover or herd's shutdown (see above).
+// clean DISCONNECT, a takeover, herd's shutdown or a revoked credential
+// (see above).
 func (g *Gateway) willItems(l *link) []herd.IngestItem {
 	w := l.will
 	if w == nil {
 		return nil
 	}
 	cause := l.cl.StopCause()
-	if !l.established.Load() || errors.Is(cause, packets.CodeDisconnect) || errors.Is(cause, packets.ErrSessionTakenOver) || errors.Is(cause, packets.ErrServerShuttingDown) {
+	if !l.established.Load() || l.revoked.Load() || errors.Is(cause, packets.CodeDisconnect) || errors.Is(cause, packets.ErrSessionTakenOver) || errors.Is(cause, packets.ErrServerShuttingDown) {
 		g.metrics.wills.WithLabelValues(w.kind, "discarded").Inc()
 		return nil
 	}

@@ -292,3 +292,40 @@ func TestGateway_StatusSurvivesDisconnect(t *testing.T) {
 		}
 	})
 }
+
+// A revoked device's will is not taken: herd closes the connection of a
+// device whose credential was revoked (DisconnectDevice, as DELETE
+// /v1/devices/{id}/credentials does), and the will that the close would
+// otherwise fire is discarded, over MQTT 3.1.1 and 5 with mosquitto_sub.
+func TestGateway_WillOfRevokedDevice(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not found (Debian package mosquitto-clients): skipping the will test")
+	}
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFleet(t, db, 2, nil)
+		creds := sqldb.NewCredentialService(db)
+		for i, version := range []string{"mqttv311", "mqttv5"} {
+			t.Run(version, func(t *testing.T) {
+				d := f.devices[i]
+				f.mosquittoSubWithWill(t, bin, version, d, "devices/"+d.Key+"/events", `{"kind":"gone"}`)
+				if err := creds.DeleteDeviceCredential(f.super, d.ID); err != nil {
+					t.Fatal(err)
+				}
+				if !f.gw.DisconnectDevice(d.Key) {
+					t.Fatal("DisconnectDevice found no connection")
+				}
+				waitFor(t, 15*time.Second, "the revoked device is offline", func() bool { return !f.device(t, d.ID).Online })
+				if evs := f.events(t, d.ID, herd.EventDeviceReported); len(evs) != 0 {
+					t.Fatalf("%d device.reported events from a revoked device's will, want 0", len(evs))
+				}
+				if off := f.events(t, d.ID, herd.EventDeviceOffline); len(off) != 1 {
+					t.Fatalf("%d device.offline events after the revocation, want 1", len(off))
+				}
+			})
+		}
+		if got := f.metric(t, "herd_mqtt_wills_total", "topic", "events", "result", "discarded"); got != 2 {
+			t.Errorf("wills discarded = %v, want 2", got)
+		}
+	})
+}
