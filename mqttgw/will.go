@@ -27,9 +27,14 @@ import (
 //   - An MQTT 5 will with Will Retain is refused at CONNECT with 0x9A
 //     (retain is not available); on 3.1.1, which cannot be told, the
 //     retain flag is ignored, as for a publish.
-//   - A will that does not parse (malformed, too large) is dropped when it
-//     is due, counted (herd_mqtt_wills_total{result="malformed"}) and
-//     logged: there is no one left to tell.
+//   - A will that does not parse (malformed, larger than the payload
+//     limit) is refused at CONNECT (MQTT 5 0x99 payload format invalid or
+//     0x95 packet too large, 3.1.1 code 5), counted
+//     (herd_mqtt_connects_total{result="will_malformed"|"will_too_large"})
+//     and logged, for the same reason: when it is due there is no one left
+//     to tell. It is parsed again when due (its default times are the
+//     time of death), and cannot fail then; if it did, it would be dropped
+//     and counted (herd_mqtt_wills_total{result="malformed"}).
 //   - The will goes when the connection ends without the device's clean
 //     DISCONNECT (0x00): a crash, a power cut, a lost network, a keepalive
 //     run out, a connection herd closed for a protocol error, or MQTT 5
@@ -69,6 +74,16 @@ func (h *hook) checkWill(cl *mqtt.Client, pk packets.Packet) (string, error) {
 		// (The 3.1.1 code is never used: 3.1.1 wills keep their place,
 		// retain ignored.)
 		return "", h.refuse(cl, packets.ErrRetainNotSupported, packets.Err3NotAuthorized, "will_retain")
+	}
+	// The parse again at death cannot fail where this one passed: a
+	// reading's ts may not be ahead of its arrival, and death comes later.
+	if _, err := g.parse(session{}, kind, pk.Connect.WillPayload, g.Now()); err != nil {
+		reason, code := "will_malformed", packets.ErrPayloadFormatInvalid
+		if herd.ErrorCode(err) == herd.ETOOLARGE {
+			reason, code = "will_too_large", packets.ErrPacketTooLarge
+		}
+		g.Logger.Info("connect refused: will does not parse", "remote", cl.Net.Remote, "key", cl.ID, "topic", kind, "err", herd.ErrorMessage(err))
+		return "", h.refuse(cl, code, packets.Err3NotAuthorized, reason)
 	}
 	return kind, nil
 }
