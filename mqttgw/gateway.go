@@ -391,7 +391,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // DisconnectDevice closes the device's connection, if it has one here; a
-// revoked credential calls it. MQTT 5 clients are told why. The device's
+// revoked credential and a deleted device call it. MQTT 5 clients are told why. The device's
 // will is discarded: once its credential is revoked, nothing more the
 // device says is taken, its last word included.
 func (g *Gateway) DisconnectDevice(key string) bool {

@@ -24,6 +24,8 @@ import (
 //     (herd_mqtt_acl_refused_total{kind="will"}) and logged. Refusing it
 //     then tells the device at once, where dropping it later would be
 //     silent at the one moment no one is watching.
+//   - The will's QoS (0, 1 or 2) changes nothing: herd is its only
+//     reader and commits it once, with the disconnect, or not at all.
 //   - An MQTT 5 will with Will Retain is refused at CONNECT with 0x9A
 //     (retain is not available); on 3.1.1, which cannot be told, the
 //     retain flag is ignored, as for a publish.
