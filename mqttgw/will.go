@@ -34,7 +34,10 @@ import (
 //     0x95 packet too large, 3.1.1 code 5), counted
 //     (herd_mqtt_connects_total{result="will_malformed"|"will_too_large"})
 //     and logged, for the same reason: when it is due there is no one left
-//     to tell. It is parsed again when due (its default times are the
+//     to tell. (A CONNECT beyond the broker's packet limit, the payload
+//     limit and 1 KiB, is closed by mochi unanswered, as any packet that
+//     large is: the will inside it never reaches herd.) It is parsed
+//     again when due (its default times are the
 //     time of death), and cannot fail then; if it did, it would be dropped
 //     and counted (herd_mqtt_wills_total{result="malformed"}).
 //   - The will goes when the connection ends without the device's clean
