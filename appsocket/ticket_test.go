@@ -36,7 +36,7 @@ func TestAppSocket_Ticket(t *testing.T) {
 		t.Fatalf("frame %+v, want the event of device %d inside bob's grants", f, d.ID)
 	}
 
-	tk, err = httpapi.NewClient(base, adminSecret).CreateTicket(context.Background(), 0)
+	tk, err = httpapi.NewClient(base, adminSecret).CreateTicket(context.Background(), e.tenant.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,10 @@ func (s *Server) handleTicketCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := url.Values{}
-	if r.URL.Query().Has("tenant_id") {
+	// A super-admin must name the tenant now: the stream is a tenant's,
+	// and a url without one would be refused only once the ticket is
+	// spent.
+	if r.URL.Query().Has("tenant_id") || herd.ActorFromContext(r.Context()).Super {
 		tenant, err := callerTenant(r)
 		if err != nil {
 			Error(w, r, err)

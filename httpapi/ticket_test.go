@@ -160,6 +160,9 @@ func TestStreamTickets(t *testing.T) {
 				_, onB = ticket(alice, 0)
 				_, refused = dialSocket(t, onB+fmt.Sprintf("&tenant_id=%d", other.ID), nil)
 				refused.wantError(t, http.StatusNotFound, herd.ENOTFOUND)
+				// A super-admin's ticket without a tenant would open
+				// nothing (the stream is a tenant's): it is not issued.
+				a.do("POST", "/v1/stream/tickets", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID, "tenant_id")
 			})
 			t.Run("NotSpentByWhatCannotBeASocket", func(t *testing.T) {
 				_, onB := ticket(alice, 0)

@@ -55,6 +55,7 @@ package mqttgw
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +119,12 @@ type Gateway struct {
 	// Commands, when set, delivers commands to the devices held here
 	// (see CommandEvent).
 	Commands herd.CommandQueue
+	// CheckOrigin, when set, decides which web pages may open MQTT over
+	// WebSocket (ServeHTTP), by the handshake's Origin; herd sets it to
+	// its --allowed-origins policy, as for its other sockets, so that a
+	// browser's MQTT client (MQTT.js) on an allowed origin can connect.
+	// nil keeps coder/websocket's rule: the Origin's host must be the Host.
+	CheckOrigin func(*http.Request) bool
 
 	routes   commandRoutes
 	marked   chan struct{} // closed when the delivered-marker is done
@@ -347,7 +354,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+	opts := &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}}
+	if g.CheckOrigin != nil {
+		if !g.CheckOrigin(r) {
+			// The device authenticates in CONNECT, not by a cookie, but a
+			// page of a site the operator did not name has no business
+			// here (docs/browsers.md).
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": herd.EFORBIDDEN,
+				"message": fmt.Sprintf("origin %q may not open /mqtt: start herd with --allowed-origins naming it", r.Header.Get("Origin"))}})
+			return
+		}
+		opts.InsecureSkipVerify = true // the check above is the policy
+	}
+	c, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		return // Accept has answered
 	}
@@ -370,12 +391,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // DisconnectDevice closes the device's connection, if it has one here; a
-// revoked credential calls it. MQTT 5 clients are told why.
+// revoked credential and a deleted device call it. MQTT 5 clients are told why. The device's
+// will is discarded: once its credential is revoked, nothing more the
+// device says is taken, its last word included.
 func (g *Gateway) DisconnectDevice(key string) bool {
 	s, ok := g.session(key)
 	if !ok || s.link.cl.Closed() {
 		return false
 	}
+	s.link.revoked.Store(true)
 	g.disconnect(s.link.cl, packets.ErrNotAuthorized)
 	return true
 }

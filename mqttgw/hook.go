@@ -231,7 +231,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 
 // parse turns what a device sent on one of its topics (kind), a publish
 // or its will, into its ingest items: telemetry into readings, events into
-// a device.reported event, commands/ack into a command's answer.
+// a device.reported event, commands/ack into a command's answer. A session
+// without a link (a will checked at CONNECT) only checks the payload.
 func (g *Gateway) parse(s session, kind string, payload []byte, now time.Time) ([]herd.IngestItem, error) {
 	at := now.UnixMilli()
 	switch kind {
@@ -252,7 +253,9 @@ func (g *Gateway) parse(s session, kind string, payload []byte, now time.Time) (
 	if err != nil {
 		return nil, err
 	}
-	s.link.defaultTimes(readings, at)
+	if s.link != nil {
+		s.link.defaultTimes(readings, at)
+	}
 	items := make([]herd.IngestItem, len(readings))
 	for i, r := range readings {
 		items[i] = herd.IngestItem{Kind: herd.IngestReading, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, Reading: r}

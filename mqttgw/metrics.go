@@ -28,7 +28,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		wills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_wills_total",
-			Help: "Device wills by topic kind and result: queued (the connection ended uncleanly and the will went the way of a publish), discarded (a clean DISCONNECT), malformed, too_large.",
+			Help: "Device wills by topic kind and result: queued (the connection ended uncleanly and the will went the way of a publish), discarded (a clean DISCONNECT, a takeover, herd shutting down, a revoked credential), malformed, too_large.",
 		}, []string{"topic", "result"}),
 		retainIgnored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_retain_ignored_total",
@@ -40,7 +40,7 @@ func newMetrics() *metrics {
 		}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_mqtt_connects_total",
-			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, will_topic, will_retain, error).",
+			Help: "MQTT connection attempts by result: ok, or the refusal (bad_credentials, rate, cap, will_topic, will_retain, will_malformed, will_too_large, error).",
 		}, []string{"result"}),
 		disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herd_mqtt_disconnects_total",

@@ -49,6 +49,9 @@ type link struct {
 	// is set once the device has had its CONNACK, from when a will counts.
 	will        *will
 	established atomic.Bool
+	// revoked is set when herd closes the socket because the device's
+	// credential was revoked (DisconnectDevice): its will is not taken.
+	revoked atomic.Bool
 }
 
 // defaultTimes gives the readings the device sent without ts (those whose

@@ -15,6 +15,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
+	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/sqldb"
 )
 
@@ -104,12 +105,11 @@ func TestGateway_Will(t *testing.T) {
 
 // A will is the device's word when it dies, not when it leaves or is
 // still there: a clean DISCONNECT, a takeover (the key connected again)
-// and herd's own shutdown discard it; a malformed one is dropped and
-// counted.
+// and herd's own shutdown discard it.
 func TestGateway_WillDiscarded(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 4, nil)
-	clean, bad, back, shut := f.devices[0], f.devices[1], f.devices[2], f.devices[3]
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 3, nil)
+	clean, back, shut := f.devices[0], f.devices[1], f.devices[2]
 	withWill := func(d *herd.Device) paho.Client {
 		t.Helper()
 		c, err := f.clientAt(t, "tcp://"+f.addr(), d.Key, d.Key, f.tokens[d.Key], func(o *paho.ClientOptions) {
@@ -138,32 +138,6 @@ func TestGateway_WillDiscarded(t *testing.T) {
 	}
 	if evs := f.events(t, back.ID, herd.EventDeviceReported); len(evs) != 0 {
 		t.Fatalf("%d device.reported events after a takeover, want 0", len(evs))
-	}
-
-	// Not JSON: dropped when due, counted; the device still goes offline.
-	conn, err := net.DialTimeout("tcp", f.addr(), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := pk5.NewControlPacket(pk5.CONNECT)
-	cn := cp.Content.(*pk5.Connect)
-	cn.ClientID, cn.Username, cn.UsernameFlag, cn.Password, cn.PasswordFlag = bad.Key, bad.Key, true, []byte(f.tokens[bad.Key]), true
-	cn.KeepAlive, cn.CleanStart = 60, true
-	cn.WillFlag, cn.WillTopic, cn.WillMessage, cn.WillQOS = true, "devices/"+bad.Key+"/telemetry", []byte(`{"temperature":`), 1
-	if _, err := cp.WriteTo(conn); err != nil {
-		t.Fatal(err)
-	}
-	if ca, ok := readPacket(t, conn, 10*time.Second).Content.(*pk5.Connack); !ok || ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %+v", ca)
-	}
-	waitFor(t, 10*time.Second, "the device is online", func() bool { return f.device(t, bad.ID).Online })
-	conn.Close()
-	waitFor(t, 10*time.Second, "the device is offline", func() bool { return !f.device(t, bad.ID).Online })
-	if n := f.readings(t, bad.ID); n != 0 {
-		t.Fatalf("%d readings from a malformed will, want 0", n)
-	}
-	if got := f.metric(t, "herd_mqtt_wills_total", "topic", "telemetry", "result", "malformed"); got != 1 {
-		t.Errorf("wills malformed = %v, want 1", got)
 	}
 
 	// herd shutting down: no device died.
@@ -291,4 +265,85 @@ func TestGateway_StatusSurvivesDisconnect(t *testing.T) {
 			t.Fatalf("after the hang-up: online %v status %q temperature %v, want false warn 71.5", got.Online, got.Status, got.Temperature)
 		}
 	})
+}
+
+// A revoked device's will is not taken: herd closes the connection of a
+// device whose credential was revoked (DisconnectDevice, as DELETE
+// /v1/devices/{id}/credentials does), and the will that the close would
+// otherwise fire is discarded, over MQTT 3.1.1 and 5 with mosquitto_sub.
+func TestGateway_WillOfRevokedDevice(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not found (Debian package mosquitto-clients): skipping the will test")
+	}
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFleet(t, db, 2, nil)
+		creds := sqldb.NewCredentialService(db)
+		for i, version := range []string{"mqttv311", "mqttv5"} {
+			t.Run(version, func(t *testing.T) {
+				d := f.devices[i]
+				f.mosquittoSubWithWill(t, bin, version, d, "devices/"+d.Key+"/events", `{"kind":"gone"}`)
+				if err := creds.DeleteDeviceCredential(f.super, d.ID); err != nil {
+					t.Fatal(err)
+				}
+				if !f.gw.DisconnectDevice(d.Key) {
+					t.Fatal("DisconnectDevice found no connection")
+				}
+				waitFor(t, 15*time.Second, "the revoked device is offline", func() bool { return !f.device(t, d.ID).Online })
+				if evs := f.events(t, d.ID, herd.EventDeviceReported); len(evs) != 0 {
+					t.Fatalf("%d device.reported events from a revoked device's will, want 0", len(evs))
+				}
+				if off := f.events(t, d.ID, herd.EventDeviceOffline); len(off) != 1 {
+					t.Fatalf("%d device.offline events after the revocation, want 1", len(off))
+				}
+			})
+		}
+		if got := f.metric(t, "herd_mqtt_wills_total", "topic", "events", "result", "discarded"); got != 2 {
+			t.Errorf("wills discarded = %v, want 2", got)
+		}
+	})
+}
+
+// A will that would never parse is refused at CONNECT, where the device
+// can still be told, rather than dropped when it dies: with mosquitto_sub,
+// a will that is not JSON and one larger than the payload limit are
+// refused over MQTT 3.1.1 (code 5) and 5 (0x99 and 0x95), and the device
+// never comes online.
+func TestGateway_WillRefusedAtConnect(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("mosquitto_sub")
+	if err != nil {
+		t.Skip("mosquitto_sub not found (Debian package mosquitto-clients): skipping the will test")
+	}
+	f := newFleet(t, testutil.MustOpenDB(t, sqldb.SQLite), 1, func(g *mqttgw.Gateway) { g.MaxPayload = 64 })
+	d := f.devices[0]
+	port := strconv.Itoa(f.gw.TCPAddr().(*net.TCPAddr).Port)
+	for _, tc := range []struct {
+		version, topic, payload, want, reason string
+	}{
+		{"mqttv311", "telemetry", `{"temperature":`, "not authorised", "will_malformed"},
+		{"mqttv5", "telemetry", `{"temperature":`, "payload format invalid", "will_malformed"},
+		{"mqttv311", "events", `{"kind":"` + strings.Repeat("x", 100) + `"}`, "not authorised", "will_too_large"},
+		{"mqttv5", "events", `{"kind":"` + strings.Repeat("x", 100) + `"}`, "packet too large", "will_too_large"},
+	} {
+		t.Run(tc.version+"/"+tc.reason, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, "-V", tc.version, "-h", "127.0.0.1", "-p", port, "-i", d.Key, "-u", d.Key, "-P", f.tokens[d.Key],
+				"-t", "devices/"+d.Key+"/commands", "-W", "10",
+				"--will-topic", "devices/"+d.Key+"/"+tc.topic, "--will-payload", tc.payload, "--will-qos", "1").CombinedOutput()
+			if err == nil || !strings.Contains(strings.ToLower(string(out)), tc.want) {
+				t.Fatalf("mosquitto_sub: %v, %q; want refused with %q", err, out, tc.want)
+			}
+		})
+	}
+	if got := f.metric(t, "herd_mqtt_connects_total", "result", "will_malformed"); got != 2 {
+		t.Errorf("connects refused for a malformed will = %v, want 2", got)
+	}
+	if got := f.metric(t, "herd_mqtt_connects_total", "result", "will_too_large"); got != 2 {
+		t.Errorf("connects refused for a will too large = %v, want 2", got)
+	}
+	if got := f.device(t, d.ID); got.Online {
+		t.Fatal("a device refused at CONNECT is online")
+	}
 }

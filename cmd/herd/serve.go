@@ -91,7 +91,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.NATSURL, "nats-url", `NATS server or cluster with JetStream for events (nats://host:4222, comma-separated for several); empty embeds one (files in the data dir's "nats"); every process sharing a PostgreSQL store must name the same one`)
 	stringFlag(fs, m.Getenv, &c.NATSStream, "nats-stream", "name of the JetStream stream of events")
 	stringFlag(fs, m.Getenv, &c.NATSSubjectPrefix, "nats-subject-prefix", "subject prefix of the events (prefix.<tenant id>.<event type>)")
-	stringFlag(fs, m.Getenv, &c.AllowedOrigins, "allowed-origins", `web origins (https://app.example.com, comma-separated) whose pages may open /v1/stream and /v1/apps/socket and read /v1 (CORS), or "*" for any (then without credentials); empty allows herd's own origin only`)
+	stringFlag(fs, m.Getenv, &c.AllowedOrigins, "allowed-origins", `web origins (https://app.example.com, comma-separated) whose pages may open /v1/stream, /v1/apps/socket and /mqtt and read /v1 (CORS), or "*" for any (then without credentials); empty allows herd's own origin only`)
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
@@ -229,6 +229,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.EventService = events
 	s.TicketService = sqldb.NewTicketService(m.DB)
 	s.Origins, _ = wsconn.ParseOrigins(m.Config.AllowedOrigins) // Validate read it
+	gw.CheckOrigin = s.Origins.Allows                           // /mqtt follows it too
 	m.Hub = stream.NewHub(events.Head)
 	m.Hub.Logger = m.Logger.With("component", "stream")
 	s.Stream = m.Hub
