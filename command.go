@@ -90,6 +90,11 @@ func (c *Command) Validate() error {
 	if err := json.Unmarshal(c.Args, &obj); err != nil {
 		return Errorf(EINVALID, "args must be a JSON object")
 	}
+	// The key is kept on the command row: text, as every field a store
+	// keeps (the API checks its header too, but not every caller is the API).
+	if err := CheckText("idempotency key", c.IdempotencyKey, MaxIdempotencyKeyLen); err != nil {
+		return err
+	}
 	if c.TTLSeconds == 0 {
 		c.TTLSeconds = int64(DefaultCommandTTL / time.Second)
 	}
