@@ -90,6 +90,11 @@ func (c *Command) Validate() error {
 	if err := json.Unmarshal(c.Args, &obj); err != nil {
 		return Errorf(EINVALID, "args must be a JSON object")
 	}
+	// The key is kept on the command row: text, as every field a store
+	// keeps (the API checks its header too, but not every caller is the API).
+	if err := CheckText("idempotency key", c.IdempotencyKey, MaxIdempotencyKeyLen); err != nil {
+		return err
+	}
 	if c.TTLSeconds == 0 {
 		c.TTLSeconds = int64(DefaultCommandTTL / time.Second)
 	}
@@ -121,8 +126,10 @@ type CommandService interface {
 // CommandQueue is what the gateway needs of the store to deliver commands.
 type CommandQueue interface {
 	// OpenCommands returns a device's commands waiting for delivery or an
-	// ack, unexpired, oldest first.
-	OpenCommands(ctx context.Context, deviceID int64) ([]*Command, error)
+	// ack, unexpired, oldest first. The tenant is the device's, as its
+	// credential authenticated it: the lookup states it, as every lookup
+	// by id does.
+	OpenCommands(ctx context.Context, tenantID, deviceID int64) ([]*Command, error)
 	// PendingCommands returns up to limit commands of online devices not
 	// yet delivered, created before before and unexpired, those expiring
 	// first first.

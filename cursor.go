@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"strconv"
 	"strings"
 )
 
@@ -21,6 +22,29 @@ const CursorKeySize = 32
 // cursorMACSize is how much of the HMAC-SHA256 a cursor carries: 128 bits,
 // which no client can guess, at 22 characters of URL.
 const cursorMACSize = 16
+
+// For returns the key that signs the cursors of one scope: the tenant and
+// the covering paths a query was answered within. A cursor carries the
+// first page's count and a position among that scope's rows, so it means
+// something only to a caller who sees the same rows: signed with its
+// scope's key, a cursor is refused by a caller of another tenant, or of
+// the same tenant with other grants, as one of another store is, and no
+// caller can make herd report another scope's count as theirs. The key of
+// a store without a key stays empty, and takes no cursor.
+func (k CursorKey) For(s Scope) CursorKey {
+	if len(k) == 0 {
+		return nil
+	}
+	h := hmac.New(sha256.New, k)
+	h.Write([]byte("scope\x00"))
+	h.Write([]byte(strconv.FormatInt(s.TenantID, 10)))
+	for _, p := range s.Paths {
+		// Paths hold digits and slashes only, so a NUL separates them.
+		h.Write([]byte{0})
+		h.Write([]byte(p))
+	}
+	return h.Sum(nil)
+}
 
 // sign returns payload with a dot and the MAC of kind and payload. kind
 // names what the cursor is for, so a cursor of one list can never be taken

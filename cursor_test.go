@@ -68,3 +68,28 @@ func flip(s string) string {
 	}
 	return string(c) + s[1:]
 }
+
+// TestCursorKey_For: a cursor signed for one scope is taken in that scope
+// only: another tenant, or other covering paths, refuse it.
+func TestCursorKey_For(t *testing.T) {
+	q := herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}}
+	scope := herd.Scope{TenantID: 1, Paths: []string{"/1/2/", "/1/5/"}}
+	cursor := q.EncodeCursor(testKey.For(scope), &herd.Device{ID: 9}, 120, false)
+	if c, err := q.DecodeCursor(testKey.For(herd.Scope{TenantID: 1, Paths: []string{"/1/2/", "/1/5/"}}), cursor); err != nil || c.Count != 120 {
+		t.Fatalf("the same scope: %+v, %v", c, err)
+	}
+	for name, other := range map[string]herd.Scope{
+		"ErrOtherTenant": {TenantID: 2, Paths: scope.Paths},
+		"ErrFewerPaths":  {TenantID: 1, Paths: []string{"/1/2/"}},
+		"ErrOtherPaths":  {TenantID: 1, Paths: []string{"/1/2/", "/1/6/"}},
+		"ErrJoinedPaths": {TenantID: 1, Paths: []string{"/1/2//1/5/"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := q.DecodeCursor(testKey.For(other), cursor)
+			mustFail(t, err, herd.EINVALIDCURSOR)
+		})
+	}
+	if len(herd.CursorKey(nil).For(scope)) != 0 {
+		t.Fatal("a store without a key got a key for a scope")
+	}
+}

@@ -528,7 +528,7 @@ func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error
 	}
 	payload, ok := key.verify(deviceCursorKind, s)
 	if !ok {
-		return nil, Errorf(EINVALIDCURSOR, "cursor was not issued by this store or was changed: page again from the first page")
+		return nil, Errorf(EINVALIDCURSOR, "cursor was not issued by this store to a caller with your grants, or was changed: page again from the first page")
 	}
 	buf, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {

@@ -16,6 +16,9 @@ const (
 	MaxModelLen    = 100  // device models
 	MaxFirmwareLen = 100  // device firmware versions
 	MaxURLLen      = 2048 // webhook URLs
+	// MaxIdempotencyKeyLen bounds an Idempotency-Key, kept with the answer
+	// it names and on the command it made.
+	MaxIdempotencyKeyLen = 255
 )
 
 // CheckText returns EINVALID naming field unless s is text every store can

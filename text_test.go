@@ -73,7 +73,8 @@ func FuzzValidateText(f *testing.F) {
 			map[string]int{"key": herd.MaxDeviceKey, "name": herd.MaxNameLen, "model": herd.MaxModelLen, "firmware": herd.MaxFirmwareLen})
 		w := &herd.Webhook{NodeID: 1, URL: hook, EventTypes: []string{kind}}
 		check("webhook", w.Validate(), map[string]string{"url": w.URL, "event_types[0]": kind}, map[string]int{"url": herd.MaxURLLen, "event_types[0]": 64})
-		c := &herd.Command{DeviceID: 1, Name: command, Args: []byte(`{"v":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(model) + `"}`)}
-		check("command", c.Validate(), map[string]string{"name": c.Name, "args": string(c.Args)}, map[string]int{"name": 64, "args": herd.MaxCommandArgs})
+		c := &herd.Command{DeviceID: 1, Name: command, Args: []byte(`{"v":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(model) + `"}`), IdempotencyKey: key}
+		check("command", c.Validate(), map[string]string{"name": c.Name, "args": string(c.Args), "idempotency key": c.IdempotencyKey},
+			map[string]int{"name": 64, "args": herd.MaxCommandArgs, "idempotency key": herd.MaxIdempotencyKeyLen})
 	})
 }

@@ -100,6 +100,67 @@ func TestDeviceCursor_Forged(t *testing.T) {
 	})
 }
 
+// TestDeviceCursor_OtherCaller: a cursor is bound to the scope it was
+// issued in. Replayed by a user with other grants in the same tenant, or
+// by a user of another tenant, it is 400 invalid_cursor, not a page that
+// reports the first caller's count as the replayer's.
+func TestDeviceCursor_OtherCaller(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		e := mustOpenServer(t, db)
+		f := e.mustCreateFleet()
+		ctx := context.Background()
+		other := &herd.Tenant{Name: "globex"}
+		if err := e.admin.CreateTenant(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		var ds []*herd.Device
+		for i := range 3 {
+			ds = append(ds, &herd.Device{NodeID: other.RootNodeID, Key: fmt.Sprintf("globex-%d", i)})
+		}
+		carol := &herd.User{TenantID: other.ID, Name: "carol"}
+		if err := e.admin.CreateDevices(ctx, ds); err != nil {
+			t.Fatal(err)
+		} else if err := e.admin.CreateUser(ctx, carol); err != nil {
+			t.Fatal(err)
+		} else if err := e.admin.CreateGrant(ctx, &herd.Grant{UserID: carol.ID, NodeID: other.RootNodeID, Role: herd.RoleAdmin}); err != nil {
+			t.Fatal(err)
+		}
+		carolToken, err := e.admin.CreateToken(ctx, carol.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := func(secret, cursor string) response {
+			return e.do("GET", "/v1/devices?limit=2&sort=id&cursor="+url.QueryEscape(cursor), secret, nil)
+		}
+		// alice sees north's five devices; bob n1's three; carol globex's three.
+		r := page(f.aliceToken.Secret, "")
+		r.wantStatus(t, http.StatusOK)
+		var first herd.DevicePage
+		r.decode(t, &first)
+		if first.Count != 5 || first.NextCursor == "" {
+			t.Fatalf("alice's first page: %s", r.Body)
+		}
+		t.Run("OK", func(t *testing.T) {
+			r := page(f.aliceToken.Secret, first.NextCursor)
+			r.wantStatus(t, http.StatusOK)
+			var p herd.DevicePage
+			r.decode(t, &p)
+			if p.Count != 5 || len(p.Items) != 2 {
+				t.Fatalf("alice's second page: %s", r.Body)
+			}
+		})
+		for name, secret := range map[string]string{
+			"ErrOtherGrants": f.bobToken.Secret,
+			"ErrOtherTenant": carolToken.Secret,
+		} {
+			t.Run(name, func(t *testing.T) {
+				page(secret, first.NextCursor).wantError(t, http.StatusBadRequest, herd.EINVALIDCURSOR)
+			})
+		}
+	})
+}
+
 // cursorHelperEnv names the store a helper process serves.
 const cursorHelperEnv = "HERD_TEST_CURSOR_HELPER_DSN"
 

@@ -22,7 +22,16 @@ type limiter struct {
 	mu      sync.Mutex
 	rate    rate.Limit
 	burst   int
-	buckets map[int64]*bucket
+	buckets map[tokenKey]*bucket
+}
+
+// tokenKey names a token's bucket. Super-admin tokens and users' tokens
+// are counted in two tables (admin_tokens and tokens), so their ids meet:
+// keyed by id alone, a super-admin's requests would spend a user's bucket,
+// and a user's the super-admin's.
+type tokenKey struct {
+	super bool
+	id    int64
 }
 
 type bucket struct {
@@ -31,11 +40,11 @@ type bucket struct {
 }
 
 func newLimiter(perSecond float64, burst int) *limiter {
-	return &limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[int64]*bucket{}}
+	return &limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[tokenKey]*bucket{}}
 }
 
 // allow takes a request from the token's bucket, or says how long to wait.
-func (l *limiter) allow(token int64, now time.Time) (bool, time.Duration) {
+func (l *limiter) allow(token tokenKey, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.buckets[token]
@@ -67,7 +76,7 @@ func (s *Server) limited(w http.ResponseWriter, r *http.Request, a *herd.Actor) 
 	if s.limits == nil {
 		return false
 	}
-	ok, wait := s.limits.allow(a.TokenID, time.Now())
+	ok, wait := s.limits.allow(tokenKey{super: a.Super, id: a.TokenID}, time.Now())
 	if ok {
 		return false
 	}

@@ -569,6 +569,49 @@ func TestServer_RateLimit(t *testing.T) {
 	}
 }
 
+// TestServer_RateLimitByTokenKind: a super-admin's token and a user's token
+// with the same id (they are counted in two tables) have a bucket each: the
+// super-admin over its rate does not hold the user back.
+func TestServer_RateLimitByTokenKind(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		e := mustOpenServer(t, db, func(s *httpapi.Server) { s.RateLimit, s.RateBurst = 0.001, 2 })
+		// Made in the store, not through the API, whose requests would
+		// spend the buckets.
+		ctx := context.Background()
+		super := herd.NewContextWithActor(ctx, &herd.Actor{Super: true})
+		tenant := &herd.Tenant{Name: "acme"}
+		if err := sqldb.NewTenantService(db).CreateTenant(super, tenant); err != nil {
+			t.Fatal(err)
+		}
+		users := sqldb.NewUserService(db)
+		u := &herd.User{TenantID: tenant.ID, Name: "alice"}
+		if err := users.CreateUser(super, u); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := users.CreateToken(super, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin, err := users.Authenticate(ctx, adminSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if admin.TokenID != tok.ID {
+			t.Fatalf("the super-admin's token is %d, the user's %d: the test needs the same id", admin.TokenID, tok.ID)
+		}
+		path := fmt.Sprintf("/v1/tenants/%d", tenant.ID)
+		for i := 0; ; i++ {
+			if r := e.do("GET", path, adminSecret, nil); r.Status == http.StatusTooManyRequests {
+				break
+			} else if i == 10 {
+				t.Fatal("10 requests within a burst of 2: none refused")
+			}
+		}
+		e.do("GET", path, tok.Secret, nil).wantStatus(t, http.StatusOK)
+	})
+}
+
 // TestServer_IDSpaceExhausted: when a table of herd's own runs out of ids,
 // the API answers 503 id_space_exhausted, never 409.
 func TestServer_IDSpaceExhausted(t *testing.T) {

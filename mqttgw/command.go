@@ -66,10 +66,10 @@ func (g *Gateway) sendCommand(c *herd.Command) {
 }
 
 // deliverOpen sends a device all its open commands.
-func (g *Gateway) deliverOpen(deviceID int64) {
+func (g *Gateway) deliverOpen(tenantID, deviceID int64) {
 	ctx, cancel := context.WithTimeout(g.baseCtx, 10*time.Second)
 	defer cancel()
-	cs, err := g.Commands.OpenCommands(ctx, deviceID)
+	cs, err := g.Commands.OpenCommands(ctx, tenantID, deviceID)
 	if err != nil {
 		g.Logger.Warn("open commands not read; they go when the device subscribes again", "device", deviceID, "err", err)
 		return
@@ -167,7 +167,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	for i, f := range pk.Filters {
 		if f.Filter == want && i < len(reasonCodes) && reasonCodes[i] < 0x80 {
 			if s, ok := g.session(cl.ID); ok && s.link.cl == cl {
-				g.work.start(func() { g.deliverOpen(s.deviceID) })
+				g.work.start(func() { g.deliverOpen(s.tenantID, s.deviceID) })
 			}
 			return
 		}

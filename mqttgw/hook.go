@@ -115,7 +115,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// does not subscribe again: its open commands go now.
 	if g.Commands != nil {
 		if _, subscribed := cl.State.Subscriptions.Get("devices/" + cl.ID + "/" + topicCommands); subscribed {
-			g.work.start(func() { g.deliverOpen(s.deviceID) })
+			g.work.start(func() { g.deliverOpen(s.tenantID, s.deviceID) })
 		}
 	}
 }

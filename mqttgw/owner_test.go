@@ -25,7 +25,7 @@ type stuckQueue struct {
 	once      sync.Once
 }
 
-func (q *stuckQueue) OpenCommands(ctx context.Context, deviceID int64) ([]*herd.Command, error) {
+func (q *stuckQueue) OpenCommands(ctx context.Context, tenantID, deviceID int64) ([]*herd.Command, error) {
 	select {
 	case q.entered <- struct{}{}:
 	default:

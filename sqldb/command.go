@@ -176,10 +176,10 @@ func scanCommands(rows *sql.Rows) ([]*herd.Command, error) {
 }
 
 // OpenCommands implements herd.CommandQueue.
-func (s *CommandService) OpenCommands(ctx context.Context, deviceID int64) (_ []*herd.Command, err error) {
+func (s *CommandService) OpenCommands(ctx context.Context, tenantID, deviceID int64) (_ []*herd.Command, err error) {
 	defer wrapOp("sqldb.OpenCommands", &err)
-	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.device_id = ? AND c.status IN ('pending', 'delivered') AND c.expires_at > ? ORDER BY c.id`),
-		deviceID, s.db.Now().UnixMilli())
+	rows, err := s.db.readPool().QueryContext(ctx, s.db.rebind(commandSelect+` WHERE c.device_id = ? AND c.tenant_id = ? AND c.status IN ('pending', 'delivered') AND c.expires_at > ? ORDER BY c.id`),
+		deviceID, tenantID, s.db.Now().UnixMilli())
 	if err != nil {
 		return nil, err
 	}

@@ -68,7 +68,7 @@ func TestCommands_FollowTheirDevice(t *testing.T) {
 					t.Fatalf("listed command %+v, want it at %s", l, path)
 				}
 			}
-			open, err := svc.OpenCommands(ctx, dev.ID)
+			open, err := svc.OpenCommands(ctx, dev.TenantID, dev.ID)
 			mustOK(t, err)
 			for _, o := range open {
 				if o.Path != path {

@@ -69,7 +69,7 @@ func TestCommands(t *testing.T) {
 			t.Fatalf("viewer reads: %v, %v", got, err)
 		}
 
-		open, err := svc.OpenCommands(ctx, ds[0].ID)
+		open, err := svc.OpenCommands(ctx, ds[0].TenantID, ds[0].ID)
 		if err != nil || len(open) != 1 {
 			t.Fatalf("open %v, %v", open, err)
 		}

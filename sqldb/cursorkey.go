@@ -36,13 +36,15 @@ func (db *DB) loadCursorKey(ctx context.Context) error {
 }
 
 // openCursor checks and decodes the cursor a client sent with q into
-// q.After. A query built in process with After set and no Cursor is
+// q.After. The cursor must have been issued within the same scope (see
+// herd.CursorKey.For): the caller's tenant and grants are part of what it
+// is signed for. A query built in process with After set and no Cursor is
 // taken as it is.
-func (db *DB) openCursor(q *herd.DeviceQuery) error {
+func (db *DB) openCursor(q *herd.DeviceQuery, scope herd.Scope) error {
 	if q.Cursor == "" {
 		return nil
 	}
-	after, err := q.DecodeCursor(db.cursorKey, q.Cursor)
+	after, err := q.DecodeCursor(db.cursorKey.For(scope), q.Cursor)
 	if err != nil {
 		return err
 	}

@@ -19,8 +19,6 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	}
 	if err := q.Normalize(); err != nil {
 		return nil, err
-	} else if err := s.db.openCursor(&q); err != nil {
-		return nil, err
 	}
 	tx, err := s.db.beginRead(ctx)
 	if err != nil {
@@ -30,6 +28,8 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 
 	scope, err := tx.queryScope(ctx, a, q)
 	if err != nil {
+		return nil, err
+	} else if err := s.db.openCursor(&q, scope); err != nil {
 		return nil, err
 	}
 	page := &herd.DevicePage{Items: []*herd.Device{}}
@@ -141,7 +141,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	page.Count, page.CountCapped = count, capped
 	if len(page.Items) > q.Limit {
 		page.Items = page.Items[:q.Limit]
-		page.NextCursor = q.EncodeCursor(s.db.cursorKey, page.Items[q.Limit-1], page.Count, page.CountCapped)
+		page.NextCursor = q.EncodeCursor(s.db.cursorKey.For(scope), page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
 	return page, nil
 }

@@ -14,7 +14,8 @@ import (
 // tenant A, is not found, by every service (tenants, nodes, devices, users
 // and tokens, grants, commands, webhooks and their deliveries, device
 // credentials, events), and changes nothing of B; every such lookup states
-// the tenant in its SQL; and A's scoped query never returns B's devices,
+// the tenant in its SQL, the gateway's read of a device's open commands
+// too; and A's scoped query never returns B's devices,
 // whatever the filters. (The apps feed is named by token id:
 // appsocket.TestAppSocket_NewTokenDoesNotInheritFeed; ids given out again
 // are TestIDsNeverReused.)
@@ -153,6 +154,20 @@ func TestTenantIsolation(t *testing.T) {
 			}
 			for _, q := range unscoped {
 				t.Errorf("a lookup by id for a user does not state the tenant: %s", q)
+			}
+		})
+		t.Run("CommandQueueStatesTheTenant", func(t *testing.T) {
+			// The gateway reads a device's open commands in the tenant its
+			// credential authenticated: another tenant gets none of them.
+			open, err := cmds.OpenCommands(t.Context(), a.ID, bDevs[0].ID)
+			mustOK(t, err)
+			if len(open) != 0 {
+				t.Fatalf("B's device's open commands read in tenant A: %+v", open)
+			}
+			open, err = cmds.OpenCommands(t.Context(), b.ID, bDevs[0].ID)
+			mustOK(t, err)
+			if len(open) != 1 || open[0].ID != bCmd.ID {
+				t.Fatalf("B's device's open commands: %+v, want command %d", open, bCmd.ID)
 			}
 		})
 		t.Run("OKQueryNeverReturnsOtherTenant", func(t *testing.T) {

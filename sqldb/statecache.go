@@ -393,7 +393,7 @@ func (s *DeviceService) queryCached(ctx context.Context, tx *Tx, tc *tenantCache
 	if len(hits) > q.Limit {
 		hits = hits[:q.Limit]
 		last := hits[len(hits)-1]
-		page.NextCursor = q.EncodeCursorAt(s.db.cursorKey, herd.DeviceCursor{Null: last.Null, Value: last.Value, ID: last.ID, Count: page.Count, CountCapped: page.CountCapped})
+		page.NextCursor = q.EncodeCursorAt(s.db.cursorKey.For(scope), herd.DeviceCursor{Null: last.Null, Value: last.Value, ID: last.ID, Count: page.Count, CountCapped: page.CountCapped})
 	}
 	// One page of ids, in as few statements as the parameter guard allows.
 	per := herd.MaxQueryParams - len(args)
