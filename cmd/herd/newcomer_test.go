@@ -145,6 +145,11 @@ func TestServe_ErrStoreScheme(t *testing.T) {
 		{"postgres:db", "want a URL such as postgres://"},
 		{"sqlite://host/x.db", "not a URL with a host"},
 		{"sqlite:", "names no file"},
+		// The store would cut these at "?" and open herd's own pragmas:
+		// parameters the user asked for must not vanish without a word.
+		{"file:x.db?_pragma=journal_mode(DELETE)", `without "?" or "#"`},
+		{"sqlite:x.db?mode=ro", `without "?" or "#"`},
+		{"x.db?_pragma=busy_timeout(1)", `without "?" or "#"`},
 	} {
 		t.Run(tt.store, func(t *testing.T) {
 			t.Parallel()
@@ -185,6 +190,7 @@ func TestMain_StoreSchemes(t *testing.T) {
 		{"Path", filepath.Join(dir, "plain.db"), "sqlite", "plain.db"},
 		{"SQLitePrefix", "sqlite:" + filepath.Join(dir, "prefixed.db"), "sqlite", "prefixed.db"},
 		{"SQLiteAbsoluteURL", "sqlite://" + filepath.Join(dir, "url.db"), "sqlite", "url.db"},
+		{"FilePrefix", "file:" + filepath.Join(dir, "file.db"), "sqlite", "file.db"},
 		{"Postgres", "postgres", "postgres", ""},
 		{"PostgresUpper", "Postgres", "postgres", ""},
 		{"PostgreSQL", "postgresql", "postgres", ""},
