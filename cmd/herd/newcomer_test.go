@@ -319,3 +319,27 @@ func TestSimulate_InterruptSummary(t *testing.T) {
 		t.Fatalf("summary after SIGINT %q, want it to start %q (the last progress line said connected=%s)", stdout.String(), want, last)
 	}
 }
+
+// TestServe_ErrBadAdminTokenLeavesNoStore: a HERD_ADMIN_TOKEN that cannot
+// be a token is refused before the store is touched, so a first start that
+// fails on it leaves no ./herd-data (a store without any admin token) behind.
+func TestServe_ErrBadAdminTokenLeavesNoStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := herdCommand(t, "serve")
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), execMainEnv+"=1", "HERD_HTTP_ADDR=127.0.0.1:0", "HERD_MQTT_ADDR=off", AdminTokenEnv+"=secret")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if code := exitCode(t, cmd.Run()); code != 1 {
+		t.Fatalf("herd serve with %s=secret: exit code %d, want 1: %s", AdminTokenEnv, code, stderr.String())
+	}
+	for _, want := range []string{AdminTokenEnv + ` must start with "herd_"`, "nothing was written"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q: %s", want, stderr.String())
+		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		t.Errorf("a start refused for its token left %v behind", left)
+	}
+}

@@ -136,8 +136,12 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Logger = slog.New(slog.NewTextHandler(m.Stderr, opts))
 	}
 
-	// The addresses first: a start that cannot listen leaves no store
-	// behind, and no generated token printed for nothing.
+	// What can be checked without the store is checked first: a start that
+	// fails leaves no store behind (a bad admin token would leave one
+	// without a token), and no generated token printed for nothing.
+	if want := m.Getenv(AdminTokenEnv); want != "" && !herd.IsTokenSecret(want) {
+		return fmt.Errorf("%s must start with %q and carry at least 21 more characters; nothing was written", AdminTokenEnv, herd.TokenPrefix)
+	}
 	var err error
 	if m.ports, err = reservePorts(m.Config); err != nil {
 		return err
