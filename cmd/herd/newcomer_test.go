@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -341,5 +343,40 @@ func TestServe_ErrBadAdminTokenLeavesNoStore(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) > 0 {
 		t.Errorf("a start refused for its token left %v behind", left)
+	}
+}
+
+// TestServe_ServesOnReservedPorts: the listeners bound before the store
+// opens are the ones the servers serve on. Closing them and listening
+// again would leave a window, after the store was opened and a token
+// printed, in which another process could take the port.
+func TestServe_ServesOnReservedPorts(t *testing.T) {
+	t.Parallel()
+	m := NewMain()
+	m.Getenv = func(k string) string {
+		if k == AdminTokenEnv {
+			return testAdminToken
+		}
+		return ""
+	}
+	m.Stderr = io.Discard
+	var reserved []string
+	m.listen = func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err == nil {
+			reserved = append(reserved, ln.Addr().String())
+		}
+		return ln, err
+	}
+	if err := m.ParseFlags(t.Context(), []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	got := []string{m.HTTPServer.ListenAddr(), m.Gateway.TCPAddr().String()}
+	if !slices.Equal(got, reserved) {
+		t.Fatalf("herd serves HTTP and MQTT on %v; it reserved %v before opening the store", got, reserved)
 	}
 }
