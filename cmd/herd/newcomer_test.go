@@ -244,6 +244,24 @@ func TestClientCommands_Env(t *testing.T) {
 			t.Fatalf("simulate did not provision through $%s:\nstdout %s\nstderr %s", URLEnv, stdout.String(), stderr.String())
 		}
 	})
+	t.Run("simulateBrokerOnAPIHost", func(t *testing.T) {
+		// The devices provisioned through $HERD_URL connect to the broker
+		// of that herd, on its host, not to one on 127.0.0.1.
+		t.Parallel()
+		_, port, _ := net.SplitHostPort(m.HTTPServer.ListenAddr())
+		cmd := herdCommand(t, "simulate", "--node", strconv.FormatInt(ten.RootNodeID, 10), "--devices", "2", "--rate", "0", "--duration", "10ms")
+		cmd.Env = append(cleanEnv(), execMainEnv+"=1", "HERD_MQTT_ADDR="+m.Gateway.TCPAddr().String(),
+			URLEnv+"=http://localhost:"+port, TokenEnv+"="+testAdminToken)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if code := exitCode(t, cmd.Run()); code != 0 {
+			t.Fatalf("exit code %d: %s", code, stderr.String())
+		}
+		_, mqttPort, _ := net.SplitHostPort(m.Gateway.TCPAddr().String())
+		if want := "against tcp://localhost:" + mqttPort; !strings.Contains(stderr.String(), want) || !strings.Contains(stdout.String(), "devices 2  connected 2") {
+			t.Fatalf("simulate did not connect to the broker of $%s's host (%q):\nstdout %s\nstderr %s", URLEnv, want, stdout.String(), stderr.String())
+		}
+	})
 	t.Run("watch", func(t *testing.T) {
 		t.Parallel()
 		cmd := herdCommand(t, "watch", "--tenant", strconv.FormatInt(ten.ID, 10))
