@@ -398,3 +398,30 @@ func TestServe_ServesOnReservedPorts(t *testing.T) {
 		t.Fatalf("herd serves HTTP and MQTT on %v; it reserved %v before opening the store", got, reserved)
 	}
 }
+
+// TestBench_PostgresURL: herd bench reads --postgres as herd serve reads
+// --store, the scheme in any case, and refuses what is not PostgreSQL; a
+// Postgres:// URL used to be benchmarked as a SQLite file named after it.
+func TestBench_PostgresURL(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		url, want string
+		code      int
+	}{
+		// Read as PostgreSQL: the run stops at its check of the schema.
+		{"Postgres://postgres@127.0.0.1:1/test?search_path=public", "needs search_path=herd_", 1},
+		{"mysql://root@127.0.0.1:3306/test", "--postgres mysql://", 2},
+		{"bench.db", "not a PostgreSQL URL", 2},
+	} {
+		cmd := herdCommand(t, "bench", "doctor", "--postgres", tt.url)
+		cmd.Dir = t.TempDir()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if code := exitCode(t, cmd.Run()); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("herd bench doctor --postgres %s: exit %d, want %d and %q: %s", tt.url, code, tt.code, tt.want, stderr.String())
+		}
+		if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
+			t.Errorf("--postgres %s left %v behind", tt.url, left)
+		}
+	}
+}
