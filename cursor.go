@@ -61,7 +61,10 @@ func (k CursorKey) verify(kind, s string) (string, bool) {
 	if len(k) == 0 || i < 0 {
 		return "", false
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(s[i+1:])
+	// Strict: the last character of 16 bytes in base64 carries 2 bits and
+	// 4 unused ones, which a lenient decoder ignores, so four spellings of
+	// one signature would pass. A cursor has one spelling.
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(s[i+1:])
 	if err != nil || len(mac) != cursorMACSize {
 		return "", false
 	}

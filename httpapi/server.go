@@ -42,6 +42,11 @@ type Server struct {
 	// Addr is the TCP address to listen on; ":0" picks a free port, which
 	// URL reports after Open.
 	Addr string
+	// Listener, when set, is served instead of listening on Addr: a
+	// process that bound its address early (to fail before it does any
+	// work) hands it over without letting go of the port in between.
+	// Close closes it.
+	Listener net.Listener
 	// Logger receives one structured line per request and the causes of
 	// internal errors.
 	Logger *slog.Logger
@@ -141,9 +146,12 @@ func (s *Server) Open() error {
 	if s.RateLimit > 0 {
 		s.limits = newLimiter(s.RateLimit, max(s.RateBurst, 1))
 	}
-	ln, err := net.Listen("tcp", s.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.Addr, err)
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", s.Addr, err)
+		}
 	}
 	s.ln = ln
 	s.server = &http.Server{

@@ -92,7 +92,12 @@ const (
 type Gateway struct {
 	// Addr is the TCP listen address; empty means no TCP listener (the
 	// WebSocket endpoint still works).
-	Addr        string
+	Addr string
+	// Listener, when set, is the TCP listener instead of one on Addr: a
+	// process that bound its address early (to fail before it does any
+	// work) hands it over without letting go of the port in between.
+	// Close closes it.
+	Listener    net.Listener
 	Credentials herd.CredentialService
 	Ingest      herd.IngestService
 	Logger      *slog.Logger
@@ -285,10 +290,12 @@ func (g *Gateway) Open() (err error) {
 	if err := g.server.AddListener(g.ws); err != nil {
 		return err
 	}
-	if g.Addr != "" {
-		ln, err := net.Listen("tcp", g.Addr)
-		if err != nil {
-			return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
+	if ln := g.Listener; ln != nil || g.Addr != "" {
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", g.Addr); err != nil {
+				return fmt.Errorf("mqttgw: listen %s: %w", g.Addr, err)
+			}
 		}
 		g.tcp = &tcpListener{id: "tcp", ln: ln, stop: make(chan struct{}), conns: &g.conns, log: g.Logger, onBack: g.metrics.acceptBackoffs.Inc, onEnd: g.connEnded}
 		if err := g.server.AddListener(g.tcp); err != nil {

@@ -104,7 +104,7 @@ func TestQueryDevices_ClusteredFleet(t *testing.T) {
 		for _, user := range users {
 			ctx := f.as(t, m.secrets[user])
 			inScope := len(m.oracle(user, herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}}))
-			for _, sort := range []string{"id", "-id", "last_seen", "-created_at"} {
+			for _, sort := range []string{"id", "-id", "last_seen", "-last_seen", "-created_at"} {
 				for _, limit := range []int{1, 10, 50} {
 					for _, filters := range filterSets {
 						v := url.Values{"sort": {sort}, "limit": {strconv.Itoa(limit)}, "filter": filters}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/herd-iot/herd/bench"
 	"github.com/herd-iot/herd/seed"
+	"github.com/herd-iot/herd/sqldb"
 )
 
 // runBench runs `herd bench <scenario>`.
@@ -63,6 +65,9 @@ func runBenchRelay(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkBenchPostgres(pg); err != nil {
+		return err
+	}
 	if *events < 100 || *tenants < 1 || *tenants > 1000 {
 		return &usageError{msg: "--events must be 100 or more and --tenants from 1 to 1,000"}
 	}
@@ -85,6 +90,9 @@ func runBenchWebhook(ctx context.Context, args []string, stdout, stderr io.Write
 	devices := fs.Int("devices", 100, "devices sharing the rate")
 	markdown := fs.String("markdown", "", "also write the result table in Markdown to this file")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkBenchPostgres(pg); err != nil {
 		return err
 	}
 	if *rate < 1 || *rate > 20000 || *devices < 1 || *devices > 10000 || *rate/float64(*devices) > 1000 {
@@ -170,6 +178,9 @@ func runBenchIngest(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkBenchPostgres(pg); err != nil {
+		return err
+	}
 	var sizes []int
 	for _, f := range strings.Split(*devicesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -216,6 +227,9 @@ func runBenchScoped(ctx context.Context, args []string, stdout, stderr io.Writer
 	smallPages := fs.Int("small-pages", def.SmallPages, "first pages timed per limit for a small scope at each end of the id order (0: none)")
 	markdown := fs.String("markdown", "", "also write the result tables in Markdown to this file")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkBenchPostgres(pg); err != nil {
 		return err
 	}
 	shape, err := seed.ParseShape(*shapeFlag)
@@ -287,6 +301,9 @@ func runBenchDoctor(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkBenchPostgres(pg); err != nil {
+		return err
+	}
 	if *my == "" && *pg == "" {
 		return &usageError{msg: "bench doctor needs --mysql, --postgres, or both"}
 	}
@@ -313,4 +330,22 @@ func emitMarkdown(stdout io.Writer, path, md string, runErr error) error {
 		return err
 	}
 	return runErr
+}
+
+// checkBenchPostgres reads --postgres as herd serve reads --store: the
+// scheme in any case. Anything but a PostgreSQL URL is refused; it used to
+// be taken for a SQLite file named after the URL.
+func checkBenchPostgres(pg *string) error {
+	if *pg == "" {
+		return nil
+	}
+	dsn, err := normalizeStore(*pg)
+	if err == nil && !sqldb.IsPostgresDSN(dsn) {
+		err = errors.New("not a PostgreSQL URL")
+	}
+	if err != nil {
+		return &usageError{msg: fmt.Sprintf("--postgres %s: %v: want postgres://user@host:5432/db?…", redactDSN(*pg), err)}
+	}
+	*pg = dsn
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"net"
+	"net/url"
 	"strings"
 )
 
@@ -28,17 +29,22 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) (api, token *stri
 	return api, token
 }
 
-// defaultBroker is the MQTT broker of a herd on this machine: on the port
-// of $HERD_MQTT_ADDR, the variable that moves herd serve's listener, so a
-// shell that moved it for the server reaches it from the simulator too.
-func defaultBroker(getenv func(string) string) string {
-	port := "1883"
+// defaultBroker is the MQTT broker of the herd at api: on its host (the
+// devices provisioned there connect there, not to whatever broker this
+// machine runs), on the port of $HERD_MQTT_ADDR, the variable that moves
+// herd serve's listener, so a shell that moved it for the server reaches
+// it from the simulator too.
+func defaultBroker(getenv func(string) string, api string) string {
+	host, port := "127.0.0.1", "1883"
+	if u, err := url.Parse(api); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
 	if addr := getenv(envName("mqtt-addr")); addr != "" && addr != "off" {
 		if _, p, err := net.SplitHostPort(addr); err == nil && p != "" && p != "0" {
 			port = p
 		}
 	}
-	return "tcp://127.0.0.1:" + port
+	return "tcp://" + net.JoinHostPort(host, port)
 }
 
 // multiFlag collects a repeated flag.

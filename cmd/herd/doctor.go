@@ -82,7 +82,22 @@ func openDoctorDB(ctx context.Context, cmd, dsn string) (*sql.DB, idguard.Dialec
 // (herd.db in the data dir, as `herd serve --data-dir` makes it), and says
 // so plainly when there is none: SQLite would fail on a directory with
 // words that do not say what to give instead.
+//
+// A URL's scheme is read in any case, as URLs allow, and mariadb:// is
+// MySQL's: idguard knows the lower-case names only, and took anything else
+// for a SQLite file ("cannot reach the sqlite database" for Postgres://).
 func doctorDSN(dsn string) (string, error) {
+	if m := schemeRE.FindStringSubmatch(dsn); m != nil {
+		switch scheme, rest := strings.ToLower(m[1]), dsn[len(m[0]):]; scheme {
+		case "postgres", "postgresql", "mysql":
+			return scheme + ":" + rest, nil
+		case "mariadb":
+			return "mysql:" + rest, nil
+		case "sqlite", "file":
+		default:
+			return "", fmt.Errorf("unknown scheme %q: want mysql://, mariadb://, postgres://, postgresql://, a SQLite file or a herd data dir", m[1])
+		}
+	}
 	if strings.Contains(dsn, "://") {
 		return dsn, nil
 	}
@@ -143,7 +158,7 @@ func runDoctorIDs(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fs := flag.NewFlagSet("herd doctor ids", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dsn := fs.String("dsn", "", "database: mysql://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), a SQLite file, or a herd data dir")
+	dsn := fs.String("dsn", "", "database: mysql:// or mariadb://user:pass@host:3306/db (MySQL, MariaDB), postgres://… (PostgreSQL; its search_path's schema), a SQLite file, or a herd data dir; the scheme in any case")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	warn, crit := 0.70, 0.85
 	fs.Var(percentFlag{&warn}, "warn", "share of an id range from which to warn (exit 1)")

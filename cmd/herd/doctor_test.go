@@ -230,3 +230,36 @@ func TestDoctorWiden_KilledBeforeRename(t *testing.T) {
 		t.Fatalf("off a terminal the copy drew %q", errs)
 	}
 }
+
+// TestDoctorIDs_SchemeInAnyCase: a DSN's scheme is read in any case and
+// mariadb:// is MySQL's; it used to be taken for a SQLite file name
+// ("cannot reach the sqlite database", exit 3) without the database ever
+// being asked. An unknown scheme is refused, naming the ones there are.
+func TestDoctorIDs_SchemeInAnyCase(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.PostgresSchemaDSN(t)
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE orders (id serial PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, scheme := range []string{"Postgres", "POSTGRESQL"} {
+		upper := scheme + strings.TrimPrefix(dsn, "postgres")
+		if code, out, errs := runDoctorCmd(t, "--dsn", upper); code != 0 || !strings.Contains(out, "orders") {
+			t.Errorf("--dsn %s://…: exit %d, want 0 and the orders table\n%s%s", scheme, code, out, errs)
+		}
+	}
+	if mysqlDSN := os.Getenv("HERD_TEST_MYSQL_DSN"); mysqlDSN != "" {
+		maria := "MariaDB" + strings.TrimPrefix(mysqlDSN, "mysql")
+		if code, out, errs := runDoctorCmd(t, "--dsn", maria); code == 3 || strings.Contains(errs, "sqlite") {
+			t.Errorf("--dsn MariaDB://…: exit %d, read as SQLite?\n%s%s", code, out, errs)
+		}
+	}
+	code, _, errs := runDoctorCmd(t, "--dsn", "mongodb://127.0.0.1/db")
+	if code != 3 || !strings.Contains(errs, `unknown scheme "mongodb"`) {
+		t.Errorf("--dsn mongodb://…: exit %d, want 3 naming the scheme: %s", code, errs)
+	}
+}

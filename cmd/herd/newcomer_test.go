@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -145,6 +147,11 @@ func TestServe_ErrStoreScheme(t *testing.T) {
 		{"postgres:db", "want a URL such as postgres://"},
 		{"sqlite://host/x.db", "not a URL with a host"},
 		{"sqlite:", "names no file"},
+		// The store would cut these at "?" and open herd's own pragmas:
+		// parameters the user asked for must not vanish without a word.
+		{"file:x.db?_pragma=journal_mode(DELETE)", `without "?" or "#"`},
+		{"sqlite:x.db?mode=ro", `without "?" or "#"`},
+		{"x.db?_pragma=busy_timeout(1)", `without "?" or "#"`},
 	} {
 		t.Run(tt.store, func(t *testing.T) {
 			t.Parallel()
@@ -185,6 +192,7 @@ func TestMain_StoreSchemes(t *testing.T) {
 		{"Path", filepath.Join(dir, "plain.db"), "sqlite", "plain.db"},
 		{"SQLitePrefix", "sqlite:" + filepath.Join(dir, "prefixed.db"), "sqlite", "prefixed.db"},
 		{"SQLiteAbsoluteURL", "sqlite://" + filepath.Join(dir, "url.db"), "sqlite", "url.db"},
+		{"FilePrefix", "file:" + filepath.Join(dir, "file.db"), "sqlite", "file.db"},
 		{"Postgres", "postgres", "postgres", ""},
 		{"PostgresUpper", "Postgres", "postgres", ""},
 		{"PostgreSQL", "postgresql", "postgres", ""},
@@ -234,6 +242,24 @@ func TestClientCommands_Env(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), "devices created: 2/2") || !strings.Contains(stdout.String(), "devices 2  connected 2") {
 			t.Fatalf("simulate did not provision through $%s:\nstdout %s\nstderr %s", URLEnv, stdout.String(), stderr.String())
+		}
+	})
+	t.Run("simulateBrokerOnAPIHost", func(t *testing.T) {
+		// The devices provisioned through $HERD_URL connect to the broker
+		// of that herd, on its host, not to one on 127.0.0.1.
+		t.Parallel()
+		_, port, _ := net.SplitHostPort(m.HTTPServer.ListenAddr())
+		cmd := herdCommand(t, "simulate", "--node", strconv.FormatInt(ten.RootNodeID, 10), "--devices", "2", "--rate", "0", "--duration", "10ms")
+		cmd.Env = append(cleanEnv(), execMainEnv+"=1", "HERD_MQTT_ADDR="+m.Gateway.TCPAddr().String(),
+			URLEnv+"=http://localhost:"+port, TokenEnv+"="+testAdminToken)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if code := exitCode(t, cmd.Run()); code != 0 {
+			t.Fatalf("exit code %d: %s", code, stderr.String())
+		}
+		_, mqttPort, _ := net.SplitHostPort(m.Gateway.TCPAddr().String())
+		if want := "against tcp://localhost:" + mqttPort; !strings.Contains(stderr.String(), want) || !strings.Contains(stdout.String(), "devices 2  connected 2") {
+			t.Fatalf("simulate did not connect to the broker of $%s's host (%q):\nstdout %s\nstderr %s", URLEnv, want, stdout.String(), stderr.String())
 		}
 	})
 	t.Run("watch", func(t *testing.T) {
@@ -311,5 +337,91 @@ func TestSimulate_InterruptSummary(t *testing.T) {
 	want := fmt.Sprintf("devices %d  connected %d ", n, n)
 	if !strings.HasPrefix(stdout.String(), want) {
 		t.Fatalf("summary after SIGINT %q, want it to start %q (the last progress line said connected=%s)", stdout.String(), want, last)
+	}
+}
+
+// TestServe_ErrBadAdminTokenLeavesNoStore: a HERD_ADMIN_TOKEN that cannot
+// be a token is refused before the store is touched, so a first start that
+// fails on it leaves no ./herd-data (a store without any admin token) behind.
+func TestServe_ErrBadAdminTokenLeavesNoStore(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cmd := herdCommand(t, "serve")
+	cmd.Dir = dir
+	cmd.Env = append(cleanEnv(), execMainEnv+"=1", "HERD_HTTP_ADDR=127.0.0.1:0", "HERD_MQTT_ADDR=off", AdminTokenEnv+"=secret")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if code := exitCode(t, cmd.Run()); code != 1 {
+		t.Fatalf("herd serve with %s=secret: exit code %d, want 1: %s", AdminTokenEnv, code, stderr.String())
+	}
+	for _, want := range []string{AdminTokenEnv + ` must start with "herd_"`, "nothing was written"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q: %s", want, stderr.String())
+		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		t.Errorf("a start refused for its token left %v behind", left)
+	}
+}
+
+// TestServe_ServesOnReservedPorts: the listeners bound before the store
+// opens are the ones the servers serve on. Closing them and listening
+// again would leave a window, after the store was opened and a token
+// printed, in which another process could take the port.
+func TestServe_ServesOnReservedPorts(t *testing.T) {
+	t.Parallel()
+	m := NewMain()
+	m.Getenv = func(k string) string {
+		if k == AdminTokenEnv {
+			return testAdminToken
+		}
+		return ""
+	}
+	m.Stderr = io.Discard
+	var reserved []string
+	m.listen = func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err == nil {
+			reserved = append(reserved, ln.Addr().String())
+		}
+		return ln, err
+	}
+	if err := m.ParseFlags(t.Context(), []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	got := []string{m.HTTPServer.ListenAddr(), m.Gateway.TCPAddr().String()}
+	if !slices.Equal(got, reserved) {
+		t.Fatalf("herd serves HTTP and MQTT on %v; it reserved %v before opening the store", got, reserved)
+	}
+}
+
+// TestBench_PostgresURL: herd bench reads --postgres as herd serve reads
+// --store, the scheme in any case, and refuses what is not PostgreSQL; a
+// Postgres:// URL used to be benchmarked as a SQLite file named after it.
+func TestBench_PostgresURL(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		url, want string
+		code      int
+	}{
+		// Read as PostgreSQL: the run stops at its check of the schema.
+		{"Postgres://postgres@127.0.0.1:1/test?search_path=public", "needs search_path=herd_", 1},
+		{"mysql://root@127.0.0.1:3306/test", "--postgres mysql://", 2},
+		{"bench.db", "not a PostgreSQL URL", 2},
+	} {
+		cmd := herdCommand(t, "bench", "doctor", "--postgres", tt.url)
+		cmd.Dir = t.TempDir()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if code := exitCode(t, cmd.Run()); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("herd bench doctor --postgres %s: exit %d, want %d and %q: %s", tt.url, code, tt.code, tt.want, stderr.String())
+		}
+		if left, _ := os.ReadDir(cmd.Dir); len(left) > 0 {
+			t.Errorf("--postgres %s left %v behind", tt.url, left)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -65,6 +66,9 @@ type Main struct {
 	ports    *ports         // the listen addresses, bound before the store opens
 	stopWarm context.CancelFunc
 	warmed   chan struct{}
+
+	// listen binds the listen addresses: net.Listen, unless a test watches.
+	listen func(network, addr string) (net.Listener, error)
 }
 
 // NewMain returns a Main with the default configuration, reading the
@@ -136,10 +140,14 @@ func (m *Main) Run(ctx context.Context) error {
 		m.Logger = slog.New(slog.NewTextHandler(m.Stderr, opts))
 	}
 
-	// The addresses first: a start that cannot listen leaves no store
-	// behind, and no generated token printed for nothing.
+	// What can be checked without the store is checked first: a start that
+	// fails leaves no store behind (a bad admin token would leave one
+	// without a token), and no generated token printed for nothing.
+	if want := m.Getenv(AdminTokenEnv); want != "" && !herd.IsTokenSecret(want) {
+		return fmt.Errorf("%s must start with %q and carry at least 21 more characters; nothing was written", AdminTokenEnv, herd.TokenPrefix)
+	}
 	var err error
-	if m.ports, err = reservePorts(m.Config); err != nil {
+	if m.ports, err = reservePorts(m.Config, m.listen); err != nil {
 		return err
 	}
 	dsn := m.Config.StoreDSN()
@@ -191,14 +199,14 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.BatchItems, gw.BatchWait = int(m.Config.IngestBatchItems), m.Config.IngestBatchWait
 	commands := sqldb.NewCommandService(m.DB)
 	gw.Commands = commands
-	release(&m.ports.mqtt)
+	// The reserved listener is handed over, never closed and bound again:
+	// in between, another process could take the port after the store was
+	// opened. Until the gateway has it, Close closes it.
+	gw.Listener = m.ports.mqtt
 	if err := gw.Open(); err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("MQTT address %s is already in use (another broker?): stop what holds it, or choose another address with --mqtt-addr or %s (\"off\" runs no TCP listener): %w",
-				m.Config.MQTTAddr, envName("mqtt-addr"), err)
-		}
 		return fmt.Errorf("start MQTT gateway: %w", err)
 	}
+	m.ports.mqtt = nil
 	m.Gateway = gw
 
 	s := httpapi.NewServer()
@@ -258,14 +266,11 @@ func (m *Main) Run(ctx context.Context) error {
 		ids.Check(m.eventsCtx)
 		every(m.eventsCtx, m.Config.IDWatchInterval, ids.Check)
 	})
-	release(&m.ports.http)
+	s.Listener = m.ports.http // handed over as the gateway's is
 	if err := s.Open(); err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("HTTP address %s is already in use: stop what holds it, or choose another address with --http-addr or %s: %w",
-				m.Config.HTTPAddr, envName("http-addr"), err)
-		}
-		return fmt.Errorf("start HTTP server (address from --http-addr or %s): %w", envName("http-addr"), err)
+		return fmt.Errorf("start HTTP server: %w", err)
 	}
+	m.ports.http = nil
 	m.HTTPServer = s
 	mqttAddr := "off"
 	if a := gw.TCPAddr(); a != nil {

@@ -23,7 +23,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("herd simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := sim.Config{Out: stderr}
-	broker := fs.String("broker", defaultBroker(os.Getenv), "MQTT broker: tcp://host:port or ws://host:port/mqtt; the default is on the port of $"+envName("mqtt-addr")+" when it is set")
+	broker := fs.String("broker", "", "MQTT broker: tcp://host:port or ws://host:port/mqtt (default: the host of --api, on the port of $"+envName("mqtt-addr")+" or 1883)")
 	keys := fs.String("keys", "", `key file of devices to simulate, one "key token" per line (instead of provisioning)`)
 	api, token := clientFlags(fs, os.Getenv) // to provision devices through
 	node := fs.Int64("node", 0, "node to create the devices under, when provisioning")
@@ -63,6 +63,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	cfg.QoS = byte(*qos)
 	cfg.Broker = *broker
+	if cfg.Broker == "" {
+		cfg.Broker = defaultBroker(os.Getenv, *api)
+	}
 
 	var ds []sim.Device
 	var err error

@@ -12,27 +12,31 @@ import (
 // touches the store: a start that cannot listen must fail before it creates
 // a data dir and prints (and so loses) a generated admin token.
 type ports struct {
-	http, mqtt net.Listener
-	// debug is handed over to the profiler, which serves on it.
-	debug net.Listener
+	// Each is handed over to its server (the HTTP API, the MQTT gateway,
+	// the profiler), which serves on it; what is left is closed by Close.
+	http, mqtt, debug net.Listener
 }
 
-// reservePorts binds every listen address of the configuration, or says
-// which one is taken and how to choose another.
-func reservePorts(c Config) (*ports, error) {
+// reservePorts binds every listen address of the configuration with
+// listen (net.Listen but in tests), or says which one is taken and how to
+// choose another. The servers take the listeners over as they are.
+func reservePorts(c Config, listen func(network, addr string) (net.Listener, error)) (*ports, error) {
+	if listen == nil {
+		listen = net.Listen
+	}
 	p := &ports{}
 	var err error
-	if p.http, err = net.Listen("tcp", c.HTTPAddr); err != nil {
+	if p.http, err = listen("tcp", c.HTTPAddr); err != nil {
 		return nil, listenError("HTTP", c.HTTPAddr, "http-addr", "", err)
 	}
 	if c.MQTTAddr != "off" {
-		if p.mqtt, err = net.Listen("tcp", c.MQTTAddr); err != nil {
+		if p.mqtt, err = listen("tcp", c.MQTTAddr); err != nil {
 			p.close()
 			return nil, listenError("MQTT", c.MQTTAddr, "mqtt-addr", ` ("off" runs no TCP listener)`, err)
 		}
 	}
 	if c.DebugAddr != "" {
-		if p.debug, err = net.Listen("tcp", c.DebugAddr); err != nil {
+		if p.debug, err = listen("tcp", c.DebugAddr); err != nil {
 			p.close()
 			return nil, listenError("profiler", c.DebugAddr, "debug-addr", "", err)
 		}
@@ -49,8 +53,8 @@ func listenError(what, addr, flagName, more string, err error) error {
 	return fmt.Errorf("%s address %s (--%s or %s): %w", what, addr, flagName, envName(flagName), err)
 }
 
-// release lets go of a reserved address just before its server binds it
-// again (httpapi and mqttgw listen themselves).
+// release closes a reserved listener that no server took over (a start
+// that failed before it).
 func release(ln *net.Listener) {
 	if *ln != nil {
 		(*ln).Close()

@@ -12,6 +12,12 @@ import (
 // "/" or "." never matches, so ./a:b.db is a path.
 var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*):`)
 
+// errSQLiteParams refuses a SQLite store with URI parameters. The store
+// opens its file with pragmas of its own (WAL, synchronous=FULL, …) and
+// cuts the name at "?": a ?_pragma= or ?mode= given with --store would be
+// ignored without a word, and a "#" would end the file's name.
+var errSQLiteParams = errors.New(`a SQLite store is a file name without "?" or "#": herd sets the file's pragmas itself (WAL, synchronous=FULL) and would ignore ?parameters`)
+
 // normalizeStore checks a --store value and returns the DSN the store
 // package understands: a postgres:// or postgresql:// URL (the scheme in
 // any case, as URLs allow), a SQLite file as sqlite:PATH, file:PATH or a
@@ -20,6 +26,9 @@ var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*):`)
 func normalizeStore(store string) (string, error) {
 	m := schemeRE.FindStringSubmatch(store)
 	if m == nil {
+		if strings.ContainsAny(store, "?#") {
+			return "", errSQLiteParams
+		}
 		return store, nil // a plain path
 	}
 	scheme, rest := strings.ToLower(m[1]), store[len(m[0]):]
@@ -35,6 +44,9 @@ func normalizeStore(store string) (string, error) {
 		}
 		if rest == "" {
 			return "", errors.New("names no file")
+		}
+		if strings.ContainsAny(rest, "?#") {
+			return "", errSQLiteParams
 		}
 		return "sqlite:" + rest, nil
 	case "mysql", "mariadb":
