@@ -86,9 +86,20 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 		// in one database do not see each other's claims. The scope goes
 		// in with its length, as a scope and a key may both hold '/': the
 		// name of ("s/a", "b") is not that of ("s", "a/b").
+		//
+		// A process that is cut off or frozen rather than dead keeps its
+		// connection, and the server would keep the claim until it found
+		// the connection gone (TCP keepalive: hours), answering 409 to
+		// every retry. No request outlives its deadline, so the server may
+		// end a claim that sat idle past it: the request cannot be alive.
+		var idle any // no deadline: the server's own setting
+		if dl, ok := ctx.Deadline(); ok {
+			idle = strconv.FormatInt(max(time.Until(dl).Milliseconds(), 0)+idleMargin.Milliseconds(), 10)
+		}
 		var got bool
-		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('herd idempotency/' || current_schema() || '/' || ?::text || '/' || length(?::text) || '/' || ?::text || '/' || ?::text, 0))`,
-			strconv.FormatInt(tenant, 10), scope, scope, key).Scan(&got); err != nil {
+		var set string
+		if err := tx.QueryRowContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', COALESCE(?::text, current_setting('idle_in_transaction_session_timeout')), true), pg_try_advisory_xact_lock(hashtextextended('herd idempotency/' || current_schema() || '/' || ?::text || '/' || length(?::text) || '/' || ?::text || '/' || ?::text, 0))`,
+			idle, strconv.FormatInt(tenant, 10), scope, scope, key).Scan(&set, &got); err != nil {
 			return r, fmt.Errorf("claim idempotency key: lock: %w", err)
 		} else if !got {
 			r.State = herd.IdempotencyRunning // another process runs it
@@ -136,6 +147,11 @@ func (s *IdempotencyService) answered(ctx context.Context, tenant int64, scope, 
 	}
 	return herd.IdempotencyResult{}, nil
 }
+
+// idleMargin is how long past its request's deadline a PostgreSQL claim
+// may sit idle before the server ends it: by then the request's own
+// context has rolled it back, unless its process can no longer say so.
+const idleMargin = time.Second
 
 const keySelect = `SELECT request_hash, status, response_status, response_body, locked_until, expires_at FROM idempotency_keys WHERE tenant_id = ? AND scope = ? AND key = ?`
 
