@@ -28,7 +28,9 @@ type IdempotencyResult struct {
 }
 
 // IdempotencyStore remembers requests by key. scope separates tenants,
-// tokens and routes.
+// tokens and routes; the store also keeps each tenant's keys apart by the
+// tenant of the context's actor (a super-admin's belong to no tenant), so
+// that no scope string can reach another tenant's.
 type IdempotencyStore interface {
 	// BeginRequest claims the key for a request with this hash, unless a
 	// live request holds it or a done one answered it already. The claim

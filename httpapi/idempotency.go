@@ -54,9 +54,16 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 			Error(w, r, herd.Errorf(herd.EINVALID, "idempotency keys are not kept here"))
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
+		// The largest body any route takes: the handler applies its own
+		// limit to what is read here (a batch takes more than the rest), as
+		// it would to the body itself.
+		if r.ContentLength > MaxBatchBodySize {
+			Error(w, r, tooLarge(MaxBatchBodySize))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBatchBodySize))
 		if err != nil {
-			Error(w, r, herd.Errorf(herd.ETOOLARGE, "body is over %d bytes", MaxBodySize))
+			Error(w, r, bodyError(err, MaxBatchBodySize))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -80,7 +87,10 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 			return
 		case herd.IdempotencyReplay:
 			s.metrics.idempotency.WithLabelValues("replay").Inc()
+			// The headers every answer of a keyed route carries (see
+			// writeJSON); none of them is the request's own.
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.Header().Set(HeaderReplayed, "true")
 			w.WriteHeader(res.Status)
 			w.Write(res.Body)

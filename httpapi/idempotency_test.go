@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -46,14 +47,16 @@ func TestIdempotency_ErrorAnswersReplayed(t *testing.T) {
 
 // TestIdempotency_ManyKeysAtOnce: requests with distinct keys run side by
 // side, each its claim's transaction; on SQLite they queue for the one
-// writer and none deadlocks on it.
+// writer and none deadlocks on it, and on PostgreSQL there are more of them
+// than the pool has connections (16): a claim holds one for its request and
+// needs no second, so the rest wait for it and none deadlocks either.
 func TestIdempotency_ManyKeysAtOnce(t *testing.T) {
 	t.Parallel()
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
 		e := mustOpenServer(t, db, func(s *httpapi.Server) { s.Idempotency = sqldb.NewIdempotencyService(db) })
 		f := e.mustCreateFleet()
 		var wg sync.WaitGroup
-		statuses := make([]int, 16)
+		statuses := make([]int, 64)
 		for i := range statuses {
 			wg.Go(func() {
 				body := fmt.Sprintf(`{"node_id":"%d","key":"many-%d"}`, f.n2.ID, i)
@@ -64,6 +67,51 @@ func TestIdempotency_ManyKeysAtOnce(t *testing.T) {
 		for i, st := range statuses {
 			if st != http.StatusCreated {
 				t.Fatalf("request %d: %d, want 201", i, st)
+			}
+		}
+	})
+}
+
+// TestIdempotency_LargeBatchBody: a keyed batch takes the body an unkeyed
+// one takes (up to MaxBatchBodySize), while every other keyed route keeps
+// its own, smaller limit.
+func TestIdempotency_LargeBatchBody(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		e := mustOpenServer(t, db, func(s *httpapi.Server) { s.Idempotency = sqldb.NewIdempotencyService(db) })
+		f := e.mustCreateFleet()
+		// 2 MiB of JSON whitespace: over the ordinary limit, under the
+		// batch limit.
+		pad := strings.Repeat(" ", 2<<20)
+		body := fmt.Sprintf(`{"devices":[{"node_id":"%d","key":"large-1"}]%s}`, f.n1.ID, pad)
+		first := e.doKey("POST", "/v1/devices/batch", adminSecret, "large-batch", body)
+		first.wantStatus(t, http.StatusCreated)
+		again := e.doKey("POST", "/v1/devices/batch", adminSecret, "large-batch", body)
+		if again.Status != http.StatusCreated || again.Header.Get(httpapi.HeaderReplayed) != "true" || !bytes.Equal(again.Body, first.Body) {
+			t.Fatalf("again: %d %q %s, want the first answer replayed", again.Status, again.Header.Get(httpapi.HeaderReplayed), again.Body)
+		}
+		node := fmt.Sprintf(`{"parent_id":"%d","kind":"site","name":"padded"}%s`, f.north.ID, pad)
+		e.doKey("POST", "/v1/nodes", adminSecret, "large-node", node).wantError(t, http.StatusRequestEntityTooLarge, herd.ETOOLARGE, "1 MiB")
+	})
+}
+
+// TestIdempotency_ReplayKeepsHeaders: a replayed answer carries the headers
+// the first one did (nosniff included), and says it is a replay.
+func TestIdempotency_ReplayKeepsHeaders(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		e := mustOpenServer(t, db, func(s *httpapi.Server) { s.Idempotency = sqldb.NewIdempotencyService(db) })
+		f := e.mustCreateFleet()
+		body := fmt.Sprintf(`{"parent_id":"%d","kind":"site","name":"headers"}`, f.north.ID)
+		first := e.doKey("POST", "/v1/nodes", adminSecret, "headers-1", body)
+		first.wantStatus(t, http.StatusCreated)
+		again := e.doKey("POST", "/v1/nodes", adminSecret, "headers-1", body)
+		if again.Header.Get(httpapi.HeaderReplayed) != "true" {
+			t.Fatalf("not a replay: %v", again.Header)
+		}
+		for _, h := range []string{"Content-Type", "X-Content-Type-Options"} {
+			if got, want := again.Header.Get(h), first.Header.Get(h); got != want {
+				t.Errorf("replayed %s: %q, first answer had %q", h, got, want)
 			}
 		}
 	})

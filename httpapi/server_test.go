@@ -28,7 +28,7 @@ const adminSecret = "herd_test_admin_token_0123456789abcdef"
 // env is a real server on :0 over a real store, with a client acting as the
 // super-admin.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	db    *sqldb.DB
 	srv   *httpapi.Server
 	admin *httpapi.Client
@@ -37,7 +37,7 @@ type env struct {
 
 // mustOpenServer starts a server on db. configure, when given, adjusts the
 // server (for example wraps a service) before it opens.
-func mustOpenServer(t *testing.T, db *sqldb.DB, configure ...func(*httpapi.Server)) *env {
+func mustOpenServer(t testing.TB, db *sqldb.DB, configure ...func(*httpapi.Server)) *env {
 	t.Helper()
 	if _, err := db.EnsureAdminToken(context.Background(), adminSecret); err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func (r response) wantError(t *testing.T, status int, code string, parts ...stri
 	}
 }
 
-func (r response) wantStatus(t *testing.T, status int) {
+func (r response) wantStatus(t testing.TB, status int) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)

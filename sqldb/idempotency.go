@@ -43,13 +43,19 @@ func NewIdempotencyService(db *DB) *IdempotencyService {
 
 // BeginRequest implements herd.IdempotencyStore.
 func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash string) (herd.IdempotencyResult, error) {
+	a, err := actor(ctx)
+	if err != nil {
+		return herd.IdempotencyResult{}, err
+	}
+	tenant := keyTenant(a)
 	// A key answered already is answered from a read, without taking
 	// SQLite's writer.
-	if r, err := s.answered(ctx, scope, key, hash); err != nil || r.State != "" {
+	if r, err := s.answered(ctx, tenant, scope, key, hash); err != nil || r.State != "" {
 		return r, err
 	}
 	var r herd.IdempotencyResult
-	id := scope + "\x00" + key
+	// A key cannot hold NUL (herd.CheckText): the parts cannot run together.
+	id := strconv.FormatInt(tenant, 10) + "\x00" + scope + "\x00" + key
 	s.mu.Lock()
 	if s.live[id] {
 		s.mu.Unlock()
@@ -77,9 +83,23 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 	if s.db.dialect == Postgres {
 		// Advisory locks are the database's, not the schema's: the
 		// schema is part of the lock's name, so that stores side by side
-		// in one database do not see each other's claims.
+		// in one database do not see each other's claims. The scope goes
+		// in with its length, as a scope and a key may both hold '/': the
+		// name of ("s/a", "b") is not that of ("s", "a/b").
+		//
+		// A process that is cut off or frozen rather than dead keeps its
+		// connection, and the server would keep the claim until it found
+		// the connection gone (TCP keepalive: hours), answering 409 to
+		// every retry. No request outlives its deadline, so the server may
+		// end a claim that sat idle past it: the request cannot be alive.
+		var idle any // no deadline: the server's own setting
+		if dl, ok := ctx.Deadline(); ok {
+			idle = strconv.FormatInt(max(time.Until(dl).Milliseconds(), 0)+idleMargin.Milliseconds(), 10)
+		}
 		var got bool
-		if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended('herd idempotency/' || current_schema() || '/' || ? || '/' || ?, 0))`, scope, key).Scan(&got); err != nil {
+		var set string
+		if err := tx.QueryRowContext(ctx, `SELECT set_config('idle_in_transaction_session_timeout', COALESCE(?::text, current_setting('idle_in_transaction_session_timeout')), true), pg_try_advisory_xact_lock(hashtextextended('herd idempotency/' || current_schema() || '/' || ?::text || '/' || length(?::text) || '/' || ?::text || '/' || ?::text, 0))`,
+			idle, strconv.FormatInt(tenant, 10), scope, scope, key).Scan(&set, &got); err != nil {
 			return r, fmt.Errorf("claim idempotency key: lock: %w", err)
 		} else if !got {
 			r.State = herd.IdempotencyRunning // another process runs it
@@ -88,13 +108,13 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 	}
 	now := tx.now.UnixMilli()
 	expires := now + herd.IdempotencyKeyTTL.Milliseconds()
-	res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_keys (scope, key, request_hash, status, locked_until, expires_at) VALUES (?, ?, ?, 'running', 0, ?) ON CONFLICT DO NOTHING`,
-		scope, key, hash, expires)
+	res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_keys (tenant_id, scope, key, request_hash, status, locked_until, expires_at) VALUES (?, ?, ?, ?, 'running', 0, ?) ON CONFLICT DO NOTHING`,
+		tenant, scope, key, hash, expires)
 	if err != nil {
 		return r, fmt.Errorf("claim idempotency key: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		k, err := scanKey(tx.QueryRowContext(ctx, keySelect, scope, key))
+		k, err := scanKey(tx.QueryRowContext(ctx, keySelect, tenant, scope, key))
 		if err != nil {
 			return r, fmt.Errorf("read idempotency key: %w", err)
 		}
@@ -102,21 +122,21 @@ func (s *IdempotencyService) BeginRequest(ctx context.Context, scope, key, hash 
 			return r, nil
 		}
 		// Forgotten after 24 h: this request takes the key over.
-		if _, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = 0, expires_at = ? WHERE scope = ? AND key = ?`,
-			hash, expires, scope, key); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE idempotency_keys SET request_hash = ?, status = 'running', response_status = 0, response_body = '', locked_until = 0, expires_at = ? WHERE tenant_id = ? AND scope = ? AND key = ?`,
+			hash, expires, tenant, scope, key); err != nil {
 			return r, fmt.Errorf("take over idempotency key: %w", err)
 		}
 	}
 	claimed = true
 	r.State = herd.IdempotencyNew
-	r.Claim = &claim{s: s, id: id, scope: scope, key: key, ctx: ctx, tx: tx, slot: make(chan struct{}, 1)}
+	r.Claim = &claim{s: s, id: id, tenant: tenant, scope: scope, key: key, ctx: ctx, tx: tx, slot: make(chan struct{}, 1)}
 	return r, nil
 }
 
 // answered returns the stored answer of a key that is done, or the
 // mismatch, from the read pool; a zero State when the key is not done.
-func (s *IdempotencyService) answered(ctx context.Context, scope, key, hash string) (herd.IdempotencyResult, error) {
-	k, err := scanKey(s.db.rdb.QueryRowContext(ctx, s.db.rebind(keySelect), scope, key))
+func (s *IdempotencyService) answered(ctx context.Context, tenant int64, scope, key, hash string) (herd.IdempotencyResult, error) {
+	k, err := scanKey(s.db.rdb.QueryRowContext(ctx, s.db.rebind(keySelect), tenant, scope, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return herd.IdempotencyResult{}, nil
 	} else if err != nil {
@@ -128,7 +148,21 @@ func (s *IdempotencyService) answered(ctx context.Context, scope, key, hash stri
 	return herd.IdempotencyResult{}, nil
 }
 
-const keySelect = `SELECT request_hash, status, response_status, response_body, locked_until, expires_at FROM idempotency_keys WHERE scope = ? AND key = ?`
+// idleMargin is how long past its request's deadline a PostgreSQL claim
+// may sit idle before the server ends it: by then the request's own
+// context has rolled it back, unless its process can no longer say so.
+const idleMargin = time.Second
+
+const keySelect = `SELECT request_hash, status, response_status, response_body, locked_until, expires_at FROM idempotency_keys WHERE tenant_id = ? AND scope = ? AND key = ?`
+
+// keyTenant is the tenant whose keys the actor's are (migration 0012): a
+// super-admin's belong to no tenant, 0.
+func keyTenant(a *herd.Actor) int64 {
+	if a.Super {
+		return 0
+	}
+	return a.TenantID
+}
 
 // storedKey is a row of idempotency_keys.
 type storedKey struct {
@@ -175,6 +209,7 @@ type claimKey struct{}
 type claim struct {
 	s          *IdempotencyService
 	id         string
+	tenant     int64
 	scope, key string
 	ctx        context.Context // the request's, which the transaction began with
 	tx         *Tx
@@ -284,8 +319,8 @@ func (c *claim) Complete(status int, body []byte) error {
 	if broken != nil {
 		return broken
 	}
-	if _, err := c.tx.ExecContext(c.ctx, `UPDATE idempotency_keys SET status = 'done', response_status = ?, response_body = ? WHERE scope = ? AND key = ?`,
-		status, string(body), c.scope, c.key); err != nil {
+	if _, err := c.tx.ExecContext(c.ctx, `UPDATE idempotency_keys SET status = 'done', response_status = ?, response_body = ? WHERE tenant_id = ? AND scope = ? AND key = ?`,
+		status, string(body), c.tenant, c.scope, c.key); err != nil {
 		return fmt.Errorf("store idempotent answer: %w", err)
 	}
 	if err := c.tx.Commit(); err != nil {

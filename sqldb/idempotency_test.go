@@ -14,7 +14,7 @@ import (
 // begin is BeginRequest that fails the test on an error.
 func begin(t *testing.T, s *sqldb.IdempotencyService, key, hash string) herd.IdempotencyResult {
 	t.Helper()
-	r, err := s.BeginRequest(context.Background(), "scope", key, hash)
+	r, err := s.BeginRequest(testutil.SuperContext(), "scope", key, hash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestIdempotencyKeys(t *testing.T) {
 		// Another key is another claim, beside the first (on SQLite the
 		// first holds the writer: this one waits for it).
 		other := make(chan herd.IdempotencyResult)
-		go func() { r, _ := s.BeginRequest(context.Background(), "scope", "other", "x"); other <- r }()
+		go func() { r, _ := s.BeginRequest(testutil.SuperContext(), "scope", "other", "x"); other <- r }()
 		if err := first.Claim.Complete(201, []byte(`{"id":"1"}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -197,5 +197,78 @@ func TestIdempotencyClaim_StoresApart(t *testing.T) {
 		t.Fatalf("the same key in another store: %s", b.State)
 	} else {
 		b.Claim.Release()
+	}
+}
+
+// TestIdempotencyKeys_TenantsApart: the tenant is part of a key's identity
+// in the store itself, not only of the scope string the API builds: two
+// tenants' actors with the same scope and key each get a claim of their
+// own, neither sees the other's running claim or replays its answer, and
+// a caller with no actor is refused.
+func TestIdempotencyKeys_TenantsApart(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		s := sqldb.NewIdempotencyService(db)
+		as := func(tenant int64) context.Context {
+			return herd.NewContextWithActor(context.Background(), &herd.Actor{TenantID: tenant, UserID: 1, TokenID: 1})
+		}
+		one, err := s.BeginRequest(as(1), "scope", "shared", "a")
+		if err != nil || one.State != herd.IdempotencyNew {
+			t.Fatalf("tenant 1: %+v, %v", one, err)
+		}
+		defer one.Claim.Release() // on a failure: an open claim would hold the test's schema
+		if db.Dialect() == sqldb.Postgres {
+			// On SQLite the open claim holds the one writer: a second
+			// claim waits for it.
+			two, err := s.BeginRequest(as(2), "scope", "shared", "a")
+			if two.Claim != nil {
+				two.Claim.Release()
+			}
+			if err != nil || two.State != herd.IdempotencyNew {
+				t.Fatalf("tenant 2 beside tenant 1's open claim: %+v, %v", two, err)
+			}
+		}
+		mustOK(t, one.Claim.Complete(201, []byte(`{"tenant":"1"}`)))
+		for _, hash := range []string{"a", "b"} {
+			r, err := s.BeginRequest(as(2), "scope", "shared", hash)
+			if r.Claim != nil {
+				r.Claim.Release()
+			}
+			if err != nil || r.State != herd.IdempotencyNew {
+				t.Fatalf("tenant 2 after tenant 1's answer, hash %s: %+v, %v", hash, r, err)
+			}
+		}
+		if r, err := s.BeginRequest(as(1), "scope", "shared", "a"); err != nil || r.State != herd.IdempotencyReplay || string(r.Body) != `{"tenant":"1"}` {
+			t.Fatalf("tenant 1's replay: %+v, %v", r, err)
+		}
+		var tenant int64
+		mustOK(t, db.SQL().QueryRow(db.Rebind(`SELECT tenant_id FROM idempotency_keys WHERE scope = ? AND key = ?`), "scope", "shared").Scan(&tenant))
+		if tenant != 1 {
+			t.Fatalf("the row is tenant %d's, want 1", tenant)
+		}
+		if _, err := s.BeginRequest(context.Background(), "scope", "shared", "a"); herd.ErrorCode(err) != herd.EUNAUTHORIZED {
+			t.Fatalf("without an actor: %v", err)
+		}
+	})
+}
+
+// TestIdempotencyClaim_LockNamesApart: a scope and a key may both hold '/';
+// on PostgreSQL claims of ("s/a", "b") and ("s", "a/b"), here from two
+// services as from two processes, are two advisory locks, not one.
+func TestIdempotencyClaim_LockNamesApart(t *testing.T) {
+	t.Parallel()
+	db := testutil.MustOpenDB(t, sqldb.Postgres)
+	ctx := testutil.SuperContext()
+	one, err := sqldb.NewIdempotencyService(db).BeginRequest(ctx, "s/a", "b", "x")
+	if err != nil || one.State != herd.IdempotencyNew {
+		t.Fatalf("first: %+v, %v", one, err)
+	}
+	defer one.Claim.Release()
+	two, err := sqldb.NewIdempotencyService(db).BeginRequest(ctx, "s", "a/b", "x")
+	if two.Claim != nil {
+		two.Claim.Release()
+	}
+	if err != nil || two.State != herd.IdempotencyNew {
+		t.Fatalf("second: %+v, %v", two, err)
 	}
 }

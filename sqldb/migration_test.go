@@ -209,6 +209,12 @@ func TestMigration0010(t *testing.T) {
 					t.Errorf("indexes after the migration:\n%v\nwant\n%v", afterIdx, beforeIdx)
 				}
 				beforeCols["commands"] = slicesDelete(beforeCols["commands"], "path TEXT  1 0")
+				// 0012 puts the tenant first in the keys' primary key.
+				keys := []string{"tenant_id INTEGER  1 1"}
+				for _, c := range beforeCols["idempotency_keys"] {
+					keys = append(keys, strings.NewReplacer("scope TEXT  1 1", "scope TEXT  1 2", "key TEXT  1 2", "key TEXT  1 3").Replace(c))
+				}
+				beforeCols["idempotency_keys"] = keys
 				if !reflect.DeepEqual(afterCols, beforeCols) {
 					t.Errorf("columns after the migration:\n%v\nwant\n%v", afterCols, beforeCols)
 				}

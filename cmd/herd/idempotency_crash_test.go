@@ -30,13 +30,28 @@ const dieAtHeader = "Herd-Test-Die-At"
 // dieAtFailpoint is the test binary's testServerHook: a request that says
 // Herd-Test-Die-At: <stage> gets its process killed with SIGKILL at that
 // stage of its idempotent run, the way a crash or an OOM kill would.
+//
+// Herd-Test-Stop-At: <stage> freezes it there with SIGSTOP instead, the way
+// a host cut off from its database, or a stalled one, keeps its
+// connections open and says nothing. HERD_TEST_REQUEST_TIMEOUT, in the
+// environment, sets the server's request timeout.
 func dieAtFailpoint(s *httpapi.Server) {
+	if d, err := time.ParseDuration(os.Getenv("HERD_TEST_REQUEST_TIMEOUT")); err == nil {
+		s.RequestTimeout = d
+	}
 	s.IdempotencyHook = func(r *http.Request, stage string) {
 		if r.Header.Get(dieAtHeader) == stage {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
+		if r.Header.Get(stopAtHeader) == stage {
+			syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		}
 	}
 }
+
+// stopAtHeader names the failpoint stage at which the test binary's herd
+// stops itself (see dieAtFailpoint).
+const stopAtHeader = "Herd-Test-Stop-At"
 
 // keyedPost sends a POST with an Idempotency-Key as the admin, and the
 // failpoint header when dieAt is set.
@@ -217,5 +232,80 @@ func TestServe_IdempotencyAcrossCrash(t *testing.T) {
 			}
 			t.Logf("%s: 6 kills at the failpoints, every retry answered at once with the one effect", name)
 		})
+	}
+}
+
+// TestServe_IdempotencyFrozenClaim: on PostgreSQL a herd that stops in the
+// middle of a keyed request without dying (frozen with SIGSTOP just before
+// its commit: its connection stays open, as a host cut off from the
+// database or a stalled one would leave it) holds the key's claim only
+// until its request's deadline has passed, not until the server finds the
+// connection gone, which takes TCP keepalive's hours. Another herd on the
+// same store answers 409 meanwhile, then runs the retry once.
+func TestServe_IdempotencyFrozenClaim(t *testing.T) {
+	t.Parallel()
+	dsn := testutil.PostgresSchemaDSN(t)
+	args := []string{"--store", dsn}
+	frozen := startHerd(t, "HERD_TEST_REQUEST_TIMEOUT=2s", args...)
+	live := startHerd(t, "", args...)
+	ctx := t.Context()
+	api := httpapi.NewClient(live.url, testAdminToken)
+	ten := &herd.Tenant{Name: "frozen"}
+	if err := api.CreateTenant(ctx, ten); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"parent_id":"%d","kind":"site","name":"once"}`, ten.RootNodeID)
+	sent := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", frozen.url+"/v1/nodes", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		req.Header.Set(httpapi.HeaderIdempotencyKey, "frozen-1")
+		req.Header.Set(stopAtHeader, "before-commit")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("the frozen herd answered %d", resp.StatusCode)
+		}
+		sent <- err
+	}()
+	defer func() {
+		frozen.cmd.Process.Kill()
+		<-sent
+	}()
+	// The frozen herd holds the claim: the live one answers 409 until its
+	// deadline (2 s) and the margin have passed, then runs the request.
+	deadline := time.Now().Add(20 * time.Second)
+	conflicts := 0
+	for {
+		status, replayed, answer, err := keyedPost(live.url, "/v1/nodes", "frozen-1", "", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status == http.StatusConflict {
+			conflicts++
+			if time.Now().After(deadline) {
+				t.Fatalf("still 409 after 20 s: the frozen herd's claim outlives its request's deadline (%s)", answer)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the server's own timer: no signal to wait for
+			continue
+		}
+		if status != http.StatusCreated || replayed {
+			t.Fatalf("retry: %d (replayed %v) %s, want a fresh 201", status, replayed, answer)
+		}
+		break
+	}
+	if conflicts == 0 {
+		t.Fatal("the live herd never saw the frozen herd's claim: the test froze nothing")
+	}
+	db := sqldb.NewDB(dsn)
+	if err := db.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM nodes WHERE tenant_id = $1 AND name = 'once'`, ten.ID).Scan(&n); err != nil {
+		t.Fatal(err)
+	} else if n != 1 {
+		t.Fatalf("%d nodes made by the key, want the retry's one", n)
 	}
 }
