@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
 	"github.com/herd-iot/herd/internal/testutil"
@@ -40,11 +42,17 @@ func dieAtFailpoint(s *httpapi.Server) {
 		s.RequestTimeout = d
 	}
 	s.IdempotencyHook = func(r *http.Request, stage string) {
+		// The signal is the process's: the kernel may hand it to another
+		// thread, and this one can return from kill and go on (to its
+		// COMMIT) before the stop or the death reaches it. So the request
+		// goes no further than its failpoint.
 		if r.Header.Get(dieAtHeader) == stage {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
 		}
 		if r.Header.Get(stopAtHeader) == stage {
 			syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			select {} // the test kills the process
 		}
 	}
 }
@@ -272,6 +280,14 @@ func TestServe_IdempotencyFrozenClaim(t *testing.T) {
 		frozen.cmd.Process.Kill()
 		<-sent
 	}()
+	// The live herd is asked only once the frozen one has stopped at its
+	// failpoint, holding the claim: asked sooner, it could take the key
+	// first. waitid with WNOWAIT reports the stop and leaves the process to
+	// its own Wait.
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, frozen.cmd.Process.Pid, &info, unix.WSTOPPED|unix.WNOWAIT, nil); err != nil {
+		t.Fatalf("wait for the frozen herd to stop: %v", err)
+	}
 	// The frozen herd holds the claim: the live one answers 409 until its
 	// deadline (2 s) and the margin have passed, then runs the request.
 	deadline := time.Now().Add(20 * time.Second)
@@ -290,7 +306,7 @@ func TestServe_IdempotencyFrozenClaim(t *testing.T) {
 			continue
 		}
 		if status != http.StatusCreated || replayed {
-			t.Fatalf("retry: %d (replayed %v) %s, want a fresh 201", status, replayed, answer)
+			t.Fatalf("retry: %d (replayed %v) %s after %d conflicts, want a fresh 201", status, replayed, answer, conflicts)
 		}
 		break
 	}
