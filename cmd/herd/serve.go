@@ -229,6 +229,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	s.CommandService = commands
+	s.ConfigService = sqldb.NewConfigService(m.DB)
+	s.FirmwareService = sqldb.NewFirmwareService(m.DB)
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	if testServerHook != nil {
 		testServerHook(s)
