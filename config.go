@@ -84,16 +84,21 @@ func (refuseLoader) Load(url string) (any, error) {
 	return nil, fmt.Errorf("herd loads no external schemas, and %s is not part of this one", url)
 }
 
-const configSchemaURL = "herd:config-profile.json"
+const configSchemaURL = "https://herd.invalid/config-profile.json"
 
 // CompileConfigSchema compiles a profile's schema as draft 2020-12 (unless
 // it names another draft in $schema). It refuses a $ref to anything but
 // the schema itself. The error is EINVALID and says why.
 func CompileConfigSchema(schema json.RawMessage) (*jsonschema.Schema, error) {
-	if len(bytes.TrimSpace(schema)) == 0 {
+	if t := bytes.TrimSpace(schema); len(t) == 0 || string(t) == "null" {
 		return nil, Errorf(EINVALID, "schema is required: a JSON Schema (draft 2020-12)")
 	} else if len(schema) > MaxConfigSchema {
 		return nil, Errorf(EINVALID, "schema is %d bytes, at most %d", len(schema), MaxConfigSchema)
+	}
+	// The store keeps the schema as text (PostgreSQL refuses what is not
+	// UTF-8), and a JSON decoder would quietly mend bad bytes.
+	if err := CheckText("schema", string(schema), MaxConfigSchema); err != nil {
+		return nil, err
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
 	if err != nil {
@@ -107,7 +112,7 @@ func CompileConfigSchema(schema json.RawMessage) (*jsonschema.Schema, error) {
 	}
 	sch, err := c.Compile(configSchemaURL)
 	if err != nil {
-		return nil, Errorf(EINVALID, "schema does not compile: %s", strings.ReplaceAll(err.Error(), configSchemaURL, "schema"))
+		return nil, Errorf(EINVALID, "schema does not compile: %s", strings.ReplaceAll(err.Error(), configSchemaURL, ""))
 	}
 	return sch, nil
 }
@@ -117,13 +122,16 @@ func CompileConfigSchema(schema json.RawMessage) (*jsonschema.Schema, error) {
 // the JSON pointer of the first failing value ("" is the document itself)
 // and why it fails.
 func ValidateConfigDocument(schema, document json.RawMessage) error {
-	if len(bytes.TrimSpace(document)) == 0 {
+	if t := bytes.TrimSpace(document); len(t) == 0 || string(t) == "null" {
 		return Errorf(EINVALID, "document is required")
 	} else if len(document) > MaxConfigDocument {
 		return Errorf(EINVALID, "document is %d bytes, at most %d", len(document), MaxConfigDocument)
 	}
 	sch, err := CompileConfigSchema(schema)
 	if err != nil {
+		return err
+	}
+	if err := CheckText("document", string(document), MaxConfigDocument); err != nil {
 		return err
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(document))

@@ -13,9 +13,6 @@ const (
 	EventSubjectFirmware = "firmware"
 )
 
-// MaxFirmwareText bounds a firmware's model and version.
-const MaxFirmwareText = 100
-
 // MaxConfigPageLimit is the largest page of the config and firmware lists.
 const MaxConfigPageLimit = 1000
 
@@ -41,9 +38,9 @@ func (f *Firmware) Validate() error {
 	if f.TenantID == 0 {
 		return Errorf(EINVALID, "tenant_id is required")
 	}
-	if err := checkRequiredText("model", f.Model, MaxFirmwareText); err != nil {
+	if err := checkRequiredText("model", f.Model, MaxModelLen); err != nil {
 		return err
-	} else if err := checkRequiredText("version", f.Version, MaxFirmwareText); err != nil {
+	} else if err := checkRequiredText("version", f.Version, MaxFirmwareLen); err != nil {
 		return err
 	} else if err := CheckText("url", f.URL, MaxURLLen); err != nil {
 		return err

@@ -84,7 +84,7 @@ func (s *FirmwareService) FindFirmware(ctx context.Context, tenantID int64, mode
 		limit, err := checkPage(limit)
 		if err != nil {
 			return nil, err
-		} else if err := herd.CheckText("model", model, herd.MaxFirmwareText); err != nil {
+		} else if err := herd.CheckText("model", model, herd.MaxModelLen); err != nil {
 			return nil, err
 		} else if !seesTenantWide(a, tenantID) {
 			return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", tenantID)
