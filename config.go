@@ -111,7 +111,13 @@ func CompileConfigSchema(schema json.RawMessage) (*jsonschema.Schema, error) {
 		return nil, Errorf(EINVALID, "schema does not compile: %v", err)
 	}
 	sch, err := c.Compile(configSchemaURL)
-	if err != nil {
+	var serr *jsonschema.SchemaValidationError
+	var verr *jsonschema.ValidationError
+	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
+		// The schema failed the draft's metaschema: name where.
+		loc, why := deepestCause(verr)
+		return nil, Errorf(EINVALID, "schema does not compile: at %q: %s", loc, why)
+	} else if err != nil {
 		return nil, Errorf(EINVALID, "schema does not compile: %s", strings.ReplaceAll(err.Error(), configSchemaURL, ""))
 	}
 	return sch, nil
@@ -141,17 +147,22 @@ func ValidateConfigDocument(schema, document json.RawMessage) error {
 	err = sch.Validate(doc)
 	var verr *jsonschema.ValidationError
 	if errors.As(err, &verr) {
-		// The deepest first cause names the value that failed; the
-		// errors above it only say that a subschema did.
-		for len(verr.Causes) > 0 {
-			verr = verr.Causes[0]
-		}
-		p := message.NewPrinter(language.English)
-		return Errorf(EINVALID, "document does not validate at %q: %s", JSONPointer(verr.InstanceLocation), verr.ErrorKind.LocalizedString(p))
+		loc, why := deepestCause(verr)
+		return Errorf(EINVALID, "document does not validate at %q: %s", loc, why)
 	} else if err != nil {
 		return fmt.Errorf("validate config document: %w", err)
 	}
 	return nil
+}
+
+// deepestCause returns the JSON pointer and the reason of the first leaf
+// of a validation error: the value that failed; the errors above it only
+// say that a subschema did.
+func deepestCause(verr *jsonschema.ValidationError) (string, string) {
+	for len(verr.Causes) > 0 {
+		verr = verr.Causes[0]
+	}
+	return JSONPointer(verr.InstanceLocation), verr.ErrorKind.LocalizedString(message.NewPrinter(language.English))
 }
 
 // JSONPointer spells a path of object keys and array indexes as an RFC

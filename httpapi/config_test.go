@@ -58,8 +58,8 @@ func TestConfigProfilesAPI(t *testing.T) {
 
 		t.Run("ErrSchema", func(t *testing.T) {
 			before := rowCounts(t, db)
-			create("bad", `{"type":"nope"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "schema does not compile")
-			create("bad", `{"minimum":"one"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "schema does not compile")
+			create("bad", `{"type":"nope"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "schema does not compile", `"/type"`)
+			create("bad", `{"minimum":"one"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "schema does not compile", `"/minimum"`)
 			create("bad", `{"$ref":"https://example.com/evil.json"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "no external schemas")
 			create("bad", `{"$ref":"file:///etc/passwd"}`).wantError(t, http.StatusBadRequest, herd.EINVALID, "no external schemas")
 			create("bad", `null`).wantError(t, http.StatusBadRequest, herd.EINVALID, "schema is required")
