@@ -141,7 +141,12 @@ func TestConfigProfilesAPI(t *testing.T) {
 			// A viewer of one node lists the tenant's profiles.
 			r := e.do("GET", "/v1/config-profiles", f.aliceToken.Secret, nil)
 			r.wantStatus(t, http.StatusOK)
-			e.do("GET", "/v1/config-profiles?limit=0", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID)
+			for _, l := range []string{"0", "-1", "1001"} {
+				e.do("GET", "/v1/config-profiles?limit="+l, f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
+				e.do("GET", vpath+"?limit="+l, f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
+				e.do("GET", "/v1/firmware?limit="+l, f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
+			}
+			e.do("GET", "/v1/config-profiles?after=x", f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDCURSOR)
 		})
 		t.Run("ErrNotTenantAdmin", func(t *testing.T) {
 			// bob administers a region, not the tenant.

@@ -26,11 +26,9 @@ func seesTenantWide(a *herd.Actor, tenantID int64) bool {
 	return a.SeesTenant(tenantID) && (a.Super || len(a.Grants) > 0)
 }
 
-// checkPage refuses a limit out of range and gives the default for 0.
+// checkPage refuses a limit out of range.
 func checkPage(limit int) (int, error) {
-	if limit == 0 {
-		return 100, nil
-	} else if limit < 1 || limit > herd.MaxConfigPageLimit {
+	if limit < 1 || limit > herd.MaxConfigPageLimit {
 		return 0, herd.Errorf(herd.EINVALIDLIMIT, "limit must be between 1 and %d", herd.MaxConfigPageLimit)
 	}
 	return limit, nil

@@ -250,8 +250,8 @@ func (m *Main) Run(ctx context.Context) error {
 	tailCtx, stopTail := context.WithCancel(m.eventsCtx)
 	m.stopTail = stopTail
 	// Every process tails the stream for its own connections: hints for
-	// the stream's clients, and commands for the devices this gateway
-	// holds.
+	// the stream's clients, and commands and configs for the devices this
+	// gateway holds.
 	fanout := func(ev *herd.Event) {
 		hub.Publish(ev)
 		gw.CommandEvent(ev)
