@@ -57,11 +57,13 @@ type IngestKind uint8
 
 // Ingest item kinds.
 const (
-	IngestReading    IngestKind = iota + 1 // a telemetry reading
-	IngestConnect                          // the device connected
-	IngestDisconnect                       // the device's connection ended, cleanly or not
-	IngestEvent                            // the device reported an event
-	IngestCommandAck                       // the device answered a command
+	IngestReading     IngestKind = iota + 1 // a telemetry reading
+	IngestConnect                           // the device connected
+	IngestDisconnect                        // the device's connection ended, cleanly or not
+	IngestEvent                             // the device reported an event
+	IngestCommandAck                        // the device answered a command
+	IngestConfigAck                         // the device answered a config
+	IngestOTAProgress                       // the device reported firmware progress
 )
 
 // IngestItem is one thing a device did, on its way to the store.
@@ -76,6 +78,10 @@ type IngestItem struct {
 	Data []byte
 	// Ack is the device's answer to a command, for IngestCommandAck.
 	Ack CommandAck
+	// ConfigAck is the device's answer to a config, for IngestConfigAck;
+	// OTA its firmware progress, for IngestOTAProgress.
+	ConfigAck ConfigAck
+	OTA       OTAProgress
 }
 
 // IngestService stores what devices send.

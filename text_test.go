@@ -76,5 +76,12 @@ func FuzzValidateText(f *testing.F) {
 		c := &herd.Command{DeviceID: 1, Name: command, Args: []byte(`{"v":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(model) + `"}`), IdempotencyKey: key}
 		check("command", c.Validate(), map[string]string{"name": c.Name, "args": string(c.Args), "idempotency key": c.IdempotencyKey},
 			map[string]int{"name": 64, "args": herd.MaxCommandArgs, "idempotency key": herd.MaxIdempotencyKeyLen})
+		p := &herd.ConfigProfile{TenantID: 1, Name: name, Schema: []byte(`{"description":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(model) + `"}`)}
+		check("config profile", p.Validate(), map[string]string{"name": p.Name, "schema": string(p.Schema)}, map[string]int{"name": herd.MaxNameLen, "schema": herd.MaxConfigSchema})
+		doc := []byte(`{"v":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(kind) + `"}`)
+		check("config document", herd.ValidateConfigDocument([]byte(`{}`), doc), map[string]string{"document": string(doc)}, map[string]int{"document": herd.MaxConfigDocument})
+		fw := &herd.Firmware{TenantID: 1, Model: model, Version: kind, URL: hook, SHA256: strings.Repeat("a", 64), Size: 1}
+		check("firmware", fw.Validate(), map[string]string{"model": fw.Model, "version": fw.Version, "url": fw.URL},
+			map[string]int{"model": herd.MaxModelLen, "version": herd.MaxFirmwareLen, "url": herd.MaxURLLen})
 	})
 }

@@ -18,7 +18,7 @@ import (
 // notFoundMessage is the only shape a not-found message may take: the kind
 // of thing and the id the caller sent, nothing about the object (its node,
 // path, tenant or name).
-var notFoundMessage = regexp.MustCompile(`^(tenant|node|device|user|token|grant|webhook|command) (\d+) not found$`)
+var notFoundMessage = regexp.MustCompile(`^(tenant|node|device|user|token|grant|webhook|command|config profile|firmware) (\d+) not found$`)
 
 // outside is one set of objects the caller cannot see.
 type outside struct {
@@ -40,6 +40,8 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 			s.Idempotency = sqldb.NewIdempotencyService(db)
 			s.EventService = sqldb.NewEventService(db)
 			s.WebhookService = sqldb.NewWebhookService(db)
+			s.ConfigService = sqldb.NewConfigService(db)
+			s.FirmwareService = sqldb.NewFirmwareService(db)
 		})
 		f := e.mustCreateFleet()
 		ctx := context.Background()
@@ -80,6 +82,15 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 		must(e.admin.CreateGrant(ctx, daveGrant))
 		daveToken, err := e.admin.CreateToken(ctx, dave.ID)
 		must(err)
+		otherProfile := &herd.ConfigProfile{TenantID: other.ID, Name: "globex", Schema: []byte(`{"type":"object"}`)}
+		must(e.admin.CreateConfigProfile(ctx, otherProfile))
+		must(e.admin.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: otherProfile.ID, Document: []byte(`{}`)}))
+		otherFirmware := &herd.Firmware{TenantID: other.ID, Model: "th-200", Version: "1.0", URL: "https://example.com/fw", SHA256: strings.Repeat("a", 64), Size: 1}
+		must(e.admin.CreateFirmware(ctx, otherFirmware))
+		ownProfile := &herd.ConfigProfile{TenantID: f.tenant.ID, Name: "acme", Schema: []byte(`{"type":"object"}`)}
+		must(e.admin.CreateConfigProfile(ctx, ownProfile))
+		must(e.admin.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: ownProfile.ID, Document: []byte(`{}`)}))
+		configBody := fmt.Sprintf(`{"profile_id":"%d","version":1}`, ownProfile.ID)
 		otherTenant := outside{node: site.ID, device: dev.ID, command: command(dev.ID), grant: daveGrant.ID, token: daveToken.ID, webhook: webhook(site.ID)}
 
 		// bob's own tenant, outside his one grant (admin of n1): the south
@@ -107,6 +118,8 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 				{"CredentialDelete", "DELETE", dp("/v1/devices/%d/credentials"), "", o.device},
 				{"CommandCreate", "POST", dp("/v1/devices/%d/commands"), `{"name":"reboot"}`, o.device},
 				{"DeviceCommands", "GET", dp("/v1/devices/%d/commands"), "", o.device},
+				{"DeviceConfigView", "GET", dp("/v1/devices/%d/config"), "", o.device},
+				{"DeviceConfigSet", "PUT", dp("/v1/devices/%d/config"), configBody, o.device},
 				{"CommandView", "GET", fmt.Sprintf("/v1/commands/%d", o.command), "", o.command},
 				{"GrantCreate", "POST", "/v1/grants", fmt.Sprintf(`{"user_id":"%d","node_id":"%d","role":"viewer"}`, f.bob.ID, o.node), o.node},
 				{"GrantDelete", "DELETE", fmt.Sprintf("/v1/grants/%d", o.grant), "", o.grant},
@@ -127,12 +140,22 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 			{"UserCreateIn", "POST", "/v1/users", fmt.Sprintf(`{"tenant_id":"%d","name":"leak"}`, other.ID), other.ID},
 			{"TokenCreate", "POST", fmt.Sprintf("/v1/users/%d/tokens", dave.ID), "", dave.ID},
 			{"UserGrants", "GET", fmt.Sprintf("/v1/users/%d/grants", dave.ID), "", dave.ID},
+			{"ConfigProfileView", "GET", fmt.Sprintf("/v1/config-profiles/%d", otherProfile.ID), "", otherProfile.ID},
+			{"ConfigProfiles", "GET", fmt.Sprintf("/v1/config-profiles?tenant_id=%d", other.ID), "", other.ID},
+			{"ConfigProfileCreateIn", "POST", "/v1/config-profiles", fmt.Sprintf(`{"tenant_id":"%d","name":"leak","schema":{}}`, other.ID), other.ID},
+			{"ConfigVersionCreate", "POST", fmt.Sprintf("/v1/config-profiles/%d/versions", otherProfile.ID), `{"document":{}}`, otherProfile.ID},
+			{"ConfigVersions", "GET", fmt.Sprintf("/v1/config-profiles/%d/versions", otherProfile.ID), "", otherProfile.ID},
+			{"ConfigVersionView", "GET", fmt.Sprintf("/v1/config-profiles/%d/versions/1", otherProfile.ID), "", otherProfile.ID},
+			{"DeviceConfigSetOtherProfile", "PUT", fmt.Sprintf("/v1/devices/%d/config", f.devices["n1-a"].ID), fmt.Sprintf(`{"profile_id":"%d","version":1}`, otherProfile.ID), otherProfile.ID},
+			{"FirmwareView", "GET", fmt.Sprintf("/v1/firmware/%d", otherFirmware.ID), "", otherFirmware.ID},
+			{"FirmwareList", "GET", fmt.Sprintf("/v1/firmware?tenant_id=%d", other.ID), "", other.ID},
+			{"FirmwareCreateIn", "POST", "/v1/firmware", fmt.Sprintf(`{"tenant_id":"%d","model":"m","version":"v","url":"https://example.com/x","sha256":"%s","size":1}`, other.ID, strings.Repeat("b", 64)), other.ID},
 		}
 		run := func(t *testing.T, token string, c call, status int, code string) {
 			t.Helper()
 			before := rowCounts(t, db)
 			key := ""
-			if c.method == "POST" && strings.HasSuffix(c.path, "/commands") {
+			if (c.method == "POST" && strings.HasSuffix(c.path, "/commands")) || c.method == "PUT" {
 				key = "notfound-" + t.Name() // commands require one
 			}
 			r := e.doKey(c.method, c.path, token, key, c.body)
@@ -182,6 +205,10 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 				{call{"CredentialCreate", "POST", fmt.Sprintf("/v1/devices/%d/credentials", n1a.ID), "", 0}, f.aliceToken.Secret},
 				{call{"CredentialDelete", "DELETE", fmt.Sprintf("/v1/devices/%d/credentials", n1a.ID), "", 0}, f.aliceToken.Secret},
 				{call{"CommandCreate", "POST", fmt.Sprintf("/v1/devices/%d/commands", n1a.ID), `{"name":"reboot"}`, 0}, f.aliceToken.Secret},
+				{call{"DeviceConfigSet", "PUT", fmt.Sprintf("/v1/devices/%d/config", n1a.ID), configBody, 0}, f.aliceToken.Secret},
+				{call{"ConfigProfileCreate", "POST", "/v1/config-profiles", fmt.Sprintf(`{"tenant_id":"%d","name":"x","schema":{}}`, f.tenant.ID), 0}, f.aliceToken.Secret},
+				{call{"ConfigVersionCreate", "POST", fmt.Sprintf("/v1/config-profiles/%d/versions", ownProfile.ID), `{"document":{}}`, 0}, f.aliceToken.Secret},
+				{call{"FirmwareCreate", "POST", "/v1/firmware", fmt.Sprintf(`{"tenant_id":"%d","model":"m","version":"v","url":"https://example.com/x","sha256":"%s","size":1}`, f.tenant.ID, strings.Repeat("b", 64)), 0}, f.aliceToken.Secret},
 				{call{"GrantCreate", "POST", "/v1/grants", fmt.Sprintf(`{"user_id":"%d","node_id":"%d","role":"admin"}`, f.alice.ID, f.n1.ID), 0}, f.aliceToken.Secret},
 				{call{"GrantDelete", "DELETE", fmt.Sprintf("/v1/grants/%d", f.bobGrant.ID), "", 0}, f.aliceToken.Secret},
 				{call{"WebhookView", "GET", fmt.Sprintf("/v1/webhooks/%d", hook), "", 0}, f.aliceToken.Secret},

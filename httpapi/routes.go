@@ -31,6 +31,19 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/devices/{id}/commands", s.authed(s.idempotent(true, s.handleCommandCreate)))
 	s.handle("GET /v1/devices/{id}/commands", s.authed(s.handleDeviceCommands))
 	s.handle("GET /v1/commands/{id}", s.authed(s.handleCommandView))
+	s.handle("GET /v1/devices/{id}/config", s.authed(s.handleDeviceConfigView))
+	s.handle("PUT /v1/devices/{id}/config", s.authed(s.idempotent(true, s.handleDeviceConfigSet)))
+
+	// Config profiles and firmware belong to a tenant, as users do.
+	s.handle("POST /v1/config-profiles", s.authed(s.idempotent(false, s.handleConfigProfileCreate)))
+	s.handle("GET /v1/config-profiles", s.authed(s.handleConfigProfileList))
+	s.handle("GET /v1/config-profiles/{id}", s.authed(s.handleConfigProfileView))
+	s.handle("POST /v1/config-profiles/{id}/versions", s.authed(s.idempotent(false, s.handleConfigVersionCreate)))
+	s.handle("GET /v1/config-profiles/{id}/versions", s.authed(s.handleConfigVersionList))
+	s.handle("GET /v1/config-profiles/{id}/versions/{n}", s.authed(s.handleConfigVersionView))
+	s.handle("POST /v1/firmware", s.authed(s.idempotent(false, s.handleFirmwareCreate)))
+	s.handle("GET /v1/firmware", s.authed(s.handleFirmwareList))
+	s.handle("GET /v1/firmware/{id}", s.authed(s.handleFirmwareView))
 
 	// MQTT over WebSocket: the gateway authenticates devices itself.
 	s.handle("GET /mqtt", s.handleMQTT)

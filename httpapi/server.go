@@ -77,6 +77,10 @@ type Server struct {
 	// and "after-commit" (both are; the answer is not yet sent). Tests kill
 	// the process there; herd leaves it nil.
 	IdempotencyHook func(r *http.Request, stage string)
+	// ConfigService serves config profiles and devices' configs,
+	// FirmwareService firmware metadata; nil answers 404.
+	ConfigService   herd.ConfigService
+	FirmwareService herd.FirmwareService
 	// EventService serves the event log; nil answers 404.
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.

@@ -157,19 +157,28 @@ func commandID(payload []byte) int64 {
 	return n
 }
 
-// OnSubscribed sends a device its open commands once it listens for them.
+// OnSubscribed sends a device its open commands once it listens for
+// them, and its config, when it is not in sync, once it listens for that.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	g := h.g
-	if g.Commands == nil || cl.Net.Inline {
+	if cl.Net.Inline {
 		return
 	}
-	want := "devices/" + cl.ID + "/" + topicCommands
+	commands := "devices/" + cl.ID + "/" + topicCommands
+	config := "devices/" + cl.ID + "/" + topicConfig
 	for i, f := range pk.Filters {
-		if f.Filter == want && i < len(reasonCodes) && reasonCodes[i] < 0x80 {
-			if s, ok := g.session(cl.ID); ok && s.link.cl == cl {
-				g.work.start(func() { g.deliverOpen(s.tenantID, s.deviceID) })
-			}
+		if i >= len(reasonCodes) || reasonCodes[i] >= 0x80 {
+			continue
+		}
+		s, ok := g.session(cl.ID)
+		if !ok || s.link.cl != cl {
 			return
+		}
+		switch {
+		case f.Filter == commands && g.Commands != nil:
+			g.work.start(func() { g.deliverOpen(s.tenantID, s.deviceID) })
+		case f.Filter == config && g.Configs != nil:
+			g.work.start(func() { g.deliverConfig(s.tenantID, s.deviceID) })
 		}
 	}
 }

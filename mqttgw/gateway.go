@@ -124,6 +124,9 @@ type Gateway struct {
 	// Commands, when set, delivers commands to the devices held here
 	// (see CommandEvent).
 	Commands herd.CommandQueue
+	// Configs, when set, sends the devices held here their desired config
+	// (see ConfigEvent).
+	Configs herd.ConfigQueue
 	// CheckOrigin, when set, decides which web pages may open MQTT over
 	// WebSocket (ServeHTTP), by the handshake's Origin; herd sets it to
 	// its --allowed-origins policy, as for its other sockets, so that a
@@ -415,11 +418,11 @@ func (g *Gateway) DisconnectDevice(key string) bool {
 var ErrNotConnected = errors.New("mqttgw: device not connected here")
 
 // Send publishes payload at QoS 1 on one of a device's inbound topics,
-// kind "commands" or "config", if the device is connected here; the device
+// kind "commands", "config" or "ota", if the device is connected here; the device
 // gets it if it subscribed. Delivery after that is mochi's: resent until the
 // device acknowledges it or its session ends.
 func (g *Gateway) Send(key, kind string, payload []byte) error {
-	if kind != topicCommands && kind != topicConfig {
+	if kind != topicCommands && kind != topicConfig && kind != topicOTA {
 		return fmt.Errorf("mqttgw: %q is not a topic herd sends devices on", kind)
 	}
 	if s, ok := g.session(key); !ok || s.link.cl.Closed() {

@@ -231,11 +231,24 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 
 // parse turns what a device sent on one of its topics (kind), a publish
 // or its will, into its ingest items: telemetry into readings, events into
-// a device.reported event, commands/ack into a command's answer. A session
+// a device.reported event, commands/ack into a command's answer, config/ack
+// into the device's reported config, ota/progress into an event. A session
 // without a link (a will checked at CONNECT) only checks the payload.
 func (g *Gateway) parse(s session, kind string, payload []byte, now time.Time) ([]herd.IngestItem, error) {
 	at := now.UnixMilli()
 	switch kind {
+	case topicConfigAck:
+		a, err := herd.ParseConfigAck(payload, g.MaxPayload)
+		if err != nil {
+			return nil, err
+		}
+		return []herd.IngestItem{{Kind: herd.IngestConfigAck, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, ConfigAck: a}}, nil
+	case topicProgress:
+		p, err := herd.ParseOTAProgress(payload, g.MaxPayload)
+		if err != nil {
+			return nil, err
+		}
+		return []herd.IngestItem{{Kind: herd.IngestOTAProgress, DeviceID: s.deviceID, TenantID: s.tenantID, At: at, OTA: p}}, nil
 	case topicAck:
 		a, err := herd.ParseCommandAck(payload, g.MaxPayload)
 		if err != nil {

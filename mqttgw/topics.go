@@ -4,9 +4,10 @@ import (
 	"strings"
 )
 
-// The topic rules. A device has five topics, all under devices/{its key}/:
-// it publishes on telemetry, events and commands/ack (and may leave a will
-// on them), and subscribes to commands and config. Nothing else is its,
+// The topic rules. A device has eight topics, all under devices/{its key}/:
+// it publishes on telemetry, events, commands/ack, config/ack and
+// ota/progress (and may leave a will on them), and subscribes to commands,
+// config and ota. Nothing else is its,
 // and the rules are exact: topics are case-sensitive as MQTT says, a
 // filter with a wildcard matches no topic (it would name other devices'
 // or more than the device's), $SYS and shared subscriptions are refused
@@ -20,6 +21,9 @@ const (
 	topicAck       = "commands/ack"
 	topicCommands  = "commands"
 	topicConfig    = "config"
+	topicConfigAck = "config/ack"
+	topicOTA       = "ota"
+	topicProgress  = "ota/progress"
 )
 
 // deviceTopic splits devices/{key}/{rest}; ok is false for anything else.
@@ -36,12 +40,12 @@ func deviceTopic(topic string) (key, rest string, ok bool) {
 // A will is held to the same rule.
 func mayPublish(deviceKey, topic string) (kind string, ok bool) {
 	key, rest, ok := deviceTopic(topic)
-	return rest, ok && key == deviceKey && (rest == topicTelemetry || rest == topicEvents || rest == topicAck)
+	return rest, ok && key == deviceKey && (rest == topicTelemetry || rest == topicEvents || rest == topicAck || rest == topicConfigAck || rest == topicProgress)
 }
 
-// maySubscribe says whether a device may subscribe to filter: its commands
-// or its config, named exactly.
+// maySubscribe says whether a device may subscribe to filter: its
+// commands, its config or its firmware updates, named exactly.
 func maySubscribe(deviceKey, filter string) bool {
 	key, rest, ok := deviceTopic(filter)
-	return ok && key == deviceKey && (rest == topicCommands || rest == topicConfig)
+	return ok && key == deviceKey && (rest == topicCommands || rest == topicConfig || rest == topicOTA)
 }

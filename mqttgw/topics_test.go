@@ -17,12 +17,18 @@ func TestTopicRules(t *testing.T) {
 		{"devices/dev-1/commands/ack", topicAck, false},
 		{"devices/dev-1/commands", "", true},
 		{"devices/dev-1/config", "", true},
-		// Another device's, the same five.
+		{"devices/dev-1/config/ack", topicConfigAck, false},
+		{"devices/dev-1/ota", "", true},
+		{"devices/dev-1/ota/progress", topicProgress, false},
+		// Another device's, the same eight.
 		{"devices/dev-2/telemetry", "", false},
 		{"devices/dev-2/events", "", false},
 		{"devices/dev-2/commands/ack", "", false},
 		{"devices/dev-2/commands", "", false},
 		{"devices/dev-2/config", "", false},
+		{"devices/dev-2/config/ack", "", false},
+		{"devices/dev-2/ota", "", false},
+		{"devices/dev-2/ota/progress", "", false},
 		// A key that only starts or ends like its own.
 		{"devices/dev-10/telemetry", "", false},
 		{"devices/xdev-1/commands", "", false},
@@ -63,6 +69,12 @@ func TestTopicRules(t *testing.T) {
 		{"devices/dev-1/telemetry/extra", "", false},
 		{"devices/dev-1/commands/ack/extra", "", false},
 		{"devices/dev-1/config/x", "", false},
+		{"devices/dev-1/config/ack/x", "", false},
+		{"devices/dev-1/ota/x", "", false},
+		{"devices/dev-1/ota/progress/", "", false},
+		{"devices/dev-1/config/#", "", false},
+		{"devices/dev-1/ota/+", "", false},
+		{"devices/dev-1/Config/Ack", "", false},
 	} {
 		kind, ok := mayPublish(key, tt.topic)
 		if (tt.publish != "") != ok || (ok && kind != tt.publish) {

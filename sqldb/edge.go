@@ -240,6 +240,7 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	}
 	var rounds []round
 	var acks []*herd.IngestItem // answers to commands, after the rest
+	var configAcks, progress []*herd.IngestItem
 	var finals []deviceFold
 	var fold []*herd.Reading // in arrival order
 	var foldAt int64
@@ -276,6 +277,10 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 			rounds[k].reports = append(rounds[k].reports, it)
 		case herd.IngestCommandAck:
 			acks = append(acks, it)
+		case herd.IngestConfigAck:
+			configAcks = append(configAcks, it)
+		case herd.IngestOTAProgress:
+			progress = append(progress, it)
 		default:
 			return fmt.Errorf("ingest: unknown item kind %d", it.Kind)
 		}
@@ -313,6 +318,15 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 		return err
 	}
 	events = append(events, acked...)
+	configured, err := tx.applyConfigAcks(ctx, configAcks, rev)
+	if err != nil {
+		return err
+	}
+	ota, err := tx.applyOTAProgress(ctx, progress)
+	if err != nil {
+		return err
+	}
+	events = append(append(events, configured...), ota...)
 	if err := tx.appendEventsByTenant(ctx, events); err != nil {
 		return err
 	}

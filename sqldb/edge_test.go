@@ -753,7 +753,7 @@ func TestIngestService_Connections(t *testing.T) {
 			}{
 				{"zero kind first", 0, 0},
 				{"unknown kind in the middle", 99, 2},
-				{"unknown kind last", herd.IngestCommandAck + 1, 5},
+				{"unknown kind last", herd.IngestOTAProgress + 1, 5},
 			} {
 				t.Run(tt.name, func(t *testing.T) {
 					before, before2 := f.state(t, own.ID), f.state(t, own2.ID)

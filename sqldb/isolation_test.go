@@ -46,6 +46,16 @@ func TestTenantIsolation(t *testing.T) {
 		mustOK(t, hooks.CreateWebhook(f.super, bHook))
 		bCred, err := creds.CreateDeviceCredential(f.super, bDevs[1].ID)
 		mustOK(t, err)
+		configs := sqldb.NewConfigService(db)
+		fws := sqldb.NewFirmwareService(db)
+		bProfile := &herd.ConfigProfile{TenantID: b.ID, Name: "b profile", Schema: []byte(`{"type":"object"}`)}
+		mustOK(t, configs.CreateConfigProfile(f.super, bProfile))
+		mustOK(t, configs.CreateConfigVersion(f.super, &herd.ConfigVersion{ProfileID: bProfile.ID, Document: []byte(`{"rate":1}`)}))
+		aProfile := &herd.ConfigProfile{TenantID: a.ID, Name: "a profile", Schema: []byte(`{"type":"object"}`)}
+		mustOK(t, configs.CreateConfigProfile(ctx, aProfile))
+		mustOK(t, configs.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: aProfile.ID, Document: []byte(`{}`)}))
+		bFirmware := &herd.Firmware{TenantID: b.ID, Model: "th-200", Version: "1.0.0", URL: "https://b.example/fw.bin", SHA256: strings.Repeat("ab", 32), Size: 1}
+		mustOK(t, fws.CreateFirmware(f.super, bFirmware))
 		bBefore := f.state(t, b.ID)
 
 		t.Run("ErrNotFound", func(t *testing.T) {
@@ -86,6 +96,19 @@ func TestTenantIsolation(t *testing.T) {
 				"CreateDeviceCredentials mixed": errOf(creds.CreateDeviceCredentials(ctx, []int64{aDevs[0].ID, bDevs[1].ID})),
 				"DeleteDeviceCredential":        creds.DeleteDeviceCredential(ctx, bDevs[1].ID),
 
+				"CreateConfigProfile":       configs.CreateConfigProfile(ctx, &herd.ConfigProfile{TenantID: b.ID, Name: "spy", Schema: []byte(`{}`)}),
+				"FindConfigProfileByID":     errOf(configs.FindConfigProfileByID(ctx, bProfile.ID)),
+				"FindConfigProfiles":        errOf(configs.FindConfigProfiles(ctx, b.ID, 0, 10)),
+				"CreateConfigVersion":       configs.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: bProfile.ID, Document: []byte(`{}`)}),
+				"FindConfigVersion":         errOf(configs.FindConfigVersion(ctx, bProfile.ID, 1)),
+				"FindConfigVersions":        errOf(configs.FindConfigVersions(ctx, bProfile.ID, 0, 10)),
+				"FindDeviceConfig":          errOf(configs.FindDeviceConfig(ctx, bDevs[0].ID)),
+				"SetDesiredConfig B device": errOf(configs.SetDesiredConfig(ctx, bDevs[0].ID, aProfile.ID, 1)),
+				"SetDesiredConfig B config": errOf(configs.SetDesiredConfig(ctx, aDevs[0].ID, bProfile.ID, 1)),
+				"CreateFirmware":            fws.CreateFirmware(ctx, &herd.Firmware{TenantID: b.ID, Model: "m", Version: "v", URL: "https://a.example/x", SHA256: strings.Repeat("0", 64), Size: 1}),
+				"FindFirmwareByID":          errOf(fws.FindFirmwareByID(ctx, bFirmware.ID)),
+				"FindFirmware":              errOf(fws.FindFirmware(ctx, b.ID, "", 0, 10)),
+
 				"FindEvents":      errOf(events.FindEvents(ctx, b.ID, 0, 10)),
 				"FindEvents head": errOf(events.FindEvents(ctx, b.ID, -1, 10)),
 			} {
@@ -111,7 +134,16 @@ func TestTenantIsolation(t *testing.T) {
 			if n := f.count(t, `SELECT COUNT(*) FROM device_credentials WHERE device_id = ?`, aDevs[0].ID); n != 0 {
 				t.Fatalf("A's device has %d credentials after a batch that failed", n)
 			}
+			// A's device got no config from B's profile.
+			if c, err := configs.FindDeviceConfig(ctx, aDevs[0].ID); err != nil || c.Desired != nil {
+				t.Fatalf("A's device config: %+v, %v", c, err)
+			}
 			// A's lists leave B's rows out.
+			ps, err := configs.FindConfigProfiles(ctx, 0, 0, 10)
+			mustOK(t, err)
+			if len(ps.Items) != 1 || ps.Items[0].ID != aProfile.ID {
+				t.Fatalf("A lists profiles %+v", ps.Items)
+			}
 			ws, err := hooks.FindWebhooks(ctx)
 			mustOK(t, err)
 			for _, w := range ws {
@@ -147,6 +179,11 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return errOf(hooks.FindDeliveries(ctx, bHook.ID, "", 10)) },
 				func() error { return errOf(creds.CreateDeviceCredential(ctx, bDevs[1].ID)) },
 				func() error { return creds.DeleteDeviceCredential(ctx, bDevs[1].ID) },
+				func() error { return errOf(configs.FindConfigProfileByID(ctx, bProfile.ID)) },
+				func() error { return errOf(configs.FindConfigVersion(ctx, bProfile.ID, 1)) },
+				func() error { return errOf(configs.FindDeviceConfig(ctx, bDevs[0].ID)) },
+				func() error { return errOf(configs.SetDesiredConfig(ctx, aDevs[0].ID, bProfile.ID, 1)) },
+				func() error { return errOf(fws.FindFirmwareByID(ctx, bFirmware.ID)) },
 			} {
 				if code := herd.ErrorCode(call()); code != herd.ENOTFOUND {
 					t.Errorf("got %s, want %s", code, herd.ENOTFOUND)

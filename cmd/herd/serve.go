@@ -199,6 +199,8 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.BatchItems, gw.BatchWait = int(m.Config.IngestBatchItems), m.Config.IngestBatchWait
 	commands := sqldb.NewCommandService(m.DB)
 	gw.Commands = commands
+	configs := sqldb.NewConfigService(m.DB)
+	gw.Configs = configs
 	// The reserved listener is handed over, never closed and bound again:
 	// in between, another process could take the port after the store was
 	// opened. Until the gateway has it, Close closes it.
@@ -229,6 +231,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	s.CommandService = commands
+	s.ConfigService = configs
+	s.FirmwareService = sqldb.NewFirmwareService(m.DB)
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	if testServerHook != nil {
 		testServerHook(s)
@@ -246,11 +250,12 @@ func (m *Main) Run(ctx context.Context) error {
 	tailCtx, stopTail := context.WithCancel(m.eventsCtx)
 	m.stopTail = stopTail
 	// Every process tails the stream for its own connections: hints for
-	// the stream's clients, and commands for the devices this gateway
-	// holds.
+	// the stream's clients, and commands and configs for the devices this
+	// gateway holds.
 	fanout := func(ev *herd.Event) {
 		hub.Publish(ev)
 		gw.CommandEvent(ev)
+		gw.ConfigEvent(ev)
 	}
 	m.tail.Go(func() {
 		m.Bus.Keep(tailCtx, "stream tail", func(ctx context.Context) error { return m.Bus.Tail(ctx, fanout, nil) })
