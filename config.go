@@ -4,14 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
-
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
 )
 
 // Event types of configuration.
@@ -52,8 +46,9 @@ type ConfigProfile struct {
 	CreatedAt     time.Time `json:"created_at"`
 }
 
-// Validate reports whether the profile can be created: its schema must
-// compile.
+// Validate reports whether the profile can be created, but for its
+// schema compiling, which is the schema engine's to say (package
+// configschema).
 func (p *ConfigProfile) Validate() error {
 	p.Name = strings.TrimSpace(p.Name)
 	if p.TenantID == 0 {
@@ -62,8 +57,14 @@ func (p *ConfigProfile) Validate() error {
 	if err := checkRequiredText("name", p.Name, MaxNameLen); err != nil {
 		return err
 	}
-	_, err := CompileConfigSchema(p.Schema)
-	return err
+	if t := bytes.TrimSpace(p.Schema); len(t) == 0 || string(t) == "null" {
+		return Errorf(EINVALID, "schema is required: a JSON Schema (draft 2020-12)")
+	} else if len(p.Schema) > MaxConfigSchema {
+		return Errorf(EINVALID, "schema is %d bytes, at most %d", len(p.Schema), MaxConfigSchema)
+	}
+	// The store keeps the schema as text (PostgreSQL refuses what is not
+	// UTF-8), and a JSON decoder would quietly mend bad bytes.
+	return CheckText("schema", string(p.Schema), MaxConfigSchema)
 }
 
 // ConfigVersion is one immutable document of a profile, numbered 1, 2, …
@@ -74,106 +75,6 @@ type ConfigVersion struct {
 	Version   int64           `json:"version"`
 	Document  json.RawMessage `json:"document"`
 	CreatedAt time.Time       `json:"created_at"`
-}
-
-// refuseLoader loads nothing: a schema may refer only to itself, so that
-// compiling one never reads a file or the network on herd's host.
-type refuseLoader struct{}
-
-func (refuseLoader) Load(url string) (any, error) {
-	return nil, fmt.Errorf("herd loads no external schemas, and %s is not part of this one", url)
-}
-
-const configSchemaURL = "https://herd.invalid/config-profile.json"
-
-// CompileConfigSchema compiles a profile's schema as draft 2020-12 (unless
-// it names another draft in $schema). It refuses a $ref to anything but
-// the schema itself. The error is EINVALID and says why.
-func CompileConfigSchema(schema json.RawMessage) (*jsonschema.Schema, error) {
-	if t := bytes.TrimSpace(schema); len(t) == 0 || string(t) == "null" {
-		return nil, Errorf(EINVALID, "schema is required: a JSON Schema (draft 2020-12)")
-	} else if len(schema) > MaxConfigSchema {
-		return nil, Errorf(EINVALID, "schema is %d bytes, at most %d", len(schema), MaxConfigSchema)
-	}
-	// The store keeps the schema as text (PostgreSQL refuses what is not
-	// UTF-8), and a JSON decoder would quietly mend bad bytes.
-	if err := CheckText("schema", string(schema), MaxConfigSchema); err != nil {
-		return nil, err
-	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
-	if err != nil {
-		return nil, Errorf(EINVALID, "schema is not JSON: %v", err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.UseLoader(refuseLoader{})
-	if err := c.AddResource(configSchemaURL, doc); err != nil {
-		return nil, Errorf(EINVALID, "schema does not compile: %v", err)
-	}
-	sch, err := c.Compile(configSchemaURL)
-	var serr *jsonschema.SchemaValidationError
-	var verr *jsonschema.ValidationError
-	if errors.As(err, &serr) && errors.As(serr.Err, &verr) {
-		// The schema failed the draft's metaschema: name where.
-		loc, why := deepestCause(verr)
-		return nil, Errorf(EINVALID, "schema does not compile: at %q: %s", loc, why)
-	} else if err != nil {
-		return nil, Errorf(EINVALID, "schema does not compile: %s", strings.ReplaceAll(err.Error(), configSchemaURL, ""))
-	}
-	return sch, nil
-}
-
-// ValidateConfigDocument checks a version's document against its
-// profile's schema. A document that does not validate is EINVALID naming
-// the JSON pointer of the first failing value ("" is the document itself)
-// and why it fails.
-func ValidateConfigDocument(schema, document json.RawMessage) error {
-	if t := bytes.TrimSpace(document); len(t) == 0 || string(t) == "null" {
-		return Errorf(EINVALID, "document is required")
-	} else if len(document) > MaxConfigDocument {
-		return Errorf(EINVALID, "document is %d bytes, at most %d", len(document), MaxConfigDocument)
-	}
-	sch, err := CompileConfigSchema(schema)
-	if err != nil {
-		return err
-	}
-	if err := CheckText("document", string(document), MaxConfigDocument); err != nil {
-		return err
-	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(document))
-	if err != nil {
-		return Errorf(EINVALID, "document is not JSON: %v", err)
-	}
-	err = sch.Validate(doc)
-	var verr *jsonschema.ValidationError
-	if errors.As(err, &verr) {
-		loc, why := deepestCause(verr)
-		return Errorf(EINVALID, "document does not validate at %q: %s", loc, why)
-	} else if err != nil {
-		return fmt.Errorf("validate config document: %w", err)
-	}
-	return nil
-}
-
-// deepestCause returns the JSON pointer and the reason of the first leaf
-// of a validation error: the value that failed; the errors above it only
-// say that a subschema did.
-func deepestCause(verr *jsonschema.ValidationError) (string, string) {
-	for len(verr.Causes) > 0 {
-		verr = verr.Causes[0]
-	}
-	return JSONPointer(verr.InstanceLocation), verr.ErrorKind.LocalizedString(message.NewPrinter(language.English))
-}
-
-// JSONPointer spells a path of object keys and array indexes as an RFC
-// 6901 pointer: "" for the root, "/a/0/b" below it.
-func JSONPointer(path []string) string {
-	var b strings.Builder
-	for _, tok := range path {
-		b.WriteByte('/')
-		b.WriteString(strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1"))
-	}
-	return b.String()
 }
 
 // DesiredConfig is the config version a device should run.

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/configschema"
 )
 
 // storable is the rule written a second way: text every store holds.
@@ -79,7 +80,7 @@ func FuzzValidateText(f *testing.F) {
 		p := &herd.ConfigProfile{TenantID: 1, Name: name, Schema: []byte(`{"description":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(model) + `"}`)}
 		check("config profile", p.Validate(), map[string]string{"name": p.Name, "schema": string(p.Schema)}, map[string]int{"name": herd.MaxNameLen, "schema": herd.MaxConfigSchema})
 		doc := []byte(`{"v":"` + strings.NewReplacer(`"`, "", `\`, "").Replace(kind) + `"}`)
-		check("config document", herd.ValidateConfigDocument([]byte(`{}`), doc), map[string]string{"document": string(doc)}, map[string]int{"document": herd.MaxConfigDocument})
+		check("config document", configschema.Validate([]byte(`{}`), doc), map[string]string{"document": string(doc)}, map[string]int{"document": herd.MaxConfigDocument})
 		fw := &herd.Firmware{TenantID: 1, Model: model, Version: kind, URL: hook, SHA256: strings.Repeat("a", 64), Size: 1}
 		check("firmware", fw.Validate(), map[string]string{"model": fw.Model, "version": fw.Version, "url": fw.URL},
 			map[string]int{"model": herd.MaxModelLen, "version": herd.MaxFirmwareLen, "url": herd.MaxURLLen})

@@ -7,6 +7,7 @@ import (
 	"errors"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/configschema"
 )
 
 // ConfigService implements herd.ConfigService.
@@ -54,6 +55,8 @@ func (s *ConfigService) CreateConfigProfile(ctx context.Context, p *herd.ConfigP
 	if err != nil {
 		return err
 	} else if err := p.Validate(); err != nil {
+		return err
+	} else if _, err := configschema.Compile(p.Schema); err != nil {
 		return err
 	}
 	tx, err := s.db.beginTx(ctx)
@@ -162,7 +165,7 @@ func (s *ConfigService) CreateConfigVersion(ctx context.Context, v *herd.ConfigV
 		return err
 	} else if err := tx.requireTenantAdmin(ctx, a, p.TenantID); err != nil {
 		return err
-	} else if err := herd.ValidateConfigDocument(p.Schema, v.Document); err != nil {
+	} else if err := configschema.Validate(p.Schema, v.Document); err != nil {
 		return err
 	}
 	// The counter's UPDATE locks the profile's row: concurrent creates
