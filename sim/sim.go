@@ -6,16 +6,13 @@
 package sim
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +61,13 @@ type Config struct {
 	ConnectConcurrency int
 	Keepalive          time.Duration
 	Seed               uint64
+	// ConfigReject of the devices reject every config; FirmwareFail fail
+	// every firmware update; Bricked never come back from the reboot after
+	// one; ErrorClimb report an error_count that climbs by one a reading
+	// once they applied a config or firmware. Each share is chosen by key.
+	ConfigReject, FirmwareFail, Bricked, ErrorClimb float64
+	// Reboot is how long a device is gone after a firmware update, ±20%.
+	Reboot time.Duration
 	// Out receives a progress line every second.
 	Out io.Writer
 }
@@ -82,6 +86,9 @@ type Stats struct {
 	LatencyMax              time.Duration
 	StormDropped, StormBack int64
 	StormBackIn             time.Duration // time until every dropped device was back
+	// Configs decided (once per version) and firmware updates.
+	ConfigsApplied, ConfigsRejected                  int64
+	FirmwareUpdated, FirmwareFailed, FirmwareBricked int64
 }
 
 type run struct {
@@ -100,6 +107,9 @@ type run struct {
 	stormBack  atomic.Int64
 	stormStart atomic.Int64 // unix nanos when the storm began
 	stormLast  atomic.Int64 // nanos from the storm to the last dropped device's return
+
+	cfgApplied, cfgRejected        atomic.Int64
+	fwUpdated, fwFailed, fwBricked atomic.Int64
 }
 
 // Run simulates the devices until the duration passes or ctx ends.
@@ -118,6 +128,9 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	}
 	if cfg.NoisyFactor <= 0 {
 		cfg.NoisyFactor = 100
+	}
+	if cfg.Reboot <= 0 {
+		cfg.Reboot = 5 * time.Second
 	}
 	r := &run{cfg: cfg}
 	// The devices live on a context of the run's own, not one derived
@@ -145,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		if noisy[i] {
 			rate *= cfg.NoisyFactor
 		}
-		dev := &device{r: r, d: d, rate: rate, storm: storm[i], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)))}
+		dev := &device{r: r, d: d, rate: rate, storm: storm[i], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i))), ota: make(chan *otaJob, 1)}
 		wg.Go(func() { dev.live(ctx, gate, up, stormNow) })
 	}
 	// Wait for every device's first connect, reporting meanwhile.
@@ -219,6 +232,8 @@ func (r *run) stats(since time.Time) Stats {
 		CommandsAcked: r.cmdAcked.Load(), CommandRepeats: r.cmdRepeats.Load(), Connected: r.connected.Load(), Elapsed: time.Since(since),
 		LatencyP50: p50, LatencyP99: p99, LatencyMax: pmax,
 		StormDropped: r.stormDrop.Load(), StormBack: r.stormBack.Load(),
+		ConfigsApplied: r.cfgApplied.Load(), ConfigsRejected: r.cfgRejected.Load(),
+		FirmwareUpdated: r.fwUpdated.Load(), FirmwareFailed: r.fwFailed.Load(), FirmwareBricked: r.fwBricked.Load(),
 	}
 	if last := r.stormLast.Load(); last > 0 && s.StormBack == s.StormDropped {
 		s.StormBackIn = time.Duration(last)
@@ -241,6 +256,17 @@ type device struct {
 	done   []string
 
 	temp, battery float64
+	// ota hands a firmware update from the MQTT handler to the publish
+	// loop; reportNow makes that loop send a reading at once, as a device
+	// back from a reboot does.
+	ota       chan *otaJob
+	reportNow bool
+	// stateMu guards what the MQTT handlers and the readings share.
+	stateMu                sync.Mutex
+	cfgProfile             string
+	cfgVersion, errorCount int64
+	firmware               string
+	climb                  bool
 }
 
 // killConn lets the simulator drop a connection the way a rebooting device
@@ -344,8 +370,20 @@ func (d *device) live(ctx context.Context, gate chan struct{}, up chan<- struct{
 			ack := fmt.Sprintf(`{"id":%q,"status":"ok","result":{"by":"herd-simulate"}}`, id)
 			c.Publish("devices/"+d.d.Key+"/commands/ack", 1, false, ack)
 		})
-		dropped := d.publish(ctx, c, lost, stormNow)
+		c.Subscribe("devices/"+d.d.Key+"/config", 1, d.onConfig)
+		c.Subscribe("devices/"+d.d.Key+"/ota", 1, d.onOTA)
+		dropped, job := d.publish(ctx, c, lost, stormNow)
 		r.connected.Add(-1)
+		if job != nil {
+			// Rebooting onto new firmware: the progress is out, the
+			// device goes.
+			c.Disconnect(250)
+			if !d.reboot(ctx, job) {
+				<-ctx.Done() // bricked: it never comes back
+				return
+			}
+			continue
+		}
 		c.Disconnect(0)
 		if dropped {
 			stormNow = nil // once
@@ -361,9 +399,10 @@ func (d *device) live(ctx context.Context, gate chan struct{}, up chan<- struct{
 	}
 }
 
-// publish sends readings until the connection is lost, ctx ends or the
-// storm drops this device (then it returns true).
-func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, stormNow <-chan struct{}) bool {
+// publish sends readings until the connection is lost, ctx ends, the
+// storm drops this device (then it returns true) or a firmware update has
+// it reboot (then it returns the update).
+func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, stormNow <-chan struct{}) (bool, *otaJob) {
 	r := d.r
 	var tick <-chan time.Time
 	if d.rate < 0 {
@@ -379,7 +418,7 @@ func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, 
 		select {
 		case <-time.After(time.Duration(d.rng.Int64N(int64(period)) + 1)):
 		case <-ctx.Done():
-			return false
+			return false, nil
 		}
 		t := time.NewTicker(period)
 		defer t.Stop()
@@ -389,17 +428,30 @@ func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, 
 		stormNow = nil
 	}
 	topic := "devices/" + d.d.Key + "/telemetry"
+	if d.reportNow {
+		d.reportNow = false
+		r.sent.Add(1)
+		if tok := c.Publish(topic, 1, false, d.reading()); tok.WaitTimeout(30*time.Second) && tok.Error() == nil {
+			r.acked.Add(1)
+		} else {
+			r.failed.Add(1)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return false, nil
 		case <-lost:
-			return false
+			return false, nil
 		case <-stormNow:
 			if kc := d.conn.Load(); kc != nil {
 				kc.Close()
 			}
-			return true
+			return true, nil
+		case job := <-d.ota:
+			if d.runOTA(ctx, c, job) {
+				return false, job
+			}
 		case <-tick:
 			payload := d.reading()
 			r.sent.Add(1)
@@ -416,22 +468,6 @@ func (d *device) publish(ctx context.Context, c paho.Client, lost <-chan error, 
 			r.lat.add(time.Since(start))
 		}
 	}
-}
-
-// reading returns a realistic telemetry payload: temperature wanders,
-// battery drains, the status follows the temperature.
-func (d *device) reading() []byte {
-	d.temp += d.rng.NormFloat64() * 0.2
-	d.battery = math.Max(0, d.battery-0.001)
-	status := "ok"
-	switch {
-	case d.temp > 40:
-		status = "alarm"
-	case d.temp > 32:
-		status = "warn"
-	}
-	return fmt.Appendf(nil, `{"temperature":%.2f,"humidity":%.1f,"battery":%.2f,"rssi":%d,"status":%q}`,
-		d.temp, 40+10*d.rng.Float64(), d.battery, -50-d.rng.IntN(40), status)
 }
 
 // commandID pulls the "id" member out of a command payload, crudely; the
@@ -462,51 +498,4 @@ func commandID(p []byte) string {
 		return s[:j]
 	}
 	return ""
-}
-
-// ReadDevices reads a key file: one "key token" pair per line, the format
-// WriteDevices writes, so that several simulator processes can share one
-// provisioned fleet.
-func ReadDevices(path string) ([]Device, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var ds []Device
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		key, token, ok := strings.Cut(line, " ")
-		if !ok || key == "" || strings.TrimSpace(token) == "" {
-			return nil, fmt.Errorf("%s:%d: want \"key token\"", path, n)
-		}
-		ds = append(ds, Device{Key: key, Token: strings.TrimSpace(token)})
-	}
-	return ds, sc.Err()
-}
-
-// WriteDevices writes a key file for ReadDevices.
-func WriteDevices(path string, ds []Device) error {
-	var b strings.Builder
-	b.WriteString("# herd simulate key file: key token\n")
-	for _, d := range ds {
-		b.WriteString(d.Key + " " + d.Token + "\n")
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o600)
-}
-
-// Shard returns the part i (0-based) of n of the devices, for one of n
-// simulator processes sharing a fleet.
-func Shard(ds []Device, i, n int) []Device {
-	var out []Device
-	for k, d := range ds {
-		if k%n == i {
-			out = append(out, d)
-		}
-	}
-	return out
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// gateway starts a store with n provisioned devices and a gateway in front.
-func gateway(t *testing.T, n int) (*sqldb.DB, *mqttgw.Gateway, []sim.Device) {
+// gateway starts a store with n provisioned devices and a gateway in front,
+// set up by opts before it opens.
+func gateway(t *testing.T, n int, opts ...func(*sqldb.DB, *mqttgw.Gateway)) (*sqldb.DB, *mqttgw.Gateway, []sim.Device) {
 	t.Helper()
 	db := testutil.MustOpenDB(t, sqldb.SQLite)
 	super := testutil.SuperContext()
@@ -44,6 +45,9 @@ func gateway(t *testing.T, n int) (*sqldb.DB, *mqttgw.Gateway, []sim.Device) {
 	}
 	gw := mqttgw.New(creds, sqldb.NewIngestService(db))
 	gw.Addr = "127.0.0.1:0"
+	for _, o := range opts {
+		o(db, gw)
+	}
 	if err := gw.Open(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,4 @@
+package sim
+
+// Chosen is chosen, for the tests.
+var Chosen = chosen
