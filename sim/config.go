@@ -113,9 +113,16 @@ func (d *device) onOTA(_ paho.Client, m paho.Message) {
 
 // runOTA reports an update's progress on the connection. It returns true
 // when the device is to reboot onto the new firmware, false when the
-// update failed (or the connection did) and the device stays as it is.
+// update failed (or the connection did, or the device runs that firmware
+// already) and the device stays as it is.
 func (d *device) runOTA(ctx context.Context, c paho.Client, job *otaJob) bool {
 	r := d.r
+	d.stateMu.Lock()
+	same := d.firmware == job.Firmware.Version
+	d.stateMu.Unlock()
+	if same {
+		return false // sent again while it was installing
+	}
 	progress := func(state, errText string) bool {
 		p := map[string]any{"state": state, "version": job.Firmware.Version}
 		if len(job.RolloutID) > 0 && string(job.RolloutID) != "null" {

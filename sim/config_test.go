@@ -154,3 +154,137 @@ func TestSim_ShareByKey(t *testing.T) {
 		t.Fatalf("%d of 1000 chosen at 0.2", n)
 	}
 }
+
+// otaRun sends every device a firmware update through the gateway, as
+// herd's sender will, until each has reported progress, and returns the
+// states each reported so far.
+func otaRun(t *testing.T, db *sqldb.DB, gw *mqttgw.Gateway, devices []sim.Device, ids []int64, last string) {
+	t.Helper()
+	payload := []byte(`{"rollout_id":"7","firmware":{"version":"1.5.0","url":"https://fw.example/1.5.0.bin","sha256":"00","size":1}}`)
+	for i, d := range devices {
+		// A device subscribes just after it connects: send until it
+		// reports; it starts an update once.
+		waitFor(t, "no "+last+" progress from "+d.Key, func() bool {
+			if n := progressCount(t, db, ids[i], last); n > 0 {
+				return true
+			}
+			if err := gw.Send(d.Key, "ota", payload); err != nil && err != mqttgw.ErrNotConnected {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			return false
+		})
+	}
+}
+
+func progressCount(t *testing.T, db *sqldb.DB, id int64, state string) (n int) {
+	t.Helper()
+	err := db.SQL().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM events WHERE type = ? AND subject_id = ? AND payload LIKE ?`,
+		herd.EventDeviceOTAProgress, id, `%"state":"`+state+`"%`).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func findDevice(t *testing.T, db *sqldb.DB, id int64) *herd.Device {
+	t.Helper()
+	d, err := sqldb.NewDeviceService(db).FindDeviceByID(testutil.SuperContext(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestSim_FirmwareUpdated: a device told of new firmware reports
+// downloading, installing and rebooting, is gone for its reboot, and comes
+// back with the new firmware in its projection.
+func TestSim_FirmwareUpdated(t *testing.T) {
+	db, gw, devices := gateway(t, 2)
+	_, ids := deviceIDs(t, db, devices)
+	stop := simRun(t, gw, sim.Config{Devices: devices, Reboot: 200 * time.Millisecond})
+	otaRun(t, db, gw, devices, ids, herd.OTARebooting)
+	for _, id := range ids {
+		for _, st := range []string{herd.OTADownloading, herd.OTAInstalling, herd.OTARebooting} {
+			if n := progressCount(t, db, id, st); n != 1 {
+				t.Fatalf("device %d reported %s %d times, want once", id, st, n)
+			}
+		}
+		waitFor(t, "no device back on 1.5.0", func() bool {
+			d := findDevice(t, db, id)
+			return d.Online && d.Firmware == "1.5.0"
+		})
+	}
+	if s := stop(); s.FirmwareUpdated != 2 || s.FirmwareFailed != 0 || s.FirmwareBricked != 0 || s.Reconnects != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestSim_FirmwareFailedAndBricked: with --firmware-fail 1 a device
+// reports failed and stays on its firmware, connected; with --bricked 1 it
+// reboots and never comes back.
+func TestSim_FirmwareFailedAndBricked(t *testing.T) {
+	t.Run("failed", func(t *testing.T) {
+		db, gw, devices := gateway(t, 1)
+		_, ids := deviceIDs(t, db, devices)
+		stop := simRun(t, gw, sim.Config{Devices: devices, Reboot: 200 * time.Millisecond, FirmwareFail: 1})
+		otaRun(t, db, gw, devices, ids, herd.OTAFailed)
+		if n := progressCount(t, db, ids[0], herd.OTARebooting); n != 0 {
+			t.Fatalf("a failed update rebooted")
+		}
+		s := stop()
+		if d := findDevice(t, db, ids[0]); d.Firmware != "" {
+			t.Fatalf("firmware %q after a failed update", d.Firmware)
+		}
+		if s.FirmwareFailed != 1 || s.FirmwareUpdated != 0 || s.Reconnects != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+	t.Run("bricked", func(t *testing.T) {
+		db, gw, devices := gateway(t, 1)
+		_, ids := deviceIDs(t, db, devices)
+		stop := simRun(t, gw, sim.Config{Devices: devices, Reboot: 200 * time.Millisecond, Bricked: 1})
+		otaRun(t, db, gw, devices, ids, herd.OTARebooting)
+		waitFor(t, "the bricked device is online", func() bool { return !findDevice(t, db, ids[0]).Online })
+		// Never coming back has no signal: wait out three reboot times
+		// (the longest is 240 ms) before asking.
+		time.Sleep(600 * time.Millisecond)
+		s := stop()
+		if s.FirmwareBricked != 1 || s.FirmwareUpdated != 0 || s.Reconnects != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+		if d := findDevice(t, db, ids[0]); d.Online || d.Firmware != "" {
+			t.Fatalf("bricked device %+v", d)
+		}
+	})
+}
+
+// TestSim_ErrorClimb: with --error-climb 1 a device's error_count stays at
+// 0 until it applies a config, and climbs in its projection after.
+func TestSim_ErrorClimb(t *testing.T) {
+	db, gw, devices := gateway(t, 1, withConfigs)
+	tenant, ids := deviceIDs(t, db, devices)
+	stop := simRun(t, gw, sim.Config{Devices: devices, Rate: 50, QoS: 1, ErrorClimb: 1})
+	defer stop()
+	waitFor(t, "no reading stored", func() bool { return findDevice(t, db, ids[0]).LastSeen != nil })
+	if n := findDevice(t, db, ids[0]).ErrorCount; n != 0 {
+		t.Fatalf("error_count %d before anything was applied", n)
+	}
+	desire(t, db, tenant, ids)
+	// The config goes on the device's next subscription: have the
+	// gateway send it now, as the stream tail does with the event.
+	var payload []byte
+	waitFor(t, "no climbing error_count", func() bool {
+		if payload == nil {
+			c, err := sqldb.NewConfigService(db).PendingConfig(t.Context(), tenant, ids[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			payload = c.DevicePayload()
+			if err := gw.Send(devices[0].Key, "config", payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return findDevice(t, db, ids[0]).ErrorCount >= 3
+	})
+}
