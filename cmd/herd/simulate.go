@@ -41,8 +41,13 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.DurationVar(&cfg.Keepalive, "keepalive", 60*time.Second, "MQTT keepalive of the devices")
 	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", 200, "first connects in flight at once")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed")
+	fs.Float64Var(&cfg.ConfigReject, "config-reject", 0, "share of the devices that reject every config (chosen by key, the same on every run)")
+	fs.Float64Var(&cfg.FirmwareFail, "firmware-fail", 0, "share of the devices whose firmware updates fail (they stay on their firmware)")
+	fs.Float64Var(&cfg.Bricked, "bricked", 0, "share of the devices that never come back from the reboot after a firmware update")
+	fs.Float64Var(&cfg.ErrorClimb, "error-climb", 0, "share of the devices whose error_count climbs by one a reading once they applied a config or firmware")
+	fs.DurationVar(&cfg.Reboot, "reboot", 5*time.Second, "how long a device is gone rebooting after a firmware update (±20%)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: herd simulate [flags]\n\nSimulates devices against a running herd with the Eclipse Paho MQTT client:\nthey publish telemetry, answer commands and reconnect with backoff and\njitter. Devices come from --keys, or are created under --node through the\nAPI. Progress goes to stderr every second, the summary to stdout.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: herd simulate [flags]\n\nSimulates devices against a running herd with the Eclipse Paho MQTT client:\nthey publish telemetry, answer commands, apply config and firmware, and\nreconnect with backoff and jitter. Devices come from --keys, or are created under --node through the\nAPI. Progress goes to stderr every second, the summary to stdout.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +65,10 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return &usageError{msg: "--rate must be 0 or more"}
 	case cfg.StormShare < 0 || cfg.StormShare > 1 || cfg.NoisyShare < 0 || cfg.NoisyShare > 1:
 		return &usageError{msg: "--storm-share and --noisy-share must be from 0 to 1"}
+	case !share(cfg.ConfigReject) || !share(cfg.FirmwareFail) || !share(cfg.Bricked) || !share(cfg.ErrorClimb):
+		return &usageError{msg: "--config-reject, --firmware-fail, --bricked and --error-climb must be from 0 to 1"}
+	case cfg.Reboot <= 0:
+		return &usageError{msg: "--reboot must be more than 0"}
 	}
 	cfg.QoS = byte(*qos)
 	cfg.Broker = *broker
@@ -107,11 +116,15 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "devices %d  connected %d  sent %d  acked %d  failed %d  (%.0f acked/s)\n", len(ds), stats.Connected, stats.Sent, stats.Acked, stats.Failed, float64(stats.Acked)/secs)
 	fmt.Fprintf(stdout, "connects %d  refused %d  reconnects %d  commands carried out %d (repeats dropped %d)\n", stats.Connects, stats.ConnectFailures, stats.Reconnects, stats.CommandsAcked, stats.CommandRepeats)
 	fmt.Fprintf(stdout, "puback p50 %s  p99 %s  max %s\n", stats.LatencyP50, stats.LatencyP99, stats.LatencyMax)
+	fmt.Fprintf(stdout, "configs applied %d  rejected %d  firmware updated %d  failed %d  bricked %d\n",
+		stats.ConfigsApplied, stats.ConfigsRejected, stats.FirmwareUpdated, stats.FirmwareFailed, stats.FirmwareBricked)
 	if cfg.Scenario == sim.RebootStorm {
 		fmt.Fprintf(stdout, "storm: %d dropped, %d back, all back in %s\n", stats.StormDropped, stats.StormBack, stats.StormBackIn)
 	}
 	return nil
 }
+
+func share(f float64) bool { return f >= 0 && f <= 1 }
 
 func parseShard(s string) (i, n int, err error) {
 	a, b, ok := strings.Cut(s, "/")
