@@ -135,29 +135,38 @@ func TestSim_ConfigRejected(t *testing.T) {
 	}
 }
 
-// TestSim_ShareByKey: a share is chosen by key, the same on every run.
+// TestSim_ShareByKey: a share is chosen by key (so the same on every run),
+// near its size, nested in larger shares, independent of other shares.
 func TestSim_ShareByKey(t *testing.T) {
 	var ds []sim.Device
 	for i := range 1000 {
 		ds = append(ds, sim.Device{Key: "dev-" + strings.Repeat("x", i%3) + string(rune('a'+i%26)) + time.Duration(i).String()})
 	}
-	n := 0
+	n, same := 0, 0
 	for _, d := range ds {
-		if sim.Chosen(d.Key, "config-reject", 0.2) {
+		in := sim.Chosen(d.Key, "config-reject", 0.2)
+		if in {
 			n++
 		}
-		if sim.Chosen(d.Key, "config-reject", 0.2) != sim.Chosen(d.Key, "config-reject", 0.2) {
-			t.Fatal("not deterministic")
+		// A larger share takes in the smaller one's devices.
+		if in && !sim.Chosen(d.Key, "config-reject", 0.5) {
+			t.Fatalf("%s chosen at 0.2 and not at 0.5", d.Key)
+		}
+		if in && sim.Chosen(d.Key, "bricked", 0.2) {
+			same++
 		}
 	}
 	if n < 150 || n > 250 {
 		t.Fatalf("%d of 1000 chosen at 0.2", n)
 	}
+	// Independent shares: about 0.2 of the rejecting devices also brick.
+	if same > n/2 {
+		t.Fatalf("%d of the %d rejecting devices are also bricked", same, n)
+	}
 }
 
 // otaRun sends every device a firmware update through the gateway, as
-// herd's sender will, until each has reported progress, and returns the
-// states each reported so far.
+// herd's sender will, until each has reported the last state.
 func otaRun(t *testing.T, db *sqldb.DB, gw *mqttgw.Gateway, devices []sim.Device, ids []int64, last string) {
 	t.Helper()
 	payload := []byte(`{"rollout_id":"7","firmware":{"version":"1.5.0","url":"https://fw.example/1.5.0.bin","sha256":"00","size":1}}`)
