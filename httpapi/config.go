@@ -21,11 +21,11 @@ type configVersionCreateRequest struct {
 	Document json.RawMessage `json:"document"`
 }
 
-func (s *Server) configs(w http.ResponseWriter, r *http.Request) herd.ConfigService {
+func (s *Server) configs() (herd.ConfigService, error) {
 	if s.ConfigService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "device configuration is not served here"))
+		return nil, herd.Errorf(herd.ENOTFOUND, "device configuration is not served here")
 	}
-	return s.ConfigService
+	return s.ConfigService, nil
 }
 
 // queryAfter reads ?after=N, the keyset cursor of the config and firmware
@@ -43,149 +43,113 @@ func queryAfter(r *http.Request) (int64, error) {
 }
 
 // handleConfigProfileCreate handles POST /v1/config-profiles.
-func (s *Server) handleConfigProfileCreate(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleConfigProfileCreate(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	var req configProfileCreateRequest
 	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	p := &herd.ConfigProfile{TenantID: req.TenantID, Name: req.Name, Schema: req.Schema}
 	if err := svc.CreateConfigProfile(r.Context(), p); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, p)
+	return nil
 }
 
 // handleConfigProfileList handles GET /v1/config-profiles?tenant_id=&after=&limit=.
-func (s *Server) handleConfigProfileList(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleConfigProfileList(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	tenant, err := callerTenant(r)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	after, err := queryAfter(r)
+	after, limit, err := keysetPage(r)
 	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	limit, err := queryLimit(r, 100)
-	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	page, err := svc.FindConfigProfiles(r.Context(), tenant, after, limit)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // handleConfigProfileView handles GET /v1/config-profiles/{id}.
-func (s *Server) handleConfigProfileView(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
-	}
-	id, err := pathID(r, "id")
+func (s *Server) handleConfigProfileView(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	p, err := svc.FindConfigProfileByID(r.Context(), id)
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, p)
+	return viewByID(w, r, svc.FindConfigProfileByID)
 }
 
 // handleConfigVersionCreate handles POST /v1/config-profiles/{id}/versions:
 // the document becomes the profile's next version, or a 400 names the
 // JSON pointer where it fails the schema.
-func (s *Server) handleConfigVersionCreate(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleConfigVersionCreate(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	id, err := pathID(r, "id")
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	var req configVersionCreateRequest
 	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	v := &herd.ConfigVersion{ProfileID: id, Document: req.Document}
 	if err := svc.CreateConfigVersion(r.Context(), v); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, v)
+	return nil
 }
 
 // handleConfigVersionList handles GET /v1/config-profiles/{id}/versions?after=&limit=.
-func (s *Server) handleConfigVersionList(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleConfigVersionList(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	id, err := pathID(r, "id")
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	after, err := queryAfter(r)
+	after, limit, err := keysetPage(r)
 	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	limit, err := queryLimit(r, 100)
-	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	page, err := svc.FindConfigVersions(r.Context(), id, after, limit)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // handleConfigVersionView handles GET /v1/config-profiles/{id}/versions/{n}.
-func (s *Server) handleConfigVersionView(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleConfigVersionView(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	id, err := pathID(r, "id")
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	n, err := pathID(r, "n")
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	v, err := svc.FindConfigVersion(r.Context(), id, n)
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	return viewByID(w, r, func(ctx context.Context, n int64) (*herd.ConfigVersion, error) {
+		return svc.FindConfigVersion(ctx, id, n)
+	}, "n")
 }
 
 var _ herd.ConfigService = (*Client)(nil)

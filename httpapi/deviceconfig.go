@@ -14,48 +14,36 @@ type deviceConfigRequest struct {
 }
 
 // handleDeviceConfigView handles GET /v1/devices/{id}/config.
-func (s *Server) handleDeviceConfigView(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
-	}
-	id, err := pathID(r, "id")
+func (s *Server) handleDeviceConfigView(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	c, err := svc.FindDeviceConfig(r.Context(), id)
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	return viewByID(w, r, svc.FindDeviceConfig)
 }
 
 // handleDeviceConfigSet handles PUT /v1/devices/{id}/config: the device's
 // desired config, committed with its event before the answer; the gateway
 // holding the device sends it the document.
-func (s *Server) handleDeviceConfigSet(w http.ResponseWriter, r *http.Request) {
-	svc := s.configs(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleDeviceConfigSet(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.configs()
+	if err != nil {
+		return err
 	}
 	id, err := pathID(r, "id")
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	var req deviceConfigRequest
 	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	c, err := svc.SetDesiredConfig(r.Context(), id, req.ProfileID, req.Version)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, c)
+	return nil
 }
 
 // FindDeviceConfig returns a device's desired and reported config.

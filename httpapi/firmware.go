@@ -16,79 +16,61 @@ type firmwareCreateRequest struct {
 	Size     int64  `json:"size"`
 }
 
-func (s *Server) firmware(w http.ResponseWriter, r *http.Request) herd.FirmwareService {
+func (s *Server) firmware() (herd.FirmwareService, error) {
 	if s.FirmwareService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "firmware is not served here"))
+		return nil, herd.Errorf(herd.ENOTFOUND, "firmware is not served here")
 	}
-	return s.FirmwareService
+	return s.FirmwareService, nil
 }
 
 // handleFirmwareCreate handles POST /v1/firmware: metadata only, the
 // image stays where url points.
-func (s *Server) handleFirmwareCreate(w http.ResponseWriter, r *http.Request) {
-	svc := s.firmware(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleFirmwareCreate(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.firmware()
+	if err != nil {
+		return err
 	}
 	var req firmwareCreateRequest
 	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	f := &herd.Firmware{TenantID: req.TenantID, Model: req.Model, Version: req.Version, URL: req.URL, SHA256: req.SHA256, Size: req.Size}
 	if err := svc.CreateFirmware(r.Context(), f); err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, f)
+	return nil
 }
 
 // handleFirmwareList handles GET /v1/firmware?tenant_id=&model=&after=&limit=.
-func (s *Server) handleFirmwareList(w http.ResponseWriter, r *http.Request) {
-	svc := s.firmware(w, r)
-	if svc == nil {
-		return
+func (s *Server) handleFirmwareList(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.firmware()
+	if err != nil {
+		return err
 	}
 	tenant, err := callerTenant(r)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	after, err := queryAfter(r)
+	after, limit, err := keysetPage(r)
 	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	limit, err := queryLimit(r, 100)
-	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	page, err := svc.FindFirmware(r.Context(), tenant, r.URL.Query().Get("model"), after, limit)
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, page)
+	return nil
 }
 
 // handleFirmwareView handles GET /v1/firmware/{id}.
-func (s *Server) handleFirmwareView(w http.ResponseWriter, r *http.Request) {
-	svc := s.firmware(w, r)
-	if svc == nil {
-		return
-	}
-	id, err := pathID(r, "id")
+func (s *Server) handleFirmwareView(w http.ResponseWriter, r *http.Request) error {
+	svc, err := s.firmware()
 	if err != nil {
-		Error(w, r, err)
-		return
+		return err
 	}
-	f, err := svc.FindFirmwareByID(r.Context(), id)
-	if err != nil {
-		Error(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, f)
+	return viewByID(w, r, svc.FindFirmwareByID)
 }
 
 var _ herd.FirmwareService = (*Client)(nil)
