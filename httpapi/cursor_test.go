@@ -199,17 +199,23 @@ func startHelper(t *testing.T, dsn string) string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	copied := make(chan struct{})
 	t.Cleanup(func() {
 		stdin.Close()
+		<-copied // Wait closes the pipe: the copy must be done reading it
 		cmd.Wait()
 	})
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		if u, ok := strings.CutPrefix(sc.Text(), "URL "); ok {
-			go io.Copy(io.Discard, stdout) // the rest of its output, until it exits
+			go func() { // the rest of its output, until it exits
+				defer close(copied)
+				io.Copy(io.Discard, stdout)
+			}()
 			return u
 		}
 	}
+	close(copied)
 	t.Fatalf("helper process ended before it served: %v", sc.Err())
 	return ""
 }

@@ -48,7 +48,11 @@ func BenchmarkIdempotency_WriterHold(b *testing.B) {
 				stop := make(chan struct{})
 				started := make(chan struct{})
 				var wg sync.WaitGroup
+				var once sync.Once
 				wg.Go(func() {
+					// Closed however the writer ends, so a failed first
+					// write cannot leave the benchmark waiting.
+					defer once.Do(func() { close(started) })
 					for i := 0; ; i++ {
 						t0 := time.Now()
 						if err := nodes.CreateNode(testutil.SuperContext(), &herd.Node{ParentID: f.n2.ID, Kind: "room", Name: fmt.Sprintf("r-%d-%d", round, i)}); err != nil {
@@ -57,7 +61,7 @@ func BenchmarkIdempotency_WriterHold(b *testing.B) {
 						}
 						worst = max(worst, time.Since(t0))
 						if i == 0 {
-							close(started)
+							once.Do(func() { close(started) })
 						}
 						select {
 						case <-stop:

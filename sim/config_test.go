@@ -20,16 +20,20 @@ func simRun(t *testing.T, gw *mqttgw.Gateway, cfg sim.Config) (stop func() sim.S
 	ctx, cancel := context.WithCancel(t.Context())
 	cfg.Broker = "tcp://" + gw.TCPAddr().String()
 	cfg.Scenario, cfg.Duration, cfg.Seed = sim.Steady, time.Minute, 1
-	done := make(chan sim.Stats, 1)
+	done := make(chan struct{})
+	var stats sim.Stats
 	go func() {
-		stats, err := sim.Run(ctx, cfg)
-		if err != nil && ctx.Err() == nil {
+		defer close(done)
+		var err error
+		if stats, err = sim.Run(ctx, cfg); err != nil && ctx.Err() == nil {
 			t.Error(err)
 		}
-		done <- stats
 	}()
-	t.Cleanup(cancel)
-	return func() sim.Stats { cancel(); return <-done }
+	// The run ends before the gateway the test closes after it, whether
+	// or not the test asked for its stats.
+	stop = func() sim.Stats { cancel(); <-done; return stats }
+	t.Cleanup(func() { stop() })
+	return stop
 }
 
 // deviceIDs returns the store's ids of the simulated devices and their
@@ -180,7 +184,6 @@ func otaRun(t *testing.T, db *sqldb.DB, gw *mqttgw.Gateway, devices []sim.Device
 			if err := gw.Send(d.Key, "ota", payload); err != nil && err != mqttgw.ErrNotConnected {
 				t.Fatal(err)
 			}
-			time.Sleep(50 * time.Millisecond)
 			return false
 		})
 	}

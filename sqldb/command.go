@@ -37,7 +37,7 @@ FROM commands c JOIN devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_
 	commandReturning = `id, tenant_id, device_id, device_key, COALESCE((SELECT d.path FROM devices d WHERE d.id = commands.device_id AND d.tenant_id = commands.tenant_id), ''), name, args, ttl_s, status, result, error, created_at, expires_at, delivered_at, completed_at`
 )
 
-func scanCommand(sc interface{ Scan(...any) error }) (*herd.Command, error) {
+func scanCommand(sc rowScanner) (*herd.Command, error) {
 	var c herd.Command
 	var args string
 	var result sql.NullString

@@ -37,7 +37,7 @@ func checkPage(limit int) (int, error) {
 
 const profileColumns = `id, tenant_id, name, schema, latest_version, created_at`
 
-func scanProfile(sc interface{ Scan(...any) error }) (*herd.ConfigProfile, error) {
+func scanProfile(sc rowScanner) (*herd.ConfigProfile, error) {
 	var p herd.ConfigProfile
 	var schema string
 	var created int64
@@ -120,7 +120,7 @@ func (s *ConfigService) FindConfigProfiles(ctx context.Context, tenantID, after 
 
 // collectPage reads up to limit rows (the query asked for one more, to
 // know whether there is a next page) into a page.
-func collectPage[T any](rows *sql.Rows, limit int, scan func(interface{ Scan(...any) error }) (T, error), key func(T) int64) (*herd.ConfigPage[T], error) {
+func collectPage[T any](rows *sql.Rows, limit int, scan func(rowScanner) (T, error), key func(T) int64) (*herd.ConfigPage[T], error) {
 	defer rows.Close()
 	page := &herd.ConfigPage[T]{Items: []T{}}
 	for rows.Next() {
@@ -137,7 +137,7 @@ func collectPage[T any](rows *sql.Rows, limit int, scan func(interface{ Scan(...
 	return page, rows.Err()
 }
 
-func scanVersion(sc interface{ Scan(...any) error }) (*herd.ConfigVersion, error) {
+func scanVersion(sc rowScanner) (*herd.ConfigVersion, error) {
 	var v herd.ConfigVersion
 	var doc string
 	var created int64

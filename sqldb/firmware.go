@@ -18,7 +18,7 @@ func NewFirmwareService(db *DB) *FirmwareService { return &FirmwareService{db: d
 
 const firmwareColumns = `id, tenant_id, model, version, url, sha256, size, created_at`
 
-func scanFirmware(sc interface{ Scan(...any) error }) (*herd.Firmware, error) {
+func scanFirmware(sc rowScanner) (*herd.Firmware, error) {
 	var f herd.Firmware
 	var created int64
 	if err := sc.Scan(&f.ID, &f.TenantID, &f.Model, &f.Version, &f.URL, &f.SHA256, &f.Size, &created); err != nil {

@@ -38,16 +38,23 @@ func TestIdempotencyKeys(t *testing.T) {
 		}
 		// Another key is another claim, beside the first (on SQLite the
 		// first holds the writer: this one waits for it).
-		other := make(chan herd.IdempotencyResult)
-		go func() { r, _ := s.BeginRequest(testutil.SuperContext(), "scope", "other", "x"); other <- r }()
+		type begun struct {
+			r   herd.IdempotencyResult
+			err error
+		}
+		other := make(chan begun, 1) // buffered: a test that fails first leaves no goroutine stuck
+		go func() {
+			r, err := s.BeginRequest(testutil.SuperContext(), "scope", "other", "x")
+			other <- begun{r, err}
+		}()
 		if err := first.Claim.Complete(201, []byte(`{"id":"1"}`)); err != nil {
 			t.Fatal(err)
 		}
-		if r := <-other; r.State != herd.IdempotencyNew {
-			t.Fatalf("another key: %+v", r)
-		} else {
-			r.Claim.Release()
+		o := <-other
+		if o.err != nil || o.r.State != herd.IdempotencyNew {
+			t.Fatalf("another key: %+v, %v", o.r, o.err)
 		}
+		o.r.Claim.Release()
 		if err := first.Claim.Complete(201, nil); err == nil {
 			t.Fatal("a claim completed twice")
 		}

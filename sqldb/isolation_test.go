@@ -181,6 +181,10 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return creds.DeleteDeviceCredential(ctx, bDevs[1].ID) },
 				func() error { return errOf(configs.FindConfigProfileByID(ctx, bProfile.ID)) },
 				func() error { return errOf(configs.FindConfigVersion(ctx, bProfile.ID, 1)) },
+				func() error { return errOf(configs.FindConfigVersions(ctx, bProfile.ID, 0, 10)) },
+				func() error {
+					return configs.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: bProfile.ID, Document: []byte(`{}`)})
+				},
 				func() error { return errOf(configs.FindDeviceConfig(ctx, bDevs[0].ID)) },
 				func() error { return errOf(configs.SetDesiredConfig(ctx, aDevs[0].ID, bProfile.ID, 1)) },
 				func() error { return errOf(fws.FindFirmwareByID(ctx, bFirmware.ID)) },
@@ -191,6 +195,21 @@ func TestTenantIsolation(t *testing.T) {
 			}
 			for _, q := range unscoped {
 				t.Errorf("a lookup by id for a user does not state the tenant: %s", q)
+			}
+		})
+		t.Run("PendingConfigStatesTheTenant", func(t *testing.T) {
+			// The gateway reads a device's desired config in the tenant
+			// its credential authenticated, as it reads commands.
+			mustOK(t, errOf(configs.SetDesiredConfig(f.super, bDevs[0].ID, bProfile.ID, 1)))
+			c, err := configs.PendingConfig(t.Context(), a.ID, bDevs[0].ID)
+			mustOK(t, err)
+			if c != nil {
+				t.Fatalf("B's device's desired config read in tenant A: %+v", c)
+			}
+			c, err = configs.PendingConfig(t.Context(), b.ID, bDevs[0].ID)
+			mustOK(t, err)
+			if c == nil || c.ProfileID != bProfile.ID {
+				t.Fatalf("B's device's desired config: %+v, want profile %d", c, bProfile.ID)
 			}
 		})
 		t.Run("CommandQueueStatesTheTenant", func(t *testing.T) {

@@ -75,7 +75,7 @@ func (s *WebhookService) CreateWebhook(ctx context.Context, w *herd.Webhook) (er
 
 const webhookColumns = `w.id, w.tenant_id, w.node_id, n.path, w.url, w.event_types, w.status, w.disabled_reason, w.created_at`
 
-func scanWebhook(sc interface{ Scan(...any) error }) (*herd.Webhook, error) {
+func scanWebhook(sc rowScanner) (*herd.Webhook, error) {
 	var w herd.Webhook
 	var types string
 	var created int64

@@ -1,13 +1,11 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/herd-iot/herd"
@@ -68,23 +66,7 @@ func TestBrowser_MQTTFromAnotherOrigin(t *testing.T) {
 	cred, err := admin.CreateDeviceCredential(ctx, d.ID)
 	must(err)
 
-	alloc, cancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	defer cancel()
-	browser, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	browser, cancel = context.WithTimeout(browser, 60*time.Second)
-	defer cancel()
+	browser := launchChromium(t, ctx, exe)
 	q := url.Values{"herd": {herdURL}, "key": {d.Key}, "token": {cred.Token}}
 	type result struct {
 		Connack []int `json:"connack"`

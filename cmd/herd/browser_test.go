@@ -58,6 +58,34 @@ func waitFor(t *testing.T, tab context.Context, expr string) {
 }
 
 // chromium returns the path of Debian's chromium, or skips the test.
+// launchChromium starts headless Chromium at exe with the flags this
+// machine needs (no sandbox as root, no background networking, a fresh
+// profile) and returns a tab that the test's end closes, with the whole
+// browser bounded to a minute.
+func launchChromium(t *testing.T, ctx context.Context, exe string) context.Context {
+	t.Helper()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(exe),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	browser, cancelBrowser := chromedp.NewContext(alloc)
+	browser, cancelTimeout := context.WithTimeout(browser, 60*time.Second)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelBrowser()
+		cancelAlloc()
+	})
+	return browser
+}
+
 func chromium(t *testing.T) string {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
@@ -103,23 +131,7 @@ func TestBrowser_StreamFromAnotherOrigin(t *testing.T) {
 	must(err)
 	user := admin.WithToken(tok.Secret)
 
-	alloc, cancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	defer cancel()
-	browser, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	browser, cancel = context.WithTimeout(browser, 60*time.Second)
-	defer cancel()
+	browser := launchChromium(t, ctx, exe)
 	q := url.Values{"herd": {herdURL}, "token": {tok.Secret}}
 
 	t.Run("AllowedOrigin", func(t *testing.T) {

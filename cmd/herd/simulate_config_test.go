@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,17 +35,18 @@ func TestSimulate_Config(t *testing.T) {
 	}
 	// Two simulator runs: the first two devices apply, the others reject.
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var runs sync.WaitGroup
+	defer func() { cancel(); runs.Wait() }() // no run outlives the test, failed or not
 	done := make(chan sim.Stats, 2)
 	for i, reject := range []float64{0, 1} {
-		go func() {
+		runs.Go(func() {
 			stats, err := sim.Run(runCtx, sim.Config{Broker: "tcp://" + m.Gateway.TCPAddr().String(), Devices: devices[2*i : 2*i+2],
 				Scenario: sim.Steady, Duration: time.Minute, Seed: 1, ConfigReject: reject})
 			if err != nil && runCtx.Err() == nil {
 				t.Error(err)
 			}
 			done <- stats
-		}()
+		})
 	}
 	testutil.WaitFor(t, 20*time.Second, "4 devices connected", func() bool { return m.Gateway.Connected() == 4 })
 	for _, d := range ds {
@@ -88,10 +90,11 @@ func TestSimulate_Firmware(t *testing.T) {
 	_, ds, tokens := provisionFleet(t, api, 2)
 	ctx := t.Context()
 	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var runs sync.WaitGroup
+	defer func() { cancel(); runs.Wait() }() // no run outlives the test, failed or not
 	done := make(chan sim.Stats, 2)
 	for i, bricked := range []float64{0, 1} {
-		go func() {
+		runs.Go(func() {
 			stats, err := sim.Run(runCtx, sim.Config{Broker: "tcp://" + m.Gateway.TCPAddr().String(),
 				Devices:  []sim.Device{{Key: ds[i].Key, Token: tokens[ds[i].Key]}},
 				Scenario: sim.Steady, Duration: time.Minute, Seed: 1, Reboot: 200 * time.Millisecond, Bricked: bricked})
@@ -99,7 +102,7 @@ func TestSimulate_Firmware(t *testing.T) {
 				t.Error(err)
 			}
 			done <- stats
-		}()
+		})
 	}
 	payload := []byte(`{"rollout_id":"1","firmware":{"version":"1.5.0","url":"https://fw.example/1.5.0.bin","sha256":"00","size":1}}`)
 	// A device subscribes just after it connects, so the update goes
@@ -113,7 +116,6 @@ func TestSimulate_Firmware(t *testing.T) {
 		}
 		good, err1 := api.FindDeviceByID(ctx, ds[0].ID)
 		bad, err2 := api.FindDeviceByID(ctx, ds[1].ID)
-		time.Sleep(50 * time.Millisecond)
 		return err1 == nil && err2 == nil && good.Online && good.Firmware == "1.5.0" && sent && !bad.Online
 	})
 	// Never coming back has no signal: wait out three reboot times.
