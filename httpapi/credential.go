@@ -85,5 +85,12 @@ func (s *Server) handleMQTT(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, herd.Errorf(herd.ENOTFOUND, "no MQTT gateway runs here"))
 		return
 	}
+	// The device authenticates in CONNECT, not by a cookie, but a page of
+	// a site the operator did not name has no business here either: the
+	// one origin policy of every socket (docs/browsers.md).
+	if !s.Origins.Allows(r) {
+		Error(w, r, originError(r))
+		return
+	}
 	s.MQTT.ServeHTTP(w, r)
 }

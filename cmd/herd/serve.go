@@ -241,7 +241,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.EventService = events
 	s.TicketService = sqldb.NewTicketService(m.DB)
 	s.Origins, _ = wsconn.ParseOrigins(m.Config.AllowedOrigins) // Validate read it
-	gw.CheckOrigin = s.Origins.Allows                           // /mqtt follows it too
+	gw.OriginChecked = true                                     // httpapi checks /mqtt's Origin too
 	m.Hub = stream.NewHub(events.Head)
 	m.Hub.Logger = m.Logger.With("component", "stream")
 	s.Stream = m.Hub
