@@ -59,4 +59,5 @@ CREATE TABLE rollout_members (
 );
 CREATE UNIQUE INDEX rollout_members_device ON rollout_members (rollout_id, device_id);
 CREATE INDEX rollout_members_state ON rollout_members (rollout_id, state, ord);
+CREATE INDEX rollout_members_wave ON rollout_members (rollout_id, wave, state);
 CREATE INDEX rollout_members_by_device ON rollout_members (tenant_id, device_id);
