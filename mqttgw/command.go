@@ -158,7 +158,8 @@ func commandID(payload []byte) int64 {
 }
 
 // OnSubscribed sends a device its open commands once it listens for
-// them, and its config, when it is not in sync, once it listens for that.
+// them, its config, when it is not in sync, once it listens for that, and
+// the firmware update it waits for once it listens for that.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	g := h.g
 	if cl.Net.Inline {
@@ -166,6 +167,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 	commands := "devices/" + cl.ID + "/" + topicCommands
 	config := "devices/" + cl.ID + "/" + topicConfig
+	ota := "devices/" + cl.ID + "/" + topicOTA
 	for i, f := range pk.Filters {
 		if i >= len(reasonCodes) || reasonCodes[i] >= 0x80 {
 			continue
@@ -179,6 +181,8 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			g.work.start(func() { g.deliverOpen(s.tenantID, s.deviceID) })
 		case f.Filter == config && g.Configs != nil:
 			g.work.start(func() { g.deliverConfig(s.tenantID, s.deviceID) })
+		case f.Filter == ota && g.OTA != nil:
+			g.work.start(func() { g.deliverOTA(s.tenantID, s.deviceID) })
 		}
 	}
 }

@@ -126,6 +126,9 @@ type Gateway struct {
 	// Configs, when set, sends the devices held here their desired config
 	// (see ConfigEvent).
 	Configs herd.ConfigQueue
+	// OTA, when set, sends the devices held here the firmware updates
+	// rollouts ask for (see OTAEvent).
+	OTA herd.OTAQueue
 	// OriginChecked says the HTTP server that mounts ServeHTTP has
 	// checked the handshake's Origin against its policy (herd's
 	// --allowed-origins, as for its other sockets, so that a browser's

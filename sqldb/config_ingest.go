@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/herd-iot/herd"
 )
@@ -67,7 +68,8 @@ ON CONFLICT (device_id) DO UPDATE SET reported_version = excluded.reported_versi
 	return evs, nil
 }
 
-// applyOTAProgress turns devices' firmware progress into events.
+// applyOTAProgress turns devices' firmware progress into events, and
+// records it on the device's member rows for the rollout controller.
 func (tx *Tx) applyOTAProgress(ctx context.Context, items []*herd.IngestItem) ([]*herd.Event, error) {
 	var evs []*herd.Event
 	for _, it := range items {
@@ -78,11 +80,46 @@ func (tx *Tx) applyOTAProgress(ctx context.Context, items []*herd.IngestItem) ([
 		} else if err != nil {
 			return nil, fmt.Errorf("ota progress: %w", err)
 		}
+		if err := tx.recordOTAProgress(ctx, it); err != nil {
+			return nil, err
+		}
 		ev := newEvent(herd.EventDeviceOTAProgress, herd.EventSubjectDevice, it.DeviceID, path, otaProgress{DeviceID: it.DeviceID, OTAProgress: it.OTA})
 		ev.TenantID = it.TenantID
 		evs = append(evs, ev)
 	}
 	return evs, nil
+}
+
+// recordOTAProgress sets the progress on the member rows waiting for the
+// device's firmware: told or reverting, of an active firmware rollout of
+// the tenant, and of the rollout the report names when it names one. A
+// failure also keeps the device's error. Only the controller moves a
+// member's state; this is what it reads. A report older than the one
+// recorded (ota_at) changes nothing, so a repeated report at most moves
+// ota_at to its own, later, arrival.
+func (tx *Tx) recordOTAProgress(ctx context.Context, it *herd.IngestItem) error {
+	p := &it.OTA
+	set, args := `ota_state = ?, ota_at = ?`, []any{p.State, it.At}
+	if p.State == herd.OTAFailed {
+		set, args = set+`, error = ?`, append(args, p.Error)
+	}
+	q := `UPDATE rollout_members SET ` + set + `
+WHERE tenant_id = ? AND device_id = ? AND state IN ` + otaMemberStates + ` AND (ota_at IS NULL OR ota_at <= ?)
+  AND rollout_id IN (SELECT id FROM rollouts WHERE tenant_id = ? AND kind = '` + herd.RolloutFirmware + `' AND state IN ` + otaActiveStates + `)`
+	args = append(args, it.TenantID, it.DeviceID, it.At, it.TenantID)
+	if p.RolloutID != "" {
+		id, err := strconv.ParseInt(p.RolloutID, 10, 64)
+		if err != nil {
+			// ParseOTAProgress lets only an id through; anything else
+			// names no rollout, and so no member row.
+			return nil
+		}
+		q, args = q+` AND rollout_id = ?`, append(args, id)
+	}
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("ota progress: member: %w", err)
+	}
+	return nil
 }
 
 // PendingConfig implements herd.ConfigQueue: the gateway's read, on a

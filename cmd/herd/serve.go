@@ -204,6 +204,7 @@ func (m *Main) Run(ctx context.Context) error {
 	gw.Commands = commands
 	configs := sqldb.NewConfigService(m.DB)
 	gw.Configs = configs
+	gw.OTA = configs
 	// The reserved listener is handed over, never closed and bound again:
 	// in between, another process could take the port after the store was
 	// opened. Until the gateway has it, Close closes it.
@@ -260,6 +261,7 @@ func (m *Main) Run(ctx context.Context) error {
 		hub.Publish(ev)
 		gw.CommandEvent(ev)
 		gw.ConfigEvent(ev)
+		gw.OTAEvent(ev)
 	}
 	m.tail.Go(func() {
 		m.Bus.Keep(tailCtx, "stream tail", func(ctx context.Context) error { return m.Bus.Tail(ctx, fanout, nil) })
