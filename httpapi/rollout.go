@@ -19,7 +19,9 @@ type rolloutCreateRequest struct {
 	TenantID int64  `json:"tenant_id,string"`
 	Name     string `json:"name"`
 	herd.RolloutSpec
-	StartAt *time.Time `json:"start_at,omitempty"`
+	// StartAt is RFC 3339 text, parsed by the handler so that a bad one is
+	// refused naming the field (encoding/json's time error names none).
+	StartAt string `json:"start_at,omitempty"`
 }
 
 func (s *Server) rollouts() (herd.RolloutService, error) {
@@ -41,7 +43,14 @@ func (s *Server) handleRolloutCreate(w http.ResponseWriter, r *http.Request) err
 	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
 		return err
 	}
-	ro := &herd.Rollout{TenantID: req.TenantID, Name: req.Name, RolloutSpec: req.RolloutSpec, StartAt: req.StartAt}
+	ro := &herd.Rollout{TenantID: req.TenantID, Name: req.Name, RolloutSpec: req.RolloutSpec}
+	if req.StartAt != "" {
+		at, err := time.Parse(time.RFC3339, req.StartAt)
+		if err != nil {
+			return herd.Errorf(herd.EINVALID, "start_at %q is not an RFC 3339 time (such as 2026-12-02T12:00:00Z)", req.StartAt)
+		}
+		ro.StartAt = &at
+	}
 	if err := ro.Validate(s.RolloutMaxInFlight); err != nil {
 		return err
 	}
@@ -145,7 +154,10 @@ func (c *Client) CreateRollout(ctx context.Context, ro *herd.Rollout) error {
 
 // CreateRolloutKey is CreateRollout with the Idempotency-Key given.
 func (c *Client) CreateRolloutKey(ctx context.Context, key string, ro *herd.Rollout) error {
-	req := rolloutCreateRequest{TenantID: ro.TenantID, Name: ro.Name, RolloutSpec: ro.RolloutSpec, StartAt: ro.StartAt}
+	req := rolloutCreateRequest{TenantID: ro.TenantID, Name: ro.Name, RolloutSpec: ro.RolloutSpec}
+	if ro.StartAt != nil {
+		req.StartAt = ro.StartAt.Format(time.RFC3339Nano)
+	}
 	return c.doHeader(ctx, http.MethodPost, "/v1/rollouts", nil, http.Header{HeaderIdempotencyKey: {key}}, req, ro)
 }
 
