@@ -184,6 +184,9 @@ type Rollout struct {
 	Members int64  `json:"members"`
 	// TargetVersion is the config version or firmware version moved to.
 	TargetVersion string `json:"target_version"`
+	// Driver names the herd process whose controller holds the rollout's
+	// lease, while one does.
+	Driver string `json:"driver,omitempty"`
 	// Progress and Evaluations are filled by FindRolloutByID.
 	Progress    []WaveProgress `json:"progress,omitempty"`
 	Evaluations []GateEval     `json:"gate_evaluations,omitempty"`

@@ -16,6 +16,7 @@ import (
 	"github.com/herd-iot/herd/mqttgw"
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
+	"github.com/herd-iot/herd/rollout"
 	"github.com/herd-iot/herd/sqldb"
 )
 
@@ -73,6 +74,9 @@ type Config struct {
 	// IDWatchInterval is how often herd checks its own store's id
 	// headroom.
 	IDWatchInterval time.Duration
+	// RolloutLease is how long a process holds a rollout without renewing
+	// it: how long a dead process's rollouts wait for another to drive them.
+	RolloutLease time.Duration
 	// APIRateLimit and APIRateBurst bound each token's requests a second
 	// (per process); 0 turns the limit off.
 	APIRateLimit int64
@@ -105,6 +109,7 @@ func DefaultConfig() Config {
 
 		APIRateLimit:          httpapi.DefaultRateLimit,
 		IDWatchInterval:       5 * time.Minute,
+		RolloutLease:          rollout.DefaultLease,
 		APIRateBurst:          httpapi.DefaultRateBurst,
 		NATSStream:            natsbus.DefaultStream,
 		NATSSubjectPrefix:     natsbus.DefaultSubjectPrefix,
@@ -177,6 +182,9 @@ func (c Config) Validate() error {
 	if least := relay.DefaultLease + relay.MaxBackoff; c.EventsDuplicateWindow < least || c.EventsDuplicateWindow > c.EventsRetention {
 		return &ConfigError{Field: "events-duplicate-window", Value: c.EventsDuplicateWindow.String(),
 			Err: fmt.Errorf("must be from %s (the relay's lease and longest back-off) to the retention, %s", least, c.EventsRetention)}
+	}
+	if c.RolloutLease < time.Second || c.RolloutLease > time.Hour {
+		return &ConfigError{Field: "rollout-lease", Value: c.RolloutLease.String(), Err: errors.New("must be from 1s to 1h")}
 	}
 	if c.IDWatchInterval < time.Second {
 		return &ConfigError{Field: "id-watch-interval", Value: c.IDWatchInterval.String(), Err: errors.New("must be 1s or more")}

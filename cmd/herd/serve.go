@@ -26,6 +26,7 @@ import (
 	"github.com/herd-iot/herd/internal/wsconn"
 	"github.com/herd-iot/herd/natsbus"
 	"github.com/herd-iot/herd/relay"
+	"github.com/herd-iot/herd/rollout"
 	"github.com/herd-iot/herd/sqldb"
 	"github.com/herd-iot/herd/stream"
 	"github.com/herd-iot/herd/webhook"
@@ -49,6 +50,7 @@ type Main struct {
 	HTTPServer *httpapi.Server
 	Bus        *natsbus.Bus
 	Relay      *relay.Relay
+	Rollouts   *rollout.Controller
 	Dispatcher *webhook.Dispatcher
 	AppSocket  *appsocket.Handler
 	Hub        *stream.Hub
@@ -105,6 +107,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		durationFlag(fs, m.Getenv, &c.EventsRetention, "events-retention", "how long the event stream keeps events: the longest replay a consumer can make"),
 		durationFlag(fs, m.Getenv, &c.EventsDuplicateWindow, "events-duplicate-window", "how long the event stream remembers event ids, to drop repeats a relay publishes"),
+		durationFlag(fs, m.Getenv, &c.RolloutLease, "rollout-lease", "how long a process holds a rollout it stopped renewing: how long another waits to take over after a crash"),
 		durationFlag(fs, m.Getenv, &c.IDWatchInterval, "id-watch-interval", "how often herd checks its own store's id columns (herd_id_headroom_ratio; an event at 70%)"),
 		int64Flag(fs, m.Getenv, &c.APIRateLimit, "api-rate-limit", "requests a second each API token may make (per process); more get 429 with Retry-After; 0 turns it off"),
 		int64Flag(fs, m.Getenv, &c.APIRateBurst, "api-rate-burst", "requests an API token may make at once, above its rate"),
@@ -229,6 +232,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.Registry().MustRegister(m.Bus.Collectors()...)
 	s.Registry().MustRegister(m.Relay.Collectors()...)
 	s.Registry().MustRegister(m.Dispatcher.Collectors()...)
+	s.Registry().MustRegister(m.Rollouts.Collectors()...)
 	s.WebhookService = sqldb.NewWebhookService(m.DB)
 	s.CommandService = commands
 	s.ConfigService = configs
@@ -320,6 +324,20 @@ func (m *Main) openEvents(ctx context.Context) error {
 		r.Run(ectx)
 	})
 	m.events.Go(func() { d.Run(ectx) })
+	// Every process runs the rollout controller; the leases give each
+	// rollout one driver at a time. This process's commits (devices'
+	// answers and connects among them) wake it; another's reach it by its
+	// poll.
+	rc := rollout.New(sqldb.NewRolloutService(m.DB))
+	rc.Owner, rc.Lease = name, m.Config.RolloutLease
+	rc.Logger = m.Logger.With("component", "rollout")
+	rwake, runsubscribe := m.DB.EventsCommitted()
+	rc.Wake = rwake
+	m.Rollouts = rc
+	m.events.Go(func() {
+		defer runsubscribe()
+		rc.Run(ectx)
+	})
 	m.events.Go(func() {
 		every(ectx, time.Hour, func(ctx context.Context) { m.DB.Prune(ctx, m.Config.EventsRetention) })
 	})

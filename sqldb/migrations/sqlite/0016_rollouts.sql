@@ -1,7 +1,9 @@
 -- Rollouts and their members. A rollout keeps its spec as the JSON it was
 -- created with, and the controller's state in columns: the state, the wave
 -- being sent, when that wave's bake began, the gates' last evaluations
--- (JSON) and the lease of the process that drives it. Its members are
+-- (JSON), how many members were offline when it started (the reboot
+-- budget counts those offline beyond them) and the lease of the process
+-- that drives it. Its members are
 -- chosen once, at creation, from the target's scope by the store; ord is
 -- their order (spread across sites), wave the wave they fall in. A member
 -- goes with its device (ON DELETE CASCADE). prev_* is what a rollback gives
@@ -22,6 +24,7 @@ CREATE TABLE rollouts (
     bake_started_at BIGINT,
     reason          TEXT NOT NULL DEFAULT '',
     members         BIGINT NOT NULL DEFAULT 0,
+    offline_base    BIGINT NOT NULL DEFAULT 0,
     gate_evals      TEXT NOT NULL DEFAULT '[]',
     lease_owner     TEXT NOT NULL DEFAULT '',
     lease_until     BIGINT NOT NULL DEFAULT 0,
