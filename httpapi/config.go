@@ -30,17 +30,7 @@ func (s *Server) configs() (herd.ConfigService, error) {
 
 // queryAfter reads ?after=N, the keyset cursor of the config and firmware
 // lists: the last id (or version) of the page before, 0 for the first.
-func queryAfter(r *http.Request) (int64, error) {
-	v := r.URL.Query().Get("after")
-	if v == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, herd.Errorf(herd.EINVALIDCURSOR, "after %q is not the next of a page before", v)
-	}
-	return n, nil
-}
+func queryAfter(r *http.Request) (int64, error) { return queryCursor(r, "after") }
 
 // handleConfigProfileCreate handles POST /v1/config-profiles.
 func (s *Server) handleConfigProfileCreate(w http.ResponseWriter, r *http.Request) error {

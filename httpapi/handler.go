@@ -3,6 +3,9 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
+
+	"github.com/herd-iot/herd"
 )
 
 // returning adapts a handler that returns its error instead of writing
@@ -45,4 +48,29 @@ func keysetPage(r *http.Request) (after int64, limit int, err error) {
 	}
 	limit, err = queryLimit(r, 100)
 	return after, limit, err
+}
+
+// keysetPageBefore is keysetPage for a list paged newest first, whose
+// cursor is ?before=: the last id of the page before, under which the
+// next page's ids lie.
+func keysetPageBefore(r *http.Request) (before int64, limit int, err error) {
+	if before, err = queryCursor(r, "before"); err != nil {
+		return 0, 0, err
+	}
+	limit, err = queryLimit(r, 100)
+	return before, limit, err
+}
+
+// queryCursor reads the keyset cursor ?name=N: the next of the page
+// before, 0 (or absent) for the first page.
+func queryCursor(r *http.Request, name string) (int64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, herd.Errorf(herd.EINVALIDCURSOR, "%s %q is not the next of a page before", name, v)
+	}
+	return n, nil
 }

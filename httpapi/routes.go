@@ -1,6 +1,10 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/herd-iot/herd"
+)
 
 // registerRoutes lists the whole HTTP surface. Every POST honours an
 // Idempotency-Key (commands require one), except those whose answer
@@ -44,6 +48,17 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/firmware", s.authed(s.idempotent(false, returning(s.handleFirmwareCreate))))
 	s.handle("GET /v1/firmware", s.authed(returning(s.handleFirmwareList)))
 	s.handle("GET /v1/firmware/{id}", s.authed(returning(s.handleFirmwareView)))
+
+	// Rollouts are seen by whoever sees their target node. The actions
+	// answer with the rollout; one repeated changes nothing, and a key
+	// makes a retry replay the first answer as on every POST.
+	s.handle("POST /v1/rollouts", s.authed(s.idempotent(false, returning(s.handleRolloutCreate))))
+	s.handle("GET /v1/rollouts", s.authed(returning(s.handleRolloutList)))
+	s.handle("GET /v1/rollouts/{id}", s.authed(returning(s.handleRolloutView)))
+	s.handle("GET /v1/rollouts/{id}/devices", s.authed(returning(s.handleRolloutMembers)))
+	for _, a := range []string{herd.RolloutPause, herd.RolloutResume, herd.RolloutAbort, herd.RolloutCancel} {
+		s.handle("POST /v1/rollouts/{id}/"+a, s.authed(s.idempotent(false, returning(s.handleRolloutAction(a)))))
+	}
 
 	// MQTT over WebSocket: the gateway authenticates devices itself.
 	s.handle("GET /mqtt", s.handleMQTT)

@@ -81,6 +81,15 @@ type Server struct {
 	// FirmwareService firmware metadata; nil answers 404.
 	ConfigService   herd.ConfigService
 	FirmwareService herd.FirmwareService
+	// RolloutService creates staged rollouts and acts on them; nil
+	// answers 404.
+	RolloutService herd.RolloutService
+	// RolloutMaxInFlight is the max_in_flight of a rollout that names
+	// none: for firmware, what the gateway's connect rate takes back in
+	// ten seconds, so that the devices a wave reboots at once never make
+	// the reconnect storm the rate limit exists for. 0 takes
+	// herd.DefaultMaxInFlight.
+	RolloutMaxInFlight int64
 	// EventService serves the event log; nil answers 404.
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.

@@ -18,7 +18,7 @@ import (
 func rowCounts(t *testing.T, db *sqldb.DB) string {
 	t.Helper()
 	var b strings.Builder
-	for _, table := range []string{"tenants", "nodes", "users", "tokens", "devices", "device_credentials", "grants", "webhooks", "commands", "events", "config_profiles", "config_versions", "firmware", "device_configs"} {
+	for _, table := range []string{"tenants", "nodes", "users", "tokens", "devices", "device_credentials", "grants", "webhooks", "commands", "events", "config_profiles", "config_versions", "firmware", "device_configs", "rollouts", "rollout_members"} {
 		var n int
 		if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
 			t.Fatal(err)

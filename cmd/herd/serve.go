@@ -238,6 +238,8 @@ func (m *Main) Run(ctx context.Context) error {
 	s.CommandService = commands
 	s.ConfigService = configs
 	s.FirmwareService = sqldb.NewFirmwareService(m.DB)
+	s.RolloutService = sqldb.NewRolloutService(m.DB)
+	s.RolloutMaxInFlight = m.Config.MQTTConnectRate * 10
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	if testServerHook != nil {
 		testServerHook(s)
