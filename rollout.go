@@ -96,17 +96,16 @@ const (
 
 // Defaults and limits of a rollout.
 const (
-	MaxRolloutWaves           = 20
-	DefaultMaxInFlight        = 100
-	MaxMaxInFlight            = 100000
-	DefaultMaxOfflinePercent  = 5
-	DefaultAnswerTimeout      = 600
-	DefaultSuccessMinPercent  = 95
-	DefaultAbortFailurePct    = 5
-	DefaultAbortMinDevices    = 10
-	MaxRolloutSeconds         = 7 * 24 * 3600
-	MaxHealthGates            = 10
-	defaultRolloutStartJitter = 0
+	MaxRolloutWaves          = 20
+	DefaultMaxInFlight       = 100
+	MaxMaxInFlight           = 100000
+	DefaultMaxOfflinePercent = 5
+	DefaultAnswerTimeout     = 600
+	DefaultSuccessMinPercent = 95
+	DefaultAbortFailurePct   = 5
+	DefaultAbortMinDevices   = 10
+	MaxRolloutSeconds        = 7 * 24 * 3600
+	MaxHealthGates           = 10
 )
 
 // RolloutTarget picks the members: the devices under a node that match

@@ -14,18 +14,16 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/owner"
 )
 
 // Defaults.
@@ -77,13 +75,10 @@ type Relay struct {
 
 // New returns a relay with the defaults and a unique owner name.
 func New(store herd.OutboxService, bus herd.EventBus) *Relay {
-	host, _ := os.Hostname()
-	var b [4]byte
-	rand.Read(b[:])
 	return &Relay{
 		Store:      store,
 		Bus:        bus,
-		Owner:      fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:])),
+		Owner:      owner.Unique(),
 		Lease:      DefaultLease,
 		Poll:       DefaultPoll,
 		Batch:      DefaultBatch,

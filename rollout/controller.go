@@ -12,16 +12,14 @@ package rollout
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"os"
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/owner"
 )
 
 // Defaults.
@@ -62,12 +60,9 @@ type Controller struct {
 
 // New returns a controller with the defaults and a unique owner name.
 func New(store herd.RolloutDriver) *Controller {
-	host, _ := os.Hostname()
-	var b [4]byte
-	rand.Read(b[:])
 	return &Controller{
 		Store:       store,
-		Owner:       fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:])),
+		Owner:       owner.Unique(),
 		Lease:       DefaultLease,
 		Poll:        DefaultPoll,
 		MinInterval: DefaultMinInterval,

@@ -13,7 +13,7 @@ import (
 // TestTenantIsolation: every id of tenant B, used by an admin of all of
 // tenant A, is not found, by every service (tenants, nodes, devices, users
 // and tokens, grants, commands, webhooks and their deliveries, device
-// credentials, events), and changes nothing of B; every such lookup states
+// credentials, configs, firmware, rollouts, events), and changes nothing of B; every such lookup states
 // the tenant in its SQL, the gateway's read of a device's open commands
 // too; and A's scoped query never returns B's devices,
 // whatever the filters. (The apps feed is named by token id:
@@ -56,6 +56,10 @@ func TestTenantIsolation(t *testing.T) {
 		mustOK(t, configs.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: aProfile.ID, Document: []byte(`{}`)}))
 		bFirmware := &herd.Firmware{TenantID: b.ID, Model: "th-200", Version: "1.0.0", URL: "https://b.example/fw.bin", SHA256: strings.Repeat("ab", 32), Size: 1}
 		mustOK(t, fws.CreateFirmware(f.super, bFirmware))
+		rollouts := sqldb.NewRolloutService(db)
+		bRollout := &herd.Rollout{TenantID: b.ID, Name: "b rollout", RolloutSpec: herd.RolloutSpec{
+			Target: herd.RolloutTarget{NodeID: bSite.ID}, Payload: herd.RolloutPayload{ProfileID: bProfile.ID, Version: 1}}}
+		mustOK(t, rollouts.CreateRollout(f.super, bRollout))
 		bBefore := f.state(t, b.ID)
 
 		t.Run("ErrNotFound", func(t *testing.T) {
@@ -108,6 +112,14 @@ func TestTenantIsolation(t *testing.T) {
 				"CreateFirmware":            fws.CreateFirmware(ctx, &herd.Firmware{TenantID: b.ID, Model: "m", Version: "v", URL: "https://a.example/x", SHA256: strings.Repeat("0", 64), Size: 1}),
 				"FindFirmwareByID":          errOf(fws.FindFirmwareByID(ctx, bFirmware.ID)),
 				"FindFirmware":              errOf(fws.FindFirmware(ctx, b.ID, "", 0, 10)),
+				"CreateRollout B node": rollouts.CreateRollout(ctx, &herd.Rollout{TenantID: a.ID, Name: "spy", RolloutSpec: herd.RolloutSpec{
+					Target: herd.RolloutTarget{NodeID: bSite.ID}, Payload: herd.RolloutPayload{ProfileID: aProfile.ID, Version: 1}}}),
+				"CreateRollout B config": rollouts.CreateRollout(ctx, &herd.Rollout{TenantID: a.ID, Name: "spy", RolloutSpec: herd.RolloutSpec{
+					Target: herd.RolloutTarget{NodeID: aSite.ID}, Payload: herd.RolloutPayload{ProfileID: bProfile.ID, Version: 1}}}),
+				"FindRolloutByID":    errOf(rollouts.FindRolloutByID(ctx, bRollout.ID)),
+				"FindRollouts":       errOf(rollouts.FindRollouts(ctx, b.ID, 0, 10)),
+				"FindRolloutMembers": errOf(rollouts.FindRolloutMembers(ctx, bRollout.ID, "", 0, 10)),
+				"ActOnRollout":       errOf(rollouts.ActOnRollout(ctx, bRollout.ID, herd.RolloutCancel)),
 
 				"FindEvents":      errOf(events.FindEvents(ctx, b.ID, 0, 10)),
 				"FindEvents head": errOf(events.FindEvents(ctx, b.ID, -1, 10)),
@@ -143,6 +155,14 @@ func TestTenantIsolation(t *testing.T) {
 			mustOK(t, err)
 			if len(ps.Items) != 1 || ps.Items[0].ID != aProfile.ID {
 				t.Fatalf("A lists profiles %+v", ps.Items)
+			}
+			rs, err := rollouts.FindRollouts(ctx, 0, 0, 10)
+			mustOK(t, err)
+			if len(rs.Items) != 0 {
+				t.Fatalf("A lists rollouts %+v", rs.Items)
+			}
+			if r, err := rollouts.FindRolloutByID(f.super, bRollout.ID); err != nil || r.State != herd.RolloutScheduled {
+				t.Fatalf("B's rollout: %+v, %v", r, err)
 			}
 			ws, err := hooks.FindWebhooks(ctx)
 			mustOK(t, err)
@@ -188,6 +208,9 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return errOf(configs.FindDeviceConfig(ctx, bDevs[0].ID)) },
 				func() error { return errOf(configs.SetDesiredConfig(ctx, aDevs[0].ID, bProfile.ID, 1)) },
 				func() error { return errOf(fws.FindFirmwareByID(ctx, bFirmware.ID)) },
+				func() error { return errOf(rollouts.FindRolloutByID(ctx, bRollout.ID)) },
+				func() error { return errOf(rollouts.FindRolloutMembers(ctx, bRollout.ID, "", 0, 10)) },
+				func() error { return errOf(rollouts.ActOnRollout(ctx, bRollout.ID, herd.RolloutPause)) },
 			} {
 				if code := herd.ErrorCode(call()); code != herd.ENOTFOUND {
 					t.Errorf("got %s, want %s", code, herd.ENOTFOUND)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +40,9 @@ type rolloutRow struct {
 	offlineBase           int64
 }
 
-func scanRollout(sc rowScanner) (*rolloutRow, error) {
+// scanRollout reads a rollout row; now (unix ms, the store's clock, which
+// wrote the lease) says whether its lease is held.
+func scanRollout(now int64, sc rowScanner) (*rolloutRow, error) {
 	var r rolloutRow
 	var spec, evals string
 	var profile, firmware, startAt, started, finished sql.NullInt64
@@ -56,7 +59,7 @@ func scanRollout(sc rowScanner) (*rolloutRow, error) {
 		return nil, fmt.Errorf("rollout %d: gate evaluations: %w", r.ID, err)
 	}
 	r.profileID, r.firmwareID = profile.Int64, firmware.Int64
-	if herd.RolloutActive(r.State) && leaseUntil > time.Now().UnixMilli() {
+	if herd.RolloutActive(r.State) && leaseUntil > now {
 		r.Driver = owner
 	}
 	r.CreatedAt = msToTime(created)
@@ -210,7 +213,7 @@ func rolloutEvent(typ string, r *rolloutRow) *herd.Event {
 // findRollout reads a rollout the actor sees (viewer on its target node).
 func (tx *Tx) findRollout(ctx context.Context, a *herd.Actor, id int64) (*rolloutRow, error) {
 	cond, args := tenantCond(a, "tenant_id")
-	r, err := scanRollout(tx.QueryRowContext(ctx, `SELECT `+rolloutColumns+` FROM rollouts WHERE id = ?`+cond, append([]any{id}, args...)...))
+	r, err := scanRollout(tx.now.UnixMilli(), tx.QueryRowContext(ctx, `SELECT `+rolloutColumns+` FROM rollouts WHERE id = ?`+cond, append([]any{id}, args...)...))
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(r.TenantID, r.path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "rollout %d not found", id)
 	}
@@ -225,8 +228,10 @@ func (s *RolloutService) FindRolloutByID(ctx context.Context, id int64) (_ *herd
 		if err != nil {
 			return nil, err
 		}
-		c, err := tx.countMembers(ctx, r, true)
+		c, err := tx.countMembers(ctx, r)
 		if err != nil {
+			return nil, err
+		} else if err := tx.countOffline(ctx, r, c); err != nil {
 			return nil, err
 		}
 		r.Progress = c.progress(r)
@@ -268,7 +273,7 @@ func (s *RolloutService) FindRollouts(ctx context.Context, tenantID, before int6
 			return nil, err
 		}
 		return collectPage(rows, limit, func(sc rowScanner) (*herd.Rollout, error) {
-			r, err := scanRollout(sc)
+			r, err := scanRollout(tx.now.UnixMilli(), sc)
 			if err != nil {
 				return nil, err
 			}
@@ -285,7 +290,7 @@ func (s *RolloutService) FindRolloutMembers(ctx context.Context, id int64, state
 		if err != nil {
 			return nil, err
 		}
-		if state != "" && !validMemberState(state) {
+		if state != "" && !slices.Contains(herd.MemberStates, state) {
 			return nil, herd.Errorf(herd.EINVALID, "state %q is not a member state (%s)", state, strings.Join(herd.MemberStates, " "))
 		}
 		r, err := tx.findRollout(ctx, a, id)
@@ -303,15 +308,6 @@ WHERE m.rollout_id = ? AND m.tenant_id = ? AND m.ord > ?`, []any{r.ID, r.TenantI
 		}
 		return collectPage(rows, limit, func(sc rowScanner) (*herd.RolloutMember, error) { return scanMember(sc, r.Kind) }, func(m *herd.RolloutMember) int64 { return m.Ord })
 	})
-}
-
-func validMemberState(s string) bool {
-	for _, m := range herd.MemberStates {
-		if m == s {
-			return true
-		}
-	}
-	return false
 }
 
 const memberColumns = `m.rollout_id, m.device_id, d.key, m.ord, m.wave, m.state, m.attempts, m.error, m.ota_state, m.due_at, m.told_at, m.answered_at,

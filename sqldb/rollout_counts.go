@@ -13,9 +13,8 @@ type memberCounts struct {
 	offline []int64 // by wave; nil unless counted
 }
 
-// countMembers counts the members by wave and state, and with offline
-// also those whose device is offline, by wave.
-func (tx *Tx) countMembers(ctx context.Context, r *rolloutRow, offline bool) (*memberCounts, error) {
+// countMembers counts the members by wave and state.
+func (tx *Tx) countMembers(ctx context.Context, r *rolloutRow) (*memberCounts, error) {
 	c := &memberCounts{waves: make([]map[string]int64, len(r.Waves))}
 	for i := range c.waves {
 		c.waves[i] = map[string]int64{}
@@ -39,28 +38,29 @@ func (tx *Tx) countMembers(ctx context.Context, r *rolloutRow, offline bool) (*m
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count members: %w", err)
 	}
-	rows.Close()
-	if !offline {
-		return c, nil
-	}
+	return c, nil
+}
+
+// countOffline adds to c the members whose device is offline, by wave.
+func (tx *Tx) countOffline(ctx context.Context, r *rolloutRow, c *memberCounts) error {
 	c.offline = make([]int64, len(r.Waves))
-	rows, err = tx.QueryContext(ctx, `SELECT m.wave, COUNT(*) FROM rollout_members m JOIN devices d ON d.id = m.device_id AND d.tenant_id = m.tenant_id
+	rows, err := tx.QueryContext(ctx, `SELECT m.wave, COUNT(*) FROM rollout_members m JOIN devices d ON d.id = m.device_id AND d.tenant_id = m.tenant_id
 WHERE m.rollout_id = ? AND m.tenant_id = ? AND NOT d.online GROUP BY m.wave`, r.ID, r.TenantID)
 	if err != nil {
-		return nil, fmt.Errorf("count offline members: %w", err)
+		return fmt.Errorf("count offline members: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var w int
 		var n int64
 		if err := rows.Scan(&w, &n); err != nil {
-			return nil, err
+			return err
 		}
 		if w >= 0 && w < len(c.offline) {
 			c.offline[w] = n
 		}
 	}
-	return c, rows.Err()
+	return rows.Err()
 }
 
 // upTo sums the members of waves 0 … w in the given states.

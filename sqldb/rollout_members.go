@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/herd-iot/herd"
 )
@@ -97,8 +98,7 @@ func (st *stepper) queue(ctx context.Context, c *memberCounts) error {
 	if room <= 0 || c.upTo(r.Wave, herd.MemberPending) == 0 {
 		return nil
 	}
-	c, err := st.tx.countMembers(ctx, r, true)
-	if err != nil {
+	if err := st.tx.countOffline(ctx, r, c); err != nil {
 		return err
 	}
 	offline, budget := c.offlineTotal(), r.MaxOffline()
@@ -124,7 +124,7 @@ func (st *stepper) queue(ctx context.Context, c *memberCounts) error {
   prev_firmware_id = (SELECT f.id FROM devices d JOIN firmware f ON f.tenant_id = d.tenant_id AND f.model = d.model AND f.version = d.firmware
     WHERE d.id = rollout_members.device_id AND d.tenant_id = rollout_members.tenant_id)`
 	}
-	_, err = st.exec(ctx, "queue members", `UPDATE rollout_members SET state = 'queued', due_at = CAST(? AS BIGINT) + `+jitter+`, `+prev+`
+	_, err := st.exec(ctx, "queue members", `UPDATE rollout_members SET state = 'queued', due_at = CAST(? AS BIGINT) + `+jitter+`, `+prev+`
 WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND ord IN (
   SELECT ord FROM rollout_members WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND wave <= ? ORDER BY ord LIMIT ?)`,
 		st.now, r.ID, r.TenantID, r.ID, r.TenantID, r.Wave, room)
@@ -252,7 +252,7 @@ WHERE m.device_id = device_configs.device_id AND m.tenant_id = device_configs.te
 WHERE rollout_id = ? AND tenant_id = ? AND state = 'applied' AND `+noPrev, st.now, why, r.ID, r.TenantID); err != nil {
 		return err
 	}
-	c, err := st.tx.countMembers(ctx, r, false)
+	c, err := st.tx.countMembers(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -260,7 +260,7 @@ WHERE rollout_id = ? AND tenant_id = ? AND state = 'applied' AND `+noPrev, st.no
 		if err := st.revert(ctx, room); err != nil {
 			return err
 		}
-		if c, err = st.tx.countMembers(ctx, r, false); err != nil {
+		if c, err = st.tx.countMembers(ctx, r); err != nil {
 			return err
 		}
 	}
@@ -346,5 +346,5 @@ func (st *stepper) revertEvents(ctx context.Context, last int64, q string, each 
 
 // firmwareColumnsOf is firmwareColumns qualified by a table alias.
 func firmwareColumnsOf(alias string) string {
-	return alias + ".id, " + alias + ".tenant_id, " + alias + ".model, " + alias + ".version, " + alias + ".url, " + alias + ".sha256, " + alias + ".size, " + alias + ".created_at"
+	return alias + "." + strings.ReplaceAll(firmwareColumns, ", ", ", "+alias+".")
 }

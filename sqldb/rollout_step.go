@@ -90,7 +90,7 @@ func (s *RolloutService) StepRollout(ctx context.Context, owner string, id int64
 	}
 	defer tx.Rollback()
 	now := tx.now.UnixMilli()
-	r, err := scanRollout(tx.QueryRowContext(ctx, `UPDATE rollouts SET lease_until = ? WHERE id = ? AND lease_owner = ? RETURNING `+rolloutColumns,
+	r, err := scanRollout(now, tx.QueryRowContext(ctx, `UPDATE rollouts SET lease_until = ? WHERE id = ? AND lease_owner = ? RETURNING `+rolloutColumns,
 		now+lease.Milliseconds(), id, owner))
 	if errors.Is(err, sql.ErrNoRows) {
 		return herd.RolloutStep{}, fmt.Errorf("rollout %d: %w", id, herd.ErrRolloutLeaseLost)
@@ -125,8 +125,8 @@ func (st *stepper) run(ctx context.Context) error {
 		}
 		// The reboot budget is the members the rollout takes offline:
 		// those offline already when it starts do not count against it.
-		c, err := st.tx.countMembers(ctx, r, true)
-		if err != nil {
+		c := &memberCounts{}
+		if err := st.tx.countOffline(ctx, r, c); err != nil {
 			return err
 		}
 		r.offlineBase = c.offlineTotal()
@@ -147,7 +147,7 @@ func (st *stepper) run(ctx context.Context) error {
 	if r.State == herd.RolloutRollingBack {
 		return st.rollBack(ctx)
 	}
-	c, err := st.tx.countMembers(ctx, r, false)
+	c, err := st.tx.countMembers(ctx, r)
 	if err != nil {
 		return err
 	}

@@ -14,8 +14,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +21,12 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/owner"
 	"github.com/herd-iot/herd/natsbus"
 )
 
@@ -108,7 +106,7 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 				TLSHandshakeTimeout: DefaultTimeout,
 			},
 		},
-		Owner:        randomOwner(),
+		Owner:        owner.Unique(),
 		Workers:      32,
 		Poll:         250 * time.Millisecond,
 		Timeout:      DefaultTimeout,
@@ -121,13 +119,6 @@ func NewDispatcher(q herd.WebhookQueue) *Dispatcher {
 		submitted:    make(chan []*herd.DeliveryJob, 64),
 		metrics:      newMetrics(),
 	}
-}
-
-func randomOwner() string {
-	host, _ := os.Hostname()
-	var b [4]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // claimLease is how long a claimed delivery stays this dispatcher's: it
