@@ -126,7 +126,8 @@ func RunIdle(ctx context.Context, cfg IdleConfig) (IdleResult, error) {
 }
 
 // scrape reads the plain numeric samples of a Prometheus text page, by
-// series name without labels, and histogram buckets as name_bucket/le.
+// series name (with its labels, as the page writes them, when it has
+// any), and histogram buckets as name_bucket/le.
 func scrape(url string) (map[string]float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -147,12 +148,10 @@ func scrape(url string) (map[string]float64, error) {
 		}
 		if base, labels, found := strings.Cut(name, "{"); found {
 			// Histogram buckets are kept as name_bucket/le; other labeled
-			// series are left out.
-			le, isBucket := strings.CutPrefix(labels, `le="`)
-			if !isBucket || !strings.HasSuffix(base, "_bucket") {
-				continue
+			// series under their whole name, labels and all.
+			if le, isBucket := strings.CutPrefix(labels, `le="`); isBucket && strings.HasSuffix(base, "_bucket") {
+				name = base + "/" + strings.TrimSuffix(le, `"}`)
 			}
-			name = base + "/" + strings.TrimSuffix(le, `"}`)
 		}
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
 			out[name] = v

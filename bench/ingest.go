@@ -263,6 +263,9 @@ func provisionIngest(ctx context.Context, store string, n int) (*sqldb.DB, []loa
 	return db, devices, err
 }
 
+// benchModel is the model of every bench device: firmware targets one.
+const benchModel = "bench-th"
+
 // provisionFleet is provisionIngest that also returns the tenant.
 func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.Tenant, []loadDevice, error) {
 	db := sqldb.NewDB(store)
@@ -282,7 +285,7 @@ func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.
 	for start := 0; start < n; start += herd.MaxBatchDevices {
 		var batch []*herd.Device
 		for i := start; i < min(n, start+herd.MaxBatchDevices); i++ {
-			batch = append(batch, &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("ingest-%d-%d", ten.ID, i)})
+			batch = append(batch, &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("ingest-%d-%d", ten.ID, i), Model: benchModel})
 		}
 		if err := devices.CreateDevices(super, batch); err != nil {
 			db.Close()
@@ -298,7 +301,7 @@ func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.
 			return nil, nil, nil, err
 		}
 		for _, c := range cs {
-			out = append(out, loadDevice{key: c.Key, token: c.Token, topic: "devices/" + c.Key + "/telemetry"})
+			out = append(out, loadDevice{id: c.DeviceID, key: c.Key, token: c.Token, topic: "devices/" + c.Key + "/telemetry"})
 		}
 	}
 	return db, ten, out, nil

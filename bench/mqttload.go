@@ -25,6 +25,7 @@ import (
 
 // loadDevice is one connection's identity and topic.
 type loadDevice struct {
+	id                int64 // 0 where the device is not herd's
 	key, token, topic string
 }
 

@@ -20,7 +20,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, doctor, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, rollout, doctor, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -38,17 +38,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchWebhook(ctx, args, stdout, stderr)
 	case "stream":
 		return runBenchStream(ctx, args, stdout, stderr)
+	case "rollout":
+		return runBenchRollout(ctx, args, stdout, stderr)
 	case "doctor":
 		return runBenchDoctor(ctx, args, stdout, stderr)
 	case "all":
-		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream} {
+		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream, runBenchRollout} {
 			if err := run(ctx, nil, stdout, stderr); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, doctor, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, rollout, doctor, all)", scenario)}
 }
 
 // runBenchRelay measures the outbox relay: commit to JetStream ack.
@@ -133,6 +135,68 @@ func runBenchStorm(ctx context.Context, args []string, stdout, stderr io.Writer)
 	res, err := bench.RunStorm(ctx, bench.StormConfig{Herd: exe, Dir: *dir, Devices: *devices, Reboot: *reboot, Out: stderr})
 	fmt.Fprint(stdout, bench.StormMarkdown(res))
 	return err
+}
+
+// runBenchRollout runs the rollout scenarios: a firmware rollout in waves
+// against the same fleet sent everything at once, a config that a share
+// of the devices reject, and the controller's cost per member.
+func runBenchRollout(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd bench rollout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, cost := bench.DefaultRolloutConfig(), bench.DefaultRolloutCostConfig()
+	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench stores, key files and simulator logs (fresh ones per run)")
+	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the cost run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
+	fs.IntVar(&cfg.Devices, "devices", cfg.Devices, "simulated devices (spread over --simulators processes)")
+	fs.IntVar(&cfg.Simulators, "simulators", cfg.Simulators, "herd simulate processes")
+	fs.Int64Var(&cfg.InFlight, "max-in-flight", cfg.InFlight, "max_in_flight of the staged rollouts (and the firmware rollout's offline budget, in devices)")
+	fs.DurationVar(&cfg.Reboot, "reboot", cfg.Reboot, "how long a simulated device reboots after a firmware update (±20%)")
+	fs.IntVar(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "herd's --mqtt-connect-rate")
+	fs.Int64Var(&cfg.JitterS, "jitter", cfg.JitterS, "start_jitter_s of the staged rollouts")
+	fs.Float64Var(&cfg.ConfigReject, "config-reject", cfg.ConfigReject, "share of the devices that reject the bad config")
+	fs.Int64Var(&cfg.AnswerTimeoutS, "answer-timeout", cfg.AnswerTimeoutS, "answer_timeout_s of the bad config's rollout")
+	fs.IntVar(&cost.Members, "members", cost.Members, "members of the controller-cost rollout (stepped in process, answers simulated)")
+	only := fs.String("only", "", "run one part: fleet or cost (default both)")
+	markdown := fs.String("markdown", "", "also write the result tables in Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkBenchPostgres(pg); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Devices < 10 || cfg.Devices > 40000 || cfg.Simulators < 1 || cfg.Devices/cfg.Simulators > 19000:
+		return &usageError{msg: "--devices must be from 10 to 40,000, at most 19,000 per simulator (--simulators 1 or more)"}
+	case cfg.InFlight < 1 || cfg.InFlight > int64(cfg.Devices):
+		return &usageError{msg: "--max-in-flight must be from 1 to --devices"}
+	case cfg.Reboot <= 0 || cfg.ConnectRate < 1 || cfg.JitterS < 0 || cfg.AnswerTimeoutS < 1:
+		return &usageError{msg: "--reboot, --connect-rate and --answer-timeout must be over 0, --jitter 0 or more"}
+	case cfg.ConfigReject <= 0 || cfg.ConfigReject > 1:
+		return &usageError{msg: "--config-reject must be over 0 and at most 1"}
+	case cost.Members < 100 || cost.Members > 1000000:
+		return &usageError{msg: "--members must be from 100 to 1,000,000"}
+	case *only != "" && *only != "fleet" && *only != "cost":
+		return &usageError{msg: fmt.Sprintf("--only %q: want fleet or cost", *only)}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	cfg.Herd, cfg.Dir, cfg.Out = exe, *dir, stderr
+	cost.Stores, cost.Dir, cost.Out = benchStores(*pg), *dir, stderr
+	var md string
+	var runErr error
+	if *only != "cost" {
+		res, err := bench.RunRollout(ctx, cfg)
+		md, runErr = bench.RolloutMarkdown(res), err
+	}
+	if *only != "fleet" && runErr == nil {
+		rs, err := bench.RunRolloutCost(ctx, cost)
+		md, runErr = md+"\n"+bench.RolloutCostMarkdown(rs), err
+	}
+	return emitMarkdown(stdout, *markdown, md, runErr)
 }
 
 // runBenchIdle measures herd's memory per idle connected device.
