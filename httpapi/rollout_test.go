@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/httpapi"
@@ -326,6 +325,18 @@ func TestRolloutsAPI_OutsideGrants(t *testing.T) {
 		if ids := e.listRollouts(t, adminSecret, fmt.Sprintf("&tenant_id=%d", f.tenant.ID)); !slices.Equal(ids, []int64{southID, ownID}) {
 			t.Fatalf("the super-admin lists %v, want %d %d", ids, southID, ownID)
 		}
+		// One a page: the cursor is before=, the last id of the page.
+		p1, err := e.admin.FindRollouts(ctx, f.tenant.ID, 0, 1)
+		if err != nil || len(p1.Items) != 1 || p1.Items[0].ID != southID || p1.Next != southID {
+			t.Fatalf("first page %+v, %v", p1, err)
+		}
+		p2, err := e.admin.FindRollouts(ctx, f.tenant.ID, p1.Next, 1)
+		if err != nil || len(p2.Items) != 1 || p2.Items[0].ID != ownID || p2.Next != 0 {
+			t.Fatalf("second page %+v, %v", p2, err)
+		}
+		e.do("GET", "/v1/rollouts", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID, "tenant_id")
+		e.do("GET", "/v1/rollouts?before=x", f.bobToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDCURSOR)
+		e.do("GET", "/v1/rollouts?limit=0", f.bobToken.Secret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
 		e.do("GET", fmt.Sprintf("/v1/rollouts/%d", ownID), f.aliceToken.Secret, nil).wantStatus(t, http.StatusOK)
 	})
 }
@@ -388,113 +399,5 @@ func TestRolloutsAPI_BadSpec(t *testing.T) {
 		}
 		// The site's devices are still free.
 		e.do("POST", "/v1/rollouts", f.bobToken.Secret, spec()).wantStatus(t, http.StatusCreated)
-	})
-}
-
-// TestRolloutsAPI_Members: the members page by ord (after=, limit=), every
-// one once and in member order, the first device of every site before the
-// second of any; ?state= gives those of one state.
-func TestRolloutsAPI_Members(t *testing.T) {
-	t.Parallel()
-	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
-		e := openRolloutServer(t, db)
-		f := e.mustCreateRolloutFleet()
-		ctx := t.Context()
-		zone := &herd.Node{TenantID: f.tenant.ID, ParentID: f.n1.ID, Kind: "zone", Name: "members"}
-		if err := e.admin.CreateNode(ctx, zone); err != nil {
-			t.Fatal(err)
-		}
-		siteOf := map[int64]int64{} // device → site
-		for i, n := range []int{3, 2, 4} {
-			site, ds := e.mustCreateSite(zone, fmt.Sprintf("m%d", i), n)
-			for _, d := range ds {
-				siteOf[d.ID] = site.ID
-			}
-		}
-		var ro herd.Rollout
-		r := e.do("POST", "/v1/rollouts", f.bobToken.Secret, rolloutSpec(f.tenant.ID, zone.ID, f.fw.ID,
-			map[string]any{"max_in_flight": 2, "waves": []any{map[string]any{"percent": 30}, map[string]any{"percent": 100}}}))
-		r.wantStatus(t, http.StatusCreated)
-		r.decode(t, &ro)
-		if ro.Members != 9 {
-			t.Fatalf("%d members, want 9: %s", ro.Members, r.Body)
-		}
-		mpath := fmt.Sprintf("/v1/rollouts/%d/devices", ro.ID)
-		// page reads every member of a state ("" for all) two at a time.
-		page := func(token, state string) []*herd.RolloutMember {
-			t.Helper()
-			var all []*herd.RolloutMember
-			var after int64
-			for range 20 {
-				r := e.do("GET", fmt.Sprintf("%s?limit=2&after=%d&state=%s", mpath, after, state), token, nil)
-				r.wantStatus(t, http.StatusOK)
-				var p herd.ConfigPage[*herd.RolloutMember]
-				r.decode(t, &p)
-				if len(p.Items) > 2 {
-					t.Fatalf("limit 2, got %d: %s", len(p.Items), r.Body)
-				}
-				all = append(all, p.Items...)
-				if p.Next == 0 {
-					return all
-				} else if len(p.Items) != 2 || p.Next != p.Items[1].Ord {
-					t.Fatalf("page after %d: next %d with %s", after, p.Next, r.Body)
-				}
-				after = p.Next
-			}
-			t.Fatal("20 pages of 2 and no end")
-			return nil
-		}
-		all := page(f.aliceToken.Secret, "")
-		seen := map[int64]bool{}
-		for i, m := range all {
-			if m.RolloutID != ro.ID || m.State != herd.MemberPending || seen[m.DeviceID] || siteOf[m.DeviceID] == 0 {
-				t.Fatalf("member %d: %+v", i, m)
-			}
-			seen[m.DeviceID] = true
-			if i > 0 && (m.Ord <= all[i-1].Ord || m.Wave < all[i-1].Wave) {
-				t.Fatalf("members out of order at %d: %+v after %+v", i, m, all[i-1])
-			}
-		}
-		if len(seen) != len(siteOf) {
-			t.Fatalf("paged %d members, want %d", len(seen), len(siteOf))
-		}
-		if sites := map[int64]bool{siteOf[all[0].DeviceID]: true, siteOf[all[1].DeviceID]: true, siteOf[all[2].DeviceID]: true}; len(sites) != 3 {
-			t.Errorf("the first three members are not one per site: %v", sites)
-		}
-		if got, err := e.admin.FindRolloutMembers(ctx, ro.ID, "", 0, 100); err != nil || len(got.Items) != 9 || got.Next != 0 {
-			t.Fatalf("client page %+v, %v", got, err)
-		}
-
-		// One step of the store's driver (no controller runs here) tells
-		// max_in_flight of the first wave's members.
-		driver := sqldb.NewRolloutService(db)
-		if ids, err := driver.ClaimRollouts(ctx, "rollout-test", time.Minute, 10); err != nil || !slices.Equal(ids, []int64{ro.ID}) {
-			t.Fatalf("claim %v, %v", ids, err)
-		}
-		if _, err := driver.StepRollout(ctx, "rollout-test", ro.ID, time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		byState := map[string][]int64{}
-		for _, m := range page(adminSecret, "") {
-			byState[m.State] = append(byState[m.State], m.Ord)
-		}
-		if len(byState[herd.MemberTold]) != 2 || len(byState[herd.MemberPending]) != 7 {
-			t.Fatalf("after one step, members by state %v, want 2 told and 7 pending", byState)
-		}
-		for _, s := range herd.MemberStates {
-			var ords []int64
-			for _, m := range page(f.bobToken.Secret, s) {
-				if m.State != s {
-					t.Fatalf("?state=%s gave a %s member", s, m.State)
-				}
-				ords = append(ords, m.Ord)
-			}
-			if !slices.Equal(ords, byState[s]) {
-				t.Errorf("?state=%s: ords %v, want %v", s, ords, byState[s])
-			}
-		}
-		e.do("GET", mpath+"?state=done", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID, `"done"`, "pending")
-		e.do("GET", mpath+"?after=x", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDCURSOR)
-		e.do("GET", mpath+"?limit=0", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
 	})
 }
