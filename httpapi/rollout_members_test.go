@@ -119,3 +119,70 @@ func TestRolloutsAPI_Members(t *testing.T) {
 		e.do("GET", mpath+"?limit=0", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDLIMIT)
 	})
 }
+
+// TestRolloutsAPI_DevicesInActiveRollout: a device in an active rollout
+// of a kind is left out of a new one of that kind, whose target then
+// holds only the free devices (none free is a 400); a rollout of the other
+// kind takes it.
+func TestRolloutsAPI_DevicesInActiveRollout(t *testing.T) {
+	t.Parallel()
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		e := openRolloutServer(t, db)
+		f := e.mustCreateRolloutFleet()
+		ctx := t.Context()
+		zone := &herd.Node{TenantID: f.tenant.ID, ParentID: f.n1.ID, Kind: "zone", Name: "overlap"}
+		if err := e.admin.CreateNode(ctx, zone); err != nil {
+			t.Fatal(err)
+		}
+		taken, _ := e.mustCreateSite(zone, "taken", 2)
+		_, free := e.mustCreateSite(zone, "free", 3)
+		create := func(body string) *herd.Rollout {
+			t.Helper()
+			var ro herd.Rollout
+			r := e.do("POST", "/v1/rollouts", f.bobToken.Secret, body)
+			r.wantStatus(t, http.StatusCreated)
+			r.decode(t, &ro)
+			return &ro
+		}
+		if ro := create(rolloutSpec(f.tenant.ID, taken.ID, f.fw.ID)); ro.Members != 2 {
+			t.Fatalf("first rollout has %d members, want 2", ro.Members)
+		}
+		wide := create(rolloutSpec(f.tenant.ID, zone.ID, f.fw.ID))
+		if wide.Members != 3 {
+			t.Fatalf("the zone's rollout has %d members, want the 3 free ones", wide.Members)
+		}
+		page, err := e.admin.FindRolloutMembers(ctx, wide.ID, "", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, want []int64
+		for _, m := range page.Items {
+			got = append(got, m.DeviceID)
+		}
+		for _, d := range free {
+			want = append(want, d.ID)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("members %v, want the free site's %v", got, want)
+		}
+		e.do("POST", "/v1/rollouts", f.bobToken.Secret, rolloutSpec(f.tenant.ID, zone.ID, f.fw.ID)).wantError(t, http.StatusBadRequest, herd.EINVALID, "matches no devices", herd.RolloutFirmware)
+
+		// A config rollout is another kind: every device is free for it.
+		p := &herd.ConfigProfile{TenantID: f.tenant.ID, Name: "sensor", Schema: []byte(rateSchema)}
+		if err := e.admin.CreateConfigProfile(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.admin.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: p.ID, Document: []byte(`{"rate_s":10}`)}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := create(rolloutSpec(f.tenant.ID, zone.ID, 0, map[string]any{"payload": map[string]any{"profile_id": fmt.Sprint(p.ID), "version": 1}}))
+		if cfg.Kind != herd.RolloutConfig || cfg.Members != 5 || cfg.TargetVersion != "1" {
+			t.Fatalf("config rollout %+v", cfg)
+		}
+		// Config's default max_in_flight is the smaller of the server's and herd's.
+		if cfg.MaxInFlight != min(rolloutInFlight, herd.DefaultMaxInFlight) {
+			t.Fatalf("config rollout max_in_flight %d", cfg.MaxInFlight)
+		}
+	})
+}
