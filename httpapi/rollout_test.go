@@ -374,6 +374,8 @@ func TestRolloutsAPI_BadSpec(t *testing.T) {
 			"NoTarget":           {spec(map[string]any{"target": nil}), herd.EINVALID, []string{"target.node_id"}},
 			"NoTenant":           {spec(map[string]any{"tenant_id": nil}), herd.EINVALID, []string{"tenant_id"}},
 			"NoName":             {spec(map[string]any{"name": " "}), herd.EINVALID, []string{"name"}},
+			"NameNUL":            {spec(map[string]any{"name": "a\x00b"}), herd.EINVALID, []string{"name"}},
+			"NameLong":           {spec(map[string]any{"name": strings.Repeat("x", 10000)}), herd.EINVALID, []string{"name"}},
 			"Filter":             {spec(map[string]any{"target": map[string]any{"node_id": fmt.Sprint(site.ID), "filter": []string{"model:like:th"}}}), herd.EINVALIDFILTER, []string{"target.filter"}},
 			"InFlight":           {spec(map[string]any{"max_in_flight": 100001}), herd.EINVALID, []string{"max_in_flight"}},
 			"OfflinePercent":     {spec(map[string]any{"max_offline_percent": 101}), herd.EINVALID, []string{"max_offline_percent"}},
