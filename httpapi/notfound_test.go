@@ -18,11 +18,11 @@ import (
 // notFoundMessage is the only shape a not-found message may take: the kind
 // of thing and the id the caller sent, nothing about the object (its node,
 // path, tenant or name).
-var notFoundMessage = regexp.MustCompile(`^(tenant|node|device|user|token|grant|webhook|command|config profile|firmware) (\d+) not found$`)
+var notFoundMessage = regexp.MustCompile(`^(tenant|node|device|user|token|grant|webhook|command|config profile|firmware|rollout) (\d+) not found$`)
 
 // outside is one set of objects the caller cannot see.
 type outside struct {
-	node, device, command, grant, token, webhook int64
+	node, device, command, grant, token, webhook, rollout int64
 }
 
 // TestNotFoundOutsideGrants: an object outside the caller's grants is a
@@ -42,6 +42,7 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 			s.WebhookService = sqldb.NewWebhookService(db)
 			s.ConfigService = sqldb.NewConfigService(db)
 			s.FirmwareService = sqldb.NewFirmwareService(db)
+			s.RolloutService = sqldb.NewRolloutService(db)
 		})
 		f := e.mustCreateFleet()
 		ctx := context.Background()
@@ -62,6 +63,14 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 			c := &herd.Command{DeviceID: deviceID, Name: "unlock", Args: []byte(`{"pin":"4711"}`)}
 			must(sqldb.NewCommandService(db).CreateCommand(testutil.SuperContext(), c))
 			return c.ID
+		}
+		// rollout starts a config rollout over the devices under a node;
+		// each node below gets one, so no two hold the same devices.
+		rollout := func(tenantID, nodeID, profileID int64) int64 {
+			ro := &herd.Rollout{TenantID: tenantID, Name: "cfg", RolloutSpec: herd.RolloutSpec{
+				Target: herd.RolloutTarget{NodeID: nodeID}, Payload: herd.RolloutPayload{ProfileID: profileID, Version: 1}}}
+			must(e.admin.CreateRollout(ctx, ro))
+			return ro.ID
 		}
 		credential := func(deviceID int64) {
 			_, err := sqldb.NewCredentialService(db).CreateDeviceCredential(testutil.SuperContext(), deviceID)
@@ -90,14 +99,21 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 		ownProfile := &herd.ConfigProfile{TenantID: f.tenant.ID, Name: "acme", Schema: []byte(`{"type":"object"}`)}
 		must(e.admin.CreateConfigProfile(ctx, ownProfile))
 		must(e.admin.CreateConfigVersion(ctx, &herd.ConfigVersion{ProfileID: ownProfile.ID, Document: []byte(`{}`)}))
+		ownFirmware := &herd.Firmware{TenantID: f.tenant.ID, Model: "th-200", Version: "1.0", URL: "https://example.com/fw", SHA256: strings.Repeat("a", 64), Size: 1}
+		must(e.admin.CreateFirmware(ctx, ownFirmware))
 		configBody := fmt.Sprintf(`{"profile_id":"%d","version":1}`, ownProfile.ID)
-		otherTenant := outside{node: site.ID, device: dev.ID, command: command(dev.ID), grant: daveGrant.ID, token: daveToken.ID, webhook: webhook(site.ID)}
+		rolloutBody := func(tenantID, nodeID, firmwareID int64) string {
+			return fmt.Sprintf(`{"tenant_id":"%d","name":"fw","target":{"node_id":"%d"},"payload":{"firmware_id":"%d"}}`, tenantID, nodeID, firmwareID)
+		}
+		otherTenant := outside{node: site.ID, device: dev.ID, command: command(dev.ID), grant: daveGrant.ID, token: daveToken.ID, webhook: webhook(site.ID),
+			rollout: rollout(other.ID, site.ID, otherProfile.ID)}
 
 		// bob's own tenant, outside his one grant (admin of n1): the south
 		// region, alice's grant on north, alice's token.
 		s1a := f.devices["s1-a"]
 		credential(s1a.ID)
-		sameTenant := outside{node: f.s1.ID, device: s1a.ID, command: command(s1a.ID), grant: f.aliceGrant.ID, token: f.aliceToken.ID, webhook: webhook(f.south.ID)}
+		sameTenant := outside{node: f.s1.ID, device: s1a.ID, command: command(s1a.ID), grant: f.aliceGrant.ID, token: f.aliceToken.ID, webhook: webhook(f.south.ID),
+			rollout: rollout(f.tenant.ID, f.s1.ID, ownProfile.ID)}
 
 		type call struct {
 			name, method, path, body string
@@ -129,6 +145,13 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 				{"WebhookDelete", "DELETE", fmt.Sprintf("/v1/webhooks/%d", o.webhook), "", o.webhook},
 				{"WebhookDeliveries", "GET", fmt.Sprintf("/v1/webhooks/%d/deliveries", o.webhook), "", o.webhook},
 				{"WebhookRedrive", "POST", fmt.Sprintf("/v1/webhooks/%d/redrive", o.webhook), "", o.webhook},
+				{"RolloutCreateUnder", "POST", "/v1/rollouts", rolloutBody(f.tenant.ID, o.node, ownFirmware.ID), o.node},
+				{"RolloutView", "GET", fmt.Sprintf("/v1/rollouts/%d", o.rollout), "", o.rollout},
+				{"RolloutMembers", "GET", fmt.Sprintf("/v1/rollouts/%d/devices", o.rollout), "", o.rollout},
+				{"RolloutPause", "POST", fmt.Sprintf("/v1/rollouts/%d/pause", o.rollout), "", o.rollout},
+				{"RolloutResume", "POST", fmt.Sprintf("/v1/rollouts/%d/resume", o.rollout), "", o.rollout},
+				{"RolloutAbort", "POST", fmt.Sprintf("/v1/rollouts/%d/abort", o.rollout), "", o.rollout},
+				{"RolloutCancel", "POST", fmt.Sprintf("/v1/rollouts/%d/cancel", o.rollout), "", o.rollout},
 			}
 		}
 		// Tenants and users belong to a whole tenant: everyone in it sees
@@ -149,6 +172,9 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 			{"DeviceConfigSetOtherProfile", "PUT", fmt.Sprintf("/v1/devices/%d/config", f.devices["n1-a"].ID), fmt.Sprintf(`{"profile_id":"%d","version":1}`, otherProfile.ID), otherProfile.ID},
 			{"FirmwareView", "GET", fmt.Sprintf("/v1/firmware/%d", otherFirmware.ID), "", otherFirmware.ID},
 			{"FirmwareList", "GET", fmt.Sprintf("/v1/firmware?tenant_id=%d", other.ID), "", other.ID},
+			{"Rollouts", "GET", fmt.Sprintf("/v1/rollouts?tenant_id=%d", other.ID), "", other.ID},
+			{"RolloutCreateIn", "POST", "/v1/rollouts", rolloutBody(other.ID, site.ID, otherFirmware.ID), site.ID},
+			{"RolloutOtherFirmware", "POST", "/v1/rollouts", rolloutBody(f.tenant.ID, f.n1.ID, otherFirmware.ID), otherFirmware.ID},
 			{"FirmwareCreateIn", "POST", "/v1/firmware", fmt.Sprintf(`{"tenant_id":"%d","model":"m","version":"v","url":"https://example.com/x","sha256":"%s","size":1}`, other.ID, strings.Repeat("b", 64)), other.ID},
 		}
 		run := func(t *testing.T, token string, c call, status int, code string) {
@@ -193,6 +219,7 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 		n1a := f.devices["n1-a"]
 		credential(n1a.ID)
 		hook := webhook(f.n1.ID)
+		n1Rollout := rollout(f.tenant.ID, f.n1.ID, ownProfile.ID)
 		t.Run("SeenNotChangeable", func(t *testing.T) {
 			for _, c := range []struct {
 				call
@@ -209,6 +236,11 @@ func TestNotFoundOutsideGrants(t *testing.T) {
 				{call{"ConfigProfileCreate", "POST", "/v1/config-profiles", fmt.Sprintf(`{"tenant_id":"%d","name":"x","schema":{}}`, f.tenant.ID), 0}, f.aliceToken.Secret},
 				{call{"ConfigVersionCreate", "POST", fmt.Sprintf("/v1/config-profiles/%d/versions", ownProfile.ID), `{"document":{}}`, 0}, f.aliceToken.Secret},
 				{call{"FirmwareCreate", "POST", "/v1/firmware", fmt.Sprintf(`{"tenant_id":"%d","model":"m","version":"v","url":"https://example.com/x","sha256":"%s","size":1}`, f.tenant.ID, strings.Repeat("b", 64)), 0}, f.aliceToken.Secret},
+				{call{"RolloutCreate", "POST", "/v1/rollouts", rolloutBody(f.tenant.ID, f.n1.ID, ownFirmware.ID), 0}, f.aliceToken.Secret},
+				{call{"RolloutPause", "POST", fmt.Sprintf("/v1/rollouts/%d/pause", n1Rollout), "", 0}, f.aliceToken.Secret},
+				{call{"RolloutResume", "POST", fmt.Sprintf("/v1/rollouts/%d/resume", n1Rollout), "", 0}, f.aliceToken.Secret},
+				{call{"RolloutAbort", "POST", fmt.Sprintf("/v1/rollouts/%d/abort", n1Rollout), "", 0}, f.aliceToken.Secret},
+				{call{"RolloutCancel", "POST", fmt.Sprintf("/v1/rollouts/%d/cancel", n1Rollout), "", 0}, f.aliceToken.Secret},
 				{call{"GrantCreate", "POST", "/v1/grants", fmt.Sprintf(`{"user_id":"%d","node_id":"%d","role":"admin"}`, f.alice.ID, f.n1.ID), 0}, f.aliceToken.Secret},
 				{call{"GrantDelete", "DELETE", fmt.Sprintf("/v1/grants/%d", f.bobGrant.ID), "", 0}, f.aliceToken.Secret},
 				{call{"WebhookView", "GET", fmt.Sprintf("/v1/webhooks/%d", hook), "", 0}, f.aliceToken.Secret},
