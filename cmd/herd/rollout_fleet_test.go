@@ -209,11 +209,17 @@ func TestRollout_Firmware(t *testing.T) {
 			t.Fatalf("created %s rollout of %q with %d members, want firmware 2.0.0 over the %d devices of model th-2", ro.Kind, ro.TargetVersion, ro.Members, n)
 		}
 		created := time.Now()
-		paused := 0 // polls that saw the reboot budget's gate failing
+		paused := 0           // polls that saw the reboot budget's gate failing
+		var mostOffline int64 // the most members offline in one poll
 		r := waitRollout(t, api, ro.ID, 50*time.Second, "the rollout to end", func(r *herd.Rollout) bool {
 			if e := findEval(r, herd.GateRebootBudget); e != nil && !e.Passed {
 				paused++
 			}
+			var off int64
+			for _, w := range r.Progress {
+				off += w.Offline
+			}
+			mostOffline = max(mostOffline, off)
 			return !herd.RolloutActive(r.State)
 		})
 		took := time.Since(created)
@@ -272,6 +278,11 @@ func TestRollout_Firmware(t *testing.T) {
 		if paused == 0 {
 			t.Fatalf("the reboot budget (%d device) never paused sending over the run: it did not bind", r.MaxOffline())
 		}
+		// Every device was online at the start and only those told
+		// reboot, so the offline count is bounded by the slots.
+		if mostOffline > inFlight {
+			t.Fatalf("%d members offline at once, more than the %d that may be in flight", mostOffline, inFlight)
+		}
 		if e := findEval(r, herd.GateRebootBudget); e == nil || e.Threshold != ro.MaxOfflinePercent {
 			t.Fatalf("reboot budget evaluation %+v, want one with threshold %g", e, ro.MaxOfflinePercent)
 		}
@@ -294,8 +305,8 @@ func TestRollout_Firmware(t *testing.T) {
 				t.Fatalf("device %s of model th-1 reports firmware %q, want 1.0.0: the image reached another model", d.Key, got.Firmware)
 			}
 		}
-		t.Logf("%d members applied in %s (waves %v), at most %d told at once, budget seen pausing in %d polls; whole test %s",
-			n, took.Round(time.Millisecond), waveTook, most, paused, time.Since(start).Round(time.Millisecond))
+		t.Logf("%d members applied in %s (waves %v), at most %d told at once, budget (%d) seen pausing in %d polls, at most %d offline in a poll; whole test %s",
+			n, took.Round(time.Millisecond), waveTook, most, r.MaxOffline(), paused, mostOffline, time.Since(start).Round(time.Millisecond))
 	})
 }
 
