@@ -81,11 +81,30 @@ func (f *rolloutFleet) configRollout(name string, version, inFlight int64, onAbo
 // the herd under them is killed and comes back.
 func runSims(t *testing.T, broker string, devices []sim.Device) {
 	t.Helper()
+	runSimsWith(t, sim.Config{Broker: broker, Devices: devices})
+}
+
+// runSimsWith is runSims with the simulator's behaviour (rate, reboot,
+// the shares that fail or climb) taken from cfg; the scenario, duration,
+// seed and keepalive are runSims' unless cfg sets them.
+func runSimsWith(t *testing.T, cfg sim.Config) {
+	t.Helper()
+	if cfg.Scenario == "" {
+		cfg.Scenario = sim.Steady
+	}
+	if cfg.Duration == 0 {
+		cfg.Duration = 10 * time.Minute
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = 5 * time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		_, err := sim.Run(ctx, sim.Config{Broker: broker, Devices: devices, Scenario: sim.Steady,
-			Duration: 10 * time.Minute, Seed: 1, Keepalive: 5 * time.Second})
+		_, err := sim.Run(ctx, cfg)
 		if err != nil && ctx.Err() == nil {
 			t.Errorf("simulator: %v", err)
 		}
