@@ -199,7 +199,7 @@ type Rollout struct {
 type WaveProgress struct {
 	Wave      int     `json:"wave"`
 	Percent   float64 `json:"percent"`
-	State     string  `json:"state"` // waiting, sending, baking, passed, stopped
+	State     string  `json:"state"` // waiting, sending, paused, baking, passed, stopped
 	Members   int64   `json:"members"`
 	Pending   int64   `json:"pending"`
 	Told      int64   `json:"told"` // told ever: in flight, answered or timed out

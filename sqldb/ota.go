@@ -11,11 +11,12 @@ import (
 var _ herd.OTAQueue = (*ConfigService)(nil)
 
 // otaActiveStates are the states of a firmware rollout whose told and
-// reverting members still wait for their update: a paused or aborted
-// rollout tells no one new, but those it told already may still be
-// downloading, and a device that missed the publish must get it again to
-// answer at all.
-const otaActiveStates = `('` + herd.RolloutRunning + `', '` + herd.RolloutPaused + `', '` + herd.RolloutAborted + `', '` + herd.RolloutRollingBack + `')`
+// reverting members still wait for their update: a paused rollout tells
+// no one new, but those it told already may still be downloading, and a
+// device that missed the publish must get it again to answer at all. A
+// rollout that ended — aborted with on_abort stop, cancelled, done — sends
+// nothing more: stopping means no device is asked again.
+const otaActiveStates = `('` + herd.RolloutRunning + `', '` + herd.RolloutPaused + `', '` + herd.RolloutRollingBack + `')`
 
 // otaMemberStates are the member states that wait for a firmware update:
 // told waits for the rollout's firmware, reverting for the one it had.

@@ -68,7 +68,8 @@ func (o *otaFixture) memberOTA(rollout int64, d *herd.Device) memberOTA {
 // TestConfigService_PendingOTA: a told member of an active firmware
 // rollout is sent the rollout's firmware, a reverting one the firmware it
 // had; a device that reports that version already, a member of a rollout
-// that is over or of a config rollout, a member that answered, and any
+// that is over (succeeded, or aborted with on_abort stop) or of a config
+// rollout, a member that answered, and any
 // device read in another tenant get nothing. The read states the tenant
 // of every table it joins.
 func TestConfigService_PendingOTA(t *testing.T) {
@@ -77,8 +78,8 @@ func TestConfigService_PendingOTA(t *testing.T) {
 		configs := sqldb.NewConfigService(db)
 		a, b := o.mustTenant(t, "a"), o.mustTenant(t, "b")
 		aSite, bSite := o.mustNode(t, a.RootNodeID, "site a"), o.mustNode(t, b.RootNodeID, "site b")
-		ds := o.mustDevices(t, aSite.ID, 7)
-		told, reverting, current, over, config, applied, paused := ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6]
+		ds := o.mustDevices(t, aSite.ID, 8)
+		told, reverting, current, over, config, applied, paused, stopped := ds[0], ds[1], ds[2], ds[3], ds[4], ds[5], ds[6], ds[7]
 		bDev := o.mustDevices(t, bSite.ID, 1)[0]
 		old, next := o.firmware(a.ID, "1.0.0"), o.firmware(a.ID, "1.5.0")
 		bFw := o.firmware(b.ID, "1.5.0")
@@ -92,6 +93,9 @@ func TestConfigService_PendingOTA(t *testing.T) {
 		mustIngest(t, db, readingItem(current, time.Now().UnixMilli(), herd.Reading{TS: time.Now().UnixMilli(), Has: herd.ReadingFirmware, Firmware: "1.5.0"}))
 		done := o.rollout(aSite, herd.RolloutFirmware, herd.RolloutSucceeded, next)
 		o.member(done, over, 1, herd.MemberTold, old)
+		// Aborted with on_abort stop: stopping means no device is asked again.
+		halted := o.rollout(aSite, herd.RolloutFirmware, herd.RolloutAborted, next)
+		o.member(halted, stopped, 1, herd.MemberTold, old)
 		cfg := o.rollout(aSite, herd.RolloutConfig, herd.RolloutRunning, next)
 		o.member(cfg, config, 1, herd.MemberTold, old)
 		held := o.rollout(aSite, herd.RolloutFirmware, herd.RolloutPaused, next)
@@ -135,6 +139,7 @@ func TestConfigService_PendingOTA(t *testing.T) {
 		}{
 			"AlreadyOnIt":      {a.ID, current},
 			"RolloutOver":      {a.ID, over},
+			"RolloutStopped":   {a.ID, stopped},
 			"ConfigRollout":    {a.ID, config},
 			"Answered":         {a.ID, applied},
 			"OtherTenant":      {a.ID, bDev},

@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -163,6 +164,9 @@ WHERE rollout_id = ? AND tenant_id = ? AND state = 'queued' AND due_at <= ? AND 
 		append([]any{st.now, st.now, r.ID, r.TenantID, st.now}, alreadyArgs...)...); err != nil {
 		return err
 	}
+	if err := st.wakeForJitter(ctx); err != nil {
+		return err
+	}
 	due, err := st.due(ctx, herd.MemberQueued, "m.due_at <= ?", st.now)
 	if err != nil || len(due) == 0 {
 		return err
@@ -198,6 +202,21 @@ ON CONFLICT (device_id) DO UPDATE SET profile_id = excluded.profile_id, desired_
 	_, err = st.exec(ctx, "tell members", `UPDATE rollout_members SET state = 'told', told_at = ?, attempts = attempts + 1, ota_state = ''
 WHERE rollout_id = ? AND tenant_id = ? AND state = 'queued' AND due_at <= ? AND ord <= ?`, st.now, r.ID, r.TenantID, st.now, last)
 	return err
+}
+
+// wakeForJitter asks for the next step when the next queued member's
+// start jitter runs out, so that it is told then rather than at the
+// controller's next poll.
+func (st *stepper) wakeForJitter(ctx context.Context) error {
+	var next sql.NullInt64
+	if err := st.tx.QueryRowContext(ctx, `SELECT MIN(due_at) FROM rollout_members WHERE rollout_id = ? AND tenant_id = ? AND state = 'queued' AND due_at > ?`,
+		st.r.ID, st.r.TenantID, st.now).Scan(&next); err != nil {
+		return fmt.Errorf("next member due: %w", err)
+	}
+	if t := msToTime(next.Int64); next.Valid && (st.next.IsZero() || t.Before(st.next)) {
+		st.next = t
+	}
+	return nil
 }
 
 // due reads the first members in state whose cond holds, in member order.
