@@ -125,10 +125,15 @@ func (st *stepper) queue(ctx context.Context, c *memberCounts) error {
   prev_firmware_id = (SELECT f.id FROM devices d JOIN firmware f ON f.tenant_id = d.tenant_id AND f.model = d.model AND f.version = d.firmware
     WHERE d.id = rollout_members.device_id AND d.tenant_id = rollout_members.tenant_id)`
 	}
+	// The first room pending members are those up to the room-th one's
+	// ord: a scalar subquery, run once, where "ord IN (… LIMIT ?)" lets a
+	// planner without statistics (a rollout's members are new) re-run the
+	// subquery for every pending member, which at 100,000 members took
+	// PostgreSQL minutes a step.
 	_, err := st.exec(ctx, "queue members", `UPDATE rollout_members SET state = 'queued', due_at = CAST(? AS BIGINT) + `+jitter+`, `+prev+`
-WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND ord IN (
-  SELECT ord FROM rollout_members WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND wave <= ? ORDER BY ord LIMIT ?)`,
-		st.now, r.ID, r.TenantID, r.ID, r.TenantID, r.Wave, room)
+WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND wave <= ? AND ord <= (
+  SELECT MAX(ord) FROM (SELECT ord FROM rollout_members WHERE rollout_id = ? AND tenant_id = ? AND state = 'pending' AND wave <= ? ORDER BY ord LIMIT ?) AS first_free)`,
+		st.now, r.ID, r.TenantID, r.Wave, r.ID, r.TenantID, r.Wave, room)
 	return err
 }
 
