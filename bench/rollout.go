@@ -59,7 +59,7 @@ type FirmwareRun struct {
 	Took               time.Duration // create to succeeded
 	Applied            int64
 	PeakOffline        int64   // fewest devices connected, from the fleet
-	PeakConnectRate    float64 // most connects admitted in one second
+	PeakConnectRate    float64 // most connects admitted in a second, at least
 	RefusedRate        int64   // connects refused by the connect rate
 	RefusedCap         int64   // connects refused by the connection cap
 	OfflineLimit       int64   // max_in_flight + 1% of the fleet: the target

@@ -9,7 +9,7 @@ import (
 // RolloutMarkdown renders the fleet scenarios for bench/README.md.
 func RolloutMarkdown(r RolloutResult) string {
 	var b strings.Builder
-	b.WriteString("| firmware rollout | waves | max_in_flight | state | applied | took | peak offline | target | peak connects/s | connect rate | refused by rate | refused by cap |\n")
+	b.WriteString("| firmware rollout | waves | max_in_flight | state | applied | took | peak offline | target | peak connects/s (at least) | connect rate | refused by rate | refused by cap |\n")
 	b.WriteString("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range r.Firmware {
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %d | ≤ %d | %.0f | %d | %d | %d |\n",

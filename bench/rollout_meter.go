@@ -20,7 +20,9 @@ type fleetMeter struct {
 }
 
 type fleetSample struct {
-	at               time.Time
+	// start and end bound when herd read its counters: a scrape of a
+	// server busy with a storm can take a second.
+	start, end       time.Time
 	connected        int64
 	ok, rate, capped int64 // herd_mqtt_connects_total by result
 	scraped          bool
@@ -44,8 +46,9 @@ func newFleetMeter(url string) *fleetMeter {
 }
 
 func (m *fleetMeter) sample() {
+	start := time.Now()
 	v, err := scrape(m.url)
-	s := fleetSample{at: time.Now(), scraped: err == nil}
+	s := fleetSample{start: start, end: time.Now(), scraped: err == nil}
 	if err == nil {
 		s.connected = int64(v["herd_mqtt_connected_devices"])
 		s.ok = int64(v[`herd_mqtt_connects_total{result="ok"}`])
@@ -108,7 +111,9 @@ type meterWindow struct {
 }
 
 // window reads the samples from a mark on, for a fleet of n devices. The
-// peak connect rate is the most connects admitted over any second.
+// peak connect rate is a lower bound of the most connects admitted in a
+// second: over each span of a second or more between two scrapes, the
+// connects between them over the longest the span can have been.
 func (m *fleetMeter) window(from int, n int64) meterWindow {
 	m.mu.Lock()
 	var ss []fleetSample
@@ -125,10 +130,10 @@ func (m *fleetMeter) window(from int, n int64) meterWindow {
 	i := 0
 	for j, s := range ss {
 		w.peakOffline = max(w.peakOffline, n-s.connected)
-		for i < j && s.at.Sub(ss[i+1].at) >= time.Second {
+		for i < j && s.end.Sub(ss[i+1].start) >= time.Second {
 			i++
 		}
-		if d := s.at.Sub(ss[i].at); d >= time.Second {
+		if d := s.end.Sub(ss[i].start); d >= time.Second {
 			w.peakConnectRate = max(w.peakConnectRate, float64(s.ok-ss[i].ok)/d.Seconds())
 		}
 	}
