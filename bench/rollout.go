@@ -137,7 +137,7 @@ func RunRollout(ctx context.Context, cfg RolloutConfig) (RolloutResult, error) {
 		spec herd.RolloutSpec
 	}{{"in waves", staged}, {"all at once (baseline)", storm}} {
 		fmt.Fprintf(cfg.Out, "firmware rollout %s\n", run.name)
-		r, err := firmwareRun(ctx, cfg, api, m, f.ten.ID, run.name, run.spec)
+		r, err := firmwareRun(ctx, cfg, api, m, sims, f.ten.ID, run.name, run.spec)
 		res.Firmware = append(res.Firmware, r)
 		if err != nil {
 			return res, err
@@ -147,7 +147,7 @@ func RunRollout(ctx context.Context, cfg RolloutConfig) (RolloutResult, error) {
 		}
 	}
 	fmt.Fprintf(cfg.Out, "config rollout that %.0f%% of the devices reject\n", 100*cfg.ConfigReject)
-	res.Config, err = configRun(ctx, cfg, api, f)
+	res.Config, err = configRun(ctx, cfg, api, sims, f)
 	return res, err
 }
 
@@ -204,13 +204,14 @@ func provisionRolloutFleet(ctx context.Context, store string, n int) (*rolloutFl
 
 // simulators are the `herd simulate` child processes.
 type simulators struct {
-	cmds []*exec.Cmd
-	done chan error // one per process that ended
-	wg   sync.WaitGroup
+	cmds  []*exec.Cmd
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	ended error // the first process's end: none may end before the run does
 }
 
 func startSimulators(ctx context.Context, cfg RolloutConfig, mqtt, keys string) (*simulators, error) {
-	s := &simulators{done: make(chan error, cfg.Simulators)}
+	s := &simulators{}
 	for i := range cfg.Simulators {
 		log, err := os.Create(filepath.Join(cfg.Dir, fmt.Sprintf("rollout-sim-%d.log", i)))
 		if err != nil {
@@ -232,7 +233,11 @@ func startSimulators(ctx context.Context, cfg RolloutConfig, mqtt, keys string) 
 		s.wg.Go(func() {
 			err := cmd.Wait()
 			log.Close()
-			s.done <- fmt.Errorf("simulator %d ended: %v (its log: %s)", i, err, log.Name())
+			s.mu.Lock()
+			if s.ended == nil {
+				s.ended = fmt.Errorf("simulator %d ended (its log: %s): %w", i, log.Name(), err)
+			}
+			s.mu.Unlock()
 		})
 	}
 	return s, nil
@@ -240,12 +245,12 @@ func startSimulators(ctx context.Context, cfg RolloutConfig, mqtt, keys string) 
 
 // failed returns the first simulator's end, if one ended.
 func (s *simulators) failed() error {
-	select {
-	case err := <-s.done:
-		return err
-	default:
+	if s == nil {
 		return nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
 }
 
 func (s *simulators) stop() {
@@ -256,7 +261,7 @@ func (s *simulators) stop() {
 }
 
 // firmwareRun creates a firmware rollout and follows it to its end.
-func firmwareRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, m *fleetMeter, tenantID int64, name string, spec herd.RolloutSpec) (FirmwareRun, error) {
+func firmwareRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, m *fleetMeter, sims *simulators, tenantID int64, name string, spec herd.RolloutSpec) (FirmwareRun, error) {
 	run := FirmwareRun{Name: name, MaxInFlight: spec.MaxInFlight, ConnectRateSetting: cfg.ConnectRate,
 		OfflineLimit: spec.MaxInFlight + int64(cfg.Devices)/100}
 	for i, w := range spec.Waves {
@@ -271,7 +276,7 @@ func firmwareRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, m 
 	if err := api.CreateRollout(ctx, ro); err != nil {
 		return run, fmt.Errorf("create rollout: %w", err)
 	}
-	got, err := followRollout(ctx, api, ro.ID, 10*time.Minute, nil)
+	got, err := followRollout(ctx, api, sims, ro.ID, 10*time.Minute, nil)
 	run.Took = time.Since(start)
 	if got != nil {
 		run.State = got.State
@@ -290,10 +295,10 @@ func firmwareRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, m 
 	return run, nil
 }
 
-// followRollout polls the rollout until it ends; seen, when set, is
-// called with each state read. Polling is the only way: the API has no
+// followRollout polls the rollout until it ends, or a simulator does;
+// seen, when set, is called with each state read. Polling is the only way: the API has no
 // "tell me when" for a rollout's end.
-func followRollout(ctx context.Context, api *httpapi.Client, id int64, timeout time.Duration, seen func(*herd.Rollout)) (*herd.Rollout, error) {
+func followRollout(ctx context.Context, api *httpapi.Client, sims *simulators, id int64, timeout time.Duration, seen func(*herd.Rollout)) (*herd.Rollout, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		r, err := api.FindRolloutByID(ctx, id)
@@ -305,6 +310,9 @@ func followRollout(ctx context.Context, api *httpapi.Client, id int64, timeout t
 		}
 		if !herd.RolloutActive(r.State) {
 			return r, nil
+		}
+		if err := sims.failed(); err != nil {
+			return r, err
 		}
 		if time.Now().After(deadline) {
 			return r, fmt.Errorf("rollout %d still %s after %s", id, r.State, timeout)
@@ -319,7 +327,7 @@ func followRollout(ctx context.Context, api *httpapi.Client, id int64, timeout t
 
 // configRun rolls out config version 2, which cfg.ConfigReject of the
 // devices reject, with rollback on abort, and reads who it reached.
-func configRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, f *rolloutFleet) (ConfigRun, error) {
+func configRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, sims *simulators, f *rolloutFleet) (ConfigRun, error) {
 	spec := herd.RolloutSpec{
 		Target:  herd.RolloutTarget{NodeID: f.ten.RootNodeID},
 		Payload: herd.RolloutPayload{ProfileID: f.profile, Version: 2},
@@ -337,7 +345,7 @@ func configRun(ctx context.Context, cfg RolloutConfig, api *httpapi.Client, f *r
 	run.Members = ro.Members
 	run.FirstWave = herd.WaveBounds(ro.Waves, ro.Members)[0]
 	var abortAt time.Time
-	got, err := followRollout(ctx, api, ro.ID, 10*time.Minute, func(r *herd.Rollout) {
+	got, err := followRollout(ctx, api, sims, ro.ID, 10*time.Minute, func(r *herd.Rollout) {
 		if abortAt.IsZero() && (r.State == herd.RolloutAborted || r.State == herd.RolloutRollingBack || r.State == herd.RolloutRolledBack) {
 			abortAt = time.Now()
 		}

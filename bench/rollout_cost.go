@@ -36,10 +36,12 @@ func DefaultRolloutCostConfig() RolloutCostConfig {
 
 // RolloutCostResult is one store's.
 type RolloutCostResult struct {
-	Store                   string
-	Members, Steps          int
-	Decisions               int
-	StepCPU, StepWall       time.Duration
+	Store             string
+	Members, Steps    int
+	Decisions         int
+	StepCPU, StepWall time.Duration
+	// Writes counts the statements that write (one may write a thousand
+	// members' rows); Statements all of them.
 	Writes, Statements      int64
 	BaselineDevices         int
 	BaselineCPU             time.Duration

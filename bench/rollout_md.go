@@ -9,7 +9,7 @@ import (
 // RolloutMarkdown renders the fleet scenarios for bench/README.md.
 func RolloutMarkdown(r RolloutResult) string {
 	var b strings.Builder
-	b.WriteString("| firmware rollout | waves | max_in_flight | state | applied | took | peak offline | target | peak connects/s (at least) | connect rate | refused by rate | refused by cap |\n")
+	b.WriteString("| firmware rollout | waves | max_in_flight | state | applied | took | peak offline (sampled) | target | peak connects/s (at least) | connect rate | refused by rate | refused by cap |\n")
 	b.WriteString("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, f := range r.Firmware {
 		fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %s | %d | ≤ %d | %.0f | %d | %d | %d |\n",
@@ -30,7 +30,7 @@ func RolloutMarkdown(r RolloutResult) string {
 // RolloutCostMarkdown renders the controller's cost for bench/README.md.
 func RolloutCostMarkdown(rs []RolloutCostResult) string {
 	var b strings.Builder
-	b.WriteString("| store | members | steps | decisions | CPU per decision | CPU per member | writes per member | statements per member | steps' wall time | baseline: CPU per device | baseline: writes per device |\n")
+	b.WriteString("| store | members | steps | decisions | CPU per decision | CPU per member | write statements per member | statements per member | steps' wall time | baseline: CPU per device | baseline: write statements per device |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		perDev, wPerDev := time.Duration(0), 0.0

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 )
@@ -113,7 +114,9 @@ type meterWindow struct {
 // window reads the samples from a mark on, for a fleet of n devices. The
 // peak connect rate is a lower bound of the most connects admitted in a
 // second: over each span of a second or more between two scrapes, the
-// connects between them over the longest the span can have been.
+// connects between them over the whole seconds of the longest the span
+// can have been. The peak offline is sampled: it may miss a lower point
+// between two scrapes, never invent one.
 func (m *fleetMeter) window(from int, n int64) meterWindow {
 	m.mu.Lock()
 	var ss []fleetSample
@@ -133,8 +136,10 @@ func (m *fleetMeter) window(from int, n int64) meterWindow {
 		for i < j && s.end.Sub(ss[i+1].start) >= time.Second {
 			i++
 		}
+		// Of the ⌈d⌉ seconds that cover a span of d, one admitted at
+		// least its share of the span's connects.
 		if d := s.end.Sub(ss[i].start); d >= time.Second {
-			w.peakConnectRate = max(w.peakConnectRate, float64(s.ok-ss[i].ok)/d.Seconds())
+			w.peakConnectRate = max(w.peakConnectRate, float64(s.ok-ss[i].ok)/math.Ceil(d.Seconds()))
 		}
 	}
 	first, last := ss[0], ss[len(ss)-1]
