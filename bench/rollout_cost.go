@@ -170,9 +170,6 @@ func rolloutCostCell(ctx context.Context, cfg RolloutCostConfig, store string) (
 		Waves:   []herd.RolloutWave{{Percent: 1}, {Percent: 10}, {Percent: 50}, {Percent: 100}}, MaxInFlight: cfg.MaxInFlight,
 		MaxOfflinePercent: 100, Gates: herd.RolloutGates{AnswerTimeoutS: 3600},
 	}}
-	if err := ro.Validate(0); err != nil {
-		return res, err
-	}
 	t0 := time.Now()
 	if err := rollouts.CreateRollout(super, ro); err != nil {
 		return res, err

@@ -37,14 +37,6 @@ func (e *env) doKey(method, path, token, key string, body string) response {
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: buf.Bytes()}
 }
 
-func countCommands(t *testing.T, db *sqldb.DB) int {
-	var n int
-	if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM commands`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // dropAnswer is a transport that sends the request and then loses the
 // answer, as a timeout after the commit does.
 type dropAnswer struct{ once sync.Once }
@@ -80,7 +72,7 @@ func TestCommandsAPI(t *testing.T) {
 			e.doKey("POST", path, f.bobToken.Secret, "", body).wantError(t, http.StatusBadRequest, herd.EINVALID, "Idempotency-Key")
 		})
 		t.Run("Replay", func(t *testing.T) {
-			n := countCommands(t, db)
+			n := countRows(t, db, "commands")
 			first := e.doKey("POST", path, f.bobToken.Secret, "replay-1", body)
 			first.wantStatus(t, http.StatusCreated)
 			again := e.doKey("POST", path, f.bobToken.Secret, "replay-1", body)
@@ -88,7 +80,7 @@ func TestCommandsAPI(t *testing.T) {
 			if again.Header.Get(httpapi.HeaderReplayed) != "true" || !bytes.Equal(first.Body, again.Body) {
 				t.Fatalf("replay %q %s, first %s", again.Header.Get(httpapi.HeaderReplayed), again.Body, first.Body)
 			}
-			if got := countCommands(t, db); got != n+1 {
+			if got := countRows(t, db, "commands"); got != n+1 {
 				t.Fatalf("%d commands made, want 1", got-n)
 			}
 		})
@@ -100,7 +92,7 @@ func TestCommandsAPI(t *testing.T) {
 			e.doKey("POST", path, adminSecret, "replay-1", body).wantStatus(t, http.StatusCreated)
 		})
 		t.Run("Concurrent", func(t *testing.T) {
-			n := countCommands(t, db)
+			n := countRows(t, db, "commands")
 			var wg sync.WaitGroup
 			statuses := make(chan int, 8)
 			for range 8 {
@@ -112,7 +104,7 @@ func TestCommandsAPI(t *testing.T) {
 			for s := range statuses {
 				seen[s]++
 			}
-			if got := countCommands(t, db); got != n+1 {
+			if got := countRows(t, db, "commands"); got != n+1 {
 				t.Fatalf("%d commands from 8 concurrent requests with one key, want 1 (statuses %v)", got-n, seen)
 			}
 			if seen[http.StatusCreated] < 1 || seen[http.StatusCreated]+seen[http.StatusConflict] != 8 {
@@ -120,7 +112,7 @@ func TestCommandsAPI(t *testing.T) {
 			}
 		})
 		t.Run("AnswerLostThenRetried", func(t *testing.T) {
-			n := countCommands(t, db)
+			n := countRows(t, db, "commands")
 			c := httpapi.NewClient(e.srv.URL(), f.bobToken.Secret)
 			c.HTTPClient = &http.Client{Transport: &dropAnswer{}}
 			cmd := &herd.Command{DeviceID: dev.ID, Name: "reboot", IdempotencyKey: "lost-1"}
@@ -130,7 +122,7 @@ func TestCommandsAPI(t *testing.T) {
 			if err := c.CreateCommand(context.Background(), cmd); err != nil || cmd.ID == 0 {
 				t.Fatalf("retry: %v", err)
 			}
-			if got := countCommands(t, db); got != n+1 {
+			if got := countRows(t, db, "commands"); got != n+1 {
 				t.Fatalf("%d commands, want 1", got-n)
 			}
 			got, err := c.FindCommandByID(context.Background(), cmd.ID)

@@ -114,15 +114,6 @@ func rolloutSpec(tenantID, nodeID, fwID int64, mods ...map[string]any) string {
 	return string(buf)
 }
 
-func countRollouts(t *testing.T, db *sqldb.DB) int {
-	t.Helper()
-	var n int
-	if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM rollouts`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // listRollouts is every rollout GET /v1/rollouts shows the token holder,
 // by id.
 func (e *env) listRollouts(t *testing.T, token, query string) []int64 {
@@ -184,7 +175,7 @@ func TestRolloutsAPI_CreateIdempotent(t *testing.T) {
 		if ids := e.listRollouts(t, f.bobToken.Secret, ""); !slices.Equal(ids, []int64{ro.ID}) {
 			t.Fatalf("rollouts listed %v, want only %d", ids, ro.ID)
 		}
-		if n := countRollouts(t, db); n != 1 {
+		if n := countRows(t, db, "rollouts"); n != 1 {
 			t.Fatalf("%d rollouts stored, want 1", n)
 		}
 		if n := countEvents(t, db, herd.EventRolloutCreated); n != 1 {
@@ -216,7 +207,7 @@ func TestRolloutsAPI_CreateIdempotent(t *testing.T) {
 		if c1.ID == 0 || c2.ID != c1.ID || c1.Members != 2 {
 			t.Fatalf("client creates: %+v then %+v", c1, c2)
 		}
-		if n := countRollouts(t, db); n != 2 {
+		if n := countRows(t, db, "rollouts"); n != 2 {
 			t.Fatalf("%d rollouts stored, want 2", n)
 		}
 	})

@@ -19,13 +19,19 @@ func rowCounts(t *testing.T, db *sqldb.DB) string {
 	t.Helper()
 	var b strings.Builder
 	for _, table := range []string{"tenants", "nodes", "users", "tokens", "devices", "device_credentials", "grants", "webhooks", "commands", "events", "config_profiles", "config_versions", "firmware", "device_configs", "rollouts", "rollout_members"} {
-		var n int
-		if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&b, "%s=%d ", table, n)
+		fmt.Fprintf(&b, "%s=%d ", table, countRows(t, db, table))
 	}
 	return b.String()
+}
+
+// countRows counts a table's rows, every tenant's.
+func countRows(t *testing.T, db *sqldb.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // TestTextFields: every text field of every create takes only what every

@@ -213,6 +213,9 @@ WHERE rollout_id = ? AND tenant_id = ? AND state = 'queued' AND due_at <= ? AND 
 // start jitter runs out, so that it is told then rather than at the
 // controller's next poll.
 func (st *stepper) wakeForJitter(ctx context.Context) error {
+	if st.r.StartJitterS == 0 {
+		return nil // every member is due when it is queued
+	}
 	var next sql.NullInt64
 	if err := st.tx.QueryRowContext(ctx, `SELECT MIN(due_at) FROM rollout_members WHERE rollout_id = ? AND tenant_id = ? AND state = 'queued' AND due_at > ?`,
 		st.r.ID, st.r.TenantID, st.now).Scan(&next); err != nil {
