@@ -27,7 +27,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/devices", s.authed(s.handleDeviceQuery))
 	s.handle("POST /v1/devices", s.authed(s.idempotent(false, s.handleDeviceCreate)))
 	s.handle("POST /v1/devices/batch", s.authed(s.idempotent(false, s.handleDeviceBatch)))
+	s.handle("GET /v1/devices/summary", s.authed(returning(s.handleDeviceSummary)))
 	s.handle("GET /v1/devices/{id}", s.authed(s.handleDeviceView))
+	s.handle("GET /v1/devices/{id}/readings", s.authed(returning(s.handleDeviceReadings)))
 	s.handle("POST /v1/devices/{id}/move", s.authed(s.idempotent(false, s.handleDeviceMove)))
 	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
 	s.handle("POST /v1/devices/{id}/credentials", s.authed(s.noReplay(s.handleCredentialCreate)))
@@ -37,6 +39,11 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/commands/{id}", s.authed(s.handleCommandView))
 	s.handle("GET /v1/devices/{id}/config", s.authed(returning(s.handleDeviceConfigView)))
 	s.handle("PUT /v1/devices/{id}/config", s.authed(s.idempotent(true, returning(s.handleDeviceConfigSet))))
+
+	// The telemetry history beyond one device: aggregates over a scope
+	// from the rollups, and the export of a scope's readings as a stream.
+	s.handle("GET /v1/readings/aggregate", s.authed(returning(s.handleReadingsAggregate)))
+	s.handle("GET /v1/readings/export", s.authed(returning(s.handleReadingsExport)))
 
 	// Config profiles and firmware belong to a tenant, as users do.
 	s.handle("POST /v1/config-profiles", s.authed(s.idempotent(false, returning(s.handleConfigProfileCreate))))

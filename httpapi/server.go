@@ -90,6 +90,9 @@ type Server struct {
 	// the reconnect storm the rate limit exists for. 0 takes
 	// herd.DefaultMaxInFlight.
 	RolloutMaxInFlight int64
+	// HistoryService reads the telemetry history (readings, aggregates,
+	// the summary, the export); nil answers 404.
+	HistoryService herd.HistoryService
 	// EventService serves the event log; nil answers 404.
 	EventService herd.EventService
 	// WebhookService manages webhook subscriptions; nil answers 404.

@@ -62,6 +62,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSimulate(ctx, args, stdout, stderr)
 	case "watch":
 		return runWatch(ctx, args, stdout, stderr)
+	case "readings":
+		return runReadings(ctx, args, stdout, stderr)
+	case "aggregate":
+		return runAggregate(ctx, args, stdout, stderr)
+	case "summary":
+		return runSummary(ctx, args, stdout, stderr)
+	case "export":
+		return runExport(ctx, args, stdout, stderr)
 	case "doctor":
 		return runDoctor(ctx, args, stdout, stderr)
 	case "version", "--version", "-version":
@@ -92,6 +100,10 @@ Commands:
 	seed      fill a store with a synthetic fleet
 	simulate  simulate devices against a running herd over MQTT
 	watch     print the events a token may see, live
+	readings  print one device's telemetry history, raw or one point per step
+	aggregate print a field's aggregates over a scope of devices, per step
+	summary   print the latest state of a scope of devices, per group
+	export    write a scope's readings to a Parquet, CSV or NDJSON file
 	doctor    check a database: "herd doctor ids" finds id columns near their limit
 	bench     run the benchmark scenarios
 	version   print the version

@@ -239,6 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.ConfigService = configs
 	s.FirmwareService = sqldb.NewFirmwareService(m.DB)
 	s.RolloutService = sqldb.NewRolloutService(m.DB)
+	s.HistoryService = sqldb.NewHistoryService(m.DB)
 	s.RolloutMaxInFlight = m.Config.MQTTConnectRate * 10
 	s.Idempotency = sqldb.NewIdempotencyService(m.DB)
 	if testServerHook != nil {
