@@ -218,7 +218,8 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	if err != nil {
 		return err
 	}
-	if err := tx.insertReadings(ctx, items); err != nil {
+	inserted, err := tx.insertReadings(ctx, items)
+	if err != nil {
 		return err
 	}
 
@@ -313,6 +314,11 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	if err := tx.applyFolds(ctx, finals, rev); err != nil {
 		return err
 	}
+	// After the projection: a firmware the batch reported is the one its
+	// readings count under.
+	if err := tx.applyRollups(ctx, items, inserted); err != nil {
+		return err
+	}
 	acked, err := tx.applyCommandAcks(ctx, acks)
 	if err != nil {
 		return err
@@ -347,40 +353,68 @@ func newestWith(rs []*herd.Reading, bit herd.ReadingFields) *herd.Reading {
 
 // insertReadings writes the batch's readings into the history. A reading
 // already there (same device and ts: a retry after a lost PUBACK) is kept
-// as first stored.
-func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) error {
+// as first stored. It returns the indexes of the items it inserted, which
+// the rollups count: a reading stored once is counted once.
+func (tx *Tx) insertReadings(ctx context.Context, items []herd.IngestItem) (inserted []int, err error) {
 	cols := len(readingColumns)
 	per := herd.MaxQueryParams / cols
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
 	args := make([]any, 0, per*cols)
-	rows := 0
+	var pending []int // the items of the statement being built
+	type rowKey struct{ device, ts int64 }
 	write := func() error {
-		if rows == 0 {
+		if len(pending) == 0 {
 			return nil
 		}
+		rows := len(pending)
 		q := tx.memoText("insert/"+strconv.Itoa(rows), func() string {
 			return `INSERT INTO readings (` + strings.Join(readingColumns, ", ") + `) VALUES ` +
-				strings.TrimSuffix(strings.Repeat(row+",", rows), ",") + ` ON CONFLICT (device_id, ts) DO NOTHING`
+				strings.TrimSuffix(strings.Repeat(row+",", rows), ",") + ` ON CONFLICT (device_id, ts) DO NOTHING RETURNING device_id, ts`
 		})
-		_, err := tx.execCached(ctx, q, args...)
-		args, rows = args[:0], 0
-		return err
+		rs, err := tx.queryCached(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		// Of two items with the same device and ts in one statement, the
+		// first is the one stored.
+		first := make(map[rowKey]int, rows)
+		for _, i := range pending {
+			k := rowKey{items[i].DeviceID, items[i].Reading.TS}
+			if _, dup := first[k]; !dup {
+				first[k] = i
+			}
+		}
+		for rs.Next() {
+			var k rowKey
+			if err := rs.Scan(&k.device, &k.ts); err != nil {
+				rs.Close()
+				return err
+			}
+			if i, ok := first[k]; ok {
+				inserted = append(inserted, i)
+			}
+		}
+		if err := rs.Close(); err != nil {
+			return err
+		}
+		args, pending = args[:0], pending[:0]
+		return rs.Err()
 	}
 	for i := range items {
 		if items[i].Kind != herd.IngestReading {
 			continue
 		}
 		args = append(args, readingArgs(&items[i])...)
-		if rows++; rows == per {
+		if pending = append(pending, i); len(pending) == per {
 			if err := write(); err != nil {
-				return fmt.Errorf("insert readings: %w", err)
+				return nil, fmt.Errorf("insert readings: %w", err)
 			}
 		}
 	}
 	if err := write(); err != nil {
-		return fmt.Errorf("insert readings: %w", err)
+		return nil, fmt.Errorf("insert readings: %w", err)
 	}
-	return nil
+	return inserted, nil
 }
 
 // deviceFold is one device's readings of a batch, for the projection.

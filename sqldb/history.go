@@ -12,7 +12,13 @@ import (
 // history. One device's readings are in history_device.go, the fleet
 // aggregates over the rollups in aggregate.go, the latest-state summary in
 // summary.go and the export in history_export.go.
-type HistoryService struct{ db *DB }
+type HistoryService struct {
+	db *DB
+	// RawLimit bounds the readings an aggregate reads when the rollups
+	// cannot answer it; zero means MaxAggregateReadings. The benchmark
+	// lifts it to compute its baseline.
+	RawLimit int64
+}
 
 var _ herd.HistoryService = (*HistoryService)(nil)
 
