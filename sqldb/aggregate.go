@@ -79,8 +79,8 @@ func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.Aggregate
 // [from, to) into agg.
 func readRollups(ctx context.Context, tx *Tx, q herd.AggregateQuery, scope herd.Scope, agg *aggregator, res, from, to int64) error {
 	var where strings.Builder
-	args := []any{scope.TenantID, q.Field, res, from, to}
-	where.WriteString(`r.tenant_id = ? AND r.field = ? AND r.res = ? AND r.bucket >= ? AND r.bucket < ? AND n.tenant_id = r.tenant_id AND (`)
+	args := []any{scope.TenantID, res, from, to}
+	where.WriteString(`r.tenant_id = ? AND r.res = ? AND r.bucket >= ? AND r.bucket < ? AND n.tenant_id = r.tenant_id AND (`)
 	for i, p := range scope.Paths {
 		if i > 0 {
 			where.WriteString(" OR ")
@@ -93,33 +93,30 @@ func readRollups(ctx context.Context, tx *Tx, q herd.AggregateQuery, scope herd.
 		col := map[string]string{"node_id": "r.node_id", "path": "n.path", "model": "r.model", "firmware": "r.firmware"}[f.Field]
 		args = whereFilter(&where, col, f, args)
 	}
-	sketchCol := "NULL"
-	if agg.quantiles {
-		sketchCol = "r.sketch"
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT r.bucket, r.node_id, n.path, r.model, r.firmware, r.n, r.sum, r.min, r.max, `+sketchCol+`
+	field := slices.Index(herd.NumericReadingFields, q.Field)
+	rows, err := tx.QueryContext(ctx, `SELECT r.bucket, n.path, r.model, r.firmware, r.stats
 		FROM reading_rollups r JOIN nodes n ON n.id = r.node_id WHERE `+where.String(), args...)
 	if err != nil {
 		return fmt.Errorf("read rollups: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var bucket, nodeID, n int64
+		var bucket int64
 		var path, model, firmware string
-		var sum, lo, hi float64
-		var sk []byte
-		if err := rows.Scan(&bucket, &nodeID, &path, &model, &firmware, &n, &sum, &lo, &hi, &sk); err != nil {
+		var stats []byte
+		if err := rows.Scan(&bucket, &path, &model, &firmware, &stats); err != nil {
 			return fmt.Errorf("read rollups: %w", err)
 		}
-		if n == 0 {
-			continue // a row another transaction created and has not filled
-		}
-		c := agg.cell(agg.group(path, model, firmware), bucket)
-		c.merge(n, sum, lo, hi)
-		if agg.quantiles {
-			if err := decodeSketchInto(c.sketch, sk); err != nil {
-				return err
+		// A row another transaction created empty and has not filled, or
+		// one without this field, adds nothing.
+		err := eachField(stats, func(i int, n int64, sum, lo, hi float64, sk []byte) error {
+			if i != field {
+				return nil
 			}
+			return agg.cell(agg.group(path, model, firmware), bucket).merge(n, sum, lo, hi, sk)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if err := rows.Close(); err != nil {
@@ -190,7 +187,7 @@ func (s *HistoryService) AggregateFromReadings(ctx context.Context, q herd.Aggre
 		}
 		c := agg.cell(agg.group(path, model, firmware), floorDiv(ts, RollupMinute)*RollupMinute)
 		c.values = append(c.values, v)
-		c.merge(1, v, v, v)
+		c.add(v)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
@@ -237,7 +234,7 @@ type aggregator struct {
 }
 
 type aggCell struct {
-	rollupAcc
+	fieldStats
 	values []float64 // exact: the readings' values
 }
 

@@ -62,6 +62,10 @@ type DB struct {
 	BulkRebuildRows int64
 	// StateCache configures the in-memory state cache of the scoped query.
 	StateCache StateCacheConfig
+	// NoRollups stops ingest keeping the rollups (rollup.go), for the
+	// benchmark of their cost; fleet aggregates then miss what is committed
+	// meanwhile.
+	NoRollups bool
 
 	caches  stateCaches
 	bg      background // the DB's own goroutines, waited for in Close

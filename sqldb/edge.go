@@ -297,8 +297,9 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 		}
 	}
 	var events []*herd.Event
+	folded := map[int64]rollupDevice{}
 	for _, r := range rounds {
-		if err := tx.applyFolds(ctx, r.folds, rev); err != nil {
+		if err := tx.applyFolds(ctx, r.folds, rev, folded); err != nil {
 			return err
 		}
 		reported, err := tx.applyReports(ctx, r.reports, rev)
@@ -311,12 +312,12 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 		}
 		events = append(append(events, reported...), evs...)
 	}
-	if err := tx.applyFolds(ctx, finals, rev); err != nil {
+	if err := tx.applyFolds(ctx, finals, rev, folded); err != nil {
 		return err
 	}
 	// After the projection: a firmware the batch reported is the one its
 	// readings count under.
-	if err := tx.applyRollups(ctx, items, inserted); err != nil {
+	if err := tx.applyRollups(ctx, items, inserted, folded); err != nil {
 		return err
 	}
 	acked, err := tx.applyCommandAcks(ctx, acks)
@@ -440,7 +441,10 @@ type projectionField struct {
 // the same fields share an UPDATE ... FROM a VALUES list, as many rows as
 // the parameter guard allows. One statement per device costs a parse on
 // SQLite and a round trip on PostgreSQL for each.
-func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) error {
+//
+// It records in seen each device's node, model and firmware as the update
+// left them, which the rollups count the readings under.
+func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64, seen map[int64]rollupDevice) error {
 	groups := map[herd.ReadingFields][]deviceFold{}
 	var masks []herd.ReadingFields
 	for _, f := range folds {
@@ -468,7 +472,7 @@ func (tx *Tx) applyFolds(ctx context.Context, folds []deviceFold, rev int64) err
 		for start := 0; start < len(group); start += per {
 			chunk := group[start:min(start+per, len(group))]
 			q, args := tx.foldUpdate(fields, mask, chunk, rev)
-			if _, err := tx.execCached(ctx, q, args...); err != nil {
+			if err := tx.readFoldedDevices(ctx, q, args, seen); err != nil {
 				return fmt.Errorf("apply readings: %w", err)
 			}
 		}
@@ -519,10 +523,31 @@ func (tx *Tx) foldUpdate(fields []projectionField, mask herd.ReadingFields, chun
 		for _, f := range fields {
 			fmt.Fprintf(&b, ", %[1]s = CASE WHEN v.t_%[1]s IS NOT NULL AND (devices.reading_ts IS NULL OR devices.reading_ts < v.t_%[1]s) THEN v.v_%[1]s ELSE devices.%[1]s END", f.col)
 		}
-		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id")
+		b.WriteString(", rev = ? FROM v WHERE devices.id = v.id RETURNING devices.id, devices.node_id, devices.model, devices.firmware")
 		return b.String()
 	})
 	return q, append(args, rev)
+}
+
+// readFoldedDevices runs a fold update and records what it returns.
+func (tx *Tx) readFoldedDevices(ctx context.Context, q string, args []any, seen map[int64]rollupDevice) error {
+	rows, err := tx.queryCached(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var d rollupDevice
+		if err := rows.Scan(&id, &d.nodeID, &d.model, &d.firmware); err != nil {
+			return err
+		}
+		seen[id] = d
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	return rows.Err()
 }
 
 // statementTexts memoizes the text of the ingest's batch statements, in the

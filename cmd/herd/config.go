@@ -85,6 +85,10 @@ type Config struct {
 	// keeps the tenant's devices in memory (sqldb.StateCacheConfig); 0 turns
 	// the cache off.
 	StateCacheMinDevices int64
+	// Rollups is "on" (ingest keeps the rollups fleet aggregates read) or
+	// "off", which only the benchmark of their cost wants: aggregates then
+	// miss every reading committed while it is off.
+	Rollups string
 	// AllowedOrigins lists the web origins other than herd's own whose
 	// pages may open the sockets and read /v1 (CORS), or "*"; empty
 	// allows herd's own origin only (see docs/browsers.md).
@@ -101,6 +105,7 @@ func DefaultConfig() Config {
 		LogFormat: "text",
 
 		StateCacheMinDevices: sqldb.DefaultStateCache.MinTenantDevices,
+		Rollups:              "on",
 		MQTTAddr:             mqttgw.DefaultAddr,
 		MQTTMaxKeepalive:     mqttgw.DefaultMaxKeepalive,
 		MQTTConnectRate:      mqttgw.DefaultConnectRate,
@@ -191,6 +196,9 @@ func (c Config) Validate() error {
 	}
 	if c.APIRateLimit < 0 || c.APIRateBurst < 1 {
 		return &ConfigError{Field: "api-rate-limit", Value: strconv.FormatInt(c.APIRateLimit, 10), Err: errors.New("must be 0 (off) or more, with --api-rate-burst 1 or more")}
+	}
+	if c.Rollups != "on" && c.Rollups != "off" {
+		return &ConfigError{Field: "rollups", Value: c.Rollups, Err: errors.New("must be on or off")}
 	}
 	if c.StateCacheMinDevices < 0 {
 		return &ConfigError{Field: "state-cache-min-devices", Value: strconv.FormatInt(c.StateCacheMinDevices, 10), Err: errors.New("must be 0 (off) or more")}

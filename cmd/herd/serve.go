@@ -98,6 +98,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.NATSStream, "nats-stream", "name of the JetStream stream of events")
 	stringFlag(fs, m.Getenv, &c.NATSSubjectPrefix, "nats-subject-prefix", "subject prefix of the events (prefix.<tenant id>.<event type>)")
 	stringFlag(fs, m.Getenv, &c.AllowedOrigins, "allowed-origins", `web origins (https://app.example.com, comma-separated) whose pages may open /v1/stream, /v1/apps/socket and /mqtt and read /v1 (CORS), or "*" for any (then without credentials); empty allows herd's own origin only`)
+	stringFlag(fs, m.Getenv, &c.Rollups, "rollups", "on or off: whether ingest keeps the rollups fleet aggregates read; off only to measure their cost, as aggregates then miss the readings committed meanwhile")
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
 		durationFlag(fs, m.Getenv, &c.MQTTMaxKeepalive, "mqtt-max-keepalive", "longest keepalive a device may use; devices asking for none or more get this"),
@@ -157,6 +158,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.DB = sqldb.NewDB(dsn)
 	m.DB.Logger = m.Logger.With("component", "sqldb")
 	m.DB.StateCache.MinTenantDevices = m.Config.StateCacheMinDevices
+	m.DB.NoRollups = m.Config.Rollups == "off"
 	if err := m.DB.Open(); err != nil {
 		m.DB = nil
 		return fmt.Errorf("open store %s: %w", redactDSN(dsn), err)

@@ -1,29 +1,27 @@
 -- Rollups of the telemetry history, maintained in the transaction that
--- commits the readings: per tenant, node (the node the device was under
--- when it reported), model and firmware (the device's when it reported),
--- numeric field, resolution (res: the bucket's width in milliseconds,
--- 60000 or 3600000) and bucket (its start, unix milliseconds, aligned to
--- UTC): how many readings (n), their sum, min and max, and a DDSketch of
--- their values (sketch, the sketch's protobuf encoding) from which
--- quantiles merge across nodes and buckets. A fleet aggregate reads these,
--- never the readings of every device in its scope. The key leads with the
--- tenant and the field, then the bucket, so that one aggregate is one range
--- of the key; rollups_res_bucket serves the retention, which drops old
--- buckets of all tenants.
+-- commits the readings: per tenant, resolution (res: the bucket's width in
+-- milliseconds, 60000 or 3600000), bucket (its start, unix milliseconds,
+-- aligned to UTC), node (the node the device was under when it reported),
+-- model and firmware (the device's when it reported), one row whose stats
+-- hold, for each numeric field the readings carried, how many (n), their
+-- sum, min and max, and a DDSketch of their values, from which quantiles
+-- merge across nodes and buckets (sqldb/rollup.go has the encoding). A
+-- fleet aggregate reads these, never the readings of every device in its
+-- scope. One row for all fields, not one per field: a batch of readings from
+-- many sites writes a row per site and bucket, a quarter of the rows for
+-- devices that report four fields. The key leads with the tenant and the
+-- bucket, so that one aggregate is one range of the key;
+-- reading_rollups_res_bucket serves the retention, which drops old buckets
+-- of all tenants.
 CREATE TABLE reading_rollups (
     tenant_id BIGINT NOT NULL,
-    field     TEXT NOT NULL,
     res       BIGINT NOT NULL,
     bucket    BIGINT NOT NULL,
     node_id   BIGINT NOT NULL,
     model     TEXT NOT NULL,
     firmware  TEXT NOT NULL,
-    n         BIGINT NOT NULL,
-    sum       REAL NOT NULL,
-    min       REAL NOT NULL,
-    max       REAL NOT NULL,
-    sketch    BLOB NOT NULL,
-    PRIMARY KEY (tenant_id, field, res, bucket, node_id, model, firmware)
+    stats     BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, res, bucket, node_id, model, firmware)
 ) WITHOUT ROWID;
 CREATE INDEX reading_rollups_res_bucket ON reading_rollups (res, bucket);
 
