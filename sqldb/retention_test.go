@@ -286,6 +286,8 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 			mu       sync.Mutex
 			acked    []readingKey
 			during   int // batches that began and committed inside the prune
+			took     []time.Duration
+			before   []time.Duration // batches committed before the prune began
 			pruning  bool
 			stop     = make(chan struct{})
 			done     = make(chan error, 1)
@@ -311,6 +313,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 					batch = append(batch, readingItem(d, now.UnixMilli(), herd.Reading{TS: ts, Has: herd.ReadingBattery, Battery: 60}))
 					keys = append(keys, readingKey{d.ID, ts})
 				}
+				start := time.Now()
 				if err = ingest.Ingest(ctx, batch); err != nil {
 					err = fmt.Errorf("ingest during pruning: %w", err)
 					return
@@ -319,9 +322,12 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 				acked = append(acked, keys...)
 				if began && pruning {
 					during++
+					took = append(took, time.Since(start))
+				} else if !began {
+					before = append(before, time.Since(start))
 				}
 				mu.Unlock()
-				if k == 0 {
+				if k == 30 {
 					close(started)
 				}
 			}
@@ -353,6 +359,9 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 		if during == 0 {
 			t.Fatal("no ingest batch committed while pruning ran: the test proved nothing")
 		}
-		t.Logf("%d ingest batches committed inside the prune", during)
+		slices.Sort(took)
+		slices.Sort(before)
+		t.Logf("%d ingest batches committed inside the prune: commit median %v, max %v; before it: median %v, max %v",
+			during, took[len(took)/2].Round(10*time.Microsecond), took[len(took)-1].Round(10*time.Microsecond), before[len(before)/2].Round(10*time.Microsecond), before[len(before)-1].Round(10*time.Microsecond))
 	})
 }
