@@ -20,13 +20,13 @@ func TestMigration0018(t *testing.T) {
 	now := time.Now().UTC()
 	ahead := now.Add(48 * time.Hour)
 	stamps := []time.Time{time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), now.Add(-time.Hour), now, ahead}
-	want := map[readingKey]bool{}
+	want := map[retKey]bool{}
 	for i, ts := range stamps {
 		for dev := int64(1); dev <= 3; dev++ {
 			if _, err := raw.Exec(`INSERT INTO readings (device_id, ts, tenant_id, received_at, temperature, extra) VALUES ($1, $2, 1, $2, $3, '{"k":1}')`, dev, ts.UnixMilli(), float64(i)); err != nil {
 				t.Fatal(err)
 			}
-			want[readingKey{dev, ts.UnixMilli()}] = true
+			want[retKey{dev, ts.UnixMilli()}] = true
 		}
 	}
 	db := sqldb.NewDB(dsn)
@@ -34,7 +34,7 @@ func TestMigration0018(t *testing.T) {
 		t.Fatalf("migrate: %v", err)
 	}
 	defer db.Close()
-	if held := heldReadings(t, db); !maps.Equal(held, want) {
+	if held := retHeld(t, db); !maps.Equal(held, want) {
 		t.Fatalf("readings after the migration: %v, want %v", held, want)
 	}
 	var temp float64
@@ -43,7 +43,7 @@ func TestMigration0018(t *testing.T) {
 		t.Fatalf("a migrated reading: %v %q %v", temp, extra, err)
 	}
 	for ts, part := range map[time.Time]string{stamps[0]: "readings_legacy", now: "readings_legacy", ahead: "readings_default"} {
-		if got := partitionOf(t, db, 1, ts.UnixMilli()); got != part {
+		if got := retPartitionOf(t, db, 1, ts.UnixMilli()); got != part {
 			t.Errorf("reading at %s in %s, want %s", ts, got, part)
 		}
 	}
@@ -57,10 +57,10 @@ func TestMigration0018(t *testing.T) {
 	if err := db.EnsurePartitions(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := partitionOf(t, db, 1, ahead.UnixMilli()); got != dayName(ahead) {
-		t.Errorf("reading two days ahead in %s once its day's partition exists, want %s", got, dayName(ahead))
+	if got := retPartitionOf(t, db, 1, ahead.UnixMilli()); got != retDayName(ahead) {
+		t.Errorf("reading two days ahead in %s once its day's partition exists, want %s", got, retDayName(ahead))
 	}
-	if held := heldReadings(t, db); !maps.Equal(held, want) {
+	if held := retHeld(t, db); !maps.Equal(held, want) {
 		t.Fatalf("readings after the partitions were created: %v, want %v", held, want)
 	}
 }

@@ -46,7 +46,7 @@ const (
 	pgDeleteChunk = 10_000
 )
 
-const dayMS = int64(24 * time.Hour / time.Millisecond)
+const partitionDayMS = int64(24 * time.Hour / time.Millisecond)
 
 // partition is one partition of readings and its range [lo, hi) of ts.
 type partition struct {
@@ -62,8 +62,8 @@ func partitionName(dayStart int64) string {
 	return "readings_p" + time.UnixMilli(dayStart).UTC().Format("20060102")
 }
 
-// utcDay returns the start of t's UTC day in unix milliseconds.
-func utcDay(t time.Time) int64 {
+// partitionDay returns the start of t's UTC day in unix milliseconds.
+func partitionDay(t time.Time) int64 {
 	y, m, d := t.UTC().Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).UnixMilli()
 }
@@ -88,7 +88,9 @@ func (db *DB) EnsurePartitions(ctx context.Context) (err error) {
 // it. The key is of the schema, so that stores side by side in one
 // database (tests) do not exclude each other.
 func (db *DB) withPartitionLock(ctx context.Context, fn func(*sql.Conn) error) error {
-	conn, err := db.bdb.Conn(ctx)
+	// The main pool's, not the event pipeline's small one (bdb): a run
+	// holds its connection for as long as the old rows take to delete.
+	conn, err := db.wdb.Conn(ctx)
 	if err != nil {
 		return err
 	}
@@ -164,10 +166,10 @@ func (db *DB) ensurePartitions(ctx context.Context, conn *sql.Conn) error {
 	if err != nil {
 		return err
 	}
-	today := utcDay(db.Now())
+	today := partitionDay(db.Now())
 	for d := range int64(PartitionsAhead + 1) {
-		lo := today + d*dayMS
-		hi := lo + dayMS
+		lo := today + d*partitionDayMS
+		hi := lo + partitionDayMS
 		overlaps := false
 		for _, p := range ps {
 			if !p.def && p.lo < hi && lo < p.hi {
@@ -221,7 +223,7 @@ func (db *DB) createPartition(ctx context.Context, conn *sql.Conn, lo, hi int64)
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s PARTITION OF readings FOR VALUES FROM (%d) TO (%d)`, quoteIdent(name), lo, hi)); err != nil {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s PARTITION OF readings FOR VALUES FROM (%d) TO (%d)`, quotePartition(name), lo, hi)); err != nil {
 			return err
 		}
 		if n > 0 {
@@ -232,7 +234,7 @@ func (db *DB) createPartition(ctx context.Context, conn *sql.Conn, lo, hi int64)
 		return tx.Commit()
 	}()
 	if err != nil {
-		if isLockTimeout(err) {
+		if isPartitionLockTimeout(err) {
 			db.Logger.Warn("partition not created: readings is busy; the next run tries again", "partition", name)
 			return nil
 		}
@@ -289,8 +291,8 @@ func (db *DB) dropPartition(ctx context.Context, conn *sql.Conn, name string) (b
 	if _, err := tx.ExecContext(ctx, `SET LOCAL lock_timeout = '`+partitionLockTimeout+`'`); err != nil {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, `DROP TABLE `+quoteIdent(name)); err != nil {
-		if isLockTimeout(err) {
+	if _, err := tx.ExecContext(ctx, `DROP TABLE `+quotePartition(name)); err != nil {
+		if isPartitionLockTimeout(err) {
 			db.Logger.Warn("partition not dropped: readings is busy; the next run tries again", "partition", name)
 			return false, nil
 		}
@@ -306,7 +308,7 @@ func (db *DB) dropPartition(ctx context.Context, conn *sql.Conn, name string) (b
 // deleteChunksPG deletes the rows before cut from one partition, a chunk
 // per transaction, by the partition's key (ts leads it).
 func (db *DB) deleteChunksPG(ctx context.Context, conn *sql.Conn, name string, cut int64) (int64, error) {
-	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE (ts, device_id) IN (SELECT ts, device_id FROM %[1]s WHERE ts < $1 ORDER BY ts LIMIT $2)`, quoteIdent(name))
+	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE (ts, device_id) IN (SELECT ts, device_id FROM %[1]s WHERE ts < $1 ORDER BY ts LIMIT $2)`, quotePartition(name))
 	var total int64
 	for {
 		res, err := conn.ExecContext(ctx, q, cut, pgDeleteChunk)
@@ -321,10 +323,10 @@ func (db *DB) deleteChunksPG(ctx context.Context, conn *sql.Conn, name string, c
 	}
 }
 
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+func quotePartition(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// isLockTimeout reports PostgreSQL's lock_not_available (lock_timeout).
-func isLockTimeout(err error) bool {
+// isPartitionLockTimeout reports PostgreSQL's lock_not_available (lock_timeout).
+func isPartitionLockTimeout(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }

@@ -46,7 +46,7 @@ func TestPartitions_AcrossMidnight(t *testing.T) {
 		}
 	}
 	want := []string{"readings_p20300314", "readings_p20300315", "readings_p20300316", "readings_p20300317"}
-	names := partitionsOf(t, db)
+	names := retPartitions(t, db)
 	for _, w := range want {
 		if !slices.Contains(names, w) {
 			t.Fatalf("partitions at %s: %v, want %v", late, names, want)
@@ -66,7 +66,7 @@ func TestPartitions_AcrossMidnight(t *testing.T) {
 		ts   time.Time
 		want string
 	}{{late, "readings_p20300314"}, {midnight, "readings_p20300315"}, {beyond, "readings_default"}} {
-		if got := partitionOf(t, db, d.ID, tt.ts.UnixMilli()); got != tt.want {
+		if got := retPartitionOf(t, db, d.ID, tt.ts.UnixMilli()); got != tt.want {
 			t.Errorf("reading at %s in %s, want %s", tt.ts.Format(time.RFC3339Nano), got, tt.want)
 		}
 	}
@@ -79,18 +79,18 @@ func TestPartitions_AcrossMidnight(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("one day's partition created in %v (the lock it holds, and the listing)", time.Since(start).Round(10*time.Microsecond))
-	if names := partitionsOf(t, db); !slices.Contains(names, "readings_p20300318") || slices.Contains(names, "readings_p20300319") {
+	if names := retPartitions(t, db); !slices.Contains(names, "readings_p20300318") || slices.Contains(names, "readings_p20300319") {
 		t.Fatalf("partitions at %s: %v", midnight, names)
 	}
 	db.Now = func() time.Time { return midnight.Add(36 * time.Hour) }
 	if err := db.EnsurePartitions(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := partitionOf(t, db, d.ID, beyond.UnixMilli()); got != "readings_p20300319" {
+	if got := retPartitionOf(t, db, d.ID, beyond.UnixMilli()); got != "readings_p20300319" {
 		t.Fatalf("reading ahead in %s after its day's partition was created, want readings_p20300319", got)
 	}
-	held := heldReadings(t, db)
-	if len(held) != 3 || !held[readingKey{d.ID, beyond.UnixMilli()}] {
+	held := retHeld(t, db)
+	if len(held) != 3 || !held[retKey{d.ID, beyond.UnixMilli()}] {
 		t.Fatalf("history after the move: %v", held)
 	}
 	// Sent again, it is still stored once: the key holds across partitions.

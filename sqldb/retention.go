@@ -18,9 +18,9 @@ const (
 	DefaultReadingsRetention = 30 * 24 * time.Hour
 	DefaultRollupRetention   = 400 * 24 * time.Hour
 
-	// rollupMinute and rollupHour are reading_rollups.res (migration 0017).
-	rollupMinute = int64(time.Minute / time.Millisecond)
-	rollupHour   = int64(time.Hour / time.Millisecond)
+	// retentionResMinute and retentionResHour are reading_rollups.res (migration 0017).
+	retentionResMinute = int64(time.Minute / time.Millisecond)
+	retentionResHour   = int64(time.Hour / time.Millisecond)
 
 	// SQLiteDeleteChunk is the most readings one delete of SQLite's
 	// retention removes. Each chunk is its own transaction on the single
@@ -89,8 +89,8 @@ func (m *retentionMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.rows, m.bytes, m.oldest, m.partitions, m.prune, m.pruned, m.chunk}
 }
 
-// execer is a connection or pool a retention step writes through.
-type execer interface {
+// retentionExecer is a connection or pool a retention step writes through.
+type retentionExecer interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }
 
@@ -117,9 +117,9 @@ func (db *DB) PruneReadings(ctx context.Context, readingsRetention, rollupRetent
 		m.prune.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		return err
 	}
-	rollups := func(w execer) error {
+	rollups := func(w retentionExecer) error {
 		return step("rollups", func() error {
-			for _, r := range []struct{ res, cut int64 }{{rollupMinute, cut}, {rollupHour, hourCut}} {
+			for _, r := range []struct{ res, cut int64 }{{retentionResMinute, cut}, {retentionResHour, hourCut}} {
 				n, err := db.deleteRollups(ctx, w, r.res, r.cut)
 				m.pruned.WithLabelValues("rollup_rows").Add(float64(n))
 				if err != nil {
@@ -194,7 +194,7 @@ func (db *DB) deleteChunksSQLite(ctx context.Context, what, q string, chunk int,
 // before cut, in chunks found by reading_rollups_res_bucket (on
 // PostgreSQL of pgDeleteChunk: a delete there takes row locks only, and the
 // ingest's upserts of current buckets never meet it).
-func (db *DB) deleteRollups(ctx context.Context, w execer, res, cut int64) (int64, error) {
+func (db *DB) deleteRollups(ctx context.Context, w retentionExecer, res, cut int64) (int64, error) {
 	q := db.rebind(`DELETE FROM reading_rollups WHERE (tenant_id, field, res, bucket, node_id, model, firmware) IN (
 		SELECT tenant_id, field, res, bucket, node_id, model, firmware FROM reading_rollups WHERE res = ? AND bucket < ? ORDER BY bucket LIMIT ?)`)
 	if db.dialect == SQLite {

@@ -15,22 +15,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-const day = 24 * time.Hour
+const retDay = 24 * time.Hour
 
-// readingKey is one reading of the history.
-type readingKey struct{ device, ts int64 }
+// retKey is one reading of the history.
+type retKey struct{ device, ts int64 }
 
-// heldReadings returns every reading the history holds.
-func heldReadings(tb testing.TB, db *sqldb.DB) map[readingKey]bool {
+// retHeld returns every reading the history holds.
+func retHeld(tb testing.TB, db *sqldb.DB) map[retKey]bool {
 	tb.Helper()
 	rows, err := db.SQL().Query(`SELECT device_id, ts FROM readings`)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer rows.Close()
-	held := map[readingKey]bool{}
+	held := map[retKey]bool{}
 	for rows.Next() {
-		var k readingKey
+		var k retKey
 		if err := rows.Scan(&k.device, &k.ts); err != nil {
 			tb.Fatal(err)
 		}
@@ -42,8 +42,8 @@ func heldReadings(tb testing.TB, db *sqldb.DB) map[readingKey]bool {
 	return held
 }
 
-// partitionsOf returns the partitions of readings on PostgreSQL, by name.
-func partitionsOf(tb testing.TB, db *sqldb.DB) []string {
+// retPartitions returns the partitions of readings on PostgreSQL, by name.
+func retPartitions(tb testing.TB, db *sqldb.DB) []string {
 	tb.Helper()
 	rows, err := db.SQL().Query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass ORDER BY 1`)
 	if err != nil {
@@ -61,8 +61,8 @@ func partitionsOf(tb testing.TB, db *sqldb.DB) []string {
 	return names
 }
 
-// partitionOf names the partition that holds a reading.
-func partitionOf(tb testing.TB, db *sqldb.DB, device, ts int64) string {
+// retPartitionOf names the partition that holds a reading.
+func retPartitionOf(tb testing.TB, db *sqldb.DB, device, ts int64) string {
 	tb.Helper()
 	var name string
 	if err := db.SQL().QueryRow(`SELECT tableoid::regclass::text FROM readings WHERE device_id = $1 AND ts = $2`, device, ts).Scan(&name); err != nil {
@@ -71,10 +71,10 @@ func partitionOf(tb testing.TB, db *sqldb.DB, device, ts int64) string {
 	return name
 }
 
-func dayName(t time.Time) string { return "readings_p" + t.UTC().Format("20060102") }
+func retDayName(t time.Time) string { return "readings_p" + t.UTC().Format("20060102") }
 
-// metricValue reads one of the store's unlabelled gauges.
-func metricValue(tb testing.TB, db *sqldb.DB, name string) float64 {
+// retGauge reads one of the store's unlabelled gauges.
+func retGauge(tb testing.TB, db *sqldb.DB, name string) float64 {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(db.Collectors()...)
@@ -103,12 +103,12 @@ func TestPruneReadings(t *testing.T) {
 		tn := f.mustTenant(t, "acme")
 		devs := f.mustDevices(t, f.mustNode(t, tn.RootNodeID, "site").ID, 3)
 		now := time.Date(2030, 3, 14, 12, 0, 0, 0, time.UTC)
-		const retention, rollupRetention = 30 * day, 400 * day
+		const retention, rollupRetention = 30 * retDay, 400 * retDay
 		cut := now.Add(-retention)
 		// On PostgreSQL partitions exist for the days the manager ran on
 		// and the three after; the other readings land in the default, or
 		// in the legacy partition (before the migration's tomorrow).
-		ranOn := []time.Time{now.Add(-40 * day), now.Add(-31 * day), now.Add(-2 * day), now}
+		ranOn := []time.Time{now.Add(-40 * retDay), now.Add(-31 * retDay), now.Add(-2 * retDay), now}
 		partitioned := map[string]bool{}
 		for _, at := range ranOn {
 			db.Now = func() time.Time { return at }
@@ -116,15 +116,15 @@ func TestPruneReadings(t *testing.T) {
 				t.Fatal(err)
 			}
 			for d := range 4 {
-				partitioned[dayName(at.Add(time.Duration(d)*day))] = true
+				partitioned[retDayName(at.Add(time.Duration(d)*retDay))] = true
 			}
 		}
 		db.Now = func() time.Time { return now }
 		var stamps []time.Time
-		for _, age := range []time.Duration{5 * 365 * day, 45 * day, 40 * day, 36 * day, 31 * day, retention + time.Millisecond, retention, retention - time.Millisecond, 29 * day, 2 * day, time.Hour, 0} {
+		for _, age := range []time.Duration{5 * 365 * retDay, 45 * retDay, 40 * retDay, 36 * retDay, 31 * retDay, retention + time.Millisecond, retention, retention - time.Millisecond, 29 * retDay, 2 * retDay, time.Hour, 0} {
 			stamps = append(stamps, now.Add(-age))
 		}
-		want := map[readingKey]bool{}
+		want := map[retKey]bool{}
 		var items []herd.IngestItem
 		for i, ts := range stamps {
 			for _, d := range devs {
@@ -133,21 +133,21 @@ func TestPruneReadings(t *testing.T) {
 				kept := !ts.Before(cut)
 				if db.Dialect() == sqldb.Postgres {
 					// A day partition goes whole, once all of it is past.
-					dayEnd := time.UnixMilli(ms).UTC().Truncate(day).Add(day)
-					kept = kept || partitioned[dayName(ts)] && dayEnd.After(cut)
+					dayEnd := time.UnixMilli(ms).UTC().Truncate(retDay).Add(retDay)
+					kept = kept || partitioned[retDayName(ts)] && dayEnd.After(cut)
 				}
 				if kept {
-					want[readingKey{d.ID, ms}] = true
+					want[retKey{d.ID, ms}] = true
 				}
 			}
 		}
 		mustIngest(t, db, items...)
 		if db.Dialect() == sqldb.Postgres {
 			// The readings of days without a partition went somewhere.
-			if p := partitionOf(t, db, devs[0].ID, now.Add(-36*day).UnixMilli()); p != "readings_default" {
+			if p := retPartitionOf(t, db, devs[0].ID, now.Add(-36*retDay).UnixMilli()); p != "readings_default" {
 				t.Fatalf("a reading of a day without a partition is in %s", p)
 			}
-			if p := partitionOf(t, db, devs[0].ID, now.Add(-5*365*day).UnixMilli()); p != "readings_legacy" {
+			if p := retPartitionOf(t, db, devs[0].ID, now.Add(-5*365*retDay).UnixMilli()); p != "readings_legacy" {
 				t.Fatalf("a reading of 2025 is in %s", p)
 			}
 		}
@@ -175,7 +175,7 @@ func TestPruneReadings(t *testing.T) {
 		if err := db.PruneReadings(ctx, retention, rollupRetention); err != nil {
 			t.Fatal(err)
 		}
-		held := heldReadings(t, db)
+		held := retHeld(t, db)
 		if !maps.Equal(held, want) {
 			for k := range held {
 				if !want[k] {
@@ -214,26 +214,26 @@ func TestPruneReadings(t *testing.T) {
 		for k := range want {
 			oldest = min(oldest, k.ts)
 		}
-		if got := metricValue(t, db, "herd_store_readings_oldest_timestamp_seconds"); got != float64(oldest)/1000 {
+		if got := retGauge(t, db, "herd_store_readings_oldest_timestamp_seconds"); got != float64(oldest)/1000 {
 			t.Errorf("oldest reading metric %v, want %v", got, float64(oldest)/1000)
 		}
-		if got := metricValue(t, db, "herd_store_readings_bytes"); got <= 0 {
+		if got := retGauge(t, db, "herd_store_readings_bytes"); got <= 0 {
 			t.Errorf("readings bytes metric %v", got)
 		}
 		if db.Dialect() == sqldb.Postgres {
-			names := partitionsOf(t, db)
+			names := retPartitions(t, db)
 			for _, n := range names {
-				if n < dayName(cut) && n != "readings_default" {
+				if n < retDayName(cut) && n != "readings_default" {
 					t.Errorf("partition %s (or legacy) past the retention not dropped", n)
 				}
 			}
-			if !slices.Contains(names, dayName(cut)) || !slices.Contains(names, dayName(now.Add(3*day))) || !slices.Contains(names, "readings_default") {
+			if !slices.Contains(names, retDayName(cut)) || !slices.Contains(names, retDayName(now.Add(3*retDay))) || !slices.Contains(names, "readings_default") {
 				t.Errorf("partitions after pruning: %v", names)
 			}
-			if got := metricValue(t, db, "herd_store_readings_partitions"); got != float64(len(names)) {
+			if got := retGauge(t, db, "herd_store_readings_partitions"); got != float64(len(names)) {
 				t.Errorf("partitions metric %v, want %d", got, len(names))
 			}
-		} else if got := metricValue(t, db, "herd_store_readings_rows"); got < float64(len(want)) {
+		} else if got := retGauge(t, db, "herd_store_readings_rows"); got < float64(len(want)) {
 			t.Errorf("rows metric %v, want at least the %d readings held", got, len(want))
 		}
 
@@ -241,7 +241,7 @@ func TestPruneReadings(t *testing.T) {
 		if err := db.PruneReadings(ctx, retention, rollupRetention); err != nil {
 			t.Fatal(err)
 		}
-		if held := heldReadings(t, db); !maps.Equal(held, want) {
+		if held := retHeld(t, db); !maps.Equal(held, want) {
 			t.Fatalf("a second run changed the history: %d readings, want %d", len(held), len(want))
 		}
 	})
@@ -258,7 +258,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 		tn := f.mustTenant(t, "acme")
 		devs := f.mustDevices(t, f.mustNode(t, tn.RootNodeID, "site").ID, 50)
 		now := time.Date(2030, 3, 14, 12, 0, 0, 0, time.UTC)
-		old := now.Add(-40 * day)
+		old := now.Add(-40 * retDay)
 		db.Now = func() time.Time { return old }
 		if err := db.EnsurePartitions(ctx); err != nil { // the old day's partition, to drop
 			t.Fatal(err)
@@ -274,7 +274,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 			for _, d := range devs {
 				at := old.Add(time.Duration(i) * 10 * time.Second)
 				if i%2 == 1 {
-					at = at.Add(-5 * day)
+					at = at.Add(-5 * retDay)
 				}
 				items = append(items, readingItem(d, now.UnixMilli(), herd.Reading{TS: at.UnixMilli(), Has: herd.ReadingBattery, Battery: 50}))
 			}
@@ -284,7 +284,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 		ingest := sqldb.NewIngestService(db)
 		var (
 			mu       sync.Mutex
-			acked    []readingKey
+			acked    []retKey
 			during   int // batches that began and committed inside the prune
 			took     []time.Duration
 			before   []time.Duration // batches committed before the prune began
@@ -307,11 +307,11 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 				began := pruning
 				mu.Unlock()
 				var batch []herd.IngestItem
-				var keys []readingKey
+				var keys []retKey
 				for j, d := range devs[:10] {
 					ts := now.Add(-time.Hour).UnixMilli() + int64(k)*1000 + int64(j)
 					batch = append(batch, readingItem(d, now.UnixMilli(), herd.Reading{TS: ts, Has: herd.ReadingBattery, Battery: 60}))
-					keys = append(keys, readingKey{d.ID, ts})
+					keys = append(keys, retKey{d.ID, ts})
 				}
 				start := time.Now()
 				if err = ingest.Ingest(ctx, batch); err != nil {
@@ -336,7 +336,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 		mu.Lock()
 		pruning = true
 		mu.Unlock()
-		pruneErr = db.PruneReadings(ctx, 30*day, 400*day)
+		pruneErr = db.PruneReadings(ctx, 30*retDay, 400*retDay)
 		mu.Lock()
 		pruning = false
 		mu.Unlock()
@@ -347,7 +347,7 @@ func TestPruneReadings_IngestGoesOn(t *testing.T) {
 		if pruneErr != nil {
 			t.Fatal(pruneErr)
 		}
-		held := heldReadings(t, db)
+		held := retHeld(t, db)
 		for _, k := range acked {
 			if !held[k] {
 				t.Fatalf("acknowledged reading of device %d at %d missing after pruning", k.device, k.ts)
