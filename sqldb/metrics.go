@@ -15,6 +15,7 @@ type metrics struct {
 	cacheCatchUp prometheus.Histogram
 	cacheDevices prometheus.Gauge
 	cacheBytes   prometheus.Gauge
+	retention    retentionMetrics // retention.go
 }
 
 func newMetrics() *metrics {
@@ -46,6 +47,7 @@ func newMetrics() *metrics {
 			Name: "herd_store_state_cache_bytes",
 			Help: "Estimated memory held by the in-memory state cache, all tenants.",
 		}),
+		retention: newRetentionMetrics(),
 	}
 }
 
@@ -53,7 +55,7 @@ func newMetrics() *metrics {
 // register with the registry it serves.
 func (db *DB) Collectors() []prometheus.Collector {
 	m := db.metrics
-	return []prometheus.Collector{m.deviceQuery, m.refused, m.cacheLoads, m.cacheCatchUp, m.cacheDevices, m.cacheBytes}
+	return append([]prometheus.Collector{m.deviceQuery, m.refused, m.cacheLoads, m.cacheCatchUp, m.cacheDevices, m.cacheBytes}, m.retention.collectors()...)
 }
 
 func (m *metrics) observeDeviceQuery(plan string, first bool, start time.Time) {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -71,6 +72,11 @@ type Config struct {
 	// ids to drop a relay's repeats.
 	EventsRetention       time.Duration
 	EventsDuplicateWindow time.Duration
+	// ReadingsRetention is how long the telemetry history keeps readings,
+	// and with them the minute rollups; RollupRetention how long it keeps
+	// the hourly rollups (sqldb.PruneReadings).
+	ReadingsRetention time.Duration
+	RollupRetention   time.Duration
 	// IDWatchInterval is how often herd checks its own store's id
 	// headroom.
 	IDWatchInterval time.Duration
@@ -120,6 +126,8 @@ func DefaultConfig() Config {
 		NATSSubjectPrefix:     natsbus.DefaultSubjectPrefix,
 		EventsRetention:       natsbus.DefaultMaxAge,
 		EventsDuplicateWindow: natsbus.DefaultDuplicateWindow,
+		ReadingsRetention:     sqldb.DefaultReadingsRetention,
+		RollupRetention:       sqldb.DefaultRollupRetention,
 	}
 }
 
@@ -187,6 +195,16 @@ func (c Config) Validate() error {
 	if least := relay.DefaultLease + relay.MaxBackoff; c.EventsDuplicateWindow < least || c.EventsDuplicateWindow > c.EventsRetention {
 		return &ConfigError{Field: "events-duplicate-window", Value: c.EventsDuplicateWindow.String(),
 			Err: fmt.Errorf("must be from %s (the relay's lease and longest back-off) to the retention, %s", least, c.EventsRetention)}
+	}
+	if c.ReadingsRetention < time.Hour {
+		return &ConfigError{Field: "readings-retention", Value: formatRetention(c.ReadingsRetention), Err: errors.New("must be 1h or more")}
+	}
+	// The hourly rollups answer what the readings and minute rollups no
+	// longer can; keeping them for less would lose aggregates that the
+	// readings retention still promises.
+	if c.RollupRetention < c.ReadingsRetention {
+		return &ConfigError{Field: "rollup-retention", Value: formatRetention(c.RollupRetention),
+			Err: fmt.Errorf("must be at least the readings retention, %s", formatRetention(c.ReadingsRetention))}
 	}
 	if c.RolloutLease < time.Second || c.RolloutLease > time.Hour {
 		return &ConfigError{Field: "rollout-lease", Value: c.RolloutLease.String(), Err: errors.New("must be from 1s to 1h")}
@@ -283,6 +301,59 @@ func durationFlag(fs *flag.FlagSet, getenv func(string) string, p *time.Duration
 		*p = d
 	}
 	fs.DurationVar(p, name, *p, usage+" (env "+envName(name)+")")
+	return nil
+}
+
+// retentionFlag is durationFlag for a retention, which may also be given in
+// whole days (30d), as Go's durations have no unit longer than the hour.
+func retentionFlag(fs *flag.FlagSet, getenv func(string) string, p *time.Duration, name, usage string) error {
+	if v := getenv(envName(name)); v != "" {
+		d, err := parseRetention(v)
+		if err != nil {
+			return &ConfigError{Field: name, Value: v, Err: err}
+		}
+		*p = d
+	}
+	fs.Var((*retentionValue)(p), name, usage+" (env "+envName(name)+")")
+	return nil
+}
+
+// parseRetention reads a number of days (30d) or a Go duration (720h).
+func parseRetention(s string) (time.Duration, error) {
+	bad := errors.New("not a duration such as 30d or 720h")
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || days < 0 || days > math.MaxInt64/int64(24*time.Hour) {
+			return 0, bad
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// formatRetention writes whole days as 30d, anything else as a duration.
+func formatRetention(d time.Duration) string {
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
+}
+
+// retentionValue is a flag.Value of parseRetention.
+type retentionValue time.Duration
+
+func (v *retentionValue) String() string { return formatRetention(time.Duration(*v)) }
+
+func (v *retentionValue) Set(s string) error {
+	d, err := parseRetention(s)
+	if err != nil {
+		return err
+	}
+	*v = retentionValue(d)
 	return nil
 }
 

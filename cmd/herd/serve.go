@@ -108,6 +108,8 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 		durationFlag(fs, m.Getenv, &c.IngestBatchWait, "ingest-batch-wait", "longest a group commit waits for more items once it has one"),
 		durationFlag(fs, m.Getenv, &c.EventsRetention, "events-retention", "how long the event stream keeps events: the longest replay a consumer can make"),
 		durationFlag(fs, m.Getenv, &c.EventsDuplicateWindow, "events-duplicate-window", "how long the event stream remembers event ids, to drop repeats a relay publishes"),
+		retentionFlag(fs, m.Getenv, &c.ReadingsRetention, "readings-retention", "how long the telemetry history keeps readings, and their minute rollups, such as 30d or 720h (on PostgreSQL up to a day more: whole days go)"),
+		retentionFlag(fs, m.Getenv, &c.RollupRetention, "rollup-retention", "how long the hourly rollups are kept, for aggregates past the readings retention; at least --readings-retention"),
 		durationFlag(fs, m.Getenv, &c.RolloutLease, "rollout-lease", "how long a process holds a rollout it stopped renewing: how long another waits to take over after a crash"),
 		durationFlag(fs, m.Getenv, &c.IDWatchInterval, "id-watch-interval", "how often herd checks its own store's id columns (herd_id_headroom_ratio; an event at 70%)"),
 		int64Flag(fs, m.Getenv, &c.APIRateLimit, "api-rate-limit", "requests a second each API token may make (per process); more get 429 with Retry-After; 0 turns it off"),
@@ -163,6 +165,14 @@ func (m *Main) Run(ctx context.Context) error {
 		m.DB = nil
 		return fmt.Errorf("open store %s: %w", redactDSN(dsn), err)
 	}
+	// Readings of today and the next days get their partitions before
+	// ingest starts (PostgreSQL); a failure is no reason not to serve, as
+	// the default partition takes what has none.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := m.DB.EnsurePartitions(pctx); err != nil {
+		m.Logger.Warn("readings partitions not created ahead; the hourly retention tries again", "err", err)
+	}
+	pcancel()
 	// Large tenants' state caches load in the background; until one is
 	// ready its queries read the database.
 	warmCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -347,6 +357,17 @@ func (m *Main) openEvents(ctx context.Context) error {
 	})
 	m.events.Go(func() {
 		every(ectx, time.Hour, func(ctx context.Context) { m.DB.Prune(ctx, m.Config.EventsRetention) })
+	})
+	// The telemetry history's retention, at start and hourly: partitions
+	// ahead, old readings and rollups out (docs/history.md, "Retention").
+	m.events.Go(func() {
+		prune := func(ctx context.Context) {
+			if err := m.DB.PruneReadings(ctx, m.Config.ReadingsRetention, m.Config.RollupRetention); err != nil && ctx.Err() == nil {
+				m.Logger.Warn("pruning the telemetry history failed; the next run tries again", "err", err)
+			}
+		}
+		prune(ectx)
+		every(ectx, time.Hour, prune)
 	})
 	// Each command expires once, as the update takes only open ones, so
 	// every process may run the sweep.
