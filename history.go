@@ -353,7 +353,8 @@ type SummaryGroup struct {
 // empty); with GroupBy, one group per key that has a device, ordered by key
 // (node ids numerically), at most MaxSummaryGroups of them: the largest,
 // with GroupsTruncated set. Count is the whole scope's, truncated or not.
-// Source says what answered: "state_cache" or "devices" (the table).
+// Source says what answered: "state_cache", "devices" (the table), or
+// "none" when the caller's scope is empty.
 type Summary struct {
 	Count           int64          `json:"count"`
 	GroupBy         string         `json:"group_by"`
