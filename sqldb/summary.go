@@ -125,7 +125,18 @@ func (tx *Tx) summarizeSQL(ctx context.Context, q herd.SummaryQuery, scope herd.
 	var where strings.Builder
 	args := whereScope(&where, scope)
 	args = whereFilters(&where, q.Filters, args)
-	sqlText := sel.String() + " FROM devices WHERE " + where.String()
+	from := " FROM devices WHERE "
+	if tx.db.dialect == SQLite && len(q.Filters) == 0 {
+		// With nothing but the scope to narrow the rows, reading the scope
+		// through the path index is the cheapest; SQLite's planner instead
+		// takes the index ordered by a group column (status, firmware) to
+		// spare the sort, and pays a row fetch in that order for every
+		// device of the tenant: 250 ms against 640 ms for 200,000 devices.
+		// With filters the planner's choice (an index on a filtered column)
+		// is the better one.
+		from = " FROM devices INDEXED BY devices_tenant_path WHERE "
+	}
+	sqlText := sel.String() + from + where.String()
 	if groupCol != "" {
 		sqlText += " GROUP BY " + groupCol
 	}
