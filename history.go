@@ -390,7 +390,9 @@ type HistoryService interface {
 	DeviceSeries(ctx context.Context, q ReadingsQuery) (*SeriesResult, error)
 	// AggregateReadings aggregates a field over a scope from the rollups.
 	AggregateReadings(ctx context.Context, q AggregateQuery) (*AggregateResult, error)
-	// SummarizeDevices summarises the latest state of a scope.
+	// SummarizeDevices summarises the latest state of a scope. Returns
+	// EINVALID for a query Normalize refuses and ENOTFOUND for a node
+	// outside the caller's grants.
 	SummarizeDevices(ctx context.Context, q SummaryQuery) (*Summary, error)
 	// ExportReadings calls each for every reading of the scope in the
 	// range, oldest first, until it returns an error.
