@@ -336,7 +336,11 @@ type FieldSummary struct {
 	Max   *float64 `json:"max"`
 }
 
-// SummaryGroup is one group of a summary.
+// SummaryGroup is one group of a summary. Name is the node's name for
+// group_by=node, left empty for a node the caller's grants do not cover (an
+// ancestor of several grants, whose name they may not read). Fields has
+// every field asked for, with a zero Count and null figures when no device
+// of the group has a value.
 type SummaryGroup struct {
 	Key    string                  `json:"key"`
 	Name   string                  `json:"name,omitempty"`
@@ -344,10 +348,19 @@ type SummaryGroup struct {
 	Fields map[string]FieldSummary `json:"fields,omitempty"`
 }
 
-// Summary is the answer to a SummaryQuery.
+// Summary is the answer to a SummaryQuery. Without GroupBy it has exactly
+// one group, keyed "", over the whole scope (there even when the scope is
+// empty); with GroupBy, one group per key that has a device, ordered by key
+// (node ids numerically), at most MaxSummaryGroups of them: the largest,
+// with GroupsTruncated set. Count is the whole scope's, truncated or not.
+// Source says what answered: "state_cache", "devices" (the table), or
+// "none" when the caller's scope is empty.
 type Summary struct {
-	Count  int64          `json:"count"`
-	Groups []SummaryGroup `json:"groups"`
+	Count           int64          `json:"count"`
+	GroupBy         string         `json:"group_by"`
+	Groups          []SummaryGroup `json:"groups"`
+	GroupsTruncated bool           `json:"groups_truncated,omitempty"`
+	Source          string         `json:"source"`
 }
 
 // ExportQuery asks for the readings of every device in the caller's scope
@@ -377,7 +390,9 @@ type HistoryService interface {
 	DeviceSeries(ctx context.Context, q ReadingsQuery) (*SeriesResult, error)
 	// AggregateReadings aggregates a field over a scope from the rollups.
 	AggregateReadings(ctx context.Context, q AggregateQuery) (*AggregateResult, error)
-	// SummarizeDevices summarises the latest state of a scope.
+	// SummarizeDevices summarises the latest state of a scope. Returns
+	// EINVALID for a query Normalize refuses and ENOTFOUND for a node
+	// outside the caller's grants.
 	SummarizeDevices(ctx context.Context, q SummaryQuery) (*Summary, error)
 	// ExportReadings calls each for every reading of the scope in the
 	// range, oldest first, until it returns an error.

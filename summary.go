@@ -1,0 +1,192 @@
+package herd
+
+import (
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The latest-state summary (GET /v1/devices/summary): per group, the count
+// of the devices in a scope and the min, avg and max of numeric fields of
+// their projection, the figures of a dashboard's overview cards.
+
+// Groupings of a summary.
+const (
+	SummaryByStatus   = "status"   // key: ok, warn, alarm, or "" for none reported yet
+	SummaryByModel    = "model"    // key: the model as registered
+	SummaryByFirmware = "firmware" // key: the firmware the device last reported
+	SummaryByOnline   = "online"   // key: "true" or "false"
+	SummaryByNode     = "node"     // key: the id of the child of the scope's root the device is under
+)
+
+// SummaryGroupBys lists the groupings group_by= takes; empty is one group
+// over the whole scope.
+var SummaryGroupBys = []string{SummaryByStatus, SummaryByModel, SummaryByFirmware, SummaryByOnline, SummaryByNode}
+
+// MaxSummaryGroups bounds the groups of one answer. Status and online have
+// at most four and two, the nodes under a scope's root and the models and
+// firmware of a fleet are few; a free-text model given per device is not,
+// and its answer keeps the largest groups and says it was cut.
+const MaxSummaryGroups = 1000
+
+// ParseSummaryQuery parses the query string of GET /v1/devices/summary:
+// tenant_id (a super-admin's tenant), node_id (a subtree of the caller's
+// scope), filter (repeated, as GET /v1/devices takes it), group_by (one of
+// SummaryGroupBys, or none) and fields (a comma list of
+// NumericReadingFields, each once). Every error names the part that is
+// wrong.
+func ParseSummaryQuery(v url.Values) (SummaryQuery, error) {
+	var q SummaryQuery
+	for key, vals := range v {
+		switch key {
+		case "filter":
+			continue
+		case "tenant_id", "node_id", "group_by", "fields":
+		default:
+			return q, Errorf(EINVALID, "unknown query parameter %q (filter tenant_id node_id group_by fields)", key)
+		}
+		if len(vals) > 1 {
+			return q, Errorf(EINVALID, "%s is given %d times: give it once (fields as one comma list)", key, len(vals))
+		}
+	}
+	var err error
+	if q.TenantID, err = parseSummaryID(v, "tenant_id"); err != nil {
+		return q, err
+	}
+	if q.NodeID, err = parseSummaryID(v, "node_id"); err != nil {
+		return q, err
+	}
+	fs := v["filter"]
+	if len(fs) > MaxFilters {
+		return q, Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
+	}
+	nvalues := 0
+	for _, s := range fs {
+		f, err := ParseDeviceFilter(s)
+		if err != nil {
+			return q, err
+		}
+		if nvalues += len(f.Values); nvalues > MaxFilterValues {
+			return q, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
+		}
+		q.Filters = append(q.Filters, f)
+	}
+	q.GroupBy = v.Get("group_by")
+	if s := v.Get("fields"); s != "" {
+		q.Fields = strings.Split(s, ",")
+	}
+	if err := q.checkGroupFields(); err != nil {
+		return q, err
+	}
+	return q, nil
+}
+
+func parseSummaryID(v url.Values, name string) (int64, error) {
+	s := v.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, Errorf(EINVALID, "%s %q is not an id", name, s)
+	}
+	return id, nil
+}
+
+// checkGroupFields checks group_by and fields against their allow-lists.
+func (q *SummaryQuery) checkGroupFields() error {
+	if q.GroupBy != "" && !slices.Contains(SummaryGroupBys, q.GroupBy) {
+		return Errorf(EINVALID, "group_by %q is not one of %s", q.GroupBy, strings.Join(SummaryGroupBys, " "))
+	}
+	for i, f := range q.Fields {
+		if !IsNumericReadingField(f) {
+			if _, ok := DeviceFields[f]; ok {
+				return Errorf(EINVALID, "fields: %q is not a numeric field (%s)", f, strings.Join(NumericReadingFields, " "))
+			}
+			return Errorf(EINVALID, "fields: unknown field %q (%s)", f, strings.Join(NumericReadingFields, " "))
+		}
+		if slices.Contains(q.Fields[:i], f) {
+			return Errorf(EINVALID, "fields: %q is given twice", f)
+		}
+	}
+	return nil
+}
+
+// Normalize checks a query built in code as ParseSummaryQuery checks one
+// it parsed, so that a store can trust every name it puts into SQL.
+func (q *SummaryQuery) Normalize() error {
+	if q.TenantID < 0 || q.NodeID < 0 {
+		return Errorf(EINVALID, "tenant_id and node_id must be ids")
+	}
+	if err := q.checkGroupFields(); err != nil {
+		return err
+	}
+	dq := DeviceQuery{Filters: q.Filters}
+	return dq.Normalize()
+}
+
+// Values writes the query as ParseSummaryQuery reads it, for the client.
+// It fails only for a query no parse gives: a value of the wrong type for
+// its field, or an in-list text value holding the separator '|'.
+func (q SummaryQuery) Values() (url.Values, error) {
+	v := url.Values{}
+	if q.TenantID != 0 {
+		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
+	}
+	if q.NodeID != 0 {
+		v.Set("node_id", strconv.FormatInt(q.NodeID, 10))
+	}
+	for _, f := range q.Filters {
+		s, err := FormatDeviceFilter(f)
+		if err != nil {
+			return nil, err
+		}
+		v.Add("filter", s)
+	}
+	if q.GroupBy != "" {
+		v.Set("group_by", q.GroupBy)
+	}
+	if len(q.Fields) > 0 {
+		v.Set("fields", strings.Join(q.Fields, ","))
+	}
+	return v, nil
+}
+
+// FormatDeviceFilter writes a filter as ParseDeviceFilter reads it: times
+// as unix milliseconds, numbers in the shortest form that reads back the
+// same.
+func FormatDeviceFilter(f DeviceFilter) (string, error) {
+	field, ok := DeviceFields[f.Field]
+	if !ok {
+		return "", Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
+	}
+	vals := make([]string, len(f.Values))
+	for i, val := range f.Values {
+		var s string
+		switch x := val.(type) {
+		case string:
+			ok = field.Type == FieldString || field.Type == FieldEnum
+			s = x
+			if f.Op == OpIn && strings.Contains(x, "|") {
+				return "", Errorf(EINVALIDFILTER, "filter %s:in: the value %q holds the list separator |", f.Field, x)
+			}
+		case int64:
+			ok = field.Type == FieldInt || field.Type == FieldTime
+			s = strconv.FormatInt(x, 10)
+		case float64:
+			ok = field.Type == FieldFloat
+			s = strconv.FormatFloat(x, 'g', -1, 64)
+		case bool:
+			ok = field.Type == FieldBool
+			s = strconv.FormatBool(x)
+		default:
+			ok = false
+		}
+		if !ok {
+			return "", Errorf(EINVALIDFILTER, "filter %s: value %v (%T) is not of the field's type", f.Field, val, val)
+		}
+		vals[i] = s
+	}
+	return f.Field + ":" + f.Op + ":" + strings.Join(vals, "|"), nil
+}
