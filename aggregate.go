@@ -62,7 +62,11 @@ func ParseAggregateQuery(v url.Values, now time.Time) (AggregateQuery, error) {
 	var q AggregateQuery
 	for key := range v {
 		switch key {
-		case "tenant_id", "node_id", "filter", "field", "agg", "from", "to", "step", "group_by":
+		case "filter":
+		case "tenant_id", "node_id", "field", "agg", "from", "to", "step", "group_by":
+			if len(v[key]) > 1 {
+				return q, Errorf(EINVALID, "query parameter %q is given %d times; give it once", key, len(v[key]))
+			}
 		default:
 			return q, Errorf(EINVALID, "unknown query parameter %q", key)
 		}
@@ -148,8 +152,9 @@ func (q *AggregateQuery) Normalize() error {
 	return CheckSteps(q.From, q.To, q.Step)
 }
 
-// Values encodes q as the query string ParseAggregateQuery reads.
-func (q AggregateQuery) Values() url.Values {
+// Values encodes q as the query string ParseAggregateQuery reads; a filter
+// value no parse gives (see FormatDeviceFilter) is an error.
+func (q AggregateQuery) Values() (url.Values, error) {
 	v := url.Values{}
 	if q.TenantID != 0 {
 		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
@@ -158,7 +163,11 @@ func (q AggregateQuery) Values() url.Values {
 		v.Set("node_id", strconv.FormatInt(q.NodeID, 10))
 	}
 	for _, f := range q.Filters {
-		v.Add("filter", f.String())
+		s, err := FormatDeviceFilter(f)
+		if err != nil {
+			return nil, err
+		}
+		v.Add("filter", s)
 	}
 	v.Set("field", q.Field)
 	if len(q.Aggs) > 0 {
@@ -176,7 +185,7 @@ func (q AggregateQuery) Values() url.Values {
 	if q.GroupBy != "" {
 		v.Set("group_by", q.GroupBy)
 	}
-	return v
+	return v, nil
 }
 
 // ParseDeviceFilters parses repeated filter= values as GET /v1/devices does,

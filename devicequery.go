@@ -601,22 +601,3 @@ func PrefixUpperBound(prefix string) (string, bool) {
 	}
 	return "", false
 }
-
-// String writes the filter as ParseDeviceFilter reads it (times as unix
-// milliseconds), so that a client can send a filter built in code.
-func (f DeviceFilter) String() string {
-	vals := make([]string, len(f.Values))
-	for i, v := range f.Values {
-		switch v := v.(type) {
-		case string:
-			vals[i] = v
-		case int64:
-			vals[i] = strconv.FormatInt(v, 10)
-		case float64:
-			vals[i] = strconv.FormatFloat(v, 'g', -1, 64)
-		case bool:
-			vals[i] = strconv.FormatBool(v)
-		}
-	}
-	return f.Field + ":" + f.Op + ":" + strings.Join(vals, "|")
-}

@@ -177,7 +177,10 @@ func FormatStep(d time.Duration) string {
 
 // CheckSteps refuses a range that would give more than MaxSeriesPoints steps.
 func CheckSteps(from, to time.Time, step time.Duration) error {
-	if n := (to.Sub(from) + step - 1) / step; n > MaxSeriesPoints {
+	// In milliseconds: a Duration cannot span more than 292 years, and a
+	// from far in the past would saturate it.
+	span, ms := to.UnixMilli()-from.UnixMilli(), step.Milliseconds()
+	if n := (span + ms - 1) / ms; n > MaxSeriesPoints {
 		return Errorf(EINVALID, "step %s over this range gives %d points, more than the limit of %d: choose a larger step or a shorter range", FormatStep(step), n, MaxSeriesPoints)
 	}
 	return nil

@@ -30,8 +30,12 @@ func (s *Server) handleReadingsAggregate(w http.ResponseWriter, r *http.Request)
 
 // AggregateReadings asks for a fleet aggregate.
 func (c *Client) AggregateReadings(ctx context.Context, q herd.AggregateQuery) (*herd.AggregateResult, error) {
+	v, err := q.Values()
+	if err != nil {
+		return nil, err
+	}
 	var res herd.AggregateResult
-	if err := c.do(ctx, http.MethodGet, "/v1/readings/aggregate", q.Values(), nil, &res); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/v1/readings/aggregate", v, nil, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
