@@ -195,8 +195,8 @@ func (db *DB) deleteChunksSQLite(ctx context.Context, what, q string, chunk int,
 // PostgreSQL of pgDeleteChunk: a delete there takes row locks only, and the
 // ingest's upserts of current buckets never meet it).
 func (db *DB) deleteRollups(ctx context.Context, w retentionExecer, res, cut int64) (int64, error) {
-	q := db.rebind(`DELETE FROM reading_rollups WHERE (tenant_id, field, res, bucket, node_id, model, firmware) IN (
-		SELECT tenant_id, field, res, bucket, node_id, model, firmware FROM reading_rollups WHERE res = ? AND bucket < ? ORDER BY bucket LIMIT ?)`)
+	q := db.rebind(`DELETE FROM reading_rollups WHERE (` + rollupKeyColumns + `) IN (
+		SELECT ` + rollupKeyColumns + ` FROM reading_rollups WHERE res = ? AND bucket < ? ORDER BY bucket LIMIT ?)`)
 	if db.dialect == SQLite {
 		return db.deleteChunksSQLite(ctx, "reading_rollups", q, rollupDeleteChunk, res, cut)
 	}
