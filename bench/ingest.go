@@ -268,6 +268,12 @@ const benchModel = "bench-th"
 
 // provisionFleet is provisionIngest that also returns the tenant.
 func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.Tenant, []loadDevice, error) {
+	return provisionFleetOn(ctx, store, n, 0)
+}
+
+// provisionFleetOn is provisionFleet with perSite devices on each site
+// under the root, or all on the root when perSite is 0.
+func provisionFleetOn(ctx context.Context, store string, n, perSite int) (*sqldb.DB, *herd.Tenant, []loadDevice, error) {
 	db := sqldb.NewDB(store)
 	db.StateCache.MinTenantDevices = 0
 	if err := db.Open(); err != nil {
@@ -281,11 +287,26 @@ func provisionFleet(ctx context.Context, store string, n int) (*sqldb.DB, *herd.
 	}
 	devices := sqldb.NewDeviceService(db)
 	creds := sqldb.NewCredentialService(db)
+	nodeOf := func(int) int64 { return ten.RootNodeID }
+	if perSite > 0 {
+		var sites []int64
+		for s := 0; s*perSite < n; s++ {
+			site := &herd.Node{TenantID: ten.ID, ParentID: ten.RootNodeID, Kind: "site", Name: fmt.Sprintf("site-%d", s)}
+			if err := sqldb.NewNodeService(db).CreateNode(super, site); err != nil {
+				db.Close()
+				return nil, nil, nil, err
+			}
+			sites = append(sites, site.ID)
+		}
+		// Device i on site i mod the sites: devices next to each other in
+		// the load are on different sites, as a fleet's clocks spread them.
+		nodeOf = func(i int) int64 { return sites[i%len(sites)] }
+	}
 	var out []loadDevice
 	for start := 0; start < n; start += herd.MaxBatchDevices {
 		var batch []*herd.Device
 		for i := start; i < min(n, start+herd.MaxBatchDevices); i++ {
-			batch = append(batch, &herd.Device{NodeID: ten.RootNodeID, Key: fmt.Sprintf("ingest-%d-%d", ten.ID, i), Model: benchModel})
+			batch = append(batch, &herd.Device{NodeID: nodeOf(i), Key: fmt.Sprintf("ingest-%d-%d", ten.ID, i), Model: benchModel})
 		}
 		if err := devices.CreateDevices(super, batch); err != nil {
 			db.Close()

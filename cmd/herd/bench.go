@@ -20,7 +20,7 @@ import (
 // runBench runs `herd bench <scenario>`.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, rollout, doctor, or all"}
+		return &usageError{msg: "bench needs a scenario: scoped, ingest, idle, storm, relay, webhook, stream, rollout, history, doctor, or all"}
 	}
 	scenario, args := args[0], args[1:]
 	switch scenario {
@@ -40,17 +40,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runBenchStream(ctx, args, stdout, stderr)
 	case "rollout":
 		return runBenchRollout(ctx, args, stdout, stderr)
+	case "history":
+		return runBenchHistory(ctx, args, stdout, stderr)
 	case "doctor":
 		return runBenchDoctor(ctx, args, stdout, stderr)
 	case "all":
-		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream, runBenchRollout} {
+		for _, run := range []func(context.Context, []string, io.Writer, io.Writer) error{runBenchScoped, runBenchIngest, runBenchIdle, runBenchStorm, runBenchRelay, runBenchWebhook, runBenchStream, runBenchRollout, runBenchHistory} {
 			if err := run(ctx, nil, stdout, stderr); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, rollout, doctor, all)", scenario)}
+	return &usageError{msg: fmt.Sprintf("unknown bench scenario %q (scoped, ingest, idle, storm, relay, webhook, stream, rollout, history, doctor, all)", scenario)}
 }
 
 // runBenchRelay measures the outbox relay: commit to JetStream ack.
