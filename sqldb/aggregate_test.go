@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -356,4 +357,59 @@ func (f *fixture) mustFindNode(tb testing.TB, id int64) *herd.Node {
 		tb.Fatalf("find node %d: %v", id, err)
 	}
 	return n
+}
+
+// TestRollups_ConcurrentIngest: batches committed at once by several
+// transactions (PostgreSQL's several gateways; SQLite's one writer in turn)
+// into the same rollup rows lose nothing: the count is every reading, and
+// the min, max and sum are all of them.
+func TestRollups_ConcurrentIngest(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		f := newFixture(db)
+		ten := f.mustTenant(t, "concurrent")
+		site := f.mustNode(t, ten.RootNodeID, "site")
+		ds := f.mustDevices(t, site.ID, 40)
+		ingest := sqldb.NewIngestService(db)
+		base := time.Now().Add(-2 * time.Hour).Truncate(time.Hour)
+		const writers, batches = 4, 10
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				for b := range batches {
+					var items []herd.IngestItem
+					for i, d := range ds[w*10 : (w+1)*10] {
+						ts := base.Add(time.Duration(b*10+i) * time.Second).UnixMilli()
+						items = append(items, herd.IngestItem{Kind: herd.IngestReading, DeviceID: d.ID, TenantID: ten.ID, At: ts,
+							Reading: herd.Reading{TS: ts, Has: herd.ReadingTemperature, Temperature: float64(w*1000 + b*10 + i)}})
+					}
+					if err := ingest.Ingest(context.Background(), items); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		res, err := sqldb.NewHistoryService(db).AggregateReadings(f.super, herd.AggregateQuery{TenantID: ten.ID, Field: "temperature",
+			Aggs: []string{herd.AggCount, herd.AggMin, herd.AggMax, herd.AggSum}, From: base, To: base.Add(time.Hour), Step: time.Hour})
+		mustOK(t, err)
+		want := map[string]float64{herd.AggCount: writers * batches * 10, herd.AggMin: 0, herd.AggMax: 3099}
+		for w := range writers {
+			for b := range batches {
+				for i := range 10 {
+					want[herd.AggSum] += float64(w*1000 + b*10 + i)
+				}
+			}
+		}
+		for _, s := range res.Series {
+			if len(s.Points) != 1 || s.Points[0].Value != want[s.Agg] {
+				t.Errorf("%s: %+v, want %v", s.Agg, s.Points, want[s.Agg])
+			}
+		}
+	})
 }

@@ -1,7 +1,10 @@
 package sqldb_test
 
 import (
+	"context"
+	"slices"
 	"strings"
+	"time"
 	"sync"
 	"testing"
 
@@ -13,7 +16,8 @@ import (
 // TestTenantIsolation: every id of tenant B, used by an admin of all of
 // tenant A, is not found, by every service (tenants, nodes, devices, users
 // and tokens, grants, commands, webhooks and their deliveries, device
-// credentials, configs, firmware, rollouts, events), and changes nothing of B; every such lookup states
+// credentials, configs, firmware, rollouts, events, the telemetry history:
+// readings, aggregates, the summary, the export), and changes nothing of B; every such lookup states
 // the tenant in its SQL, the gateway's read of a device's open commands
 // too; and A's scoped query never returns B's devices,
 // whatever the filters. (The apps feed is named by token id:
@@ -60,6 +64,16 @@ func TestTenantIsolation(t *testing.T) {
 		bRollout := &herd.Rollout{TenantID: b.ID, Name: "b rollout", RolloutSpec: herd.RolloutSpec{
 			Target: herd.RolloutTarget{NodeID: bSite.ID}, Payload: herd.RolloutPayload{ProfileID: bProfile.ID, Version: 1}}}
 		mustOK(t, rollouts.CreateRollout(f.super, bRollout))
+		history := sqldb.NewHistoryService(db)
+		// Readings of both tenants' devices, an hour ago.
+		readingAt := time.Now().Add(-time.Hour).Truncate(time.Minute)
+		var items []herd.IngestItem
+		for _, d := range append(slices.Clone(aDevs), bDevs...) {
+			items = append(items, herd.IngestItem{Kind: herd.IngestReading, DeviceID: d.ID, TenantID: d.TenantID, At: readingAt.UnixMilli(),
+				Reading: herd.Reading{TS: readingAt.UnixMilli(), Has: herd.ReadingTemperature, Temperature: 20}})
+		}
+		mustOK(t, sqldb.NewIngestService(db).Ingest(t.Context(), items))
+		rangeFrom, rangeTo := readingAt.Add(-time.Hour), readingAt.Add(time.Hour)
 		bBefore := f.state(t, b.ID)
 
 		t.Run("ErrNotFound", func(t *testing.T) {
@@ -123,6 +137,16 @@ func TestTenantIsolation(t *testing.T) {
 
 				"FindEvents":      errOf(events.FindEvents(ctx, b.ID, 0, 10)),
 				"FindEvents head": errOf(events.FindEvents(ctx, b.ID, -1, 10)),
+
+				"DeviceReadings":           errOf(history.DeviceReadings(ctx, herd.ReadingsQuery{DeviceID: bDevs[0].ID, From: rangeFrom, To: rangeTo, Limit: 10})),
+				"DeviceSeries":             errOf(history.DeviceSeries(ctx, herd.ReadingsQuery{DeviceID: bDevs[0].ID, From: rangeFrom, To: rangeTo, Step: time.Hour, Agg: herd.AggAvg})),
+				"AggregateReadings tenant": errOf(history.AggregateReadings(ctx, herd.AggregateQuery{TenantID: b.ID, Field: "temperature", From: rangeFrom, To: rangeTo})),
+				"AggregateReadings node":   errOf(history.AggregateReadings(ctx, herd.AggregateQuery{NodeID: bSite.ID, Field: "temperature", From: rangeFrom, To: rangeTo})),
+				"AggregateFromReadings":    errOf(history.AggregateFromReadings(ctx, herd.AggregateQuery{NodeID: bSite.ID, Field: "temperature", From: rangeFrom, To: rangeTo})),
+				"SummarizeDevices tenant":  errOf(history.SummarizeDevices(ctx, herd.SummaryQuery{TenantID: b.ID})),
+				"SummarizeDevices node":    errOf(history.SummarizeDevices(ctx, herd.SummaryQuery{NodeID: bSite.ID})),
+				"ExportReadings tenant":    history.ExportReadings(ctx, herd.ExportQuery{TenantID: b.ID, From: rangeFrom, To: rangeTo}, func(*herd.ExportReading) error { return nil }),
+				"ExportReadings node":      history.ExportReadings(ctx, herd.ExportQuery{NodeID: bSite.ID, From: rangeFrom, To: rangeTo}, func(*herd.ExportReading) error { return nil }),
 			} {
 				if code := herd.ErrorCode(err); code != herd.ENOTFOUND {
 					t.Errorf("%s: got %s (%v), want %s", name, code, err, herd.ENOTFOUND)
@@ -170,6 +194,31 @@ func TestTenantIsolation(t *testing.T) {
 				if w.TenantID != a.ID {
 					t.Fatalf("A lists webhook %+v", w)
 				}
+			}
+			// A's history reads over A's whole scope count A's readings
+			// only: the rollups, the readings, the summary, the export.
+			for _, agg := range []func(context.Context, herd.AggregateQuery) (*herd.AggregateResult, error){history.AggregateReadings, history.AggregateFromReadings} {
+				res, err := agg(ctx, herd.AggregateQuery{Field: "temperature", Aggs: []string{herd.AggCount}, From: rangeFrom, To: rangeTo})
+				mustOK(t, err)
+				if len(res.Series) != 1 || len(res.Series[0].Points) != 1 || res.Series[0].Points[0].Value != float64(len(aDevs)) {
+					t.Fatalf("A's aggregate (%s): %+v, want a count of %d", res.Source, res.Series, len(aDevs))
+				}
+			}
+			sum, err := history.SummarizeDevices(ctx, herd.SummaryQuery{})
+			mustOK(t, err)
+			if sum.Count != int64(len(aDevs)) {
+				t.Fatalf("A's summary counts %d devices, want %d", sum.Count, len(aDevs))
+			}
+			exported := 0
+			mustOK(t, history.ExportReadings(ctx, herd.ExportQuery{From: rangeFrom, To: rangeTo}, func(r *herd.ExportReading) error {
+				if !slices.ContainsFunc(aDevs, func(d *herd.Device) bool { return d.ID == r.DeviceID }) {
+					t.Fatalf("A's export has device %d", r.DeviceID)
+				}
+				exported++
+				return nil
+			}))
+			if exported != len(aDevs) {
+				t.Fatalf("A's export has %d readings, want %d", exported, len(aDevs))
 			}
 		})
 		t.Run("SQLStatesTheTenant", func(t *testing.T) {
