@@ -13,12 +13,12 @@ import (
 	"modernc.org/sqlite"
 )
 
-// Rollups: per tenant, node, model, firmware, numeric field and minute or
-// hour, the count, sum, min, max and a DDSketch of the values of the
-// readings committed (migration 0017). Ingest keeps them in the transaction
-// that commits the readings, from the readings it actually inserted, so a
-// reading a device sends again after a lost PUBACK counts once, as it is
-// stored once.
+// Rollups: one row per tenant, minute or hour, node, model and firmware,
+// holding for each numeric field the count, sum, min, max and a DDSketch of
+// the values of the readings committed (migration 0017, rollup_stats.go).
+// Ingest keeps them in the transaction that commits the readings, from the
+// readings it actually inserted, so a reading a device sends again after a
+// lost PUBACK counts once, as it is stored once.
 
 // Rollup resolutions: the bucket widths in milliseconds.
 const (
@@ -61,16 +61,33 @@ func compareRollupKeys(a, b rollupKey) int {
 
 // numericValue returns a reading's value of a numeric field, by the field's
 // index in herd.NumericReadingFields (which follow projectionFields' order).
+// It reads the fields directly: projectionField.value boxes the value, an
+// allocation per field of every reading.
 func numericValue(r *herd.Reading, i int) (float64, bool) {
-	f := projectionFields[i]
-	if r.Has&f.bit == 0 {
+	if r.Has&projectionFields[i].bit == 0 {
 		return 0, false
 	}
-	switch v := f.value(r).(type) {
-	case float64:
-		return v, true
-	case int64:
-		return float64(v), true
+	switch i {
+	case 0:
+		return r.Temperature, true
+	case 1:
+		return r.Humidity, true
+	case 2:
+		return r.Pressure, true
+	case 3:
+		return r.Voltage, true
+	case 4:
+		return r.Current, true
+	case 5:
+		return r.Power, true
+	case 6:
+		return r.Battery, true
+	case 7:
+		return float64(r.RSSI), true
+	case 8:
+		return float64(r.UptimeS), true
+	case 9:
+		return float64(r.ErrorCount), true
 	}
 	return 0, false
 }

@@ -88,9 +88,24 @@ func (f *fieldStats) merge(n int64, sum, lo, hi float64, sk []byte) error {
 	f.n += n
 	f.sum += sum
 	if f.sketch != nil && len(sk) > 0 {
-		if err := f.sketch.DecodeAndMergeWith(sk); err != nil {
-			return fmt.Errorf("decode rollup sketch: %w", err)
+		return decodeSketch(f.sketch, sk)
+	}
+	return nil
+}
+
+// decodeSketch merges an encoded sketch into s. sketches-go can panic on
+// bytes it did not write (an index far outside its store's range, found by
+// FuzzRollupStats); stats come from herd alone, so only a damaged row
+// could hold such bytes, and it must fail the read, not the process (the
+// SQLite merge runs inside the ingest's statement).
+func decodeSketch(s *ddsketch.DDSketch, b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("decode rollup sketch: %w: %v", errBadStats, r)
 		}
+	}()
+	if err := s.DecodeAndMergeWith(b); err != nil {
+		return fmt.Errorf("decode rollup sketch: %w", err)
 	}
 	return nil
 }
