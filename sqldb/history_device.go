@@ -26,17 +26,23 @@ type readingField struct {
 	text    bool   // status or firmware
 }
 
-// historyFields resolves the API names of fields (already checked by
-// herd.ParseReadingField); none means every typed field.
+// historyFields resolves the API names of fields, checked again for a
+// caller in process (a repeated name counts once); none means every typed
+// field.
 func historyFields(fields []string) ([]readingField, error) {
 	if len(fields) == 0 {
 		fields = append(append([]string{}, herd.NumericReadingFields...), herd.TextReadingFields...)
 	}
 	out := make([]readingField, 0, len(fields))
+	seen := map[string]bool{}
 	for _, name := range fields {
 		if err := herd.ParseReadingField(name); err != nil {
 			return nil, err
 		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
 		f := readingField{name: name}
 		if k, ok := herd.ExtraKey(name); ok {
 			f.key = k
@@ -84,12 +90,6 @@ func (tx *Tx) hasExpr(f readingField) (string, []any) {
 	}
 }
 
-// findHistoryDevice returns the device of a history read, as
-// GET /v1/devices/{id} finds it.
-func (tx *Tx) findHistoryDevice(ctx context.Context, a *herd.Actor, id int64) (*herd.Device, error) {
-	return tx.findDevice(ctx, a, id, herd.RoleViewer)
-}
-
 // DeviceReadings returns a page of one device's raw readings in
 // [q.From, q.To), oldest first. With q.Fields it returns those fields of
 // the readings that carry at least one of them (extras narrowed to the
@@ -117,7 +117,7 @@ func (s *HistoryService) DeviceReadings(ctx context.Context, q herd.ReadingsQuer
 		}
 	}
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.ReadingsPage, error) {
-		d, err := tx.findHistoryDevice(ctx, a, q.DeviceID)
+		d, err := tx.findDevice(ctx, a, q.DeviceID, herd.RoleViewer)
 		if err != nil {
 			return nil, err
 		}
@@ -280,7 +280,7 @@ func (s *HistoryService) DeviceSeries(ctx context.Context, q herd.ReadingsQuery)
 		}
 	}
 	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.SeriesResult, error) {
-		d, err := tx.findHistoryDevice(ctx, a, q.DeviceID)
+		d, err := tx.findDevice(ctx, a, q.DeviceID, herd.RoleViewer)
 		if err != nil {
 			return nil, err
 		}
@@ -307,9 +307,8 @@ func (s *HistoryService) DeviceSeries(ctx context.Context, q herd.ReadingsQuery)
 	})
 }
 
-// stepArgs are the arguments of the statements of a series: the device,
-// the range in unix ms and the step in ms.
-func stepArgs(d *herd.Device, q herd.ReadingsQuery) (from, to, step int64) {
+// stepArgs are the range of a series in unix ms and its step in ms.
+func stepArgs(q herd.ReadingsQuery) (from, to, step int64) {
 	return q.From.UnixMilli(), q.To.UnixMilli(), q.Step.Milliseconds()
 }
 
@@ -317,7 +316,7 @@ func stepArgs(d *herd.Device, q herd.ReadingsQuery) (from, to, step int64) {
 // pass: GROUP BY the step number (ts - from) / step, an integer division
 // of non-negative numbers on both engines.
 func (tx *Tx) seriesGrouped(ctx context.Context, d *herd.Device, q herd.ReadingsQuery, fields []readingField) ([]herd.Series, error) {
-	from, to, step := stepArgs(d, q)
+	from, to, step := stepArgs(q)
 	fn := map[string]string{herd.AggAvg: "AVG", herd.AggMin: "MIN", herd.AggMax: "MAX", herd.AggSum: "SUM", herd.AggCount: "COUNT"}[q.Agg]
 	sel := "(ts - ?) / ? AS k"
 	args := []any{from, step}
@@ -372,7 +371,7 @@ func (tx *Tx) seriesGrouped(ctx context.Context, d *herd.Device, q herd.Readings
 // in each step that carries the field, one statement per field (ranked by
 // ts within each step).
 func (tx *Tx) seriesLast(ctx context.Context, d *herd.Device, q herd.ReadingsQuery, fields []readingField) ([]herd.Series, error) {
-	from, to, step := stepArgs(d, q)
+	from, to, step := stepArgs(q)
 	series := make([]herd.Series, len(fields))
 	for i, f := range fields {
 		series[i] = herd.Series{Field: f.name, Points: []herd.Point{}}
