@@ -497,6 +497,34 @@ func TestDeviceHistory(t *testing.T) {
 				t.Fatalf("super-admin: %v", err)
 			}
 		})
+		t.Run("ExtraKeys", func(t *testing.T) {
+			// Keys that would break a statement they were pasted into, or a
+			// JSON path without quotes: bound, they are only keys.
+			ts := e.origin.Add(10 * day).UnixMilli()
+			r := herd.Reading{TS: ts, Extra: []byte(`{"a.b":5,"x') OR 1=1 --":9,"$[0]":2,"température":1.5,"a":{"b":100}}`)}
+			if err := sqldb.NewIngestService(db).Ingest(context.Background(), []herd.IngestItem{{Kind: herd.IngestReading, DeviceID: e.near.ID, TenantID: e.near.TenantID, At: ts, Reading: r}}); err != nil {
+				t.Fatal(err)
+			}
+			q := herd.ReadingsQuery{DeviceID: e.near.ID, From: e.origin.Add(10 * day), To: e.origin.Add(11 * day), Step: day, Agg: herd.AggSum,
+				Fields: []string{"extra.a.b", "extra.x') OR 1=1 --", "extra.$[0]", "extra.température", "extra.a", "extra.missing"}}
+			got, err := e.hist.DeviceSeries(e.viewer, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := e.origin.Add(10 * day).UnixMilli()
+			one := func(v float64) []herd.Point { return []herd.Point{{TS: o, Value: v}} }
+			want := []herd.Series{{Field: "extra.a.b", Points: one(5)}, {Field: "extra.x') OR 1=1 --", Points: one(9)}, {Field: "extra.$[0]", Points: one(2)},
+				{Field: "extra.température", Points: one(1.5)}, {Field: "extra.a", Points: []herd.Point{}}, {Field: "extra.missing", Points: []herd.Point{}}}
+			sameSeries(t, "odd extra keys", got.Series, want)
+			q.Step, q.Agg, q.Limit, q.Fields = 0, "", 10, []string{"extra.x') OR 1=1 --", "extra.missing"}
+			p, err := e.hist.DeviceReadings(e.viewer, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Items) != 1 || string(p.Items[0].Extra) != `{"x') OR 1=1 --":9}` {
+				t.Fatalf("raw: %d items, %s", len(p.Items), p.Items[0].Extra)
+			}
+		})
 		t.Run("Cursor", func(t *testing.T) {
 			q := herd.ReadingsQuery{DeviceID: e.dev.ID, From: from, To: to, Limit: 5}
 			p, err := e.hist.DeviceReadings(e.viewer, q)
