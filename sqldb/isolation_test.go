@@ -4,9 +4,9 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"time"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/testutil"
