@@ -178,3 +178,26 @@ func DeviceHistoryMarkdown(rs []DeviceHistoryResult) string {
 	}
 	return b.String()
 }
+
+// RunDeviceHistory runs DeviceHistoryBench on a fresh store of each kind.
+func RunDeviceHistory(ctx context.Context, stores []string, dir string, cfg DeviceHistoryConfig) ([]DeviceHistoryResult, error) {
+	var out []DeviceHistoryResult
+	for _, store := range stores {
+		dsn, kind, err := freshStore(ctx, store, dir, "history-device")
+		if err != nil {
+			return out, err
+		}
+		db := sqldb.NewDB(dsn)
+		db.StateCache.MinTenantDevices = 0
+		if err := db.Open(); err != nil {
+			return out, err
+		}
+		rs, err := DeviceHistoryBench(ctx, db, kind, cfg)
+		db.Close()
+		if err != nil {
+			return out, err
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}

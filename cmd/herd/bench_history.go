@@ -14,18 +14,22 @@ import (
 )
 
 // historyParts are the parts of `herd bench history`, in the order they run.
-var historyParts = []string{"fleet", "ingest"}
+var historyParts = []string{"device", "fleet", "ingest"}
 
-// runBenchHistory runs the telemetry-history scenarios: fleet aggregates
-// from the rollups against the readings, and ingest with the rollups
-// against ingest without them.
+// runBenchHistory runs the telemetry-history scenarios: one device's
+// history read stepped and raw, fleet aggregates from the rollups against
+// the readings, and ingest with the rollups against ingest without them.
 func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herd bench history", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fleet := bench.DefaultHistoryFleetConfig()
 	ingest := bench.DefaultHistoryIngestConfig()
+	device := bench.DefaultDeviceHistoryConfig()
 	dir := fs.String("dir", filepath.Join("bench", "out"), "directory for the SQLite bench stores (fresh ones per run)")
 	pg := fs.String("postgres", os.Getenv("HERD_BENCH_POSTGRES_URL"), "PostgreSQL URL with search_path=herd_<name>, a schema the run drops and makes again (env HERD_BENCH_POSTGRES_URL)")
+	fs.IntVar(&device.Readings, "device-readings", device.Readings, "readings of the one device whose history is read (every --device-interval)")
+	fs.DurationVar(&device.Interval, "device-interval", device.Interval, "between two readings of that device")
+	fs.IntVar(&device.Samples, "device-samples", device.Samples, "timed requests of each device read")
 	fs.IntVar(&fleet.Devices, "devices", fleet.Devices, "devices of the fleet-aggregate tenant")
 	fs.IntVar(&fleet.Sites, "sites", fleet.Sites, "sites they are spread over (the rollups are per site)")
 	fs.IntVar(&fleet.Hours, "hours", fleet.Hours, "hours of readings, and of the aggregate's range")
@@ -48,6 +52,8 @@ func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Write
 		return &usageError{msg: "--devices must be from 1 to 5,000,000 and --sites from 1 to --devices"}
 	case fleet.Hours < 1 || fleet.Hours > 24*400 || fleet.PerHour < 1 || fleet.PerHour > 3600 || fleet.Queries < 1:
 		return &usageError{msg: "--hours must be from 1 to 9,600, --per-hour from 1 to 3,600, --queries 1 or more"}
+	case device.Readings < 1 || device.Interval <= 0 || device.Samples < 1:
+		return &usageError{msg: "--device-readings, --device-interval and --device-samples must be over 0"}
 	case ingest.Devices < 1 || ingest.Devices > 19000 || ingest.PerSite < 1 || ingest.Duration <= 0 || ingest.Rounds < 1:
 		return &usageError{msg: "--ingest-devices must be from 1 to 19,000, --ingest-per-site, --duration and --rounds over 0"}
 	case *only != "" && !slices.Contains(historyParts, *only):
@@ -62,11 +68,16 @@ func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	fleet.Stores, fleet.Dir, fleet.Out = benchStores(*pg), *dir, stderr
 	ingest.Herd, ingest.Stores, ingest.Dir, ingest.Out = exe, benchStores(*pg), *dir, stderr
+	device.Out = stderr
 	var md string
 	var runErr error
-	if *only == "" || *only == "fleet" {
+	if *only == "" || *only == "device" {
+		rs, err := bench.RunDeviceHistory(ctx, benchStores(*pg), *dir, device)
+		md, runErr = bench.DeviceHistoryMarkdown(rs), err
+	}
+	if (*only == "" || *only == "fleet") && runErr == nil {
 		rs, err := bench.RunHistoryFleet(ctx, fleet)
-		md, runErr = bench.HistoryFleetMarkdown(rs), err
+		md, runErr = md+"\n"+bench.HistoryFleetMarkdown(rs), err
 	}
 	if (*only == "" || *only == "ingest") && runErr == nil {
 		rs, err := bench.RunHistoryIngest(ctx, ingest)
