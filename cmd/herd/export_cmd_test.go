@@ -380,3 +380,22 @@ func readCSV(t *testing.T, path string) []*herd.ExportReading {
 	}
 	return out
 }
+
+// TestExportBar: the bar shows the share of the range behind the last
+// reading, and clears its line at the end.
+func TestExportBar(t *testing.T) {
+	var buf bytes.Buffer
+	from := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	q := herd.ExportQuery{From: from, To: from.Add(4 * time.Hour)}
+	n := int64(7)
+	bar := exportBar(&buf, q, &n, &exportCounter{n: 3 << 20})
+	bar(&herd.ExportReading{HistoryReading: herd.HistoryReading{TS: from.Add(time.Hour)}}, false)
+	if got := buf.String(); !strings.Contains(got, "[#######.......................]  25% 7 readings, 3.0 MiB, at 2026-12-01 01:00:00") {
+		t.Fatalf("bar %q", got)
+	}
+	buf.Reset()
+	bar(nil, true)
+	if buf.String() != "\r\x1b[K" {
+		t.Fatalf("end %q", buf.String())
+	}
+}
