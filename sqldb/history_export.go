@@ -129,6 +129,17 @@ func (s *HistoryService) exportChunk(ctx context.Context, stmt string, args []an
 		return nil, err
 	}
 	defer tx.Rollback()
+	if s.db.dialect == Postgres {
+		// The walk along the key is the plan wanted (see ExportReadings).
+		// Without statistics (a table just loaded, before autovacuum's
+		// analyze) PostgreSQL instead scans each device's readings and
+		// sorts every remaining reading of the scope, for every chunk:
+		// 230 ms against 8 ms a chunk at 432,000 readings. Refusing it the
+		// sort for this one transaction leaves only the walk.
+		if _, err := tx.ExecContext(ctx, `SET LOCAL enable_sort = off`); err != nil {
+			return nil, err
+		}
+	}
 	rows, err := tx.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, err
