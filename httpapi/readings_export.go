@@ -48,7 +48,6 @@ func (s *Server) handleReadingsExport(w http.ResponseWriter, r *http.Request) er
 	}
 	ctx, cancel := outliveTimeout(w, r)
 	defer cancel()
-	r = r.WithContext(ctx)
 	// The connection's read deadline needs nothing: net/http lifts it once
 	// the request is read. Its write deadline (the server's WriteTimeout,
 	// from the start of the request) moves on at every flush.
