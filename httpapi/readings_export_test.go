@@ -194,3 +194,47 @@ func TestReadingsExportTruncated(t *testing.T) {
 		})
 	}
 }
+
+// endlessHistory streams readings until its context ends or each fails,
+// and says which on done.
+type endlessHistory struct {
+	herd.HistoryService
+	done chan error
+}
+
+func (h endlessHistory) ExportReadings(ctx context.Context, q herd.ExportQuery, each func(*herd.ExportReading) error) error {
+	for i := 0; ; i++ {
+		if err := ctx.Err(); err != nil {
+			h.done <- err
+			return err
+		}
+		if err := each(&herd.ExportReading{DeviceID: int64(i + 1), Key: "k", HistoryReading: herd.HistoryReading{TS: q.From}}); err != nil {
+			h.done <- err
+			return err
+		}
+	}
+}
+
+// TestReadingsExportClientGone: an export whose client hangs up stops,
+// though its context no longer carries the request's deadline.
+func TestReadingsExportClientGone(t *testing.T) {
+	h := endlessHistory{done: make(chan error, 1)}
+	e := mustOpenServer(t, testutil.MustOpenDB(t, sqldb.SQLite), func(s *httpapi.Server) { s.HistoryService = h })
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	err := e.admin.ExportReadings(ctx, herd.ExportQuery{TenantID: 1, From: time.UnixMilli(0), To: time.UnixMilli(1000)}, func(*herd.ExportReading) error {
+		if n++; n == 5000 {
+			cancel() // the client goes away mid-stream
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("an endless export ended well")
+	}
+	select {
+	case err := <-h.done:
+		t.Logf("the export stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the export goes on after its client went away")
+	}
+}
