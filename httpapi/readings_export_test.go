@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -58,6 +59,10 @@ func TestReadingsExport(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
 			t.Fatalf("status %d, type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
+		// Go's transport asked for gzip and unpacked it.
+		if !resp.Uncompressed {
+			t.Fatal("the stream was not gzip-compressed for a client that takes it")
+		}
 		var lines []string
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
@@ -91,6 +96,21 @@ func TestReadingsExport(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, lines[:30]) {
 			t.Fatalf("client read %d readings:\n%v\nwant\n%v", len(got), got, lines[:30])
+		}
+	})
+	t.Run("Identity", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", e.srv.URL()+"/v1/readings/export?"+herd.ExportQuery{From: from, To: to}.Values("").Encode(), nil)
+		req.Header.Set("Authorization", "Bearer "+f.aliceToken.Secret)
+		req.Header.Set("Accept-Encoding", "gzip;q=0, identity")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		// alice's five devices × 10 readings, then the trailer.
+		if resp.Header.Get("Content-Encoding") != "" || !strings.HasSuffix(string(body), "\n{\"end\":true,\"count\":50}\n") {
+			t.Fatalf("encoding %q, body ends %q", resp.Header.Get("Content-Encoding"), body[max(0, len(body)-60):])
 		}
 	})
 	t.Run("Empty", func(t *testing.T) {
