@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,9 +37,9 @@ type exportStore struct {
 	southDevices map[int64]bool
 }
 
-func newExportStore(t *testing.T) *exportStore {
+func newExportStore(t *testing.T, store string) *exportStore {
 	t.Helper()
-	x := &exportStore{path: filepath.Join(t.TempDir(), "herd.db"), devices: map[int64]*herd.Device{}, southDevices: map[int64]bool{},
+	x := &exportStore{path: store, devices: map[int64]*herd.Device{}, southDevices: map[int64]bool{},
 		t0: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
 	db := sqldb.NewDB(x.path)
 	if err := db.Open(); err != nil {
@@ -168,7 +170,19 @@ func sameReadings(t *testing.T, got, want []*herd.ExportReading) {
 
 func TestExportReadings(t *testing.T) {
 	t.Parallel()
-	x := newExportStore(t)
+	stores := map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return filepath.Join(t.TempDir(), "herd.db") },
+		"postgres": func(t *testing.T) string { return testutil.PostgresSchemaDSN(t) },
+	}
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testExportReadings(t, newExportStore(t, stores[name](t)))
+		})
+	}
+}
+
+func testExportReadings(t *testing.T, x *exportStore) {
 	p := startHerd(t, "", "--store", x.path)
 	dir := t.TempDir()
 	from, to := x.t0.Add(10*time.Minute), x.t0.Add(50*time.Minute)
@@ -397,5 +411,29 @@ func TestExportBar(t *testing.T) {
 	bar(nil, true)
 	if buf.String() != "\r\x1b[K" {
 		t.Fatalf("end %q", buf.String())
+	}
+}
+
+// TestExportCutShort: a stream that ends without its trailer is an error,
+// and leaves neither the file nor its temporary behind.
+func TestExportCutShort(t *testing.T) {
+	t.Parallel()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for i := range 3000 {
+			fmt.Fprintf(w, `{"device_id":"%d","key":"k","ts":"2026-12-01T00:00:00Z","received_at":"2026-12-01T00:00:00Z"}`+"\n", i+1)
+		}
+	}))
+	defer hs.Close()
+	out := filepath.Join(t.TempDir(), "cut.parquet")
+	var stdout, stderr bytes.Buffer
+	err := runExport(t.Context(), []string{"readings", "--api", hs.URL, "--token", "t", "--from", "0", "--to", "1000", "--out", out}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "cut short after 3000 readings") {
+		t.Fatalf("got %v", err)
+	}
+	for _, f := range []string{out, out + ".tmp"} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Fatalf("a cut export left %s behind", f)
+		}
 	}
 }
