@@ -46,6 +46,7 @@ func checkFilter(tb testing.TB, f herd.DeviceFilter) {
 				tb.Fatalf("%s: bad text value %#v", f.Field, v)
 			}
 		case herd.FieldEnum:
+			// Empty is the status of a device that has reported none.
 			if s, ok := v.(string); !ok || (s != "" && !herd.ValidStatus(s)) {
 				tb.Fatalf("%s: bad status %#v", f.Field, v)
 			}

@@ -153,40 +153,34 @@ func (q SummaryQuery) Values() (url.Values, error) {
 	return v, nil
 }
 
-// FormatDeviceFilter writes a filter as ParseDeviceFilter reads it: times
-// as unix milliseconds, numbers in the shortest form that reads back the
-// same.
+// FormatDeviceFilter is DeviceFilter.String for a filter built in code: it
+// refuses what no parse gives (a value not of its field's type, an in-list
+// value holding the separator |) instead of writing a filter that would read
+// back as another.
 func FormatDeviceFilter(f DeviceFilter) (string, error) {
 	field, ok := DeviceFields[f.Field]
 	if !ok {
 		return "", Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
 	}
-	vals := make([]string, len(f.Values))
-	for i, val := range f.Values {
-		var s string
+	for _, val := range f.Values {
 		switch x := val.(type) {
 		case string:
 			ok = field.Type == FieldString || field.Type == FieldEnum
-			s = x
 			if f.Op == OpIn && strings.Contains(x, "|") {
 				return "", Errorf(EINVALIDFILTER, "filter %s:in: the value %q holds the list separator |", f.Field, x)
 			}
 		case int64:
 			ok = field.Type == FieldInt || field.Type == FieldTime
-			s = strconv.FormatInt(x, 10)
 		case float64:
 			ok = field.Type == FieldFloat
-			s = strconv.FormatFloat(x, 'g', -1, 64)
 		case bool:
 			ok = field.Type == FieldBool
-			s = strconv.FormatBool(x)
 		default:
 			ok = false
 		}
 		if !ok {
 			return "", Errorf(EINVALIDFILTER, "filter %s: value %v (%T) is not of the field's type", f.Field, val, val)
 		}
-		vals[i] = s
 	}
-	return f.Field + ":" + f.Op + ":" + strings.Join(vals, "|"), nil
+	return f.String(), nil
 }

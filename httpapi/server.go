@@ -240,7 +240,7 @@ func (s *Server) URL() string {
 // line and the request metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rw := &responseWriter{ResponseWriter: w}
+	rw := &responseWriter{ResponseWriter: w, base: r.Context()}
 	ctx, cancel := context.WithTimeout(r.Context(), s.RequestTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
@@ -375,6 +375,10 @@ type responseWriter struct {
 	wroteHeader bool
 	err         error
 	actor       *herd.Actor
+	// base is the request's context before RequestTimeout: it ends when
+	// the client goes away or the server shuts down. A streaming route
+	// that may outlive the timeout (the readings export) ends with it.
+	base context.Context
 }
 
 func (w *responseWriter) WriteHeader(code int) {
