@@ -6,7 +6,11 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -20,6 +24,9 @@ import (
 // step=1h, from the rollups, against the same answer from the readings
 // (the baseline), in the same run.
 type HistoryFleetConfig struct {
+	// Herd is the herd binary: its export writes the fleet's readings to
+	// Parquet, for the bytes a reading takes there. Empty skips it.
+	Herd    string
 	Stores  []string
 	Dir     string
 	Devices int
@@ -52,6 +59,10 @@ type HistoryFleetResult struct {
 	ReadingBytes      int64   // readings with their indexes
 	RollupBytes       int64
 	ReadingsPerDevice float64
+	// ParquetBytes is `herd export readings --format parquet` of the whole
+	// range; ExportRate its readings a second, end to end.
+	ParquetBytes int64
+	ExportRate   float64
 }
 
 // Latency is a query's p50 and p99 over its runs.
@@ -173,7 +184,37 @@ func historyFleetCell(ctx context.Context, cfg HistoryFleetConfig, store string)
 	if res.MaxP95Error, err = maxRelError(p95, bp95); err != nil {
 		return res, err
 	}
+	if cfg.Herd != "" {
+		fmt.Fprintf(cfg.Out, "%s: exporting the readings to Parquet\n", kind)
+		if res.ParquetBytes, res.ExportRate, err = exportParquet(ctx, cfg, dsn, ten.ID, from, end, res.Readings); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// exportParquet runs herd export readings against a herd serve on the
+// store and returns the file's size and the readings a second.
+func exportParquet(ctx context.Context, cfg HistoryFleetConfig, store string, tenantID int64, from, to time.Time, readings int64) (int64, float64, error) {
+	p, err := startServer(ctx, cfg.Herd, store)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.stop()
+	out := filepath.Join(cfg.Dir, fmt.Sprintf("history-%d.parquet", time.Now().UnixNano()))
+	defer os.Remove(out)
+	cmd := exec.CommandContext(ctx, cfg.Herd, "export", "readings", "--api", p.url, "--token", benchAdminToken, "--tenant", strconv.FormatInt(tenantID, 10),
+		"--from", from.Format(time.RFC3339), "--to", to.Format(time.RFC3339), "--format", "parquet", "--out", out)
+	t0 := time.Now()
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("herd export readings: %w: %s", err, msg)
+	}
+	rate := float64(readings) / time.Since(t0).Seconds()
+	st, err := os.Stat(out)
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Size(), rate, nil
 }
 
 // maxRelError compares two single-series answers point by point.

@@ -10,13 +10,13 @@ import (
 // bench/README.md.
 func HistoryFleetMarkdown(rs []HistoryFleetResult) string {
 	var b strings.Builder
-	b.WriteString("| store | devices | sites | readings | rollup rows read | avg p50 | avg p99 | p95 p50 | p95 p99 | baseline avg | baseline p95 | baseline ÷ rollups (p95, p99) | avg error | p95 error | bytes/reading: readings | rollups | load readings/s |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| store | devices | sites | readings | rollup rows read | avg p50 | avg p99 | p95 p50 | p95 p99 | baseline avg | baseline p95 | baseline ÷ rollups (p95, p99) | avg error | p95 error | bytes/reading: readings | rollups | Parquet | export readings/s | load readings/s |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %.0f× | %.1e | %.2f%% | %.0f | %.1f | %.0f |\n",
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %.0f× | %.1e | %.2f%% | %.0f | %.1f | %.1f | %.0f | %.0f |\n",
 			r.Store, r.Devices, r.Sites, r.Readings, r.RollupRows, ms(r.Avg.P50), ms(r.Avg.P99), ms(r.P95.P50), ms(r.P95.P99),
 			ms(r.BaselineAvg), ms(r.BaselineP95), float64(r.BaselineP95)/float64(r.P95.P99), r.MaxAvgError, 100*r.MaxP95Error,
-			float64(r.ReadingBytes)/float64(r.Readings), float64(r.RollupBytes)/float64(r.Readings), r.LoadRate)
+			float64(r.ReadingBytes)/float64(r.Readings), float64(r.RollupBytes)/float64(r.Readings), float64(r.ParquetBytes)/float64(r.Readings), r.ExportRate, r.LoadRate)
 	}
 	return b.String()
 }

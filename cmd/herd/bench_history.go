@@ -66,7 +66,7 @@ func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	fleet.Stores, fleet.Dir, fleet.Out = benchStores(*pg), *dir, stderr
+	fleet.Herd, fleet.Stores, fleet.Dir, fleet.Out = exe, benchStores(*pg), *dir, stderr
 	ingest.Herd, ingest.Stores, ingest.Dir, ingest.Out = exe, benchStores(*pg), *dir, stderr
 	device.Out = stderr
 	var md string
