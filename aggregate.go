@@ -102,6 +102,11 @@ func ParseAggregateQuery(v url.Values, now time.Time) (AggregateQuery, error) {
 	if q.From, q.To, err = ParseHistoryRange(v.Get("from"), v.Get("to"), now); err != nil {
 		return q, err
 	}
+	if v.Get("from") == "" {
+		// The default day starts on a whole hour, so that hourly steps
+		// read the hourly rollups (a from at 10:31 would need minutes).
+		q.From = q.From.Truncate(time.Hour)
+	}
 	q.Step = DefaultAggregateStep
 	if s := v.Get("step"); s != "" {
 		if q.Step, err = ParseStep(s); err != nil {

@@ -57,15 +57,15 @@ func TestParseAggregateQuery(t *testing.T) {
 	}
 }
 
-// TestAggregateQuery_Normalize: the range rounds out to whole minutes, from
-// down and to up; the defaults are the last 24 hours, avg, 1h.
+// TestAggregateQuery_Normalize: the defaults are the 24 hours before now
+// from a whole hour, avg, 1h; to rounds up to a whole minute.
 func TestAggregateQuery_Normalize(t *testing.T) {
 	q, err := herd.ParseAggregateQuery(url.Values{"field": {"battery"}}, aggNow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := herd.AggregateQuery{Field: "battery", Aggs: []string{herd.AggAvg}, Step: time.Hour,
-		From: time.Date(2026, 12, 2, 10, 30, 0, 0, time.UTC), To: time.Date(2026, 12, 3, 10, 31, 0, 0, time.UTC)}
+		From: time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC), To: time.Date(2026, 12, 3, 10, 31, 0, 0, time.UTC)}
 	if !reflect.DeepEqual(q, want) {
 		t.Fatalf("got %+v, want %+v", q, want)
 	}

@@ -3,6 +3,8 @@ package herd
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -72,7 +74,9 @@ const (
 )
 
 // Point is one step of a series: the step's start and its value. It is
-// written as the pair [unix_ms, value], as charting libraries take it.
+// written as the pair [unix_ms, value], as charting libraries take it; a
+// value past float64's range (a sum of readings near 1e308) is written as
+// null and read back as NaN.
 type Point struct {
 	TS    int64 // the step's start, unix milliseconds
 	Value float64
@@ -84,6 +88,9 @@ func (p Point) MarshalJSON() ([]byte, error) {
 	b = append(b, '[')
 	b = strconv.AppendInt(b, p.TS, 10)
 	b = append(b, ',')
+	if math.IsNaN(p.Value) || math.IsInf(p.Value, 0) {
+		return append(b, "null]"...), nil
+	}
 	v, err := json.Marshal(p.Value)
 	if err != nil {
 		return nil, err
@@ -94,17 +101,22 @@ func (p Point) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads [ts, value].
 func (p *Point) UnmarshalJSON(b []byte) error {
-	var pair [2]json.Number
+	var pair [2]*json.Number
 	if err := json.Unmarshal(b, &pair); err != nil {
 		return err
+	}
+	if pair[0] == nil {
+		return errors.New("point: no time")
 	}
 	ts, err := pair[0].Int64()
 	if err != nil {
 		return err
 	}
-	v, err := pair[1].Float64()
-	if err != nil {
-		return err
+	v := math.NaN()
+	if pair[1] != nil {
+		if v, err = pair[1].Float64(); err != nil {
+			return err
+		}
 	}
 	p.TS, p.Value = ts, v
 	return nil
@@ -113,16 +125,26 @@ func (p *Point) UnmarshalJSON(b []byte) error {
 // ParseHistoryTime parses a from= or to= value: RFC 3339 (with any offset,
 // so a local midnight such as 2026-12-01T00:00:00+05:30 is a step origin) or
 // unix milliseconds.
+//
+// Times before 1970 or past the year 9999 are refused: no reading is
+// stamped there (they start in 2000), and step arithmetic in milliseconds
+// and RFC 3339 answers stay within range inside those bounds.
 func ParseHistoryTime(name, s string) (time.Time, error) {
-	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.UnixMilli(ms), nil
-	}
 	t, err := time.Parse(time.RFC3339Nano, s)
+	if ms, perr := strconv.ParseInt(s, 10, 64); perr == nil {
+		t, err = time.UnixMilli(ms), nil
+	}
 	if err != nil {
 		return time.Time{}, Errorf(EINVALID, "%s %q is neither an RFC 3339 time (such as 2026-12-01T00:00:00Z) nor unix milliseconds", name, s)
 	}
+	if t.Before(time.Unix(0, 0)) || !t.Before(maxHistoryTime) {
+		return time.Time{}, Errorf(EINVALID, "%s %q is outside 1970 to 9999", name, s)
+	}
 	return t, nil
 }
+
+// maxHistoryTime is the first instant past the year 9999.
+var maxHistoryTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // ParseHistoryRange reads from= and to= of a history request: to defaults to
 // now, from to DefaultHistoryRange before to. The range is [from, to); from

@@ -81,8 +81,8 @@ func TestExportQueryValues(t *testing.T) {
 				{Field: "online", Op: "in", Values: []any{true, false}},
 				{Field: "path", Op: "prefix", Values: []any{"/1/2/"}},
 			}},
-		// Beyond RFC 3339's years.
-		{From: time.UnixMilli(-1 << 60), To: time.UnixMilli(1 << 60)},
+		// The bounds of what ParseHistoryTime takes.
+		{From: time.UnixMilli(0), To: time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC)},
 	} {
 		got, format, err := herd.ParseExportQuery(q.Values("ndjson"), exportNow)
 		if err != nil {

@@ -16,7 +16,11 @@ func (s *Server) handleReadingsAggregate(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	q, err := herd.ParseAggregateQuery(r.URL.Query(), time.Now())
+	v, err := strictQuery(r)
+	if err != nil {
+		return err
+	}
+	q, err := herd.ParseAggregateQuery(v, time.Now())
 	if err != nil {
 		return err
 	}

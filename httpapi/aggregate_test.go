@@ -78,6 +78,7 @@ func TestAggregateAPI(t *testing.T) {
 			{"field=temperature&from=yesterday", herd.EINVALID, "from"},
 			{"field=temperature&group_by=status", herd.EINVALID, "group_by"},
 			{"field=temperature&filter=colour:eq:red", herd.EINVALIDFILTER, "colour"},
+			{"field=temperature&filter=model:eq:%zz", herd.EINVALID, "malformed query string"},
 		} {
 			e.do("GET", "/v1/readings/aggregate?"+c.query, f.aliceToken.Secret, nil).wantError(t, http.StatusBadRequest, c.code, c.part)
 		}

@@ -16,17 +16,26 @@ import (
 )
 
 // writeJSON writes v as the JSON body of an answer with the given status.
+// It encodes before it sends the status, so that a value JSON cannot hold
+// (an infinity, a time past the year 9999) is a 500 with an error body, not
+// a 200 with an empty one.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	// Messages quote user input ("<token>"); JSON with nosniff is never
 	// rendered as HTML, so escaping it would only hurt readability.
 	enc.SetEscapeHTML(false)
-	// An encoding error here means the client went away mid-answer; the
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		_ = enc.Encode(ErrorResponse{Error: ErrorBody{Code: herd.EINTERNAL, Message: "the answer could not be encoded"}})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	// A write error here means the client went away mid-answer; the
 	// status is already out, so there is nothing left to tell anyone.
-	_ = enc.Encode(v)
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decodeJSON reads a request body of at most limit bytes into v. Unknown

@@ -22,7 +22,11 @@ func (s *Server) handleDeviceReadings(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	q, err := herd.ParseReadingsQuery(r.URL.Query(), time.Now())
+	v, err := strictQuery(r)
+	if err != nil {
+		return err
+	}
+	q, err := herd.ParseReadingsQuery(v, time.Now())
 	if err != nil {
 		return err
 	}

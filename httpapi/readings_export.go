@@ -45,7 +45,11 @@ func (s *Server) handleReadingsExport(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	q, _, err := herd.ParseExportQuery(r.URL.Query(), time.Now())
+	v, err := strictQuery(r)
+	if err != nil {
+		return err
+	}
+	q, _, err := herd.ParseExportQuery(v, time.Now())
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"net/url"
 
 	"github.com/herd-iot/herd"
 )
@@ -16,11 +15,9 @@ func (s *Server) handleDeviceSummary(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	// As GET /v1/devices: a malformed pair dropped by r.URL.Query would
-	// widen the answer, so malformed query strings are refused.
-	values, err := url.ParseQuery(r.URL.RawQuery)
+	values, err := strictQuery(r)
 	if err != nil {
-		return herd.Errorf(herd.EINVALID, "malformed query string: %s", err)
+		return err
 	}
 	q, err := herd.ParseSummaryQuery(values)
 	if err != nil {

@@ -1,7 +1,6 @@
 package sqldb
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -20,6 +19,14 @@ import (
 // reading the history of a whole fleet.
 const MaxAggregateReadings = 2_000_000
 
+// Bounds of one aggregate's answer: its groups (a model or firmware is
+// free text, so group_by can have as many as there are devices) and its
+// cells, a group's step, each with a sketch when quantiles are asked for.
+const (
+	MaxAggregateGroups = 1000
+	MaxAggregateCells  = 200_000
+)
+
 // AggregateReadings aggregates a field over a scope. With filters on the
 // node, model and firmware only (herd.RollupFilterFields), it reads the
 // rollups: hourly ones when the step is whole hours from a whole hour,
@@ -27,6 +34,12 @@ const MaxAggregateReadings = 2_000_000
 // matching devices (AggregateFromReadings), up to MaxAggregateReadings.
 func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.AggregateQuery) (_ *herd.AggregateResult, err error) {
 	defer wrapOp("sqldb.AggregateReadings", &err)
+	// The filters as GET /v1/devices checks them, for a query built in
+	// code: only allow-listed fields and operators with typed values
+	// reach the SQL.
+	if err := (&herd.DeviceQuery{Filters: q.Filters}).Normalize(); err != nil {
+		return nil, err
+	}
 	if !q.RollupServes() {
 		return s.AggregateFromReadings(ctx, q)
 	}
@@ -58,6 +71,16 @@ func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.Aggregate
 		if hourEnd < to {
 			segs = append(segs, segment{RollupMinute, hourEnd, to})
 		}
+	}
+	// Minute rollups go with the readings: past their retention only whole
+	// hours from a whole hour can be answered, and a range that needs
+	// minutes there is refused rather than answered with what is left.
+	retention := s.db.ReadingsRetention
+	if retention == 0 {
+		retention = DefaultReadingsRetention
+	}
+	if cut := s.db.Now().Add(-retention).UnixMilli(); slices.ContainsFunc(segs, func(g segment) bool { return g.res == RollupMinute && g.from < cut }) {
+		return nil, herd.Errorf(herd.EINVALID, "minute rollups are kept for %s (the readings retention) and this range starts before that: use a step of whole hours and a from on a whole hour (UTC)", herd.FormatStep(retention))
 	}
 	agg := newAggregator(q, scope)
 	out := agg.result(source)
@@ -117,6 +140,8 @@ func readRollups(ctx context.Context, tx *Tx, q herd.AggregateQuery, scope herd.
 		})
 		if err != nil {
 			return err
+		} else if agg.err != nil {
+			return agg.err
 		}
 	}
 	if err := rows.Close(); err != nil {
@@ -135,6 +160,9 @@ func (s *HistoryService) AggregateFromReadings(ctx context.Context, q herd.Aggre
 	defer wrapOp("sqldb.AggregateFromReadings", &err)
 	a, err := actor(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := (&herd.DeviceQuery{Filters: q.Filters}).Normalize(); err != nil {
 		return nil, err
 	}
 	if err := q.Normalize(); err != nil {
@@ -186,6 +214,9 @@ func (s *HistoryService) AggregateFromReadings(ctx context.Context, q herd.Aggre
 				limit, strings.Join(herd.RollupFilterFields, ", "))
 		}
 		c := agg.cell(agg.group(path, model, firmware), floorDiv(ts, RollupMinute)*RollupMinute)
+		if agg.err != nil {
+			return nil, agg.err
+		}
 		c.values = append(c.values, v)
 		c.add(v)
 	}
@@ -224,13 +255,15 @@ func whereFilter(b *strings.Builder, col string, f herd.DeviceFilter, args []any
 // step.
 type aggregator struct {
 	q         herd.AggregateQuery
-	tenantID  int64
+	scope     herd.Scope
 	root      string // the scope's root, for group_by=node
 	quantiles bool
 	exact     bool // cells keep their values (readings), not a sketch
 	from      int64
 	step      int64
 	cells     map[string]map[int64]*aggCell // group → step start → cell
+	ncells    int
+	err       error // past MaxAggregateGroups or MaxAggregateCells
 }
 
 type aggCell struct {
@@ -239,7 +272,7 @@ type aggCell struct {
 }
 
 func newAggregator(q herd.AggregateQuery, scope herd.Scope) *aggregator {
-	agg := &aggregator{q: q, tenantID: scope.TenantID, root: herd.ScopeRoot(scope.Paths), from: q.From.UnixMilli(), step: q.Step.Milliseconds(), cells: map[string]map[int64]*aggCell{}}
+	agg := &aggregator{q: q, scope: scope, root: herd.ScopeRoot(scope.Paths), from: q.From.UnixMilli(), step: q.Step.Milliseconds(), cells: map[string]map[int64]*aggCell{}}
 	for _, a := range q.Aggs {
 		if _, ok := herd.QuantileOf(a); ok {
 			agg.quantiles = true
@@ -269,13 +302,22 @@ func (agg *aggregator) group(path, model, firmware string) string {
 // cell returns the cell of a group and of the step holding bucket.
 func (agg *aggregator) cell(group string, bucket int64) *aggCell {
 	byStep := agg.cells[group]
+	if byStep == nil && len(agg.cells) == MaxAggregateGroups {
+		agg.err = herd.Errorf(herd.EINVALID, "group_by=%s gives more than %d groups: narrow the scope or the filter", agg.q.GroupBy, MaxAggregateGroups)
+		return &aggCell{}
+	}
 	if byStep == nil {
 		byStep = map[int64]*aggCell{}
 		agg.cells[group] = byStep
 	}
 	start := agg.from + floorDiv(bucket-agg.from, agg.step)*agg.step
 	c := byStep[start]
+	if c == nil && agg.ncells == MaxAggregateCells {
+		agg.err = herd.Errorf(herd.EINVALID, "this aggregate has more than %d groups × steps: choose a larger step, a shorter range or fewer groups", MaxAggregateCells)
+		return &aggCell{}
+	}
 	if c == nil {
+		agg.ncells++
 		c = &aggCell{}
 		if agg.quantiles && !agg.exact {
 			c.sketch = newSketch()
@@ -288,10 +330,13 @@ func (agg *aggregator) cell(group string, bucket int64) *aggCell {
 // finish turns the cells into series: per group (in key order), per agg
 // (in the order asked), the steps with readings in time order.
 func (agg *aggregator) finish(ctx context.Context, tx *Tx, out *herd.AggregateResult) error {
+	if agg.err != nil {
+		return agg.err
+	}
 	names := map[string]string{}
 	if agg.q.GroupBy == "node" && len(agg.cells) > 0 {
 		var err error
-		if names, err = tx.nodeNames(ctx, agg.tenantID, slices.Collect(maps.Keys(agg.cells))); err != nil {
+		if names, err = tx.coveredNodeNames(ctx, agg.scope, slices.Collect(maps.Keys(agg.cells))); err != nil {
 			return err
 		}
 	}
@@ -354,35 +399,3 @@ func ExactQuantile(values []float64, q float64) float64 {
 	return values[int(math.Floor(q*float64(len(values)-1)))]
 }
 
-// nodeNames reads the names of the tenant's nodes with the given ids (group
-// keys of group_by=node).
-func (tx *Tx) nodeNames(ctx context.Context, tenantID int64, keys []string) (map[string]string, error) {
-	out := map[string]string{}
-	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(len(a), len(b)) })
-	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), herd.MaxQueryParams-1)]
-		keys = keys[len(chunk):]
-		args := []any{tenantID}
-		for _, k := range chunk {
-			id, _ := strconv.ParseInt(k, 10, 64)
-			args = append(args, id)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, name FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("read node names: %w", err)
-		}
-		for rows.Next() {
-			var id int64
-			var name string
-			if err := rows.Scan(&id, &name); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[strconv.FormatInt(id, 10)] = name
-		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}

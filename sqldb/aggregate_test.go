@@ -413,3 +413,65 @@ func TestRollups_ConcurrentIngest(t *testing.T) {
 		}
 	})
 }
+
+// TestAggregate_GroupNamesWithinGrants: a user granted two sites of two
+// regions has the tenant's root as the scope's root, so group_by=node
+// groups by region; the regions are above the grants, and their names are
+// not the user's to read (GET /v1/nodes/{id} is a 404 for them).
+func TestAggregate_GroupNamesWithinGrants(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		fl := newAggFleet(t, db, rand.New(rand.NewPCG(14, 3)))
+		u, secret := fl.f.mustUser(t, fl.tenant.ID, "two sites")
+		fl.f.mustGrant(t, u.ID, fl.sites[0].ID, herd.RoleViewer)
+		fl.f.mustGrant(t, u.ID, fl.sites[3].ID, herd.RoleViewer)
+		res, err := sqldb.NewHistoryService(db).AggregateReadings(fl.f.as(t, secret), herd.AggregateQuery{Field: "temperature", GroupBy: "node",
+			From: fl.base, To: fl.base.Add(6 * time.Hour), Step: time.Hour})
+		mustOK(t, err)
+		if len(res.Series) == 0 {
+			t.Fatal("no series")
+		}
+		for _, s := range res.Series {
+			if s.Group != strconv.FormatInt(fl.regions[0].ID, 10) && s.Group != strconv.FormatInt(fl.regions[1].ID, 10) {
+				t.Fatalf("group %q is not a region", s.Group)
+			}
+			if s.GroupName != "" {
+				t.Fatalf("group %s named %q: a node above the grants", s.Group, s.GroupName)
+			}
+		}
+		// With one grant, the groups are below it and named.
+		res, err = sqldb.NewHistoryService(db).AggregateReadings(fl.viewerCtx, herd.AggregateQuery{Field: "temperature", GroupBy: "node",
+			From: fl.base, To: fl.base.Add(6 * time.Hour), Step: time.Hour})
+		mustOK(t, err)
+		for _, s := range res.Series {
+			if s.GroupName == "" {
+				t.Fatalf("group %s under the grant has no name", s.Group)
+			}
+		}
+	})
+}
+
+// TestAggregate_MinutesPastRetention: minute rollups go with the readings,
+// so a range that needs them from before the readings retention is refused
+// (saying what would answer), while whole hours from a whole hour there
+// are answered from the hourly rollups.
+func TestAggregate_MinutesPastRetention(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		db.ReadingsRetention = 7 * 24 * time.Hour
+		f := newFixture(db)
+		ten := f.mustTenant(t, "retention")
+		hs := sqldb.NewHistoryService(db)
+		old := db.Now().Add(-10 * 24 * time.Hour).Truncate(time.Hour)
+		q := herd.AggregateQuery{TenantID: ten.ID, Field: "temperature", From: old, To: old.Add(24 * time.Hour), Step: 5 * time.Minute}
+		_, err := hs.AggregateReadings(f.super, q)
+		wantCode(t, err, herd.EINVALID)
+		if !strings.Contains(herd.ErrorMessage(err), "whole hours") {
+			t.Fatalf("message %q", herd.ErrorMessage(err))
+		}
+		q.Step = time.Hour
+		res, err := hs.AggregateReadings(f.super, q)
+		mustOK(t, err)
+		if res.Source != "rollup_1h" {
+			t.Fatalf("source %s", res.Source)
+		}
+	})
+}

@@ -62,6 +62,11 @@ type DB struct {
 	BulkRebuildRows int64
 	// StateCache configures the in-memory state cache of the scoped query.
 	StateCache StateCacheConfig
+	// ReadingsRetention is how long the history keeps readings and minute
+	// rollups (PruneReadings is given the same): a fleet aggregate that
+	// would need minute rollups older than that is refused rather than
+	// answered with what is left. Zero: DefaultReadingsRetention.
+	ReadingsRetention time.Duration
 	// NoRollups stops ingest keeping the rollups (rollup.go), for the
 	// benchmark of their cost; fleet aggregates then miss what is committed
 	// meanwhile.

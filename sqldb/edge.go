@@ -315,11 +315,6 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	if err := tx.applyFolds(ctx, finals, rev, folded); err != nil {
 		return err
 	}
-	// After the projection: a firmware the batch reported is the one its
-	// readings count under.
-	if err := tx.applyRollups(ctx, items, inserted, folded); err != nil {
-		return err
-	}
 	acked, err := tx.applyCommandAcks(ctx, acks)
 	if err != nil {
 		return err
@@ -335,6 +330,13 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	}
 	events = append(append(events, configured...), ota...)
 	if err := tx.appendEventsByTenant(ctx, events); err != nil {
+		return err
+	}
+	// Last, after the projection (a firmware the batch reported is the one
+	// its readings count under): on PostgreSQL the rollups' rows stay
+	// locked until the commit, and every transaction of the same nodes and
+	// minute waits for them, so they are taken as late as possible.
+	if err := tx.applyRollups(ctx, items, inserted, folded); err != nil {
 		return err
 	}
 	return tx.Commit()

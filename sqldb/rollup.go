@@ -168,7 +168,7 @@ func keyArgs(args []any, k rollupKey) []any {
 }
 
 // mergeRollups merges the accumulators into their stored rows. On SQLite one
-// upsert does it, merging sketches with herd_sketch_merge (SQLite has one
+// upsert does it, merging stats with herd_rollup_merge (SQLite has one
 // writer at a time, the transaction itself). On PostgreSQL, where a sketch
 // cannot be merged in SQL, the rows are read, merged here and written back;
 // several processes may ingest at once, so the missing rows are inserted

@@ -188,7 +188,7 @@ func (s *rollupStats) encode(b []byte) []byte {
 	return b
 }
 
-// mergeStats merges encodings into one: herd_sketch_merge's body.
+// mergeStats merges encodings into one: herd_rollup_merge's body.
 func mergeStats(encs ...[]byte) ([]byte, error) {
 	var s rollupStats
 	for _, b := range encs {

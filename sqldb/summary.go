@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -252,7 +253,12 @@ func buildSummary(ctx context.Context, tx *Tx, q herd.SummaryQuery, scope herd.S
 			fs := herd.FieldSummary{Count: acc.Count}
 			if acc.Count > 0 {
 				avg := acc.Sum / float64(acc.Count)
-				fs.Min, fs.Avg, fs.Max = &acc.Min, &avg, &acc.Max
+				fs.Min, fs.Max = &acc.Min, &acc.Max
+				// A sum past float64's range (readings near 1e308)
+				// has no average JSON can hold: null, as over none.
+				if !math.IsInf(avg, 0) && !math.IsNaN(avg) {
+					fs.Avg = &avg
+				}
 			}
 			out.Fields[f] = fs
 		}
@@ -261,18 +267,27 @@ func buildSummary(ctx context.Context, tx *Tx, q herd.SummaryQuery, scope herd.S
 	return sum, nil
 }
 
-// groupNodeNames reads the names of the groups' nodes, in the scope's
-// tenant. A node the scope does not cover (an ancestor of several grants,
-// the child of their common root) keeps its name to itself, as
-// GET /v1/nodes/{id} does.
+// groupNodeNames reads the names of the groups' nodes (coveredNodeNames).
 func (tx *Tx) groupNodeNames(ctx context.Context, scope herd.Scope, list []*statecache.SummaryPart) (map[string]string, error) {
+	keys := make([]string, len(list))
+	for i, g := range list {
+		keys[i] = g.Key
+	}
+	return tx.coveredNodeNames(ctx, scope, keys)
+}
+
+// coveredNodeNames reads the names of the nodes whose ids are keys (the
+// groups of a group_by=node), in the scope's tenant. A node the scope does
+// not cover (an ancestor of several grants, the child of their common root)
+// keeps its name to itself, as GET /v1/nodes/{id} does.
+func (tx *Tx) coveredNodeNames(ctx context.Context, scope herd.Scope, keys []string) (map[string]string, error) {
 	names := map[string]string{}
 	per := herd.MaxQueryParams - 1
-	for start := 0; start < len(list); start += per {
-		chunk := list[start:min(start+per, len(list))]
+	for start := 0; start < len(keys); start += per {
+		chunk := keys[start:min(start+per, len(keys))]
 		args := []any{scope.TenantID}
-		for _, g := range chunk {
-			id, err := strconv.ParseInt(g.Key, 10, 64)
+		for _, k := range chunk {
+			id, err := strconv.ParseInt(k, 10, 64)
 			if err != nil {
 				return nil, err
 			}
@@ -280,7 +295,7 @@ func (tx *Tx) groupNodeNames(ctx context.Context, scope herd.Scope, list []*stat
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT id, name, path FROM nodes WHERE tenant_id = ? AND id IN (`+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, args...)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read node names: %w", err)
 		}
 		for rows.Next() {
 			var id int64

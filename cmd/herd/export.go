@@ -18,8 +18,9 @@ import (
 // runExport runs `herd export readings`: the readings of a scope over a
 // range, streamed from the API (GET /v1/readings/export, so the token's
 // grants decide what is in it) and written here as Parquet, CSV or NDJSON.
-// The file is written as FILE.tmp and renamed at the end, so an export
-// that fails leaves no half file where the whole one was expected.
+// The file is written under a temporary name beside FILE and renamed at the
+// end, so an export that fails leaves no half file where the whole one was
+// expected.
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "readings" {
 		return &usageError{msg: "export takes what to export: herd export readings --from … --out FILE"}
@@ -116,15 +117,17 @@ func exportFormatOf(name string) string {
 	return herd.ExportParquet
 }
 
-// exportToFile streams the export into path.tmp and renames it to path
-// once the stream ended with its trailer and the file is synced; on any
-// error the temporary file goes.
+// exportToFile streams the export into a temporary file beside path
+// (its own name, so two exports to one path, or a file of the user's named
+// path.tmp, are safe) and renames it to path once the stream ended with its
+// trailer and the file is synced, then syncs the directory so the rename
+// survives a crash; on any error the temporary file goes.
 func exportToFile(ctx context.Context, c *httpapi.Client, q herd.ExportQuery, format, path string, rowGroup int, stderr io.Writer) (n, size int64, err error) {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return 0, 0, err
 	}
+	tmp := f.Name()
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -162,8 +165,19 @@ func exportToFile(ctx context.Context, c *httpapi.Client, q herd.ExportQuery, fo
 	if err := f.Close(); err != nil {
 		return n, cw.n, fmt.Errorf("close %s: %w", tmp, err)
 	}
+	// CreateTemp makes it 0600; an export is an ordinary file.
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return n, cw.n, err
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return n, cw.n, err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return n, cw.n, fmt.Errorf("sync %s: %w", filepath.Dir(path), err)
+		}
 	}
 	return n, cw.n, nil
 }

@@ -161,6 +161,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.DB.Logger = m.Logger.With("component", "sqldb")
 	m.DB.StateCache.MinTenantDevices = m.Config.StateCacheMinDevices
 	m.DB.NoRollups = m.Config.Rollups == "off"
+	m.DB.ReadingsRetention = m.Config.ReadingsRetention
 	if err := m.DB.Open(); err != nil {
 		m.DB = nil
 		return fmt.Errorf("open store %s: %w", redactDSN(dsn), err)
