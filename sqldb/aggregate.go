@@ -398,4 +398,3 @@ func ExactQuantile(values []float64, q float64) float64 {
 	slices.Sort(values)
 	return values[int(math.Floor(q*float64(len(values)-1)))]
 }
-

@@ -163,8 +163,12 @@ func (tx *Tx) deviceReadings(ctx context.Context, d *herd.Device, q herd.Reading
 	defer rows.Close()
 	page := &herd.ReadingsPage{Items: []*herd.HistoryReading{}}
 	var last int64
+	extraBytes := 0
 	for rows.Next() {
-		if len(page.Items) == limit {
+		// A page ends at its limit, or once its extras reach
+		// MaxPageExtraBytes: a device's extras may be up to the telemetry
+		// limit each, and 10,000 of them would be a page of gigabytes.
+		if len(page.Items) == limit || extraBytes >= MaxPageExtraBytes {
 			page.NextCursor = herd.EncodeReadingsCursor(tx.db.cursorKey, d.ID, last)
 			break
 		}
@@ -173,10 +177,15 @@ func (tx *Tx) deviceReadings(ctx context.Context, d *herd.Device, q herd.Reading
 			return nil, err
 		}
 		last = ts
+		extraBytes += len(r.Extra)
 		page.Items = append(page.Items, r)
 	}
 	return page, rows.Err()
 }
+
+// MaxPageExtraBytes bounds the extras of one page of raw readings; past it
+// the page ends early with a next_cursor, as at its limit.
+const MaxPageExtraBytes = 16 << 20
 
 // scanHistoryReading reads one row of deviceReadings: ts, received_at, the
 // columns cols, and extra when withExtra (narrowed to keys unless all).

@@ -79,6 +79,20 @@ func (s *HistoryService) ExportReadings(ctx context.Context, q herd.ExportQuery,
 	devArgs = whereFilters(&sb, q.Filters, devArgs)
 	sb.WriteString(")")
 	inScope := sb.String()
+	if s.db.dialect == Postgres {
+		// A lookup of each reading's device by its key, as a scalar
+		// subquery (a SubPlan, which the planner does not turn into a
+		// join): without statistics it ran the IN list, and an EXISTS
+		// too, as a nested loop over the whole scope for every reading,
+		// a second a chunk at 5,000 devices against 23 ms this way.
+		// Unqualified names inside resolve to devices first.
+		var eb strings.Builder
+		eb.WriteString(" AND (SELECT 1 FROM devices WHERE devices.id = r.device_id AND ")
+		whereScope(&eb, scope)
+		whereFilters(&eb, q.Filters, nil)
+		eb.WriteString(") = 1")
+		inScope = eb.String()
+	}
 	if s.db.dialect == SQLite {
 		// Keeps SQLite on the (ts, device_id) index, which gives the
 		// order: with the IN term on readings_device_ts it would read

@@ -305,12 +305,20 @@ func (db *DB) dropPartition(ctx context.Context, conn *sql.Conn, name string) (b
 	return true, nil
 }
 
+// pgDeleteBudget bounds the chunked deletes of one retention run. The run
+// holds the partition lock, and while it does no process creates the days
+// ahead; a legacy table of billions of rows is emptied over several runs
+// instead of one that outlasts the days created ahead.
+const pgDeleteBudget = 10 * time.Minute
+
 // deleteChunksPG deletes the rows before cut from one partition, a chunk
-// per transaction, by the partition's key (ts leads it).
+// per transaction, by the partition's key (ts leads it), for at most
+// pgDeleteBudget; the next run goes on.
 func (db *DB) deleteChunksPG(ctx context.Context, conn *sql.Conn, name string, cut int64) (int64, error) {
 	q := fmt.Sprintf(`DELETE FROM %[1]s WHERE (ts, device_id) IN (SELECT ts, device_id FROM %[1]s WHERE ts < $1 ORDER BY ts LIMIT $2)`, quotePartition(name))
 	var total int64
-	for {
+	start := time.Now()
+	for time.Since(start) < pgDeleteBudget {
 		res, err := conn.ExecContext(ctx, q, cut, pgDeleteChunk)
 		if err != nil {
 			return total, fmt.Errorf("delete from %s: %w", name, err)
@@ -321,6 +329,8 @@ func (db *DB) deleteChunksPG(ctx context.Context, conn *sql.Conn, name string, c
 			return total, nil
 		}
 	}
+	db.Logger.Info("retention: deleting old readings goes on at the next run", "partition", name, "deleted", total)
+	return total, nil
 }
 
 func quotePartition(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -68,8 +68,10 @@ func (f *fieldStats) add(v float64) {
 	f.n++
 	f.sum += v
 	if f.sketch != nil {
-		// Readings are finite (ParseTelemetry refuses anything else) and
-		// the mapping takes every finite float, so Add cannot fail here.
+		// Readings are finite (ParseTelemetry refuses anything else); the
+		// mapping refuses only magnitudes within 2% of float64's largest
+		// (about 1.76e308), which then count in n, sum, min and max but
+		// not in the quantiles.
 		_ = f.sketch.Add(v)
 	}
 }
