@@ -101,24 +101,45 @@ func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.Aggregate
 // readRollups folds the rollups of resolution res with buckets in
 // [from, to) into agg.
 func readRollups(ctx context.Context, tx *Tx, q herd.AggregateQuery, scope herd.Scope, agg *aggregator, res, from, to int64) error {
+	// The rollups of the tenant's range, each with its node's path now:
+	// the scope and the filters on the node are conditions on that path.
+	// On PostgreSQL the path is a lookup of the node by its key per row
+	// (a scalar subquery, which the planner keeps as one): without
+	// statistics it joined nodes as a nested loop over every node for
+	// every rollup, 150 ms for 4,800 rows of 200 sites.
+	pathExpr := "n.path"
+	from_ := "reading_rollups r JOIN nodes n ON n.id = r.node_id AND n.tenant_id = r.tenant_id"
+	if tx.db.dialect == Postgres {
+		pathExpr = "(SELECT n.path FROM nodes n WHERE n.id = r.node_id AND n.tenant_id = r.tenant_id)"
+		from_ = "reading_rollups r"
+	}
 	var where strings.Builder
 	args := []any{scope.TenantID, res, from, to}
-	where.WriteString(`r.tenant_id = ? AND r.res = ? AND r.bucket >= ? AND r.bucket < ? AND n.tenant_id = r.tenant_id AND (`)
+	where.WriteString(`r.tenant_id = ? AND r.res = ? AND r.bucket >= ? AND r.bucket < ?`)
+	var paths strings.Builder
+	var pathArgs []any
+	paths.WriteString(" AND (")
 	for i, p := range scope.Paths {
 		if i > 0 {
-			where.WriteString(" OR ")
+			paths.WriteString(" OR ")
 		}
-		where.WriteString("(n.path >= ? AND n.path < ?)")
-		args = append(args, p, herd.PathUpperBound(p))
+		paths.WriteString("(x.path >= ? AND x.path < ?)")
+		pathArgs = append(pathArgs, p, herd.PathUpperBound(p))
 	}
-	where.WriteString(")")
+	paths.WriteString(")")
+	var nodeFilters strings.Builder
 	for _, f := range q.Filters {
-		col := map[string]string{"node_id": "r.node_id", "path": "n.path", "model": "r.model", "firmware": "r.firmware"}[f.Field]
+		if f.Field == "path" {
+			pathArgs = whereFilter(&nodeFilters, "x.path", f, pathArgs)
+			continue
+		}
+		col := map[string]string{"node_id": "r.node_id", "model": "r.model", "firmware": "r.firmware"}[f.Field]
 		args = whereFilter(&where, col, f, args)
 	}
 	field := slices.Index(herd.NumericReadingFields, q.Field)
-	rows, err := tx.QueryContext(ctx, `SELECT r.bucket, n.path, r.model, r.firmware, r.stats
-		FROM reading_rollups r JOIN nodes n ON n.id = r.node_id WHERE `+where.String(), args...)
+	rows, err := tx.QueryContext(ctx, `SELECT x.bucket, x.path, x.model, x.firmware, x.stats FROM (
+		SELECT r.bucket, `+pathExpr+` AS path, r.model, r.firmware, r.stats FROM `+from_+` WHERE `+where.String()+`) x
+		WHERE x.path IS NOT NULL`+paths.String()+nodeFilters.String(), append(args, pathArgs...)...)
 	if err != nil {
 		return fmt.Errorf("read rollups: %w", err)
 	}

@@ -39,6 +39,7 @@ func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&ingest.PerSite, "ingest-per-site", ingest.PerSite, "devices a site in the ingest comparison")
 	fs.DurationVar(&ingest.Duration, "duration", ingest.Duration, "each ingest phase")
 	fs.IntVar(&ingest.Rounds, "rounds", ingest.Rounds, "ingest phases of each kind, alternating with and without rollups")
+	pgOnly := fs.Bool("postgres-only", false, "run on --postgres only, not SQLite too")
 	only := fs.String("only", "", "run one part: "+strings.Join(historyParts, " or ")+" (default all)")
 	markdown := fs.String("markdown", "", "also write the result tables in Markdown to this file")
 	if err := fs.Parse(args); err != nil {
@@ -66,13 +67,20 @@ func runBenchHistory(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	fleet.Herd, fleet.Stores, fleet.Dir, fleet.Out = exe, benchStores(*pg), *dir, stderr
-	ingest.Herd, ingest.Stores, ingest.Dir, ingest.Out = exe, benchStores(*pg), *dir, stderr
+	stores := benchStores(*pg)
+	if *pgOnly {
+		if *pg == "" {
+			return &usageError{msg: "--postgres-only needs --postgres"}
+		}
+		stores = []string{*pg}
+	}
+	fleet.Herd, fleet.Stores, fleet.Dir, fleet.Out = exe, stores, *dir, stderr
+	ingest.Herd, ingest.Stores, ingest.Dir, ingest.Out = exe, stores, *dir, stderr
 	device.Out = stderr
 	var md string
 	var runErr error
 	if *only == "" || *only == "device" {
-		rs, err := bench.RunDeviceHistory(ctx, benchStores(*pg), *dir, device)
+		rs, err := bench.RunDeviceHistory(ctx, stores, *dir, device)
 		md, runErr = bench.DeviceHistoryMarkdown(rs), err
 	}
 	if (*only == "" || *only == "fleet") && runErr == nil {
