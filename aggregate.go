@@ -3,7 +3,6 @@ package herd
 import (
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -60,25 +59,11 @@ func (q *AggregateQuery) RollupServes() bool {
 // and group_by. Every error names the part that is wrong.
 func ParseAggregateQuery(v url.Values, now time.Time) (AggregateQuery, error) {
 	var q AggregateQuery
-	for key := range v {
-		switch key {
-		case "filter":
-		case "tenant_id", "node_id", "field", "agg", "from", "to", "step", "group_by":
-			if len(v[key]) > 1 {
-				return q, Errorf(EINVALID, "query parameter %q is given %d times; give it once", key, len(v[key]))
-			}
-		default:
-			return q, Errorf(EINVALID, "unknown query parameter %q", key)
-		}
+	if err := checkHistoryParams(v, "tenant_id", "node_id", "filter", "field", "agg", "from", "to", "step", "group_by"); err != nil {
+		return q, err
 	}
 	var err error
-	if q.TenantID, err = parseOptionalID(v, "tenant_id"); err != nil {
-		return q, err
-	}
-	if q.NodeID, err = parseOptionalID(v, "node_id"); err != nil {
-		return q, err
-	}
-	if q.Filters, err = ParseDeviceFilters(v["filter"]); err != nil {
+	if q.TenantID, q.NodeID, q.Filters, err = parseScopeParams(v); err != nil {
 		return q, err
 	}
 	q.Field = v.Get("field")
@@ -144,8 +129,10 @@ func (q *AggregateQuery) Normalize() error {
 	if q.Step < time.Minute || q.Step%time.Minute != 0 {
 		return Errorf(EINVALID, "step %s: fleet aggregates step in whole minutes (their rollups are per minute and per hour)", FormatStep(q.Step))
 	}
-	if len(q.Filters) > MaxFilters {
-		return Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
+	// The filters as GET /v1/devices checks them, for a query built in
+	// code: only allow-listed fields and operators reach the SQL.
+	if err := (&DeviceQuery{Filters: q.Filters}).Normalize(); err != nil {
+		return err
 	}
 	q.From = q.From.Truncate(time.Minute)
 	if t := q.To.Truncate(time.Minute); !t.Equal(q.To) {
@@ -160,19 +147,9 @@ func (q *AggregateQuery) Normalize() error {
 // Values encodes q as the query string ParseAggregateQuery reads; a filter
 // value no parse gives (see FormatDeviceFilter) is an error.
 func (q AggregateQuery) Values() (url.Values, error) {
-	v := url.Values{}
-	if q.TenantID != 0 {
-		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
-	}
-	if q.NodeID != 0 {
-		v.Set("node_id", strconv.FormatInt(q.NodeID, 10))
-	}
-	for _, f := range q.Filters {
-		s, err := FormatDeviceFilter(f)
-		if err != nil {
-			return nil, err
-		}
-		v.Add("filter", s)
+	v, err := scopeValues(q.TenantID, q.NodeID, q.Filters)
+	if err != nil {
+		return nil, err
 	}
 	v.Set("field", q.Field)
 	if len(q.Aggs) > 0 {
@@ -191,38 +168,4 @@ func (q AggregateQuery) Values() (url.Values, error) {
 		v.Set("group_by", q.GroupBy)
 	}
 	return v, nil
-}
-
-// ParseDeviceFilters parses repeated filter= values as GET /v1/devices does,
-// within the same limits.
-func ParseDeviceFilters(fs []string) ([]DeviceFilter, error) {
-	if len(fs) > MaxFilters {
-		return nil, Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
-	}
-	var out []DeviceFilter
-	nvalues := 0
-	for _, s := range fs {
-		f, err := ParseDeviceFilter(s)
-		if err != nil {
-			return nil, err
-		}
-		if nvalues += len(f.Values); nvalues > MaxFilterValues {
-			return nil, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-// parseOptionalID reads an optional id parameter.
-func parseOptionalID(v url.Values, name string) (int64, error) {
-	s := v.Get(name)
-	if s == "" {
-		return 0, nil
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, Errorf(EINVALID, "%s %q is not an id", name, s)
-	}
-	return id, nil
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,6 +208,90 @@ func CheckSteps(from, to time.Time, step time.Duration) error {
 		return Errorf(EINVALID, "step %s over this range gives %d points, more than the limit of %d: choose a larger step or a shorter range", FormatStep(step), n, MaxSeriesPoints)
 	}
 	return nil
+}
+
+// checkHistoryParams refuses a query parameter not among names, and any
+// but filter given more than once: the history's reads share the device
+// query's strictness, so a misspelt or doubled parameter never quietly
+// widens or changes an answer.
+func checkHistoryParams(v url.Values, names ...string) error {
+	for key, vals := range v {
+		if !slices.Contains(names, key) {
+			return Errorf(EINVALID, "unknown query parameter %q (%s)", key, strings.Join(names, " "))
+		}
+		if key != "filter" && len(vals) > 1 {
+			return Errorf(EINVALID, "%s is given %d times: give query parameter %q once", key, len(vals), key)
+		}
+	}
+	return nil
+}
+
+// parseScopeParams reads the scope of a read over many devices: tenant_id
+// (a super-admin's tenant), node_id (a subtree) and filter (repeated, the
+// device filter language of GET /v1/devices within its limits).
+func parseScopeParams(v url.Values) (tenantID, nodeID int64, filters []DeviceFilter, err error) {
+	if tenantID, err = parseOptionalID(v, "tenant_id"); err != nil {
+		return 0, 0, nil, err
+	}
+	if nodeID, err = parseOptionalID(v, "node_id"); err != nil {
+		return 0, 0, nil, err
+	}
+	filters, err = ParseDeviceFilters(v["filter"])
+	return tenantID, nodeID, filters, err
+}
+
+// ParseDeviceFilters parses repeated filter= values as GET /v1/devices does,
+// within the same limits.
+func ParseDeviceFilters(fs []string) ([]DeviceFilter, error) {
+	if len(fs) > MaxFilters {
+		return nil, Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
+	}
+	var out []DeviceFilter
+	nvalues := 0
+	for _, s := range fs {
+		f, err := ParseDeviceFilter(s)
+		if err != nil {
+			return nil, err
+		}
+		if nvalues += len(f.Values); nvalues > MaxFilterValues {
+			return nil, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// scopeValues writes what parseScopeParams reads; a filter value no parse
+// gives (see FormatDeviceFilter) is an error.
+func scopeValues(tenantID, nodeID int64, filters []DeviceFilter) (url.Values, error) {
+	v := url.Values{}
+	if tenantID != 0 {
+		v.Set("tenant_id", strconv.FormatInt(tenantID, 10))
+	}
+	if nodeID != 0 {
+		v.Set("node_id", strconv.FormatInt(nodeID, 10))
+	}
+	for _, f := range filters {
+		s, err := FormatDeviceFilter(f)
+		if err != nil {
+			return nil, err
+		}
+		v.Add("filter", s)
+	}
+	return v, nil
+}
+
+// parseOptionalID reads an optional id parameter.
+func parseOptionalID(v url.Values, name string) (int64, error) {
+	s := v.Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, Errorf(EINVALID, "%s %q is not an id", name, s)
+	}
+	return id, nil
 }
 
 // ScopeRoot is the node path a scope's groups hang under for group_by=node:

@@ -25,9 +25,6 @@ type ExportEnd struct {
 	Count int64 `json:"count"`
 }
 
-// exportParams are the query parameters of GET /v1/readings/export.
-var exportParams = map[string]bool{"tenant_id": true, "node_id": true, "filter": true, "from": true, "to": true, "format": true}
-
 // ParseExportQuery parses the query string of GET /v1/readings/export:
 // tenant_id (a super-admin's tenant), node_id (narrows the scope to a
 // subtree), filter= (the device filter language of GET /v1/devices, any
@@ -35,34 +32,11 @@ var exportParams = map[string]bool{"tenant_id": true, "node_id": true, "filter":
 // and format (ndjson, the default and only format of the API). Unknown
 // parameters, and a single-valued one given twice, are refused.
 func ParseExportQuery(v url.Values, now time.Time) (q ExportQuery, format string, err error) {
-	for key, vals := range v {
-		if !exportParams[key] {
-			return q, "", Errorf(EINVALID, "unknown query parameter %q (tenant_id node_id filter from to format)", key)
-		}
-		if key != "filter" && len(vals) > 1 {
-			return q, "", Errorf(EINVALID, "%s is given %d times; give it once", key, len(vals))
-		}
-	}
-	if q.TenantID, err = parseExportID(v, "tenant_id"); err != nil {
+	if err := checkHistoryParams(v, "tenant_id", "node_id", "filter", "from", "to", "format"); err != nil {
 		return q, "", err
 	}
-	if q.NodeID, err = parseExportID(v, "node_id"); err != nil {
+	if q.TenantID, q.NodeID, q.Filters, err = parseScopeParams(v); err != nil {
 		return q, "", err
-	}
-	fs := v["filter"]
-	if len(fs) > MaxFilters {
-		return q, "", Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
-	}
-	nvalues := 0
-	for _, s := range fs {
-		f, err := ParseDeviceFilter(s)
-		if err != nil {
-			return q, "", err
-		}
-		if nvalues += len(f.Values); nvalues > MaxFilterValues {
-			return q, "", Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
-		}
-		q.Filters = append(q.Filters, f)
 	}
 	if q.From, q.To, err = ParseHistoryRange(v.Get("from"), v.Get("to"), now); err != nil {
 		return q, "", err
@@ -77,18 +51,6 @@ func ParseExportQuery(v url.Values, now time.Time) (q ExportQuery, format string
 		return q, "", Errorf(EINVALID, "format %q is not an export format (ndjson)", format)
 	}
 	return q, format, nil
-}
-
-func parseExportID(v url.Values, name string) (int64, error) {
-	s := v.Get(name)
-	if s == "" {
-		return 0, nil
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, Errorf(EINVALID, "%s %q is not an id", name, s)
-	}
-	return id, nil
 }
 
 // Values returns the query string of GET /v1/readings/export that

@@ -87,15 +87,8 @@ func ParseReadingField(name string) error {
 // parameters of the other kind of request, are refused.
 func ParseReadingsQuery(v url.Values, now time.Time) (ReadingsQuery, error) {
 	var q ReadingsQuery
-	for key, vals := range v {
-		switch key {
-		case "from", "to", "fields", "limit", "cursor", "step", "agg":
-		default:
-			return q, Errorf(EINVALID, "unknown query parameter %q", key)
-		}
-		if len(vals) > 1 {
-			return q, Errorf(EINVALID, "query parameter %q given %d times", key, len(vals))
-		}
+	if err := checkHistoryParams(v, "from", "to", "fields", "limit", "cursor", "step", "agg"); err != nil {
+		return q, err
 	}
 	from, to, err := ParseHistoryRange(v.Get("from"), v.Get("to"), now)
 	if err != nil {

@@ -3,7 +3,6 @@ package herd
 import (
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -38,39 +37,12 @@ const MaxSummaryGroups = 1000
 // wrong.
 func ParseSummaryQuery(v url.Values) (SummaryQuery, error) {
 	var q SummaryQuery
-	for key, vals := range v {
-		switch key {
-		case "filter":
-			continue
-		case "tenant_id", "node_id", "group_by", "fields":
-		default:
-			return q, Errorf(EINVALID, "unknown query parameter %q (filter tenant_id node_id group_by fields)", key)
-		}
-		if len(vals) > 1 {
-			return q, Errorf(EINVALID, "%s is given %d times: give it once (fields as one comma list)", key, len(vals))
-		}
+	if err := checkHistoryParams(v, "filter", "tenant_id", "node_id", "group_by", "fields"); err != nil {
+		return q, err
 	}
 	var err error
-	if q.TenantID, err = parseSummaryID(v, "tenant_id"); err != nil {
+	if q.TenantID, q.NodeID, q.Filters, err = parseScopeParams(v); err != nil {
 		return q, err
-	}
-	if q.NodeID, err = parseSummaryID(v, "node_id"); err != nil {
-		return q, err
-	}
-	fs := v["filter"]
-	if len(fs) > MaxFilters {
-		return q, Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
-	}
-	nvalues := 0
-	for _, s := range fs {
-		f, err := ParseDeviceFilter(s)
-		if err != nil {
-			return q, err
-		}
-		if nvalues += len(f.Values); nvalues > MaxFilterValues {
-			return q, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
-		}
-		q.Filters = append(q.Filters, f)
 	}
 	q.GroupBy = v.Get("group_by")
 	if s := v.Get("fields"); s != "" {
@@ -80,18 +52,6 @@ func ParseSummaryQuery(v url.Values) (SummaryQuery, error) {
 		return q, err
 	}
 	return q, nil
-}
-
-func parseSummaryID(v url.Values, name string) (int64, error) {
-	s := v.Get(name)
-	if s == "" {
-		return 0, nil
-	}
-	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, Errorf(EINVALID, "%s %q is not an id", name, s)
-	}
-	return id, nil
 }
 
 // checkGroupFields checks group_by and fields against their allow-lists.
@@ -130,19 +90,9 @@ func (q *SummaryQuery) Normalize() error {
 // It fails only for a query no parse gives: a value of the wrong type for
 // its field, or an in-list text value holding the separator '|'.
 func (q SummaryQuery) Values() (url.Values, error) {
-	v := url.Values{}
-	if q.TenantID != 0 {
-		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
-	}
-	if q.NodeID != 0 {
-		v.Set("node_id", strconv.FormatInt(q.NodeID, 10))
-	}
-	for _, f := range q.Filters {
-		s, err := FormatDeviceFilter(f)
-		if err != nil {
-			return nil, err
-		}
-		v.Add("filter", s)
+	v, err := scopeValues(q.TenantID, q.NodeID, q.Filters)
+	if err != nil {
+		return nil, err
 	}
 	if q.GroupBy != "" {
 		v.Set("group_by", q.GroupBy)

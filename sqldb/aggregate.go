@@ -34,10 +34,7 @@ const (
 // matching devices (AggregateFromReadings), up to MaxAggregateReadings.
 func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.AggregateQuery) (_ *herd.AggregateResult, err error) {
 	defer wrapOp("sqldb.AggregateReadings", &err)
-	// The filters as GET /v1/devices checks them, for a query built in
-	// code: only allow-listed fields and operators with typed values
-	// reach the SQL.
-	if err := (&herd.DeviceQuery{Filters: q.Filters}).Normalize(); err != nil {
+	if err := q.Normalize(); err != nil {
 		return nil, err
 	}
 	if !q.RollupServes() {
@@ -45,9 +42,6 @@ func (s *HistoryService) AggregateReadings(ctx context.Context, q herd.Aggregate
 	}
 	a, err := actor(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := q.Normalize(); err != nil {
 		return nil, err
 	}
 	tx, err := s.db.beginRead(ctx)
@@ -183,9 +177,6 @@ func (s *HistoryService) AggregateFromReadings(ctx context.Context, q herd.Aggre
 	defer wrapOp("sqldb.AggregateFromReadings", &err)
 	a, err := actor(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := (&herd.DeviceQuery{Filters: q.Filters}).Normalize(); err != nil {
 		return nil, err
 	}
 	if err := q.Normalize(); err != nil {

@@ -29,14 +29,24 @@ func (db *DB) HistoryBytes(ctx context.Context) (readings, rollups int64, err er
 		}
 		return readings, rollups, nil
 	}
-	var r, u sql.NullInt64
-	if err := pool.QueryRowContext(ctx, `SELECT SUM(pgsize) FROM dbstat('main', 1) WHERE name IN ('readings', 'readings_ts_device', 'readings_device_ts')`).Scan(&r); err != nil {
-		return 0, 0, fmt.Errorf("readings bytes: %w", err)
+	if readings, err = db.readingsBytesSQLite(ctx); err != nil {
+		return 0, 0, err
 	}
+	var u sql.NullInt64
 	if err := pool.QueryRowContext(ctx, `SELECT SUM(pgsize) FROM dbstat('main', 1) WHERE name IN ('reading_rollups', 'reading_rollups_res_bucket')`).Scan(&u); err != nil {
 		return 0, 0, fmt.Errorf("rollup bytes: %w", err)
 	}
-	return r.Int64, u.Int64, nil
+	return readings, u.Int64, nil
+}
+
+// readingsBytesSQLite is what the readings and their indexes take in a
+// SQLite store, from dbstat.
+func (db *DB) readingsBytesSQLite(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := db.readPool().QueryRowContext(ctx, `SELECT SUM(pgsize) FROM dbstat('main', 1) WHERE name IN ('readings', 'readings_ts_device', 'readings_device_ts')`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("readings bytes: %w", err)
+	}
+	return n.Int64, nil
 }
 
 // CountRollups counts a tenant's rollup rows of one resolution with buckets

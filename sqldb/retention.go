@@ -240,16 +240,17 @@ func (db *DB) refreshRetentionMetrics(ctx context.Context) error {
 		m.partitions.Set(float64(len(ps)))
 		return nil
 	}
-	var span, bytes sql.NullInt64
+	var span sql.NullInt64
 	if err := pool.QueryRowContext(ctx, `SELECT MAX(id) - MIN(id) + 1 FROM readings`).Scan(&span); err != nil {
 		return fmt.Errorf("readings held: %w", err)
 	}
 	// dbstat in aggregate mode gives one row per table or index; it still
 	// visits their pages, on a reader, hourly.
-	if err := pool.QueryRowContext(ctx, `SELECT SUM(pgsize) FROM dbstat('main', 1) WHERE name IN ('readings', 'readings_ts_device', 'readings_device_ts')`).Scan(&bytes); err != nil {
-		return fmt.Errorf("readings bytes: %w", err)
+	bytes, err := db.readingsBytesSQLite(ctx)
+	if err != nil {
+		return err
 	}
 	m.rows.Set(float64(span.Int64))
-	m.bytes.Set(float64(bytes.Int64))
+	m.bytes.Set(float64(bytes))
 	return nil
 }
