@@ -91,6 +91,9 @@ type DB struct {
 	bdb *sql.DB
 	// cursorKey signs the cursors the store issues (cursorkey.go).
 	cursorKey herd.CursorKey
+	// refreshMu makes this process's refreshes of the per-device rollups
+	// one at a time (device_rollup_refresh.go).
+	refreshMu sync.Mutex
 }
 
 // NewDB returns a DB for dsn with default settings.

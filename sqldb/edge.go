@@ -222,6 +222,9 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	if err != nil {
 		return err
 	}
+	if err := tx.markStaleDeviceRollups(ctx, items, inserted); err != nil {
+		return err
+	}
 
 	// Per device, in arrival order: readings since the last connection
 	// change fold into one projection update, made before that change.
@@ -337,6 +340,9 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	// locked until the commit, and every transaction of the same nodes and
 	// minute waits for them, so they are taken as late as possible.
 	if err := tx.applyRollups(ctx, items, inserted, folded); err != nil {
+		return err
+	}
+	if err := tx.checkIngestDuration(); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -294,9 +294,17 @@ func (s *HistoryService) DeviceSeries(ctx context.Context, q herd.ReadingsQuery)
 			return nil, err
 		}
 		var series []herd.Series
-		if q.Agg == herd.AggLast {
+		ok := false
+		if !s.db.NoRollups {
+			if series, ok, err = tx.seriesFromRollups(ctx, d, q, fields); err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case ok:
+		case q.Agg == herd.AggLast:
 			series, err = tx.seriesLast(ctx, d, q, fields)
-		} else {
+		default:
 			series, err = tx.seriesGrouped(ctx, d, q, fields)
 		}
 		if err != nil {

@@ -88,6 +88,17 @@ func (db *DB) EnsurePartitions(ctx context.Context) (err error) {
 // it. The key is of the schema, so that stores side by side in one
 // database (tests) do not exclude each other.
 func (db *DB) withPartitionLock(ctx context.Context, fn func(*sql.Conn) error) error {
+	return db.withAdvisoryLockConn(ctx, "herd readings partitions", fn)
+}
+
+// withAdvisoryLock runs fn while this session holds PostgreSQL's advisory
+// lock of name (in the current schema, so that tests' schemas do not meet),
+// on a connection of its own; if another session holds it, fn does not run.
+func (db *DB) withAdvisoryLock(ctx context.Context, name string, fn func() error) error {
+	return db.withAdvisoryLockConn(ctx, name, func(*sql.Conn) error { return fn() })
+}
+
+func (db *DB) withAdvisoryLockConn(ctx context.Context, name string, fn func(*sql.Conn) error) error {
 	// The main pool's, not the event pipeline's small one (bdb): a run
 	// holds its connection for as long as the old rows take to delete.
 	conn, err := db.wdb.Conn(ctx)
@@ -95,16 +106,16 @@ func (db *DB) withPartitionLock(ctx context.Context, fn func(*sql.Conn) error) e
 		return err
 	}
 	defer conn.Close()
-	const key = `hashtextextended('herd readings partitions/' || current_schema(), 0)`
+	const key = `hashtextextended(CAST($1 AS TEXT) || '/' || current_schema(), 0)`
 	var got bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+key+`)`).Scan(&got); err != nil {
-		return fmt.Errorf("partition lock: %w", err)
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+key+`)`, name).Scan(&got); err != nil {
+		return fmt.Errorf("%s lock: %w", name, err)
 	}
 	if !got {
-		db.Logger.Debug("partition manager busy in another session; skipped")
+		db.Logger.Debug(name + " busy in another session; skipped")
 		return nil
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`)
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`, name)
 	return fn(conn)
 }
 
