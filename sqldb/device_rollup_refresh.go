@@ -100,6 +100,9 @@ func (db *DB) refreshStep(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if ok {
+		db.metrics.deviceRollupLag.Set(float64(now.UnixMilli()-hi) / 1000)
+	}
 	if !ok {
 		// The first run: an empty span at the clock, which the steps
 		// below widen each way.
@@ -361,6 +364,9 @@ func (db *DB) takeStaleMarks(ctx context.Context, tx *sql.Tx) ([]staleBucket, er
 // once while there is work, then every GraceDeviceRollups/10. Failures
 // are logged and tried again at the next tick.
 func (db *DB) RunDeviceRollups(ctx context.Context) {
+	if db.NoRollups {
+		return
+	}
 	idle := GraceDeviceRollups / 10
 	for {
 		more, err := db.RefreshDeviceRollups(ctx)

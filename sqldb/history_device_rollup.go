@@ -112,7 +112,7 @@ func (tx *Tx) seriesFromRollups(ctx context.Context, d *herd.Device, q herd.Read
 	if err := tx.foldDeviceRollups(ctx, d, from, step, served, stale, idx, acc); err != nil {
 		return nil, false, err
 	}
-	if err := tx.foldRawRanges(ctx, d, from, step, raw, idx, acc); err != nil {
+	if err := tx.foldRawRanges(ctx, d, from, step, q.Agg, raw, idx, acc); err != nil {
 		return nil, false, err
 	}
 	series := make([]herd.Series, len(fields))
@@ -187,42 +187,91 @@ func (tx *Tx) foldDeviceRollups(ctx context.Context, d *herd.Device, from, step 
 }
 
 // foldRawRanges adds the readings of the ranges to their steps, a few
-// ranges a statement.
-func (tx *Tx) foldRawRanges(ctx context.Context, d *herd.Device, from, step int64, ranges []msRange, idx []int, acc [][]deviceField) error {
+// ranges a statement: grouped by step in SQL (count, sum, min and max of
+// each field), or for agg=last each reading folded here.
+func (tx *Tx) foldRawRanges(ctx context.Context, d *herd.Device, from, step int64, agg string, ranges []msRange, idx []int, acc [][]deviceField) error {
+	var sel string
+	if agg == herd.AggLast {
+		sel = `ts, ` + numericSelect
+	} else {
+		sel = `(ts - ?) / ?`
+		for _, j := range idx {
+			e := numericExprs[j]
+			sel += ", COUNT(" + e + "), SUM(" + e + "), MIN(" + e + "), MAX(" + e + ")"
+		}
+	}
 	for len(ranges) > 0 {
 		chunk := ranges[:min(rawRangesPerStatement, len(ranges))]
 		ranges = ranges[len(chunk):]
 		conds := make([]string, len(chunk))
-		args := []any{d.TenantID}
+		var args []any
+		if agg != herd.AggLast {
+			args = append(args, from, step)
+		}
+		args = append(args, d.TenantID)
 		for i, r := range chunk {
 			conds[i] = "(device_id = ? AND ts >= ? AND ts < ?)"
 			args = append(args, d.ID, r.lo, r.hi)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT ts, `+numericSelect+` FROM readings WHERE tenant_id = ? AND (`+strings.Join(conds, " OR ")+`)`, args...)
+		q := `SELECT ` + sel + ` FROM readings WHERE tenant_id = ? AND (` + strings.Join(conds, " OR ") + `)`
+		if agg != herd.AggLast {
+			q += ` GROUP BY 1`
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("read readings: %w", err)
 		}
-		var ts int64
-		var r numericRow
-		dest := r.dest([]any{&ts})
-		for rows.Next() {
-			if err := rows.Scan(dest...); err != nil {
-				rows.Close()
-				return fmt.Errorf("read readings: %w", err)
-			}
-			k := (ts - from) / step
-			for i, j := range idx {
-				if r[j].Valid {
-					acc[k][i].add(ts, r[j].Float64)
-				}
-			}
+		if agg == herd.AggLast {
+			err = foldLastRows(rows, from, step, idx, acc)
+		} else {
+			err = foldGroupedRows(rows, idx, acc)
 		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
+		rows.Close()
+		if err != nil {
 			return fmt.Errorf("read readings: %w", err)
 		}
 	}
 	return nil
+}
+
+// numericExprs are numericSelect's expressions one by one.
+var numericExprs = strings.Split(numericSelect, ", ")
+
+func foldLastRows(rows *sql.Rows, from, step int64, idx []int, acc [][]deviceField) error {
+	var ts int64
+	var r numericRow
+	dest := r.dest([]any{&ts})
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		k := (ts - from) / step
+		for i, j := range idx {
+			if r[j].Valid {
+				acc[k][i].add(ts, r[j].Float64)
+			}
+		}
+	}
+	return rows.Err()
+}
+
+func foldGroupedRows(rows *sql.Rows, idx []int, acc [][]deviceField) error {
+	var k int64
+	n := make([]int64, len(idx))
+	v := make([][3]sql.NullFloat64, len(idx))
+	dest := []any{&k}
+	for i := range idx {
+		dest = append(dest, &n[i], &v[i][0], &v[i][1], &v[i][2])
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		for i := range idx {
+			if n[i] > 0 {
+				acc[k][i].merge(deviceField{n: n[i], sum: v[i][0].Float64, min: v[i][1].Float64, max: v[i][2].Float64})
+			}
+		}
+	}
+	return rows.Err()
 }

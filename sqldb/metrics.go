@@ -16,10 +16,17 @@ type metrics struct {
 	cacheDevices prometheus.Gauge
 	cacheBytes   prometheus.Gauge
 	retention    retentionMetrics // retention.go
+	// deviceRollupLag is how far behind the clock the per-device rollups'
+	// refresh is (device_rollup_refresh.go).
+	deviceRollupLag prometheus.Gauge
 }
 
 func newMetrics() *metrics {
 	return &metrics{
+		deviceRollupLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herd_store_device_rollups_lag_seconds",
+			Help: "How far the per-device rollups' refresh is behind the clock: now minus the end of the newest bucket computed for every device. It stays near the grace (10 min) plus a bucket (15 min); more means one device's stepped reads take more of their range from the readings.",
+		}),
 		deviceQuery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "herd_store_device_query_duration_seconds",
 			Help: "Time to answer one page of the scoped device query, by access path (scope: the scope read and sorted; walk: a sort index walked; cache: the state cache scanned) and page (first, which counts, or next).",
@@ -55,7 +62,7 @@ func newMetrics() *metrics {
 // register with the registry it serves.
 func (db *DB) Collectors() []prometheus.Collector {
 	m := db.metrics
-	return append([]prometheus.Collector{m.deviceQuery, m.refused, m.cacheLoads, m.cacheCatchUp, m.cacheDevices, m.cacheBytes}, m.retention.collectors()...)
+	return append([]prometheus.Collector{m.deviceQuery, m.refused, m.cacheLoads, m.cacheCatchUp, m.cacheDevices, m.cacheBytes, m.deviceRollupLag}, m.retention.collectors()...)
 }
 
 func (m *metrics) observeDeviceQuery(plan string, first bool, start time.Time) {

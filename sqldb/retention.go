@@ -74,7 +74,7 @@ func newRetentionMetrics() retentionMetrics {
 		}, []string{"step"}),
 		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_store_retention_pruned_total",
-			Help: "What the retention removed: rows of readings deleted, partitions of readings dropped (PostgreSQL), rows of reading_rollups deleted.",
+			Help: "What the retention removed: rows of readings deleted, partitions of readings dropped (PostgreSQL), rows of reading_rollups deleted, rows of device_rollups and device_rollup_stale deleted.",
 		}, []string{"what"}),
 		chunk: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "herd_store_retention_chunk_seconds",
@@ -126,7 +126,20 @@ func (db *DB) PruneReadings(ctx context.Context, readingsRetention, rollupRetent
 					return err
 				}
 			}
-			return nil
+			// The per-device rollups go with the readings, which on
+			// PostgreSQL stay up to a day past the cut: no older than the
+			// oldest one left.
+			var oldest sql.NullInt64
+			if err := db.readPool().QueryRowContext(ctx, `SELECT MIN(ts) FROM readings`).Scan(&oldest); err != nil {
+				return fmt.Errorf("oldest reading: %w", err)
+			}
+			devCut := cut
+			if oldest.Valid {
+				devCut = min(cut, floorDiv(oldest.Int64, DeviceRollupBucket)*DeviceRollupBucket)
+			}
+			n, err := db.deleteDeviceRollups(ctx, w, devCut)
+			m.pruned.WithLabelValues("device_rollup_rows").Add(float64(n))
+			return err
 		})
 	}
 	switch db.dialect {
@@ -195,16 +208,36 @@ func (db *DB) deleteChunksSQLite(ctx context.Context, what, q string, chunk int,
 // PostgreSQL of pgDeleteChunk: a delete there takes row locks only, and the
 // ingest's upserts of current buckets never meet it).
 func (db *DB) deleteRollups(ctx context.Context, w retentionExecer, res, cut int64) (int64, error) {
-	q := db.rebind(`DELETE FROM reading_rollups WHERE (` + rollupKeyColumns + `) IN (
-		SELECT ` + rollupKeyColumns + ` FROM reading_rollups WHERE res = ? AND bucket < ? ORDER BY bucket LIMIT ?)`)
+	return db.deleteOldBuckets(ctx, w, "reading_rollups", rollupKeyColumns, "res = ? AND bucket < ?", res, cut)
+}
+
+// deleteDeviceRollups deletes the per-device rollups, and the marks of
+// stale ones, whose bucket starts before cut: they go with the readings
+// they were computed from (device_rollups_bucket finds them; the marks
+// are few).
+func (db *DB) deleteDeviceRollups(ctx context.Context, w retentionExecer, cut int64) (int64, error) {
+	n, err := db.deleteOldBuckets(ctx, w, "device_rollups", "device_id, bucket", "bucket < ?", cut)
+	if err != nil {
+		return n, err
+	}
+	m, err := db.deleteOldBuckets(ctx, w, "device_rollup_stale", "device_id, bucket", "bucket < ?", cut)
+	return n + m, err
+}
+
+// deleteOldBuckets deletes the rows of table that cond matches, oldest
+// bucket first, a chunk a statement: rollupDeleteChunk on SQLite, each in
+// its own transaction on the writer, pgDeleteChunk on PostgreSQL.
+func (db *DB) deleteOldBuckets(ctx context.Context, w retentionExecer, table, key, cond string, args ...any) (int64, error) {
+	q := db.rebind(`DELETE FROM ` + table + ` WHERE (` + key + `) IN (
+		SELECT ` + key + ` FROM ` + table + ` WHERE ` + cond + ` ORDER BY bucket LIMIT ?)`)
 	if db.dialect == SQLite {
-		return db.deleteChunksSQLite(ctx, "reading_rollups", q, rollupDeleteChunk, res, cut)
+		return db.deleteChunksSQLite(ctx, table, q, rollupDeleteChunk, args...)
 	}
 	var total int64
 	for {
-		r, err := w.ExecContext(ctx, q, res, cut, pgDeleteChunk)
+		r, err := w.ExecContext(ctx, q, append(args, pgDeleteChunk)...)
 		if err != nil {
-			return total, fmt.Errorf("delete from reading_rollups: %w", err)
+			return total, fmt.Errorf("delete from %s: %w", table, err)
 		}
 		n, _ := r.RowsAffected()
 		total += n

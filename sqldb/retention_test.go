@@ -142,6 +142,7 @@ func TestPruneReadings(t *testing.T) {
 			}
 		}
 		mustIngest(t, db, items...)
+		refreshAll(t, db) // per-device rollups of every bucket the refresh has reached
 		if db.Dialect() == sqldb.Postgres {
 			// The readings of days without a partition went somewhere.
 			if p := retPartitionOf(t, db, devs[0].ID, now.Add(-36*retDay).UnixMilli()); p != "readings_default" {
@@ -209,6 +210,32 @@ func TestPruneReadings(t *testing.T) {
 		rows.Close()
 		if !maps.Equal(gotRollups, wantRollups) {
 			t.Fatalf("rollups after pruning: %v, want %v", slices.Collect(maps.Keys(gotRollups)), slices.Collect(maps.Keys(wantRollups)))
+		}
+
+		// The per-device rollups go with the readings: those of the
+		// readings kept are there, no other.
+		span := now.Add(-sqldb.GraceDeviceRollups).UnixMilli() / sqldb.DeviceRollupBucket * sqldb.DeviceRollupBucket
+		wantDev := map[retKey]bool{}
+		for k := range want {
+			if b := k.ts / sqldb.DeviceRollupBucket * sqldb.DeviceRollupBucket; b+sqldb.DeviceRollupBucket <= span {
+				wantDev[retKey{k.device, b}] = true
+			}
+		}
+		gotDev := map[retKey]bool{}
+		rows, err = db.SQL().Query(`SELECT device_id, bucket FROM device_rollups`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k retKey
+			if err := rows.Scan(&k.device, &k.ts); err != nil {
+				t.Fatal(err)
+			}
+			gotDev[k] = true
+		}
+		rows.Close()
+		if !maps.Equal(gotDev, wantDev) {
+			t.Fatalf("per-device rollups after pruning: %d rows, want %d (%v vs %v)", len(gotDev), len(wantDev), gotDev, wantDev)
 		}
 
 		var oldest int64 = 1 << 62

@@ -370,6 +370,10 @@ func (m *Main) openEvents(ctx context.Context) error {
 		prune(ectx)
 		every(ectx, time.Hour, prune)
 	})
+	// The per-device rollups one device's stepped read uses, refreshed as
+	// buckets age (docs/history.md, "One device's history"); RunDeviceRollups
+	// does nothing with --rollups off.
+	m.events.Go(func() { m.DB.RunDeviceRollups(ectx) })
 	// Each command expires once, as the update takes only open ones, so
 	// every process may run the sweep.
 	commands := sqldb.NewCommandService(m.DB)
