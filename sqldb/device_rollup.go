@@ -162,7 +162,7 @@ func decodeDeviceStats(s *deviceStats, b []byte) error {
 }
 
 // staleBucket is a per-device rollup a late reading changed.
-type staleBucket struct{ deviceID, bucket, tenantID int64 }
+type staleBucket struct{ deviceID, bucket, tenantID, seq int64 }
 
 // markStaleDeviceRollups records the buckets of the inserted readings that
 // the refresh may already have computed (see staleAfter), in the batch's
@@ -177,7 +177,7 @@ func (tx *Tx) markStaleDeviceRollups(ctx context.Context, items []herd.IngestIte
 		it := &items[i]
 		b := floorDiv(it.Reading.TS, DeviceRollupBucket) * DeviceRollupBucket
 		if b+DeviceRollupBucket <= cut {
-			stale = append(stale, staleBucket{it.DeviceID, b, it.TenantID})
+			stale = append(stale, staleBucket{deviceID: it.DeviceID, bucket: b, tenantID: it.TenantID})
 		}
 	}
 	if len(stale) == 0 {
@@ -193,13 +193,13 @@ func (tx *Tx) markStaleDeviceRollups(ctx context.Context, items []herd.IngestIte
 	for len(stale) > 0 {
 		chunk := stale[:min(per, len(stale))]
 		stale = stale[len(chunk):]
-		// DO UPDATE, not DO NOTHING: it locks a row already there, so the
-		// refresh cannot take the mark away (and read the readings without
-		// this one) until this transaction has committed.
+		// A mark already there counts one more (seq): the refresh, which
+		// may be computing the bucket from readings read before this
+		// one, then leaves it (refreshStale).
 		q := tx.memoText("stale/"+strconv.Itoa(len(chunk)), func() string {
 			return `INSERT INTO device_rollup_stale (device_id, bucket, tenant_id) VALUES ` +
 				strings.TrimSuffix(strings.Repeat("(?, ?, ?),", len(chunk)), ",") +
-				` ON CONFLICT (device_id, bucket) DO UPDATE SET tenant_id = excluded.tenant_id`
+				` ON CONFLICT (device_id, bucket) DO UPDATE SET seq = device_rollup_stale.seq + 1`
 		})
 		args := make([]any, 0, 3*len(chunk))
 		for _, s := range chunk {

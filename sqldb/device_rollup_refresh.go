@@ -26,10 +26,10 @@ const (
 	// refresh upserts: on SQLite it holds the one writer, and an ingest
 	// commit waits for it, for a few milliseconds.
 	refreshWriteRows = 500
-	// refreshStaleBuckets is how many stale buckets one transaction
-	// computes again (each a range of one device's readings, read inside
-	// the transaction so that the mark and the rows change together).
-	refreshStaleBuckets = 50
+	// refreshStaleBuckets is how many stale buckets one step computes
+	// again (each a range of one device's readings) and writes in one
+	// transaction.
+	refreshStaleBuckets = 200
 )
 
 // numericSelect selects the numeric reading fields as numbers, in
@@ -282,34 +282,33 @@ func (db *DB) writeDeviceRollups(ctx context.Context, w retentionExecer, b int64
 	return nil
 }
 
-// refreshStale computes again up to refreshStaleBuckets stale buckets in
-// one transaction: it takes their marks first (on PostgreSQL, a mark an
-// ingest still holds is taken once that ingest commits, and its reading
-// is then visible to the reads that follow), then reads each one's
-// readings and writes its row. A bucket outside the span loses its mark
+// refreshStale computes again up to refreshStaleBuckets stale buckets:
+// it reads their marks and then their readings, on the read pool, and in
+// one write transaction upserts their rows and takes away each mark whose
+// seq is still the one it read. A reading committed meanwhile marked its
+// bucket again (seq + 1), or waited for this transaction to take the mark
+// and then made a new one; either way the mark stays, and the next step
+// computes the bucket again. A bucket outside the span loses its mark
 // only: the span's own steps compute it whole, from readings committed
 // before the mark was.
 func (db *DB) refreshStale(ctx context.Context) (int, error) {
-	tx, err := db.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback()
-	marks, err := db.takeStaleMarks(ctx, tx)
+	marks, err := db.readStaleMarks(ctx)
 	if err != nil || len(marks) == 0 {
 		return 0, err
 	}
-	var l, h sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT lo, hi FROM device_rollup_span WHERE id = 1`).Scan(&l, &h); err != nil {
-		return 0, fmt.Errorf("read the device rollups' span: %w", err)
+	lo, hi, ok, err := db.deviceRollupSpan(ctx)
+	if err != nil {
+		return 0, err
 	}
+	pool := db.readPool()
 	q := db.rebind(`SELECT ts, ` + numericSelect + ` FROM readings WHERE tenant_id = ? AND device_id = ? AND ts >= ? AND ts < ?`)
-	for _, m := range marks {
-		if !l.Valid || m.bucket < l.Int64 || m.bucket >= h.Int64 {
+	rollups := make([]*deviceRollup, len(marks))
+	for i, m := range marks {
+		if !ok || m.bucket < lo || m.bucket >= hi {
 			continue
 		}
 		d := &deviceRollup{deviceID: m.deviceID, tenantID: m.tenantID}
-		rs, err := tx.QueryContext(ctx, q, m.tenantID, m.deviceID, m.bucket, m.bucket+DeviceRollupBucket)
+		rs, err := pool.QueryContext(ctx, q, m.tenantID, m.deviceID, m.bucket, m.bucket+DeviceRollupBucket)
 		if err != nil {
 			return 0, fmt.Errorf("read a stale device rollup's readings: %w", err)
 		}
@@ -329,8 +328,22 @@ func (db *DB) refreshStale(ctx context.Context) (int, error) {
 		if err := rs.Err(); err != nil {
 			return 0, fmt.Errorf("read a stale device rollup's readings: %w", err)
 		}
-		if err := db.writeDeviceRollups(ctx, tx, m.bucket, []*deviceRollup{d}); err != nil {
-			return 0, err
+		rollups[i] = d
+	}
+	tx, err := db.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	del := db.rebind(`DELETE FROM device_rollup_stale WHERE device_id = ? AND bucket = ? AND seq = ?`)
+	for i, m := range marks {
+		if d := rollups[i]; d != nil {
+			if err := db.writeDeviceRollups(ctx, tx, m.bucket, []*deviceRollup{d}); err != nil {
+				return 0, err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, del, m.deviceID, m.bucket, m.seq); err != nil {
+			return 0, fmt.Errorf("take a stale device rollup's mark: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -339,21 +352,18 @@ func (db *DB) refreshStale(ctx context.Context) (int, error) {
 	return len(marks), nil
 }
 
-// takeStaleMarks deletes up to refreshStaleBuckets marks and returns them.
-func (db *DB) takeStaleMarks(ctx context.Context, tx *sql.Tx) ([]staleBucket, error) {
-	q := db.rebind(`DELETE FROM device_rollup_stale WHERE (device_id, bucket) IN (
-		SELECT device_id, bucket FROM device_rollup_stale ORDER BY device_id, bucket LIMIT ` + strconv.Itoa(refreshStaleBuckets) + `)
-		RETURNING device_id, bucket, tenant_id`)
-	rs, err := tx.QueryContext(ctx, q)
+// readStaleMarks reads up to refreshStaleBuckets marks, in key order.
+func (db *DB) readStaleMarks(ctx context.Context) ([]staleBucket, error) {
+	rs, err := db.readPool().QueryContext(ctx, `SELECT device_id, bucket, tenant_id, seq FROM device_rollup_stale ORDER BY device_id, bucket LIMIT `+strconv.Itoa(refreshStaleBuckets))
 	if err != nil {
-		return nil, fmt.Errorf("take stale device rollups: %w", err)
+		return nil, fmt.Errorf("read stale device rollups: %w", err)
 	}
 	defer rs.Close()
 	var out []staleBucket
 	for rs.Next() {
 		var m staleBucket
-		if err := rs.Scan(&m.deviceID, &m.bucket, &m.tenantID); err != nil {
-			return nil, fmt.Errorf("take stale device rollups: %w", err)
+		if err := rs.Scan(&m.deviceID, &m.bucket, &m.tenantID, &m.seq); err != nil {
+			return nil, fmt.Errorf("read stale device rollups: %w", err)
 		}
 		out = append(out, m)
 	}

@@ -23,11 +23,14 @@ CREATE INDEX device_rollups_bucket ON device_rollups (bucket);
 
 -- The buckets of device_rollups a reading committed after their refresh
 -- (or during it) has changed: until the refresh computes them again, a read
--- takes them from the readings.
+-- takes them from the readings. seq counts the marks of the bucket: the
+-- refresh, which reads the readings outside its write, takes the mark away
+-- only if no reading marked it again meanwhile.
 CREATE TABLE device_rollup_stale (
     device_id BIGINT NOT NULL,
     bucket    BIGINT NOT NULL,
     tenant_id BIGINT NOT NULL,
+    seq       BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, bucket)
 ) WITHOUT ROWID;
 
