@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -60,6 +61,7 @@ type DeviceHistoryResult struct {
 	OddP99        time.Duration
 	BaseP50       time.Duration // from the readings alone
 	BaseP99       time.Duration
+	MaxRelErr     float64 // of the rollups' answer against the readings'
 	RawP50        time.Duration
 	RawP99        time.Duration
 }
@@ -168,6 +170,7 @@ func DeviceHistoryBench(ctx context.Context, db *sqldb.DB, store string, cfg Dev
 			r.Fields = "all"
 		}
 		step := herd.ReadingsQuery{DeviceID: dev.ID, From: start, To: end, Step: time.Hour, Agg: herd.AggAvg, Fields: fields}
+		var last *herd.SeriesResult
 		timed := func(q herd.ReadingsQuery) (p50, p99 time.Duration, points int, err error) {
 			var lat []time.Duration
 			for i := range cfg.Samples + 5 {
@@ -179,6 +182,7 @@ func DeviceHistoryBench(ctx context.Context, db *sqldb.DB, store string, cfg Dev
 				if i >= 5 {
 					lat = append(lat, time.Since(t))
 				}
+				last = s
 				points = 0
 				for _, sr := range s.Series {
 					points += len(sr.Points)
@@ -191,6 +195,7 @@ func DeviceHistoryBench(ctx context.Context, db *sqldb.DB, store string, cfg Dev
 		if r.StepP50, r.StepP99, r.Points, err = timed(step); err != nil {
 			return nil, err
 		}
+		fromRollups := last
 		odd := step
 		odd.From = start.Add(7*time.Minute + 13*time.Second)
 		if r.OddP50, r.OddP99, _, err = timed(odd); err != nil {
@@ -202,12 +207,38 @@ func DeviceHistoryBench(ctx context.Context, db *sqldb.DB, store string, cfg Dev
 		if err != nil {
 			return nil, err
 		}
+		if r.MaxRelErr, err = seriesDiff(fromRollups, last); err != nil {
+			return nil, err
+		}
 		fmt.Fprintf(cfg.Out, "history %s: step=1h&agg=avg fields=%s over %s (%d points): p50 %s p99 %s (from 07:13 past: %s, %s; readings alone: %s, %s); raw page of %d: p50 %s p99 %s\n",
 			store, r.Fields, end.Sub(start), r.Points, fmtDur(r.StepP50), fmtDur(r.StepP99), fmtDur(r.OddP50), fmtDur(r.OddP99),
 			fmtDur(r.BaseP50), fmtDur(r.BaseP99), r.Items, fmtDur(r.RawP50), fmtDur(r.RawP99))
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// seriesDiff is the largest relative difference between two answers'
+// values, which must have the same points.
+func seriesDiff(a, b *herd.SeriesResult) (float64, error) {
+	if len(a.Series) != len(b.Series) {
+		return 0, fmt.Errorf("rollups gave %d series, the readings %d", len(a.Series), len(b.Series))
+	}
+	worst := 0.0
+	for i, sa := range a.Series {
+		sb := b.Series[i]
+		if sa.Field != sb.Field || len(sa.Points) != len(sb.Points) {
+			return 0, fmt.Errorf("rollups gave %s with %d points, the readings %s with %d", sa.Field, len(sa.Points), sb.Field, len(sb.Points))
+		}
+		for j, p := range sa.Points {
+			q := sb.Points[j]
+			if p.TS != q.TS {
+				return 0, fmt.Errorf("%s point %d: rollups at %d, the readings at %d", sa.Field, j, p.TS, q.TS)
+			}
+			worst = max(worst, math.Abs(p.Value-q.Value)/math.Max(1, math.Abs(q.Value)))
+		}
+	}
+	return worst, nil
 }
 
 // DeviceHistoryMarkdown renders results as a bench/README.md table.

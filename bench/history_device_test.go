@@ -39,6 +39,9 @@ func TestDeviceHistoryBench(t *testing.T) {
 			if cfg.FieldSets[i] == nil {
 				wantPoints *= 3 // temperature, humidity and battery
 			}
+			if r.MaxRelErr > 1e-9 {
+				t.Fatalf("%+v: the rollups' answer is %g off the readings'", r, r.MaxRelErr)
+			}
 			if r.Points != wantPoints || r.Items != cfg.PageSize || r.TotalReadings != cfg.Readings*(1+cfg.Others) {
 				t.Fatalf("%+v: want %d points, pages of %d", r, wantPoints, cfg.PageSize)
 			}
