@@ -92,8 +92,10 @@ type DB struct {
 	// cursorKey signs the cursors the store issues (cursorkey.go).
 	cursorKey herd.CursorKey
 	// refreshMu makes this process's refreshes of the per-device rollups
-	// one at a time (device_rollup_refresh.go).
+	// one at a time (device_rollup_refresh.go); staleFrom, under it, is the
+	// last stale mark the previous step computed.
 	refreshMu sync.Mutex
+	staleFrom staleBucket
 }
 
 // NewDB returns a DB for dsn with default settings.
@@ -343,6 +345,7 @@ type Tx struct {
 	tx     *sql.Tx
 	db     *DB
 	now    time.Time
+	began  time.Time // when it began, by the monotonic clock as well
 	write  bool
 	rev    int64 // see deviceRev; 0 until asked for
 	events bool  // the transaction wrote events: wake the relay on commit
@@ -366,7 +369,7 @@ func (db *DB) beginTx(ctx context.Context) (*Tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond), write: true}, nil
+	return &Tx{tx: tx, db: db, now: db.Now().UTC().Truncate(time.Millisecond), began: time.Now(), write: true}, nil
 }
 
 // beginBgTx opens a write transaction of the event pipeline, on its own

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -24,7 +25,7 @@ import (
 // old, and ingest records the buckets a late reading changes
 // (device_rollup_stale), which reads take from the readings until the
 // refresh computes them again. The argument that no committed reading is
-// missed is at staleBefore.
+// missed is at staleAfter.
 
 // DeviceRollupBucket is the width of a per-device rollup, in milliseconds:
 // a quarter hour, so that a step from a local midnight of any time zone in
@@ -45,8 +46,11 @@ const DeviceRollupBucket = int64(15 * time.Minute / time.Millisecond)
 // MaxIngestDuration - S, where S is how long the commit itself took after
 // the check; its bucket ended at most at M - GraceDeviceRollups, so more
 // than GraceDeviceRollups - MaxIngestDuration - S before N; with S under
-// staleSlack that is more than staleAfter, and ingest recorded it. The
-// clocks of the processes must agree to within staleSlack as well.
+// staleSlack that is more than staleAfter, and ingest marked it. When
+// several processes ingest and refresh, the skew of their clocks adds to
+// S: the commit's time and the skew together must stay under staleSlack.
+// The duration check reads the monotonic clock as well as the wall clock,
+// so a step of the wall clock does not hide a long transaction.
 const (
 	GraceDeviceRollups = 10 * time.Minute
 	MaxIngestDuration  = time.Minute
@@ -134,14 +138,14 @@ func (s *deviceStats) encode(b []byte) []byte {
 func decodeDeviceStats(s *deviceStats, b []byte) error {
 	*s = deviceStats{}
 	if len(b) == 0 || b[0] != deviceStatsVersion {
-		return fmt.Errorf("device rollup stats: %w", errBadStats)
+		return errBadDeviceStats
 	}
 	b = b[1:]
 	for len(b) > 0 {
 		i := int(b[0])
 		n, k := binary.Uvarint(b[1:])
 		if i >= numericFields || k <= 0 || n == 0 || len(b) < 1+k+24 {
-			return fmt.Errorf("device rollup stats: %w", errBadStats)
+			return errBadDeviceStats
 		}
 		b = b[1+k:]
 		f := deviceField{n: int64(n)}
@@ -151,7 +155,7 @@ func decodeDeviceStats(s *deviceStats, b []byte) error {
 		b = b[24:]
 		ts, k := binary.Varint(b)
 		if k <= 0 || len(b) < k+8 {
-			return fmt.Errorf("device rollup stats: %w", errBadStats)
+			return errBadDeviceStats
 		}
 		f.lastTS = ts
 		f.last = math.Float64frombits(binary.LittleEndian.Uint64(b[k:]))
@@ -161,16 +165,18 @@ func decodeDeviceStats(s *deviceStats, b []byte) error {
 	return nil
 }
 
+var errBadDeviceStats = errors.New("device rollup stats: bad encoding")
+
 // staleBucket is a per-device rollup a late reading changed.
 type staleBucket struct{ deviceID, bucket, tenantID, seq int64 }
 
 // markStaleDeviceRollups records the buckets of the inserted readings that
 // the refresh may already have computed (see staleAfter), in the batch's
 // transaction: a reading is stored and its bucket marked, or neither.
+//
+// It marks with --rollups off too: the rollups the refresh computed before
+// would otherwise miss the late readings of that time for good.
 func (tx *Tx) markStaleDeviceRollups(ctx context.Context, items []herd.IngestItem, inserted []int) error {
-	if tx.db.NoRollups {
-		return nil
-	}
 	cut := tx.now.Add(-staleAfter).UnixMilli()
 	var stale []staleBucket
 	for _, i := range inserted {
@@ -216,7 +222,11 @@ func (tx *Tx) markStaleDeviceRollups(ctx context.Context, items []herd.IngestIte
 // more than MaxIngestDuration ago (staleAfter's argument needs it); the
 // gateway sends the batch again, and its readings are stored once.
 func (tx *Tx) checkIngestDuration() error {
-	if took := tx.db.Now().Sub(tx.now); took > MaxIngestDuration {
+	took := tx.db.Now().Sub(tx.now)
+	if !tx.began.IsZero() {
+		took = max(took, time.Since(tx.began))
+	}
+	if took > MaxIngestDuration {
 		return fmt.Errorf("ingest transaction took %s, more than %s: not committed, to be sent again", took.Round(time.Millisecond), MaxIngestDuration)
 	}
 	return nil

@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,10 +19,11 @@ import (
 // in progress.
 
 const (
-	// refreshScanRows is how many readings one read of a bucket's scan
-	// takes, on the read pool: short statements, so a SQLite reader never
-	// holds a snapshot (and the WAL) for long.
-	refreshScanRows = 5000
+	// refreshScanSlice is the span of readings one read of a bucket's scan
+	// takes (a range of the readings' (ts, device_id) key): short
+	// statements, so a SQLite reader never holds a snapshot (and the WAL)
+	// for long, and no statement reads what another one did.
+	refreshScanSlice = int64(time.Minute / time.Millisecond)
 	// refreshWriteRows is how many rollup rows one write transaction of the
 	// refresh upserts: on SQLite it holds the one writer, and an ingest
 	// commit waits for it, for a few milliseconds.
@@ -32,9 +34,9 @@ const (
 	refreshStaleBuckets = 200
 )
 
-// numericSelect selects the numeric reading fields as numbers, in
-// herd.NumericReadingFields order.
-var numericSelect = func() string {
+// numericExprs are the numeric reading fields as numbers, in
+// herd.NumericReadingFields order, and numericSelect selects them.
+var numericExprs = func() []string {
 	var cols []string
 	for _, f := range projectionFields[:numericFields] {
 		if f.typ == "BIGINT" {
@@ -43,8 +45,10 @@ var numericSelect = func() string {
 			cols = append(cols, f.col)
 		}
 	}
-	return strings.Join(cols, ", ")
+	return cols
 }()
+
+var numericSelect = strings.Join(numericExprs, ", ")
 
 // numericRow is the numeric fields of a reading as numericSelect reads them.
 type numericRow [numericFields]sql.NullFloat64
@@ -64,12 +68,39 @@ func (s *deviceStats) addRow(ts int64, r *numericRow) {
 	}
 }
 
+// refreshConn is where a refresh step reads and writes: on PostgreSQL the
+// connection holding the refresh's advisory lock, for everything, so that
+// a step whose lock is gone (its connection with it) can neither read nor
+// write; on SQLite the readers' pool to read and the writer to write.
+type refreshConn interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// refresher is one step of the refresh.
+type refresher struct {
+	db          *DB
+	read, write refreshConn
+}
+
+// errSpanMoved says the span was not where the step read it: another
+// refresh moved it (on PostgreSQL only after this one lost its lock). The
+// step's transaction is rolled back and the next step starts again.
+var errSpanMoved = errors.New("the device rollups' span moved under the refresh")
+
+// ErrRefreshElsewhere says another session holds the refresh's lock
+// (PostgreSQL): this step did nothing, and the other one does the work.
+var ErrRefreshElsewhere = errors.New("the per-device rollups are refreshed by another session")
+
 // RefreshDeviceRollups does a bounded step of the refresh: some stale
 // buckets computed again, then one bucket forwards or, once the span
 // reaches the clock, one backwards. It reports whether more is left; herd
 // serve calls it again at once while there is, and every
 // GraceDeviceRollups/10 otherwise. Several processes may run it: on
-// PostgreSQL one works and the others skip.
+// PostgreSQL one works and the others skip. It runs with --rollups off
+// too: the rollups then stay as they were, and reads take the readings.
 func (db *DB) RefreshDeviceRollups(ctx context.Context) (more bool, err error) {
 	defer wrapOp("sqldb.RefreshDeviceRollups", &err)
 	if db.NoRollups {
@@ -78,105 +109,108 @@ func (db *DB) RefreshDeviceRollups(ctx context.Context) (more bool, err error) {
 	db.refreshMu.Lock()
 	defer db.refreshMu.Unlock()
 	if db.dialect == Postgres {
-		err = db.withAdvisoryLock(ctx, "herd device rollups", func() error {
-			more, err = db.refreshStep(ctx)
+		ran, err := db.withAdvisoryLock(ctx, "herd device rollups", func(conn *sql.Conn) error {
+			more, err = (&refresher{db: db, read: conn, write: conn}).step(ctx)
 			return err
 		})
+		if err == nil && !ran {
+			return false, ErrRefreshElsewhere
+		}
 		return more, err
 	}
-	return db.refreshStep(ctx)
+	return (&refresher{db: db, read: db.rdb, write: db.wdb}).step(ctx)
 }
 
-func (db *DB) refreshStep(ctx context.Context) (bool, error) {
-	n, err := db.refreshStale(ctx)
+func (r *refresher) step(ctx context.Context) (bool, error) {
+	db := r.db
+	more, err := r.refreshStale(ctx)
 	if err != nil {
 		return false, err
 	}
-	more := n == refreshStaleBuckets
 	now := db.Now()
 	// The newest bucket the refresh may compute ends at target.
 	target := floorDiv(now.Add(-GraceDeviceRollups).UnixMilli(), DeviceRollupBucket) * DeviceRollupBucket
-	lo, hi, ok, err := db.deviceRollupSpan(ctx)
+	lo, hi, ok, err := r.span(ctx)
 	if err != nil {
 		return false, err
-	}
-	if ok {
-		db.metrics.deviceRollupLag.Set(float64(now.UnixMilli()-hi) / 1000)
 	}
 	if !ok {
 		// The first run: an empty span at the clock, which the steps
 		// below widen each way.
-		if _, err := db.wdb.ExecContext(ctx, db.rebind(`UPDATE device_rollup_span SET lo = ?, hi = ? WHERE id = 1 AND hi IS NULL`), target, target); err != nil {
+		if _, err := r.write.ExecContext(ctx, db.rebind(`UPDATE device_rollup_span SET lo = ?, hi = ? WHERE id = 1 AND hi IS NULL`), target, target); err != nil {
 			return false, fmt.Errorf("start the device rollups' span: %w", err)
+		}
+		return true, nil
+	}
+	// Only the process that refreshes sets the gauge.
+	db.metrics.deviceRollupLag.Set(float64(now.UnixMilli()-hi) / 1000)
+	if hi > target {
+		// The clock went back (or ran ahead when the span moved): the
+		// buckets past target are not computed as far as anyone can
+		// tell, so reads take them from the readings until the steps
+		// forwards compute them again.
+		db.Logger.Warn("the per-device rollups' span ends past the clock; it is moved back", "hi", msToTime(hi), "target", msToTime(target))
+		if err := r.moveSpan(ctx, r.write, "hi", hi, target); err != nil {
+			return false, err
+		}
+		if lo > target {
+			if err := r.moveSpan(ctx, r.write, "lo", lo, target); err != nil {
+				return false, err
+			}
 		}
 		return true, nil
 	}
 	if hi < target {
 		// Forwards: the next bucket with readings (the empty ones before
 		// it have nothing to compute), or straight to target.
-		next, err := db.firstReadingFrom(ctx, hi)
+		next, err := r.edgeReading(ctx, `SELECT MIN(ts) FROM readings WHERE ts >= ?`, hi)
 		if err != nil {
 			return false, err
 		}
 		b := floorDiv(next.Int64, DeviceRollupBucket) * DeviceRollupBucket
 		if !next.Valid || b >= target {
-			return more, db.moveSpan(ctx, "hi", hi, target)
+			return more, r.moveSpan(ctx, r.write, "hi", hi, target)
 		}
-		if err := db.computeBucket(ctx, b, "hi", hi, b+DeviceRollupBucket); err != nil {
-			return false, err
-		}
-		return true, nil
+		return true, r.computeBucket(ctx, b, "hi", hi, b+DeviceRollupBucket)
 	}
 	// Backwards: the bucket of the newest reading before lo.
-	prev, err := db.lastReadingBefore(ctx, lo)
+	prev, err := r.edgeReading(ctx, `SELECT MAX(ts) FROM readings WHERE ts < ?`, lo)
 	if err != nil || !prev.Valid {
 		return more, err
 	}
 	b := floorDiv(prev.Int64, DeviceRollupBucket) * DeviceRollupBucket
-	if err := db.computeBucket(ctx, b, "lo", lo, b); err != nil {
-		return false, err
-	}
-	return true, nil
+	return true, r.computeBucket(ctx, b, "lo", lo, b)
 }
 
-// deviceRollupSpan reads [lo, hi), ok false before the first run.
-func (db *DB) deviceRollupSpan(ctx context.Context) (lo, hi int64, ok bool, err error) {
+// span reads [lo, hi), ok false before the first run.
+func (r *refresher) span(ctx context.Context) (lo, hi int64, ok bool, err error) {
 	var l, h sql.NullInt64
-	if err := db.wdb.QueryRowContext(ctx, `SELECT lo, hi FROM device_rollup_span WHERE id = 1`).Scan(&l, &h); err != nil {
+	if err := r.read.QueryRowContext(ctx, `SELECT lo, hi FROM device_rollup_span WHERE id = 1`).Scan(&l, &h); err != nil {
 		return 0, 0, false, fmt.Errorf("read the device rollups' span: %w", err)
 	}
 	return l.Int64, h.Int64, l.Valid && h.Valid, nil
 }
 
-func (db *DB) firstReadingFrom(ctx context.Context, ts int64) (sql.NullInt64, error) {
+// edgeReading runs a MIN or MAX of ts over the readings of every tenant:
+// the refresh computes buckets for all of them at once.
+func (r *refresher) edgeReading(ctx context.Context, q string, ts int64) (sql.NullInt64, error) {
 	var v sql.NullInt64
-	err := db.readPool().QueryRowContext(ctx, db.rebind(`SELECT MIN(ts) FROM readings WHERE ts >= ?`), ts).Scan(&v)
-	if err != nil {
-		return v, fmt.Errorf("first reading from %d: %w", ts, err)
+	if err := r.read.QueryRowContext(ctx, r.db.rebind(q), ts).Scan(&v); err != nil {
+		return v, fmt.Errorf("find the readings next to %d: %w", ts, err)
 	}
 	return v, nil
 }
 
-func (db *DB) lastReadingBefore(ctx context.Context, ts int64) (sql.NullInt64, error) {
-	var v sql.NullInt64
-	err := db.readPool().QueryRowContext(ctx, db.rebind(`SELECT MAX(ts) FROM readings WHERE ts < ?`), ts).Scan(&v)
+// moveSpan sets one end of the span from old to to, or fails with
+// errSpanMoved if it is not at old.
+func (r *refresher) moveSpan(ctx context.Context, w sqlExecer, end string, old, to int64) error {
+	q := r.db.rebind(`UPDATE device_rollup_span SET ` + end + ` = ? WHERE id = 1 AND ` + end + ` = ?`)
+	res, err := w.ExecContext(ctx, q, to, old)
 	if err != nil {
-		return v, fmt.Errorf("last reading before %d: %w", ts, err)
-	}
-	return v, nil
-}
-
-// moveSpan sets one end of the span, from old to to (only the refresh
-// moves it, under its locks; the old value guards against a second writer
-// all the same).
-func (db *DB) moveSpan(ctx context.Context, end string, old, to int64) error {
-	return db.moveSpanIn(ctx, db.wdb, end, old, to)
-}
-
-func (db *DB) moveSpanIn(ctx context.Context, w retentionExecer, end string, old, to int64) error {
-	q := db.rebind(`UPDATE device_rollup_span SET ` + end + ` = ? WHERE id = 1 AND ` + end + ` = ?`)
-	if _, err := w.ExecContext(ctx, q, to, old); err != nil {
 		return fmt.Errorf("move the device rollups' span: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("move the device rollups' %s from %d: %w", end, old, errSpanMoved)
 	}
 	return nil
 }
@@ -189,24 +223,24 @@ type deviceRollup struct {
 
 // computeBucket computes bucket b for every device from its readings, and
 // then moves the span's end from old to to, with the last rows.
-func (db *DB) computeBucket(ctx context.Context, b int64, end string, old, to int64) error {
-	rows, err := db.scanBucket(ctx, b)
+func (r *refresher) computeBucket(ctx context.Context, b int64, end string, old, to int64) error {
+	rows, err := r.scanBucket(ctx, b)
 	if err != nil {
 		return err
 	}
 	for {
 		chunk := rows[:min(refreshWriteRows, len(rows))]
 		rows = rows[len(chunk):]
-		tx, err := db.wdb.BeginTx(ctx, nil)
+		tx, err := r.write.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("begin: %w", err)
 		}
-		if err := db.writeDeviceRollups(ctx, tx, b, chunk); err != nil {
+		if err := r.db.writeDeviceRollups(ctx, tx, b, chunk); err != nil {
 			tx.Rollback()
 			return err
 		}
 		if len(rows) == 0 {
-			if err := db.moveSpanIn(ctx, tx, end, old, to); err != nil {
+			if err := r.moveSpan(ctx, tx, end, old, to); err != nil {
 				tx.Rollback()
 				return err
 			}
@@ -220,52 +254,47 @@ func (db *DB) computeBucket(ctx context.Context, b int64, end string, old, to in
 	}
 }
 
-// scanBucket reads every reading of bucket b in (ts, device_id) order, a
-// page at a time, and folds them by device.
-func (db *DB) scanBucket(ctx context.Context, b int64) ([]*deviceRollup, error) {
-	q := db.rebind(`SELECT ts, device_id, tenant_id, ` + numericSelect + ` FROM readings
-		WHERE ts >= ? AND ts < ? AND (ts > ? OR (ts = ? AND device_id > ?)) ORDER BY ts, device_id LIMIT ` + strconv.Itoa(refreshScanRows))
+// scanBucket reads every reading of bucket b, a slice of refreshScanSlice
+// at a time (each one range of the (ts, device_id) key, in no order: the
+// fold needs none), and folds them by device.
+func (r *refresher) scanBucket(ctx context.Context, b int64) ([]*deviceRollup, error) {
+	q := r.db.rebind(`SELECT ts, device_id, tenant_id, ` + numericSelect + ` FROM readings WHERE ts >= ? AND ts < ?`)
 	byDevice := map[int64]*deviceRollup{}
 	var out []*deviceRollup
-	afterTS, afterID := b-1, int64(0)
-	for {
-		rs, err := db.readPool().QueryContext(ctx, q, b, b+DeviceRollupBucket, afterTS, afterTS, afterID)
+	for lo := b; lo < b+DeviceRollupBucket; lo += refreshScanSlice {
+		rs, err := r.read.QueryContext(ctx, q, lo, lo+refreshScanSlice)
 		if err != nil {
 			return nil, fmt.Errorf("read bucket %d: %w", b, err)
 		}
-		n := 0
 		var ts, dev, tenant int64
-		var r numericRow
-		dest := r.dest([]any{&ts, &dev, &tenant})
+		var row numericRow
+		dest := row.dest([]any{&ts, &dev, &tenant})
 		for rs.Next() {
 			if err := rs.Scan(dest...); err != nil {
 				rs.Close()
 				return nil, fmt.Errorf("read bucket %d: %w", b, err)
 			}
-			n++
-			afterTS, afterID = ts, dev
 			d := byDevice[dev]
 			if d == nil {
 				d = &deviceRollup{deviceID: dev, tenantID: tenant}
 				byDevice[dev] = d
 				out = append(out, d)
 			}
-			d.stats.addRow(ts, &r)
+			d.stats.addRow(ts, &row)
 		}
-		if err := rs.Close(); err != nil {
-			return nil, err
+		err = rs.Err()
+		if cerr := rs.Close(); err == nil {
+			err = cerr
 		}
-		if err := rs.Err(); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("read bucket %d: %w", b, err)
 		}
-		if n < refreshScanRows {
-			return out, nil
-		}
 	}
+	return out, nil
 }
 
 // writeDeviceRollups upserts rows of bucket b.
-func (db *DB) writeDeviceRollups(ctx context.Context, w retentionExecer, b int64, rows []*deviceRollup) error {
+func (db *DB) writeDeviceRollups(ctx context.Context, w sqlExecer, b int64, rows []*deviceRollup) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -282,79 +311,113 @@ func (db *DB) writeDeviceRollups(ctx context.Context, w retentionExecer, b int64
 	return nil
 }
 
-// refreshStale computes again up to refreshStaleBuckets stale buckets:
-// it reads their marks and then their readings, on the read pool, and in
-// one write transaction upserts their rows and takes away each mark whose
-// seq is still the one it read. A reading committed meanwhile marked its
-// bucket again (seq + 1), or waited for this transaction to take the mark
-// and then made a new one; either way the mark stays, and the next step
-// computes the bucket again. A bucket outside the span loses its mark
-// only: the span's own steps compute it whole, from readings committed
-// before the mark was.
-func (db *DB) refreshStale(ctx context.Context) (int, error) {
-	marks, err := db.readStaleMarks(ctx)
-	if err != nil || len(marks) == 0 {
-		return 0, err
-	}
-	lo, hi, ok, err := db.deviceRollupSpan(ctx)
+// refreshStale computes again up to refreshStaleBuckets stale buckets,
+// going on from where the previous step stopped (so that marks made again
+// and again cannot hold the others back): it reads their marks and then
+// their readings, and in one write transaction takes each mark away if its
+// seq is still the one it read, and only then writes its row. A reading
+// committed meanwhile marked its bucket again (seq + 1), or waited for
+// this transaction to take the mark and then made a new one; either way
+// the mark stays and a later step computes the bucket again, and the row
+// this step computed (perhaps without that reading) is not written. A
+// bucket outside the span loses its mark only: the span's own steps
+// compute it whole, from readings committed before the mark was. It
+// reports whether it stopped short of the end of the marks.
+func (r *refresher) refreshStale(ctx context.Context) (more bool, err error) {
+	db := r.db
+	marks, err := r.readStaleMarks(ctx)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
-	pool := db.readPool()
+	if len(marks) < refreshStaleBuckets {
+		// The end of the marks: the next step starts from the first,
+		// at once if this one did not.
+		wrapped := db.staleFrom != staleBucket{}
+		db.staleFrom = staleBucket{}
+		if len(marks) == 0 {
+			return wrapped, nil
+		}
+		defer func() { more = more || wrapped }()
+	}
+	lo, hi, ok, err := r.span(ctx)
+	if err != nil {
+		return false, err
+	}
 	q := db.rebind(`SELECT ts, ` + numericSelect + ` FROM readings WHERE tenant_id = ? AND device_id = ? AND ts >= ? AND ts < ?`)
 	rollups := make([]*deviceRollup, len(marks))
 	for i, m := range marks {
 		if !ok || m.bucket < lo || m.bucket >= hi {
 			continue
 		}
-		d := &deviceRollup{deviceID: m.deviceID, tenantID: m.tenantID}
-		rs, err := pool.QueryContext(ctx, q, m.tenantID, m.deviceID, m.bucket, m.bucket+DeviceRollupBucket)
-		if err != nil {
-			return 0, fmt.Errorf("read a stale device rollup's readings: %w", err)
+		if rollups[i], err = r.readDeviceBucket(ctx, q, m); err != nil {
+			return false, err
 		}
-		var ts int64
-		var r numericRow
-		dest := r.dest([]any{&ts})
-		for rs.Next() {
-			if err := rs.Scan(dest...); err != nil {
-				rs.Close()
-				return 0, fmt.Errorf("read a stale device rollup's readings: %w", err)
-			}
-			d.stats.addRow(ts, &r)
-		}
-		if err := rs.Close(); err != nil {
-			return 0, err
-		}
-		if err := rs.Err(); err != nil {
-			return 0, fmt.Errorf("read a stale device rollup's readings: %w", err)
-		}
-		rollups[i] = d
 	}
-	tx, err := db.wdb.BeginTx(ctx, nil)
+	tx, err := r.write.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
+		return false, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	del := db.rebind(`DELETE FROM device_rollup_stale WHERE device_id = ? AND bucket = ? AND seq = ?`)
+	del := db.rebind(`DELETE FROM device_rollup_stale WHERE tenant_id = ? AND device_id = ? AND bucket = ? AND seq = ?`)
+	taken := 0
 	for i, m := range marks {
-		if d := rollups[i]; d != nil {
-			if err := db.writeDeviceRollups(ctx, tx, m.bucket, []*deviceRollup{d}); err != nil {
-				return 0, err
-			}
+		res, err := tx.ExecContext(ctx, del, m.tenantID, m.deviceID, m.bucket, m.seq)
+		if err != nil {
+			return false, fmt.Errorf("take a stale device rollup's mark: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, del, m.deviceID, m.bucket, m.seq); err != nil {
-			return 0, fmt.Errorf("take a stale device rollup's mark: %w", err)
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, fmt.Errorf("take a stale device rollup's mark: %w", err)
+		}
+		taken += int(n)
+		if d := rollups[i]; d != nil && n == 1 {
+			if err := db.writeDeviceRollups(ctx, tx, m.bucket, []*deviceRollup{d}); err != nil {
+				return false, err
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit device rollups: %w", err)
+		return false, fmt.Errorf("commit device rollups: %w", err)
 	}
-	return len(marks), nil
+	if len(marks) == refreshStaleBuckets {
+		// More to come; but a page of marks made again and again, none
+		// taken, waits for the next tick rather than spin.
+		db.staleFrom = marks[len(marks)-1]
+		return taken > 0, nil
+	}
+	return false, nil
 }
 
-// readStaleMarks reads up to refreshStaleBuckets marks, in key order.
-func (db *DB) readStaleMarks(ctx context.Context) ([]staleBucket, error) {
-	rs, err := db.readPool().QueryContext(ctx, `SELECT device_id, bucket, tenant_id, seq FROM device_rollup_stale ORDER BY device_id, bucket LIMIT `+strconv.Itoa(refreshStaleBuckets))
+// readDeviceBucket computes one device's bucket from its readings.
+func (r *refresher) readDeviceBucket(ctx context.Context, q string, m staleBucket) (*deviceRollup, error) {
+	d := &deviceRollup{deviceID: m.deviceID, tenantID: m.tenantID}
+	rs, err := r.read.QueryContext(ctx, q, m.tenantID, m.deviceID, m.bucket, m.bucket+DeviceRollupBucket)
+	if err != nil {
+		return nil, fmt.Errorf("read a stale device rollup's readings: %w", err)
+	}
+	defer rs.Close()
+	var ts int64
+	var row numericRow
+	dest := row.dest([]any{&ts})
+	for rs.Next() {
+		if err := rs.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read a stale device rollup's readings: %w", err)
+		}
+		d.stats.addRow(ts, &row)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read a stale device rollup's readings: %w", err)
+	}
+	return d, nil
+}
+
+// readStaleMarks reads up to refreshStaleBuckets marks after db.staleFrom,
+// in key order (marks of every tenant: the refresh is the system's).
+func (r *refresher) readStaleMarks(ctx context.Context) ([]staleBucket, error) {
+	from := r.db.staleFrom
+	rs, err := r.read.QueryContext(ctx, r.db.rebind(`SELECT device_id, bucket, tenant_id, seq FROM device_rollup_stale
+		WHERE device_id > ? OR (device_id = ? AND bucket > ?) ORDER BY device_id, bucket LIMIT `+strconv.Itoa(refreshStaleBuckets)),
+		from.deviceID, from.deviceID, from.bucket)
 	if err != nil {
 		return nil, fmt.Errorf("read stale device rollups: %w", err)
 	}
@@ -367,7 +430,10 @@ func (db *DB) readStaleMarks(ctx context.Context) ([]staleBucket, error) {
 		}
 		out = append(out, m)
 	}
-	return out, rs.Err()
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read stale device rollups: %w", err)
+	}
+	return out, nil
 }
 
 // RunDeviceRollups refreshes the per-device rollups until ctx ends: at
@@ -380,11 +446,11 @@ func (db *DB) RunDeviceRollups(ctx context.Context) {
 	idle := GraceDeviceRollups / 10
 	for {
 		more, err := db.RefreshDeviceRollups(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, ErrRefreshElsewhere) {
 			db.Logger.Warn("refreshing the per-device rollups failed; the next run tries again", "err", err)
 		}
 		wait := idle
-		if more && err == nil {
+		if more && err == nil { // (another session's refresh waits the idle tick too)
 			wait = 0
 		}
 		select {

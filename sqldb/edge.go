@@ -222,9 +222,6 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	if err != nil {
 		return err
 	}
-	if err := tx.markStaleDeviceRollups(ctx, items, inserted); err != nil {
-		return err
-	}
 
 	// Per device, in arrival order: readings since the last connection
 	// change fold into one projection update, made before that change.
@@ -340,6 +337,11 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	// locked until the commit, and every transaction of the same nodes and
 	// minute waits for them, so they are taken as late as possible.
 	if err := tx.applyRollups(ctx, items, inserted, folded); err != nil {
+		return err
+	}
+	// The per-device rollups' marks, as late: their rows stay locked
+	// until the commit too.
+	if err := tx.markStaleDeviceRollups(ctx, items, inserted); err != nil {
 		return err
 	}
 	if err := tx.checkIngestDuration(); err != nil {

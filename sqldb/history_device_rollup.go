@@ -142,11 +142,14 @@ func (tx *Tx) staleBuckets(ctx context.Context, d *herd.Device, from, to int64) 
 	for rows.Next() {
 		var b int64
 		if err := rows.Scan(&b); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read stale device rollups: %w", err)
 		}
 		out = append(out, b)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read stale device rollups: %w", err)
+	}
+	return out, nil
 }
 
 // foldDeviceRollups adds the served, fresh rollups of the range to their
@@ -233,9 +236,6 @@ func (tx *Tx) foldRawRanges(ctx context.Context, d *herd.Device, from, step int6
 	}
 	return nil
 }
-
-// numericExprs are numericSelect's expressions one by one.
-var numericExprs = strings.Split(numericSelect, ", ")
 
 func foldLastRows(rows *sql.Rows, from, step int64, idx []int, acc [][]deviceField) error {
 	var ts int64

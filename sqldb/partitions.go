@@ -88,35 +88,33 @@ func (db *DB) EnsurePartitions(ctx context.Context) (err error) {
 // it. The key is of the schema, so that stores side by side in one
 // database (tests) do not exclude each other.
 func (db *DB) withPartitionLock(ctx context.Context, fn func(*sql.Conn) error) error {
-	return db.withAdvisoryLockConn(ctx, "herd readings partitions", fn)
+	_, err := db.withAdvisoryLock(ctx, "herd readings partitions", fn)
+	return err
 }
 
-// withAdvisoryLock runs fn while this session holds PostgreSQL's advisory
-// lock of name (in the current schema, so that tests' schemas do not meet),
-// on a connection of its own; if another session holds it, fn does not run.
-func (db *DB) withAdvisoryLock(ctx context.Context, name string, fn func() error) error {
-	return db.withAdvisoryLockConn(ctx, name, func(*sql.Conn) error { return fn() })
-}
-
-func (db *DB) withAdvisoryLockConn(ctx context.Context, name string, fn func(*sql.Conn) error) error {
+// withAdvisoryLock runs fn on a connection of its own that holds
+// PostgreSQL's advisory lock of name (in the current schema, so that
+// tests' schemas do not meet); if another session holds it, fn does not
+// run and ran is false.
+func (db *DB) withAdvisoryLock(ctx context.Context, name string, fn func(*sql.Conn) error) (ran bool, err error) {
 	// The main pool's, not the event pipeline's small one (bdb): a run
 	// holds its connection for as long as the old rows take to delete.
 	conn, err := db.wdb.Conn(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
 	const key = `hashtextextended(CAST($1 AS TEXT) || '/' || current_schema(), 0)`
 	var got bool
 	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(`+key+`)`, name).Scan(&got); err != nil {
-		return fmt.Errorf("%s lock: %w", name, err)
+		return false, fmt.Errorf("%s lock: %w", name, err)
 	}
 	if !got {
 		db.Logger.Debug(name + " busy in another session; skipped")
-		return nil
+		return false, nil
 	}
 	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`, name)
-	return fn(conn)
+	return true, fn(conn)
 }
 
 // partitionBound reads the bounds pg_get_expr prints for a range partition

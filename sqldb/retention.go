@@ -89,8 +89,8 @@ func (m *retentionMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.rows, m.bytes, m.oldest, m.partitions, m.prune, m.pruned, m.chunk}
 }
 
-// retentionExecer is a connection or pool a retention step writes through.
-type retentionExecer interface {
+// sqlExecer is a connection, pool or transaction a step writes through.
+type sqlExecer interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }
 
@@ -117,7 +117,7 @@ func (db *DB) PruneReadings(ctx context.Context, readingsRetention, rollupRetent
 		m.prune.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		return err
 	}
-	rollups := func(w retentionExecer) error {
+	rollups := func(w sqlExecer) error {
 		return step("rollups", func() error {
 			for _, r := range []struct{ res, cut int64 }{{retentionResMinute, cut}, {retentionResHour, hourCut}} {
 				n, err := db.deleteRollups(ctx, w, r.res, r.cut)
@@ -135,11 +135,23 @@ func (db *DB) PruneReadings(ctx context.Context, readingsRetention, rollupRetent
 			}
 			devCut := cut
 			if oldest.Valid {
-				devCut = min(cut, floorDiv(oldest.Int64, DeviceRollupBucket)*DeviceRollupBucket)
+				devCut = min(cut, oldest.Int64)
 			}
 			n, err := db.deleteDeviceRollups(ctx, w, devCut)
 			m.pruned.WithLabelValues("device_rollup_rows").Add(float64(n))
-			return err
+			if err != nil {
+				return err
+			}
+			// The bucket the cut falls in lost some readings (SQLite
+			// deletes to the millisecond): the span starts after it, so
+			// that reads take it from the readings left until the refresh,
+			// going back, computes it again.
+			start := ceilDiv(devCut, DeviceRollupBucket) * DeviceRollupBucket
+			if _, err := w.ExecContext(ctx, db.rebind(`UPDATE device_rollup_span SET lo = ?, hi = CASE WHEN hi < ? THEN ? ELSE hi END WHERE id = 1 AND lo < ?`),
+				start, start, start, start); err != nil {
+				return fmt.Errorf("move the device rollups' span past the retention: %w", err)
+			}
+			return nil
 		})
 	}
 	switch db.dialect {
@@ -207,27 +219,29 @@ func (db *DB) deleteChunksSQLite(ctx context.Context, what, q string, chunk int,
 // before cut, in chunks found by reading_rollups_res_bucket (on
 // PostgreSQL of pgDeleteChunk: a delete there takes row locks only, and the
 // ingest's upserts of current buckets never meet it).
-func (db *DB) deleteRollups(ctx context.Context, w retentionExecer, res, cut int64) (int64, error) {
+func (db *DB) deleteRollups(ctx context.Context, w sqlExecer, res, cut int64) (int64, error) {
 	return db.deleteOldBuckets(ctx, w, "reading_rollups", rollupKeyColumns, "res = ? AND bucket < ?", res, cut)
 }
 
 // deleteDeviceRollups deletes the per-device rollups, and the marks of
-// stale ones, whose bucket starts before cut: they go with the readings
-// they were computed from (device_rollups_bucket finds them; the marks
-// are few).
-func (db *DB) deleteDeviceRollups(ctx context.Context, w retentionExecer, cut int64) (int64, error) {
-	n, err := db.deleteOldBuckets(ctx, w, "device_rollups", "device_id, bucket", "bucket < ?", cut)
+// stale ones, whose bucket ends at or before cut: they go with the
+// readings they were computed from (device_rollups_bucket and
+// device_rollup_stale_bucket find them). The bucket cut falls in stays,
+// outside the span (PruneReadings), until the refresh computes it again.
+func (db *DB) deleteDeviceRollups(ctx context.Context, w sqlExecer, cut int64) (int64, error) {
+	last := cut - DeviceRollupBucket
+	n, err := db.deleteOldBuckets(ctx, w, "device_rollups", "device_id, bucket", "bucket <= ?", last)
 	if err != nil {
 		return n, err
 	}
-	m, err := db.deleteOldBuckets(ctx, w, "device_rollup_stale", "device_id, bucket", "bucket < ?", cut)
+	m, err := db.deleteOldBuckets(ctx, w, "device_rollup_stale", "device_id, bucket", "bucket <= ?", last)
 	return n + m, err
 }
 
 // deleteOldBuckets deletes the rows of table that cond matches, oldest
 // bucket first, a chunk a statement: rollupDeleteChunk on SQLite, each in
 // its own transaction on the writer, pgDeleteChunk on PostgreSQL.
-func (db *DB) deleteOldBuckets(ctx context.Context, w retentionExecer, table, key, cond string, args ...any) (int64, error) {
+func (db *DB) deleteOldBuckets(ctx context.Context, w sqlExecer, table, key, cond string, args ...any) (int64, error) {
 	q := db.rebind(`DELETE FROM ` + table + ` WHERE (` + key + `) IN (
 		SELECT ` + key + ` FROM ` + table + ` WHERE ` + cond + ` ORDER BY bucket LIMIT ?)`)
 	if db.dialect == SQLite {

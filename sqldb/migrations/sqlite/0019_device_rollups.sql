@@ -33,6 +33,7 @@ CREATE TABLE device_rollup_stale (
     seq       BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, bucket)
 ) WITHOUT ROWID;
+CREATE INDEX device_rollup_stale_bucket ON device_rollup_stale (bucket);
 
 -- [lo, hi): the buckets the refresh has computed for every device. NULL
 -- until its first run, which starts both at the newest whole bucket old
