@@ -144,21 +144,16 @@ func (r *refresher) step(ctx context.Context) (bool, error) {
 	}
 	// Only the process that refreshes sets the gauge.
 	db.metrics.deviceRollupLag.Set(float64(now.UnixMilli()-hi) / 1000)
-	if hi > target {
-		// The clock went back (or ran ahead when the span moved): the
-		// buckets past target are not computed as far as anyone can
-		// tell, so reads take them from the readings until the steps
-		// forwards compute them again.
-		db.Logger.Warn("the per-device rollups' span ends past the clock; it is moved back", "hi", msToTime(hi), "target", msToTime(target))
-		if err := r.moveSpan(ctx, r.write, "hi", hi, target); err != nil {
-			return false, err
-		}
-		if lo > target {
-			if err := r.moveSpan(ctx, r.write, "lo", lo, target); err != nil {
-				return false, err
-			}
-		}
-		return true, nil
+	if hi > target+staleSlack.Milliseconds() {
+		// The span ends past this clock by more than clocks may disagree:
+		// a clock ran ahead when it moved, and the buckets it claimed
+		// past the real time were never computed (the empty ones it
+		// skipped have readings now). Which ones is not known, so it
+		// starts again from lo, and reads take the readings meanwhile. A
+		// smaller lead is a skew the argument at staleAfter allows: the
+		// clock catches up.
+		db.Logger.Warn("the per-device rollups' span ends past the clock; they are computed again from the start of the span", "hi", msToTime(hi), "target", msToTime(target))
+		return true, r.moveSpan(ctx, r.write, "hi", hi, lo)
 	}
 	if hi < target {
 		// Forwards: the next bucket with readings (the empty ones before

@@ -54,6 +54,10 @@ func (tx *Tx) seriesFromRollups(ctx context.Context, d *herd.Device, q herd.Read
 	if !l.Valid || !h.Valid {
 		return nil, false, nil
 	}
+	// Never past what the refresh may have computed by this clock: a span
+	// that ran ahead with a clock set wrong is moved back at its next
+	// step, and meanwhile its end is not believed.
+	hi := min(h.Int64, floorDiv(tx.db.Now().Add(-GraceDeviceRollups).UnixMilli(), DeviceRollupBucket)*DeviceRollupBucket)
 	from, to, step := stepArgs(q)
 	// Per step, its whole buckets within the span: one range of buckets.
 	steps := int((to - from + step - 1) / step)
@@ -62,7 +66,7 @@ func (tx *Tx) seriesFromRollups(ctx context.Context, d *herd.Device, q herd.Read
 	for k := range served {
 		s, e := from+int64(k)*step, min(from+int64(k+1)*step, to)
 		lo := ceilDiv(max(s, l.Int64), DeviceRollupBucket) * DeviceRollupBucket
-		hi := floorDiv(min(e, h.Int64), DeviceRollupBucket) * DeviceRollupBucket
+		hi := floorDiv(min(e, hi), DeviceRollupBucket) * DeviceRollupBucket
 		if lo < hi {
 			served[k] = msRange{lo, hi}
 			servedMS += hi - lo
