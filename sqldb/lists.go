@@ -15,7 +15,12 @@ import (
 // tenants, users, tokens, a node's children, a node's grants and the node
 // search. Each runs in one read transaction and states its tenant in every
 // statement (the tenants list, a super-admin's, has none to state).
-type ListService struct{ db *DB }
+type ListService struct {
+	db *DB
+	// searchBatch is how many nodes a search reads at a time; zero is
+	// nodeSearchBatch. Tests shrink it to page through many batches.
+	searchBatch int
+}
 
 var _ herd.ListService = (*ListService)(nil)
 

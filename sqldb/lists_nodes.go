@@ -1,6 +1,7 @@
 package sqldb
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -269,7 +270,8 @@ func (s *ListService) SearchNodes(ctx context.Context, q herd.NodeSearch) (_ *he
 		}
 		var found []*herd.Node
 		if !scope.Empty() {
-			if found, err = tx.searchNodes(ctx, scope, text, pos.Key, q.Limit+1); err != nil {
+			batch := cmp.Or(s.searchBatch, nodeSearchBatch)
+			if found, err = tx.searchNodes(ctx, scope, text, pos.Key, q.Limit+1, batch); err != nil {
 				return nil, err
 			}
 		}
@@ -280,14 +282,14 @@ func (s *ListService) SearchNodes(ctx context.Context, q herd.NodeSearch) (_ *he
 }
 
 // searchNodes returns up to want nodes of the scope after path after whose
-// names match text, in path order.
-func (tx *Tx) searchNodes(ctx context.Context, scope herd.Scope, text, after string, want int) ([]*herd.Node, error) {
+// names match text, in path order, reading batchSize nodes at a time.
+func (tx *Tx) searchNodes(ctx context.Context, scope herd.Scope, text, after string, want, batchSize int) ([]*herd.Node, error) {
 	var where strings.Builder
 	base := whereScope(&where, scope)
 	sqlText := `SELECT ` + nodeColumns + ` FROM nodes WHERE ` + where.String() + ` AND path > ? ORDER BY path LIMIT ?`
 	var found []*herd.Node
 	for {
-		rows, err := tx.QueryContext(ctx, sqlText, append(slices.Clone(base), after, nodeSearchBatch)...)
+		rows, err := tx.QueryContext(ctx, sqlText, append(slices.Clone(base), after, batchSize)...)
 		if err != nil {
 			return nil, fmt.Errorf("read nodes: %w", err)
 		}
@@ -302,7 +304,7 @@ func (tx *Tx) searchNodes(ctx context.Context, scope herd.Scope, text, after str
 				}
 			}
 		}
-		if len(batch) < nodeSearchBatch {
+		if len(batch) < batchSize {
 			return found, nil
 		}
 		after = batch[len(batch)-1].Path
