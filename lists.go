@@ -128,6 +128,79 @@ type ListService interface {
 	SearchNodes(ctx context.Context, q NodeSearch) (*ListPage[*Node], error)
 }
 
+// ParseListQuery reads the query string of a list that takes the
+// parameters named beside limit and cursor: unknown parameters, and any
+// given twice, are refused with their names.
+func ParseListQuery(v url.Values, names ...string) (ListParams, error) {
+	if err := checkHistoryParams(v, append([]string{"limit", "cursor"}, names...)...); err != nil {
+		return ListParams{}, err
+	}
+	return ParseListParams(v)
+}
+
+// ParseUserListQuery reads GET /v1/users: tenant_id, node_id, limit and
+// cursor.
+func ParseUserListQuery(v url.Values) (UserListQuery, error) {
+	var q UserListQuery
+	var err error
+	if q.ListParams, err = ParseListQuery(v, "tenant_id", "node_id"); err != nil {
+		return q, err
+	} else if q.TenantID, err = parseOptionalID(v, "tenant_id"); err != nil {
+		return q, err
+	}
+	q.NodeID, err = parseOptionalID(v, "node_id")
+	return q, err
+}
+
+// Values writes the query as ParseUserListQuery reads it.
+func (q UserListQuery) Values() url.Values {
+	v := q.ListParams.Values()
+	if q.TenantID != 0 {
+		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
+	}
+	if q.NodeID != 0 {
+		v.Set("node_id", strconv.FormatInt(q.NodeID, 10))
+	}
+	return v
+}
+
+// ParseGrantListQuery reads GET /v1/grants: node_id (required), limit and
+// cursor.
+func ParseGrantListQuery(v url.Values) (nodeID int64, p ListParams, err error) {
+	if p, err = ParseListQuery(v, "node_id"); err != nil {
+		return 0, p, err
+	} else if nodeID, err = parseOptionalID(v, "node_id"); err != nil {
+		return 0, p, err
+	} else if nodeID == 0 {
+		return 0, p, Errorf(EINVALID, "node_id is required: the grants of which node")
+	}
+	return nodeID, p, nil
+}
+
+// ParseNodeSearch reads GET /v1/nodes: q (required, see CheckNodeSearch),
+// tenant_id, limit and cursor.
+func ParseNodeSearch(v url.Values) (NodeSearch, error) {
+	var q NodeSearch
+	var err error
+	if q.ListParams, err = ParseListQuery(v, "q", "tenant_id"); err != nil {
+		return q, err
+	} else if q.TenantID, err = parseOptionalID(v, "tenant_id"); err != nil {
+		return q, err
+	}
+	q.Q, err = CheckNodeSearch(v.Get("q"))
+	return q, err
+}
+
+// Values writes the search as ParseNodeSearch reads it.
+func (q NodeSearch) Values() url.Values {
+	v := q.ListParams.Values()
+	v.Set("q", q.Q)
+	if q.TenantID != 0 {
+		v.Set("tenant_id", strconv.FormatInt(q.TenantID, 10))
+	}
+	return v
+}
+
 // ParseListParams reads ?limit= and ?cursor= of a list.
 func ParseListParams(v url.Values) (ListParams, error) {
 	p := ListParams{Limit: DefaultListLimit}
