@@ -219,11 +219,23 @@ func (s *ListService) countCached(ctx context.Context, tx *Tx, scope herd.Scope,
 	return counts, true, nil
 }
 
-// countSQL counts in one statement over the scope's rows of devices.
+// countSQL counts in one statement over the scope's rows of devices: each
+// row is read (online and status are in no index a count could use), about
+// 2 µs a device on SQLite and 0.6 µs on PostgreSQL, which is why scopes of
+// cached tenants from MinScope devices on are counted in the cache instead
+// (BenchmarkFindChildren: 100,000 devices in 217 ms and 60 ms here, 2.4 ms
+// and 3.5 ms there).
 func (tx *Tx) countSQL(ctx context.Context, scope herd.Scope) (pathCounts, error) {
 	var where strings.Builder
 	args := whereScope(&where, scope)
-	rows, err := tx.QueryContext(ctx, `SELECT path, COUNT(*), SUM(CASE WHEN online THEN 1 ELSE 0 END), SUM(CASE WHEN status = ? THEN 1 ELSE 0 END) FROM devices WHERE `+where.String()+` GROUP BY path`,
+	from := " FROM devices WHERE "
+	if tx.db.dialect == SQLite {
+		// As for the summary: read the scope in path order, which is the
+		// group order too, rather than by an index SQLite may prefer for
+		// the status term (281 ms against 217 ms for 100,000 devices).
+		from = " FROM devices INDEXED BY devices_tenant_path WHERE "
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT path, COUNT(*), SUM(CASE WHEN online THEN 1 ELSE 0 END), SUM(CASE WHEN status = ? THEN 1 ELSE 0 END)`+from+where.String()+` GROUP BY path`,
 		append([]any{herd.StatusAlarm}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("count devices: %w", err)
