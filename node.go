@@ -19,6 +19,10 @@ type Node struct {
 	Name      string    `json:"name"`
 	Path      string    `json:"path"`
 	CreatedAt time.Time `json:"created_at"`
+	// Ancestors is the breadcrumb of GET /v1/nodes/{id}: the node's
+	// ancestors, root first, by id and name only, which is all a caller
+	// granted this node (and not them) may know of them. Empty elsewhere.
+	Ancestors []NodeRef `json:"ancestors,omitempty"`
 }
 
 // Validate reports whether the node's own fields are acceptable. The parent
@@ -77,8 +81,9 @@ type NodeService interface {
 	// admin of the parent.
 	CreateNode(ctx context.Context, n *Node) error
 
-	// FindNodeByID returns ENOTFOUND when the node does not exist or lies
-	// outside the actor's grants.
+	// FindNodeByID returns the node with its Ancestors; ENOTFOUND when the
+	// node does not exist or lies outside the actor's grants (an ancestor
+	// of the actor's grants is outside them).
 	FindNodeByID(ctx context.Context, id int64) (*Node, error)
 
 	// MoveNode moves the subtree rooted at id under parentID; the paths of

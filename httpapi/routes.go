@@ -18,10 +18,13 @@ func (s *Server) registerRoutes() {
 	s.mux.Handle("GET /metrics", s.metricsHandler())
 
 	s.handle("POST /v1/tenants", s.authed(s.idempotent(false, s.handleTenantCreate)))
+	s.handle("GET /v1/tenants", s.authed(returning(s.handleTenantList)))
 	s.handle("GET /v1/tenants/{id}", s.authed(s.handleTenantView))
 
 	s.handle("POST /v1/nodes", s.authed(s.idempotent(false, s.handleNodeCreate)))
+	s.handle("GET /v1/nodes", s.authed(returning(s.handleNodeSearch)))
 	s.handle("GET /v1/nodes/{id}", s.authed(s.handleNodeView))
+	s.handle("GET /v1/nodes/{id}/children", s.authed(returning(s.handleNodeChildren)))
 	s.handle("POST /v1/nodes/{id}/move", s.authed(s.idempotent(false, s.handleNodeMove)))
 
 	s.handle("GET /v1/devices", s.authed(s.handleDeviceQuery))
@@ -71,7 +74,9 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /mqtt", s.handleMQTT)
 
 	s.handle("POST /v1/users", s.authed(s.idempotent(false, s.handleUserCreate)))
+	s.handle("GET /v1/users", s.authed(returning(s.handleUserList)))
 	s.handle("GET /v1/users/{id}", s.authed(s.handleUserView))
+	s.handle("GET /v1/users/{id}/tokens", s.authed(returning(s.handleTokenList)))
 	s.handle("POST /v1/users/{id}/tokens", s.authed(s.noReplay(s.handleTokenCreate)))
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
@@ -95,6 +100,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/apps/socket", s.socketAuthed(s.handleAppSocket))
 
 	s.handle("POST /v1/grants", s.authed(s.idempotent(false, s.handleGrantCreate)))
+	s.handle("GET /v1/grants", s.authed(returning(s.handleGrantList)))
 	s.handle("DELETE /v1/grants/{id}", s.authed(s.handleGrantDelete))
 }
 

@@ -64,6 +64,9 @@ type Server struct {
 	DeviceService herd.DeviceService
 	UserService   herd.UserService
 	GrantService  herd.GrantService
+	// ListService serves the lists (tenants, users, tokens, a node's
+	// children, a node's grants, the node search); nil answers 404.
+	ListService herd.ListService
 	// CredentialService issues device credentials; nil leaves the device
 	// credential routes answering 404.
 	CredentialService herd.CredentialService

@@ -51,6 +51,7 @@ func mustOpenServer(t testing.TB, db *sqldb.DB, configure ...func(*httpapi.Serve
 	s.DeviceService = sqldb.NewDeviceService(db)
 	s.UserService = sqldb.NewUserService(db)
 	s.GrantService = sqldb.NewGrantService(db)
+	s.ListService = sqldb.NewListService(db)
 	s.Ready = db.Ping
 	for _, fn := range configure {
 		fn(s)

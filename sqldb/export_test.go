@@ -18,3 +18,7 @@ func (db *DB) QueryGuarded(ctx context.Context, q string, args ...any) error {
 	}
 	return rows.Close()
 }
+
+// SetSearchBatch makes the node search read n nodes at a time, so a test
+// pages through many batches with a small tree.
+func (s *ListService) SetSearchBatch(n int) { s.searchBatch = n }

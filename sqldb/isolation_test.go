@@ -15,7 +15,8 @@ import (
 
 // TestTenantIsolation: every id of tenant B, used by an admin of all of
 // tenant A, is not found, by every service (tenants, nodes, devices, users
-// and tokens, grants, commands, webhooks and their deliveries, device
+// and tokens, grants, the lists (users, tokens, a node's children and
+// grants, the node search), commands, webhooks and their deliveries, device
 // credentials, configs, firmware, rollouts, events, the telemetry history:
 // readings, aggregates, the summary, the export), and changes nothing of B; every such lookup states
 // the tenant in its SQL, the gateway's read of a device's open commands
@@ -65,6 +66,7 @@ func TestTenantIsolation(t *testing.T) {
 			Target: herd.RolloutTarget{NodeID: bSite.ID}, Payload: herd.RolloutPayload{ProfileID: bProfile.ID, Version: 1}}}
 		mustOK(t, rollouts.CreateRollout(f.super, bRollout))
 		history := sqldb.NewHistoryService(db)
+		lists := sqldb.NewListService(db)
 		// Readings of both tenants' devices, an hour ago.
 		readingAt := time.Now().Add(-time.Hour).Truncate(time.Minute)
 		var items []herd.IngestItem
@@ -99,6 +101,13 @@ func TestTenantIsolation(t *testing.T) {
 				"CreateGrant B node":  f.Grants.CreateGrant(ctx, &herd.Grant{UserID: admin.ID, NodeID: bSite.ID, Role: herd.RoleViewer}),
 				"DeleteGrant":         f.Grants.DeleteGrant(ctx, bGrant.ID),
 				"FindGrantsByUser":    errOf(f.Grants.FindGrantsByUser(ctx, bUser.ID)),
+
+				"FindUsers tenant":   errOf(lists.FindUsers(ctx, herd.UserListQuery{TenantID: b.ID})),
+				"FindUsers node":     errOf(lists.FindUsers(ctx, herd.UserListQuery{NodeID: bSite.ID})),
+				"FindTokens":         errOf(lists.FindTokens(ctx, bUser.ID, herd.ListParams{})),
+				"FindChildren":       errOf(lists.FindChildren(ctx, b.RootNodeID, herd.ListParams{})),
+				"FindGrantsByNode":   errOf(lists.FindGrantsByNode(ctx, bSite.ID, herd.ListParams{})),
+				"SearchNodes tenant": errOf(lists.SearchNodes(ctx, herd.NodeSearch{TenantID: b.ID, Q: "site"})),
 
 				"CreateCommand":        cmds.CreateCommand(ctx, &herd.Command{DeviceID: bDevs[0].ID, Name: "lock"}),
 				"FindCommandByID":      errOf(cmds.FindCommandByID(ctx, bCmd.ID)),
@@ -175,6 +184,24 @@ func TestTenantIsolation(t *testing.T) {
 				t.Fatalf("A's device config: %+v, %v", c, err)
 			}
 			// A's lists leave B's rows out.
+			if _, err := lists.FindTenants(ctx, herd.ListParams{}); herd.ErrorCode(err) != herd.EFORBIDDEN {
+				t.Fatalf("A's admin lists the tenants: %v", err)
+			}
+			us, err := lists.FindUsers(ctx, herd.UserListQuery{})
+			mustOK(t, err)
+			if len(us.Items) != 1 || us.Items[0].ID != admin.ID {
+				t.Fatalf("A lists users %+v", us.Items)
+			}
+			found, err := lists.SearchNodes(ctx, herd.NodeSearch{Q: "site"})
+			mustOK(t, err)
+			if len(found.Items) != 1 || found.Items[0].ID != aSite.ID {
+				t.Fatalf("A finds nodes %+v", found.Items)
+			}
+			kids, err := lists.FindChildren(ctx, a.RootNodeID, herd.ListParams{})
+			mustOK(t, err)
+			if len(kids.Items) != 1 || kids.Items[0].ID != aSite.ID || kids.Items[0].DeviceCount != int64(len(aDevs)) {
+				t.Fatalf("A's root's children %+v", kids.Items)
+			}
 			ps, err := configs.FindConfigProfiles(ctx, 0, 0, 10)
 			mustOK(t, err)
 			if len(ps.Items) != 1 || ps.Items[0].ID != aProfile.ID {
@@ -260,6 +287,10 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return errOf(rollouts.FindRolloutByID(ctx, bRollout.ID)) },
 				func() error { return errOf(rollouts.FindRolloutMembers(ctx, bRollout.ID, "", 0, 10)) },
 				func() error { return errOf(rollouts.ActOnRollout(ctx, bRollout.ID, herd.RolloutPause)) },
+				func() error { return errOf(lists.FindUsers(ctx, herd.UserListQuery{NodeID: bSite.ID})) },
+				func() error { return errOf(lists.FindTokens(ctx, bUser.ID, herd.ListParams{})) },
+				func() error { return errOf(lists.FindChildren(ctx, bSite.ID, herd.ListParams{})) },
+				func() error { return errOf(lists.FindGrantsByNode(ctx, bSite.ID, herd.ListParams{})) },
 			} {
 				if code := herd.ErrorCode(call()); code != herd.ENOTFOUND {
 					t.Errorf("got %s, want %s", code, herd.ENOTFOUND)

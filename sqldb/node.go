@@ -80,7 +80,14 @@ func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (
 // FindNodeByID returns a node within the actor's grants.
 func (s *NodeService) FindNodeByID(ctx context.Context, id int64) (_ *herd.Node, err error) {
 	defer wrapOp("sqldb.FindNodeByID", &err)
-	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Node, error) { return tx.findNode(ctx, a, id) })
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.Node, error) {
+		n, err := tx.findNode(ctx, a, id)
+		if err != nil {
+			return nil, err
+		}
+		n.Ancestors, err = tx.nodeAncestors(ctx, n)
+		return n, err
+	})
 }
 
 // findNode returns the node if the actor may see it (viewer or more on it

@@ -3,6 +3,8 @@ package sqldb_test
 import (
 	"context"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +35,13 @@ func TestNodeService_CreateNode(t *testing.T) {
 			}
 			got, err := f.Nodes.FindNodeByID(f.super, site.ID)
 			mustOK(t, err)
-			if *got != *site {
+			// The breadcrumb: the root and the region, by id and name.
+			wantCrumbs := []herd.NodeRef{{ID: ten.RootNodeID, Name: ten.Name}, {ID: region.ID, Name: region.Name}}
+			if !slices.Equal(got.Ancestors, wantCrumbs) {
+				t.Fatalf("ancestors %+v, want %+v", got.Ancestors, wantCrumbs)
+			}
+			got.Ancestors = nil
+			if !reflect.DeepEqual(got, site) {
 				t.Fatalf("found %+v, created %+v", got, site)
 			}
 		})

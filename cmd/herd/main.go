@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAggregate(ctx, args, stdout, stderr)
 	case "summary":
 		return runSummary(ctx, args, stdout, stderr)
+	case "list":
+		return runList(ctx, args, stdout, stderr)
 	case "export":
 		return runExport(ctx, args, stdout, stderr)
 	case "doctor":
@@ -103,6 +105,7 @@ Commands:
 	readings  print one device's telemetry history, raw or one point per step
 	aggregate print a field's aggregates over a scope of devices, per step
 	summary   print the latest state of a scope of devices, per group
+	list      print a list: tenants, users, tokens, a node's children, grants, nodes by name
 	export    write a scope's readings to a Parquet, CSV or NDJSON file
 	doctor    check a database: "herd doctor ids" finds id columns near their limit
 	bench     run the benchmark scenarios

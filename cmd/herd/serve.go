@@ -237,6 +237,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.DeviceService = sqldb.NewDeviceService(m.DB)
 	s.UserService = sqldb.NewUserService(m.DB)
 	s.GrantService = sqldb.NewGrantService(m.DB)
+	s.ListService = sqldb.NewListService(m.DB)
 	s.CredentialService = creds
 	s.Disconnecter = gw
 	s.MQTT = gw
