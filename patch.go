@@ -1,14 +1,6 @@
 package herd
 
-import (
-	"fmt"
-	"strconv"
-)
-
-// EPRECONDITION says a conditional update found the object at another
-// version than the one the caller last read (HTTP 412): someone else
-// changed it meanwhile, and the caller must read it again and decide.
-const EPRECONDITION = "precondition_failed"
+import "strconv"
 
 // Versions. Every tenant, node, user and device has a version: 1 when it
 // is created, one more on each change of its metadata (what an update
@@ -152,34 +144,4 @@ func appendChanged(changed []string, field, old, new string) []string {
 		return append(changed, field)
 	}
 	return changed
-}
-
-// ETag returns the HTTP entity tag of an object at version v: the version
-// in quotes, a strong tag.
-func ETag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
-
-// ParseIfMatch reads an If-Match header as a version: 0 for an empty
-// header or "*" (any version), else the one strong tag it must hold.
-// Anything else is EINVALID: a weak tag (W/"3") is never equal under
-// If-Match's strong comparison, and a list is more than one editor means.
-func ParseIfMatch(h string) (int64, error) {
-	switch h {
-	case "", "*":
-		return 0, nil
-	}
-	if len(h) >= 3 && h[0] == '"' && h[len(h)-1] == '"' {
-		if v, err := strconv.ParseInt(h[1:len(h)-1], 10, 64); err == nil && v > 0 {
-			return v, nil
-		}
-	}
-	return 0, Errorf(EINVALID, "If-Match %s is not one of this API's ETags: send the ETag of the object's last read, such as %s, or leave it out", quoteHeader(h), ETag(1))
-}
-
-// quoteHeader quotes a header value for a message without letting it run
-// long.
-func quoteHeader(h string) string {
-	if len(h) > 40 {
-		h = h[:40] + "…"
-	}
-	return fmt.Sprintf("%q", h)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/herd-iot/herd"
@@ -139,11 +140,33 @@ func memberKind(raw json.RawMessage) string {
 	return "a number"
 }
 
+// quoteValue quotes a header value for a message, cut short when long.
 func quoteValue(s string) string {
 	if len(s) > 60 {
 		s = s[:60] + "…"
 	}
-	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
+	return strconv.Quote(s)
+}
+
+// ETag returns the entity tag of an object at version v: the version in
+// quotes, a strong tag.
+func ETag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
+
+// parseIfMatch reads an If-Match header as a version: 0 for an empty
+// header or "*" (any version), else the one strong tag it must hold.
+// Anything else is EINVALID: a weak tag (W/"3") never matches under
+// If-Match's strong comparison, and a list is not what one editor means.
+func parseIfMatch(h string) (int64, error) {
+	switch h {
+	case "", "*":
+		return 0, nil
+	}
+	if len(h) >= 3 && h[0] == '"' && h[len(h)-1] == '"' {
+		if v, err := strconv.ParseInt(h[1:len(h)-1], 10, 64); err == nil && v > 0 {
+			return v, nil
+		}
+	}
+	return 0, herd.Errorf(herd.EINVALID, "If-Match %s is not one of this API's ETags: send the ETag of your last read of the object, such as %s, or leave it out", quoteValue(h), ETag(1))
 }
 
 // patchRequest reads what every PATCH needs: the id, the If-Match version
@@ -151,7 +174,7 @@ func quoteValue(s string) string {
 func patchRequest(w http.ResponseWriter, r *http.Request) (id, ifVersion int64, p mergePatch, err error) {
 	if id, err = pathID(r, "id"); err != nil {
 		return 0, 0, nil, err
-	} else if ifVersion, err = herd.ParseIfMatch(r.Header.Get("If-Match")); err != nil {
+	} else if ifVersion, err = parseIfMatch(r.Header.Get("If-Match")); err != nil {
 		return 0, 0, nil, err
 	}
 	p, err = decodeMergePatch(w, r)
@@ -160,7 +183,7 @@ func patchRequest(w http.ResponseWriter, r *http.Request) (id, ifVersion int64, 
 
 // writeVersioned answers an object with its version as the ETag.
 func writeVersioned(w http.ResponseWriter, v any, version int64) {
-	w.Header().Set("ETag", herd.ETag(version))
+	w.Header().Set("ETag", ETag(version))
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -289,7 +312,7 @@ func (s *Server) handleTenantPatch(w http.ResponseWriter, r *http.Request) error
 func (c *Client) patch(ctx context.Context, path string, ifVersion int64, members map[string]any, out any) error {
 	h := http.Header{"Content-Type": {MergePatchContentType}}
 	if ifVersion != 0 {
-		h.Set("If-Match", herd.ETag(ifVersion))
+		h.Set("If-Match", ETag(ifVersion))
 	}
 	return c.doHeader(ctx, http.MethodPatch, path, nil, h, members, out)
 }

@@ -55,8 +55,8 @@ func (r response) wantVersion(t *testing.T, version int64) {
 		Version any `json:"version"`
 	}
 	r.decode(t, &body)
-	if got := r.Header.Get("ETag"); got != herd.ETag(version) || body.Version != float64(version) {
-		t.Fatalf("ETag %s and version %#v, want %s and the number %d; body %s", got, body.Version, herd.ETag(version), version, r.Body)
+	if got := r.Header.Get("ETag"); got != httpapi.ETag(version) || body.Version != float64(version) {
+		t.Fatalf("ETag %s and version %#v, want %s and the number %d; body %s", got, body.Version, httpapi.ETag(version), version, r.Body)
 	}
 }
 
@@ -389,7 +389,7 @@ func TestPatch_CORS(t *testing.T) {
 	}
 	r := cors(t, e, "GET", path, "https://app.example", false)
 	r.wantStatus(t, http.StatusOK)
-	if exp := r.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(exp, "ETag") || r.Header.Get("ETag") != herd.ETag(1) {
+	if exp := r.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(exp, "ETag") || r.Header.Get("ETag") != httpapi.ETag(1) {
 		t.Fatalf("exposed %q, ETag %q", exp, r.Header.Get("ETag"))
 	}
 }
