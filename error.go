@@ -30,7 +30,7 @@ const (
 	// at another version than the one the caller last read: someone else
 	// changed it meanwhile; read it again and decide.
 	EPRECONDITION = "precondition_failed"
-	EINTERNAL    = "internal"
+	EINTERNAL     = "internal"
 )
 
 // Error is an application error: a stable code and a message that is safe to
