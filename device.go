@@ -59,6 +59,9 @@ type Device struct {
 	ErrorCount    int64      `json:"error_count"`
 	ConfigVersion int64      `json:"config_version"`
 	CreatedAt     time.Time  `json:"created_at"`
+	// Version counts the changes of the device's metadata (see
+	// CheckVersion); telemetry and moves leave it alone.
+	Version int64 `json:"version"`
 }
 
 // Validate reports whether the device can be created. A new device starts
@@ -116,6 +119,11 @@ type DeviceService interface {
 	FindDeviceByID(ctx context.Context, id int64) (*Device, error)
 	// MoveDevice moves a device to another node of its tenant.
 	MoveDevice(ctx context.Context, id, nodeID int64) (*Device, error)
+	// UpdateDevice changes a device's name or model and returns it as it
+	// now is. Returns ENOTFOUND outside the actor's grants, EFORBIDDEN
+	// without the admin role on it, EINVALID for a bad value, EPRECONDITION
+	// for a stale u.IfVersion.
+	UpdateDevice(ctx context.Context, id int64, u DeviceUpdate) (*Device, error)
 	// DeleteDevice deletes a device.
 	DeleteDevice(ctx context.Context, id int64) error
 	// QueryDevices returns one page of the devices under the actor's grants

@@ -26,7 +26,11 @@ const (
 	EKEYREUSED = "idempotency_key_reused"
 	// ERATELIMITED says the caller sent more requests than its token may.
 	ERATELIMITED = "rate_limited"
-	EINTERNAL    = "internal"
+	// EPRECONDITION says a conditional update (If-Match) found the object
+	// at another version than the one the caller last read: someone else
+	// changed it meanwhile; read it again and decide.
+	EPRECONDITION = "precondition_failed"
+	EINTERNAL     = "internal"
 )
 
 // Error is an application error: a stable code and a message that is safe to

@@ -9,13 +9,17 @@ import (
 // Event types written to the outbox by every state change.
 const (
 	EventTenantCreated = "tenant.created"
+	EventTenantUpdated = "tenant.updated"
 	EventNodeCreated   = "node.created"
 	EventNodeMoved     = "node.moved"
+	EventNodeUpdated   = "node.updated"
 	EventDeviceCreated = "device.created"
 	EventDeviceMoved   = "device.moved"
+	EventDeviceUpdated = "device.updated"
 	EventDeviceDeleted = "device.deleted"
 	EventDevicesSeeded = "devices.seeded"
 	EventUserCreated   = "user.created"
+	EventUserUpdated   = "user.updated"
 	EventTokenCreated  = "token.created"
 	EventTokenDeleted  = "token.deleted"
 	EventGrantCreated  = "grant.created"

@@ -19,6 +19,8 @@ type Node struct {
 	Name      string    `json:"name"`
 	Path      string    `json:"path"`
 	CreatedAt time.Time `json:"created_at"`
+	// Version counts the changes of its name and kind (see CheckVersion).
+	Version int64 `json:"version"`
 	// Ancestors is the breadcrumb of GET /v1/nodes/{id}: the node's
 	// ancestors, root first, by id and name only, which is all a caller
 	// granted this node (and not them) may know of them. Empty elsewhere.
@@ -91,4 +93,10 @@ type NodeService interface {
 	// into its own subtree or of a root node, EFORBIDDEN when the actor is
 	// not an admin of both the node and the new parent.
 	MoveNode(ctx context.Context, id, parentID int64) (*Node, error)
+
+	// UpdateNode changes a node's name or kind and returns it as it now
+	// is. Returns ENOTFOUND outside the actor's grants, EFORBIDDEN without
+	// the admin role on the node, EINVALID for a bad value, EPRECONDITION
+	// for a stale u.IfVersion.
+	UpdateNode(ctx context.Context, id int64, u NodeUpdate) (*Node, error)
 }

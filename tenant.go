@@ -13,6 +13,8 @@ type Tenant struct {
 	Name       string    `json:"name"`
 	RootNodeID int64     `json:"root_node_id,string"`
 	CreatedAt  time.Time `json:"created_at"`
+	// Version counts the changes of its name (see CheckVersion).
+	Version int64 `json:"version"`
 }
 
 // Validate reports whether the tenant can be created.
@@ -31,4 +33,9 @@ type TenantService interface {
 	// FindTenantByID returns ENOTFOUND when the tenant does not exist or the
 	// actor belongs to another tenant.
 	FindTenantByID(ctx context.Context, id int64) (*Tenant, error)
+
+	// UpdateTenant renames a tenant and returns it as it now is. Returns
+	// EFORBIDDEN unless the actor is a super-admin, EINVALID for a bad
+	// name, EPRECONDITION for a stale u.IfVersion.
+	UpdateTenant(ctx context.Context, id int64, u TenantUpdate) (*Tenant, error)
 }

@@ -9,10 +9,16 @@ import (
 // User is a person or system of one tenant. What a user may see and do comes
 // only from their grants.
 type User struct {
-	ID        int64     `json:"id,string"`
-	TenantID  int64     `json:"tenant_id,string"`
-	Name      string    `json:"name"`
+	ID       int64  `json:"id,string"`
+	TenantID int64  `json:"tenant_id,string"`
+	Name     string `json:"name"`
+	// Disabled users exist, keep their grants and tokens, and cannot
+	// authenticate: each of their tokens is EUNAUTHORIZED while it is set.
+	Disabled  bool      `json:"disabled"`
 	CreatedAt time.Time `json:"created_at"`
+	// Version counts the changes of its name and disabled (see
+	// CheckVersion).
+	Version int64 `json:"version"`
 }
 
 // Validate reports whether the user can be created.
@@ -42,6 +48,12 @@ type UserService interface {
 	CreateUser(ctx context.Context, u *User) error
 	// FindUserByID returns ENOTFOUND for users of other tenants.
 	FindUserByID(ctx context.Context, id int64) (*User, error)
+	// UpdateUser renames, disables or enables a user and returns it as it
+	// now is. Returns ENOTFOUND for users of other tenants, EFORBIDDEN
+	// unless the actor is an admin of the tenant's root node (or a
+	// super-admin), EINVALID for a bad value, EPRECONDITION for a stale
+	// u.IfVersion.
+	UpdateUser(ctx context.Context, id int64, u UserUpdate) (*User, error)
 	// CreateToken creates a token for the user and returns it with its
 	// secret. Users may create tokens for themselves; tenant admins for
 	// anyone in the tenant.
@@ -52,7 +64,8 @@ type UserService interface {
 	// know the token exists); EFORBIDDEN for a viewer of the root.
 	DeleteToken(ctx context.Context, id int64) error
 	// Authenticate returns the actor for a token secret, with grants loaded
-	// now. Returns EUNAUTHORIZED for an unknown or revoked token.
+	// now. Returns EUNAUTHORIZED for an unknown or revoked token, and for a
+	// token of a disabled user.
 	Authenticate(ctx context.Context, secret string) (*Actor, error)
 }
 

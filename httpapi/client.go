@@ -79,7 +79,7 @@ func (c *Client) doHeader(ctx context.Context, method, path string, query url.Va
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "application/json")
-	if in != nil {
+	if in != nil && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.Token != "" {

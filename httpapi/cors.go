@@ -11,9 +11,9 @@ import (
 // What a page on an allowed origin may send and read (CORS). herd's routes
 // use no other methods, and read no other request headers.
 var (
-	corsMethods = "GET, POST, DELETE"
-	corsHeaders = "Authorization, Content-Type, " + HeaderIdempotencyKey
-	corsExpose  = "Retry-After, WWW-Authenticate, " + HeaderReplayed
+	corsMethods = "GET, POST, PUT, PATCH, DELETE"
+	corsHeaders = "Authorization, Content-Type, If-Match, " + HeaderIdempotencyKey
+	corsExpose  = "ETag, Retry-After, WWW-Authenticate, " + HeaderReplayed
 )
 
 // corsMaxAge is how long a browser may keep a preflight's answer (in

@@ -107,7 +107,7 @@ func (s *Server) handleDeviceView(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeVersioned(w, d, d.Version)
 }
 
 // handleDeviceMove handles POST /v1/devices/{id}/move.

@@ -18,6 +18,9 @@ const (
 	EMETHOD = "method_not_allowed"
 	// ETIMEOUT: the request ran past its deadline (503; retry later).
 	ETIMEOUT = "timeout"
+	// EMEDIATYPE: a body of a type the route does not take (415), such as
+	// a JSON Patch (RFC 6902) sent where a merge patch goes.
+	EMEDIATYPE = "unsupported_media_type"
 )
 
 // statuses maps error codes to HTTP statuses. A code missing here is
@@ -37,6 +40,8 @@ var statuses = map[string]int{
 	herd.EKEYREUSED:     http.StatusUnprocessableEntity,
 	herd.ERATELIMITED:   http.StatusTooManyRequests,
 	herd.EIDEXHAUSTED:   http.StatusServiceUnavailable,
+	herd.EPRECONDITION:  http.StatusPreconditionFailed,
+	EMEDIATYPE:          http.StatusUnsupportedMediaType,
 	herd.EINTERNAL:      http.StatusInternalServerError,
 	EMETHOD:             http.StatusMethodNotAllowed,
 	ETIMEOUT:            http.StatusServiceUnavailable,

@@ -46,7 +46,7 @@ func (s *Server) handleNodeView(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n)
+	writeVersioned(w, n, n.Version)
 }
 
 // handleNodeMove handles POST /v1/nodes/{id}/move: the subtree moves under

@@ -6,7 +6,8 @@ import (
 	"github.com/herd-iot/herd"
 )
 
-// registerRoutes lists the whole HTTP surface. Every POST honours an
+// registerRoutes lists the whole HTTP surface. Every POST and PATCH
+// honours an
 // Idempotency-Key (commands require one), except those whose answer
 // carries a secret: herd keeps secrets hashed, and will not keep an answer
 // to replay. Every /v1 route requires a
@@ -20,11 +21,13 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/tenants", s.authed(s.idempotent(false, s.handleTenantCreate)))
 	s.handle("GET /v1/tenants", s.authed(returning(s.handleTenantList)))
 	s.handle("GET /v1/tenants/{id}", s.authed(s.handleTenantView))
+	s.handle("PATCH /v1/tenants/{id}", s.authed(s.idempotent(false, returning(s.handleTenantPatch))))
 
 	s.handle("POST /v1/nodes", s.authed(s.idempotent(false, s.handleNodeCreate)))
 	s.handle("GET /v1/nodes", s.authed(returning(s.handleNodeSearch)))
 	s.handle("GET /v1/nodes/{id}", s.authed(s.handleNodeView))
 	s.handle("GET /v1/nodes/{id}/children", s.authed(returning(s.handleNodeChildren)))
+	s.handle("PATCH /v1/nodes/{id}", s.authed(s.idempotent(false, returning(s.handleNodePatch))))
 	s.handle("POST /v1/nodes/{id}/move", s.authed(s.idempotent(false, s.handleNodeMove)))
 
 	s.handle("GET /v1/devices", s.authed(s.handleDeviceQuery))
@@ -32,6 +35,7 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/devices/batch", s.authed(s.idempotent(false, s.handleDeviceBatch)))
 	s.handle("GET /v1/devices/summary", s.authed(returning(s.handleDeviceSummary)))
 	s.handle("GET /v1/devices/{id}", s.authed(s.handleDeviceView))
+	s.handle("PATCH /v1/devices/{id}", s.authed(s.idempotent(false, returning(s.handleDevicePatch))))
 	s.handle("GET /v1/devices/{id}/readings", s.authed(returning(s.handleDeviceReadings)))
 	s.handle("POST /v1/devices/{id}/move", s.authed(s.idempotent(false, s.handleDeviceMove)))
 	s.handle("DELETE /v1/devices/{id}", s.authed(s.handleDeviceDelete))
@@ -77,6 +81,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/users", s.authed(returning(s.handleUserList)))
 	s.handle("GET /v1/users/{id}", s.authed(s.handleUserView))
 	s.handle("GET /v1/users/{id}/tokens", s.authed(returning(s.handleTokenList)))
+	s.handle("PATCH /v1/users/{id}", s.authed(s.idempotent(false, returning(s.handleUserPatch))))
 	s.handle("POST /v1/users/{id}/tokens", s.authed(s.noReplay(s.handleTokenCreate)))
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))

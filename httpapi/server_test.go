@@ -339,7 +339,7 @@ func TestServer_Routing(t *testing.T) {
 		if allow := r.Header.Get("Allow"); !strings.Contains(allow, "GET") || !strings.Contains(allow, "POST") {
 			t.Fatalf("Allow %q", allow)
 		}
-		e.do("PATCH", "/v1/tenants/1", adminSecret, "{}").wantError(t, http.StatusMethodNotAllowed, httpapi.EMETHOD)
+		e.do("PUT", "/v1/tenants/1", adminSecret, "{}").wantError(t, http.StatusMethodNotAllowed, httpapi.EMETHOD)
 	})
 	t.Run("ErrBadPathID", func(t *testing.T) {
 		e.do("GET", "/v1/devices/abc", adminSecret, nil).wantError(t, http.StatusBadRequest, herd.EINVALID, `"abc"`)

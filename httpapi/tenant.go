@@ -39,7 +39,7 @@ func (s *Server) handleTenantView(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
+	writeVersioned(w, t, t.Version)
 }
 
 var _ herd.TenantService = (*Client)(nil)

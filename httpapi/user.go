@@ -45,7 +45,7 @@ func (s *Server) handleUserView(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, u)
+	writeVersioned(w, u, u.Version)
 }
 
 // handleTokenCreate handles POST /v1/users/{id}/tokens. The answer is the

@@ -21,7 +21,7 @@ func NewDeviceService(db *DB) *DeviceService { return &DeviceService{db: db} }
 // deviceColumns is the projection every device read selects, in the order
 // scanDevice expects.
 const deviceColumns = `id, tenant_id, node_id, path, key, name, model, firmware, status, online, last_seen,
-temperature, humidity, pressure, voltage, current, power, battery, rssi, uptime_s, error_count, config_version, created_at`
+temperature, humidity, pressure, voltage, current, power, battery, rssi, uptime_s, error_count, config_version, created_at, version`
 
 type rowScanner interface{ Scan(dest ...any) error }
 
@@ -31,7 +31,7 @@ func scanDevice(r rowScanner) (*herd.Device, error) {
 	var temp, hum, pres, volt, cur, pow, bat sql.NullFloat64
 	var created int64
 	if err := r.Scan(&d.ID, &d.TenantID, &d.NodeID, &d.Path, &d.Key, &d.Name, &d.Model, &d.Firmware, &d.Status, &d.Online, &lastSeen,
-		&temp, &hum, &pres, &volt, &cur, &pow, &bat, &rssi, &uptime, &d.ErrorCount, &d.ConfigVersion, &created); err != nil {
+		&temp, &hum, &pres, &volt, &cur, &pow, &bat, &rssi, &uptime, &d.ErrorCount, &d.ConfigVersion, &created, &d.Version); err != nil {
 		return nil, err
 	}
 	if lastSeen.Valid {
@@ -172,7 +172,7 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 				return err
 			}
 			if d := byKey[key]; d != nil {
-				d.ID = id
+				d.ID, d.Version = id, 1 // the column's default
 				n++
 			}
 		}

@@ -99,7 +99,7 @@ func (s *ListService) FindTenants(ctx context.Context, p herd.ListParams) (_ *he
 		if err != nil {
 			return nil, err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, name, root_node_id, created_at FROM tenants WHERE id > ? ORDER BY id LIMIT ?`, pos.ID, p.Limit+1)
+		rows, err := tx.QueryContext(ctx, `SELECT id, name, root_node_id, created_at, version FROM tenants WHERE id > ? ORDER BY id LIMIT ?`, pos.ID, p.Limit+1)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +107,7 @@ func (s *ListService) FindTenants(ctx context.Context, p herd.ListParams) (_ *he
 			var t herd.Tenant
 			var root sql.NullInt64
 			var created int64
-			if err := r.Scan(&t.ID, &t.Name, &root, &created); err != nil {
+			if err := r.Scan(&t.ID, &t.Name, &root, &created, &t.Version); err != nil {
 				return nil, err
 			}
 			t.RootNodeID, t.CreatedAt = root.Int64, msToTime(created)
@@ -162,7 +162,7 @@ func (s *ListService) FindUsers(ctx context.Context, q herd.UserListQuery) (_ *h
 		if err != nil {
 			return nil, err
 		}
-		sqlText := `SELECT id, tenant_id, name, created_at FROM users WHERE tenant_id = ? AND id > ?`
+		sqlText := `SELECT id, tenant_id, name, disabled, created_at, version FROM users WHERE tenant_id = ? AND id > ?`
 		args := []any{tenantID, pos.ID}
 		if paths != nil {
 			// The grants of a user are few (herd.MaxGrantsPerUser): the
@@ -187,7 +187,7 @@ func (s *ListService) FindUsers(ctx context.Context, q herd.UserListQuery) (_ *h
 		items, err := collectRows(rows, func(r rowScanner) (*herd.User, error) {
 			var u herd.User
 			var created int64
-			if err := r.Scan(&u.ID, &u.TenantID, &u.Name, &created); err != nil {
+			if err := r.Scan(&u.ID, &u.TenantID, &u.Name, &u.Disabled, &created, &u.Version); err != nil {
 				return nil, err
 			}
 			u.CreatedAt = msToTime(created)

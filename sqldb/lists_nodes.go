@@ -13,13 +13,13 @@ import (
 )
 
 // nodeColumns are the columns scanNode reads.
-const nodeColumns = `id, tenant_id, parent_id, kind, name, path, created_at`
+const nodeColumns = `id, tenant_id, parent_id, kind, name, path, created_at, version`
 
 func scanNode(r rowScanner) (*herd.Node, error) {
 	var n herd.Node
 	var parent *int64
 	var created int64
-	if err := r.Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created); err != nil {
+	if err := r.Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created, &n.Version); err != nil {
 		return nil, err
 	}
 	if parent != nil {

@@ -215,6 +215,11 @@ func TestMigration0010(t *testing.T) {
 					keys = append(keys, strings.NewReplacer("scope TEXT  1 1", "scope TEXT  1 2", "key TEXT  1 2", "key TEXT  1 3").Replace(c))
 				}
 				beforeCols["idempotency_keys"] = keys
+				// 0020 adds the versions, and whether a user is disabled.
+				for _, tbl := range []string{"tenants", "nodes", "users", "devices"} {
+					beforeCols[tbl] = append(beforeCols[tbl], "version BIGINT 1 1 0")
+				}
+				beforeCols["users"] = append(beforeCols["users"], "disabled BOOLEAN false 1 0")
 				if !reflect.DeepEqual(afterCols, beforeCols) {
 					t.Errorf("columns after the migration:\n%v\nwant\n%v", afterCols, beforeCols)
 				}

@@ -72,7 +72,7 @@ func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (
 		n.TenantID, parent, n.Kind, n.Name, tx.now.UnixMilli()); err != nil {
 		return err
 	}
-	n.Path, n.CreatedAt = herd.ChildPath(parentPath, n.ID), tx.now
+	n.Path, n.CreatedAt, n.Version = herd.ChildPath(parentPath, n.ID), tx.now, 1
 	_, err = tx.ExecContext(ctx, `UPDATE nodes SET path = ? WHERE id = ?`, n.Path, n.ID)
 	return err
 }
@@ -112,8 +112,8 @@ func (tx *Tx) readNode(ctx context.Context, a *herd.Actor, id int64) (*herd.Node
 	var parent sql.NullInt64
 	var created int64
 	cond, args := tenantCond(a, "tenant_id")
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, parent_id, kind, name, path, created_at FROM nodes WHERE id = ?`+cond, append([]any{id}, args...)...).
-		Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created)
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, parent_id, kind, name, path, created_at, version FROM nodes WHERE id = ?`+cond, append([]any{id}, args...)...).
+		Scan(&n.ID, &n.TenantID, &parent, &n.Kind, &n.Name, &n.Path, &created, &n.Version)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.Allows(n.TenantID, n.Path, herd.RoleViewer)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "node %d not found", id)
 	} else if err != nil {

@@ -35,7 +35,7 @@ func (s *TenantService) CreateTenant(ctx context.Context, t *herd.Tenant) (err e
 	if t.ID, err = tx.insertID(ctx, `INSERT INTO tenants (name, created_at) VALUES (?, ?)`, t.Name, tx.now.UnixMilli()); err != nil {
 		return err
 	}
-	t.CreatedAt = tx.now
+	t.CreatedAt, t.Version = tx.now, 1
 	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_cursors (tenant_id) VALUES (?)`, t.ID); err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (s *TenantService) FindTenantByID(ctx context.Context, id int64) (_ *herd.T
 func (tx *Tx) findTenant(ctx context.Context, id int64) (*herd.Tenant, error) {
 	var t herd.Tenant
 	var created int64
-	err := tx.QueryRowContext(ctx, `SELECT id, name, root_node_id, created_at FROM tenants WHERE id = ?`, id).Scan(&t.ID, &t.Name, &t.RootNodeID, &created)
+	err := tx.QueryRowContext(ctx, `SELECT id, name, root_node_id, created_at, version FROM tenants WHERE id = ?`, id).Scan(&t.ID, &t.Name, &t.RootNodeID, &created, &t.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "tenant %d not found", id)
 	} else if err != nil {

@@ -72,7 +72,7 @@ func (s *UserService) CreateUser(ctx context.Context, u *herd.User) (err error) 
 	if u.ID, err = tx.insertID(ctx, `INSERT INTO users (tenant_id, name, created_at) VALUES (?, ?, ?)`, u.TenantID, u.Name, tx.now.UnixMilli()); err != nil {
 		return err
 	}
-	u.CreatedAt = tx.now
+	u.CreatedAt, u.Version = tx.now, 1
 	root, err := tx.rootPath(ctx, u.TenantID)
 	if err != nil {
 		return err
@@ -93,7 +93,7 @@ func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User
 	var u herd.User
 	var created int64
 	cond, args := tenantCond(a, "tenant_id")
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, name, created_at FROM users WHERE id = ?`+cond, append([]any{id}, args...)...).Scan(&u.ID, &u.TenantID, &u.Name, &created)
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, name, disabled, created_at, version FROM users WHERE id = ?`+cond, append([]any{id}, args...)...).Scan(&u.ID, &u.TenantID, &u.Name, &u.Disabled, &created, &u.Version)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(u.TenantID)) {
 		return nil, herd.Errorf(herd.ENOTFOUND, "user %d not found", id)
 	} else if err != nil {
@@ -211,10 +211,20 @@ func (s *UserService) Authenticate(ctx context.Context, secret string) (_ *herd.
 
 // actorOfTokenHash reads the actor of the token (a user's or the
 // super-admin's) whose hash is hash, with its grants as they are now; nil
-// when no token has it. Bearer tokens and socket tickets both end here.
+// when no token has it or its user is disabled. Bearer tokens and socket
+// tickets both end here.
 func (tx *Tx) actorOfTokenHash(ctx context.Context, hash string) (*herd.Actor, error) {
 	var a herd.Actor
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE hash = ?`, hash).Scan(&a.TokenID, &a.TenantID, &a.UserID)
+	var disabled bool
+	// The user's disabled flag by a scalar subquery on its primary key, not
+	// a join: one index lookup each, whatever the planner knows.
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id, (SELECT disabled FROM users WHERE users.id = tokens.user_id) FROM tokens WHERE hash = ?`, hash).
+		Scan(&a.TokenID, &a.TenantID, &a.UserID, &disabled)
+	if err == nil && disabled {
+		// A disabled user's token is as good as none: the same answer as
+		// for a revoked one, so a caller learns nothing more from it.
+		return nil, nil
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		var id int64
 		err = tx.QueryRowContext(ctx, `SELECT id FROM admin_tokens WHERE hash = ?`, hash).Scan(&id)

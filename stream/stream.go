@@ -87,6 +87,8 @@ var accessChanging = map[string]bool{
 	herd.EventGrantDeleted: true,
 	herd.EventNodeMoved:    true,
 	herd.EventTokenDeleted: true,
+	// A user disabled (or enabled): its tokens authenticate no more.
+	herd.EventUserUpdated: true,
 }
 
 // Hub holds the connections of this process and fans hints out to them.

@@ -74,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runExport(ctx, args, stdout, stderr)
 	case "doctor":
 		return runDoctor(ctx, args, stdout, stderr)
+	case "devices", "nodes", "users", "tenants":
+		return runObjects(ctx, cmd, args, stdout, stderr)
 	case "version", "--version", "-version":
 		return runVersion(stdout)
 	case "help", "-h", "-help", "--help":
@@ -108,6 +110,10 @@ Commands:
 	list      print a list: tenants, users, tokens, a node's children, grants, nodes by name
 	export    write a scope's readings to a Parquet, CSV or NDJSON file
 	doctor    check a database: "herd doctor ids" finds id columns near their limit
+	devices   "herd devices update ID --name X --model Y" renames a device
+	nodes     "herd nodes update ID --name X --kind Y" renames a node
+	users     "herd users update ID --name X --disabled=true" renames or disables a user
+	tenants   "herd tenants update ID --name X" renames a tenant (super-admin)
 	bench     run the benchmark scenarios
 	version   print the version
 	help      print this help
