@@ -64,7 +64,7 @@ func (s *ListService) FindChildren(ctx context.Context, nodeID int64, p herd.Lis
 			var c herd.NodeChild
 			var parent *int64
 			var created, devices int64
-			if err := r.Scan(&c.ID, &c.TenantID, &parent, &c.Kind, &c.Name, &c.Path, &created, &devices); err != nil {
+			if err := r.Scan(&c.ID, &c.TenantID, &parent, &c.Kind, &c.Name, &c.Path, &created, &c.Version, &devices); err != nil {
 				return nil, err
 			}
 			c.ParentID, c.CreatedAt = n.ID, msToTime(created)
