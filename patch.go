@@ -89,8 +89,9 @@ func (u NodeUpdate) Apply(n *Node) ([]string, error) {
 }
 
 // UserUpdate is a change to a user: its name, or whether it is disabled.
-// A disabled user's tokens stop authenticating at once (and its sockets
-// close); enabling it again brings back the same tokens and grants.
+// A disabled user's tokens stop authenticating at once (its event streams
+// close at once, its app sockets at their next check of the token, within
+// 10 s); enabling it again brings back the same tokens and grants.
 type UserUpdate struct {
 	Name      *string
 	Disabled  *bool

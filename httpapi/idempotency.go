@@ -69,7 +69,14 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		a := herd.ActorFromContext(r.Context())
 		scope := fmt.Sprintf("%d/%d/%s", a.TenantID, a.TokenID, r.Pattern)
-		sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.Path+"\n"), body...))
+		// The precondition is part of the request: the same key with
+		// another If-Match is another request (a 422), not the first
+		// one's answer again. Without one the fingerprint is as before.
+		head := r.Method + " " + r.URL.Path + "\n"
+		if im := r.Header.Get("If-Match"); im != "" {
+			head += "If-Match: " + im + "\n"
+		}
+		sum := sha256.Sum256(append([]byte(head), body...))
 		hash := hex.EncodeToString(sum[:])
 		res, err := s.Idempotency.BeginRequest(r.Context(), scope, key, hash)
 		if err != nil {
@@ -79,7 +86,7 @@ func (s *Server) idempotent(required bool, h http.HandlerFunc) http.HandlerFunc 
 		switch res.State {
 		case herd.IdempotencyMismatch:
 			s.metrics.idempotency.WithLabelValues("mismatch").Inc()
-			Error(w, r, herd.Errorf(herd.EKEYREUSED, "this %s was used for another request (another route or body) in the last 24 h: use a new key per operation", HeaderIdempotencyKey))
+			Error(w, r, herd.Errorf(herd.EKEYREUSED, "this %s was used for another request (another route, body or If-Match) in the last 24 h: use a new key per operation", HeaderIdempotencyKey))
 			return
 		case herd.IdempotencyRunning:
 			s.metrics.idempotency.WithLabelValues("running").Inc()

@@ -52,8 +52,11 @@ func (s *ListService) FindChildren(ctx context.Context, nodeID int64, p herd.Lis
 		sqlText := `SELECT ` + nodeColumns + `, device_count FROM nodes WHERE tenant_id = ? AND parent_id = ?`
 		args := []any{n.TenantID, n.ID}
 		if p.Cursor != "" {
-			sqlText += ` AND (name > ? OR (name = ? AND id > ?))`
-			args = append(args, pos.Key, pos.Key, pos.ID)
+			// A row value, which both stores take as an index bound (an OR
+			// of the two is a filter on PostgreSQL: page k read every
+			// child before it).
+			sqlText += ` AND (name, id) > (?, ?)`
+			args = append(args, pos.Key, pos.ID)
 		}
 		rows, err := tx.QueryContext(ctx, sqlText+` ORDER BY name, id LIMIT ?`, append(args, p.Limit+1)...)
 		if err != nil {
@@ -94,6 +97,19 @@ func (s *ListService) FindChildren(ctx context.Context, nodeID int64, p herd.Lis
 // childCounts sets each child's ChildCount: one GROUP BY over the page's
 // ids, read by nodes_parent.
 func (tx *Tx) childCounts(ctx context.Context, children []*herd.NodeChild) error {
+	// A page of up to herd.MaxListLimit children, in statements the
+	// parameter guard allows.
+	for len(children) > 0 {
+		chunk := children[:min(len(children), herd.MaxQueryParams-1)]
+		children = children[len(chunk):]
+		if err := tx.childCountsOf(ctx, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (tx *Tx) childCountsOf(ctx context.Context, children []*herd.NodeChild) error {
 	args := []any{children[0].TenantID}
 	byID := make(map[int64]*herd.NodeChild, len(children))
 	for _, c := range children {
@@ -108,7 +124,7 @@ func (tx *Tx) childCounts(ctx context.Context, children []*herd.NodeChild) error
 	for rows.Next() {
 		var id, count int64
 		if err := rows.Scan(&id, &count); err != nil {
-			return err
+			return fmt.Errorf("count children: %w", err)
 		}
 		if c := byID[id]; c != nil {
 			c.ChildCount = count
@@ -142,8 +158,20 @@ func (s *ListService) deviceCounts(ctx context.Context, tx *Tx, n *herd.Node, ch
 		return "", err
 	} else if !ok {
 		source = summaryFromDevices
-		if counts, err = tx.countSQL(ctx, scope); err != nil {
-			return "", err
+		// whereScope binds two parameters a path: a page of up to
+		// herd.MaxListLimit children takes a few statements.
+		counts = pathCounts{}
+		per := (herd.MaxQueryParams - 3) / 2
+		for paths := scope.Paths; len(paths) > 0; {
+			part := herd.Scope{TenantID: scope.TenantID, Paths: paths[:min(per, len(paths))]}
+			paths = paths[len(part.Paths):]
+			pc, err := tx.countSQL(ctx, part)
+			if err != nil {
+				return "", err
+			}
+			for k, v := range pc {
+				counts[k] = v // siblings' subtrees do not meet: no path twice
+			}
 		}
 	}
 	byID := make(map[int64]*herd.NodeChild, len(children))

@@ -153,6 +153,16 @@ func (s *UserService) UpdateUser(ctx context.Context, id int64, u herd.UserUpdat
 	usr, err := tx.findUser(ctx, a, id)
 	if err != nil {
 		return nil, err
+	}
+	// Read again under the tenant's lock, as devices and nodes are: two
+	// updates without If-Match then go one after the other, the second
+	// from the first's version, instead of the second failing its
+	// version check on PostgreSQL.
+	if _, err := tx.lockTenantTree(ctx, usr.TenantID); err != nil {
+		return nil, err
+	}
+	if usr, err = tx.findUser(ctx, a, id); err != nil {
+		return nil, err
 	} else if err := tx.requireTenantAdmin(ctx, a, usr.TenantID); err != nil {
 		return nil, err
 	} else if err := herd.CheckVersion("user", usr.ID, usr.Version, u.IfVersion); err != nil {
@@ -198,6 +208,10 @@ func (s *TenantService) UpdateTenant(ctx context.Context, id int64, u herd.Tenan
 		return nil, err
 	}
 	defer tx.Rollback()
+	// Under the tenant's lock (see UpdateUser).
+	if _, err := tx.lockTenantTree(ctx, id); err != nil {
+		return nil, err
+	}
 	t, err := tx.findTenant(ctx, id)
 	if err != nil {
 		return nil, err

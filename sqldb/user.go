@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/herd-iot/herd"
 )
@@ -83,10 +84,47 @@ func (s *UserService) CreateUser(ctx context.Context, u *herd.User) (err error) 
 	return tx.Commit()
 }
 
-// FindUserByID returns a user of the actor's tenant.
+// FindUserByID returns a user the actor may see, as GET /v1/users lists
+// them: themself, any user for a super-admin or an admin of the tenant's
+// root, and for an admin of other nodes the users holding a grant on or
+// under one of them. Anyone else is told the user does not exist.
 func (s *UserService) FindUserByID(ctx context.Context, id int64) (_ *herd.User, err error) {
 	defer wrapOp("sqldb.FindUserByID", &err)
-	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.User, error) { return tx.findUser(ctx, a, id) })
+	return asActor(ctx, s.db, func(tx *Tx, a *herd.Actor) (*herd.User, error) {
+		u, err := tx.findUser(ctx, a, id)
+		if err != nil || a.Super || a.UserID == u.ID {
+			return u, err
+		}
+		root, err := tx.rootPath(ctx, u.TenantID)
+		if err != nil {
+			return nil, err
+		}
+		if a.Allows(u.TenantID, root, herd.RoleAdmin) {
+			return u, nil
+		}
+		paths := a.Scope(herd.RoleAdmin).Paths
+		if len(paths) > 0 {
+			var b strings.Builder
+			args := []any{u.ID, u.TenantID}
+			for i, p := range paths {
+				if i > 0 {
+					b.WriteString(" OR ")
+				}
+				b.WriteString("(n.path >= ? AND n.path < ?)")
+				args = append(args, p, herd.PathUpperBound(p))
+			}
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM grants g JOIN nodes n ON n.id = g.node_id AND n.tenant_id = g.tenant_id
+				WHERE g.user_id = ? AND g.tenant_id = ? AND (`+b.String()+`) LIMIT 1`, args...).Scan(&one)
+			if err == nil {
+				return u, nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return nil, err
+			}
+		}
+		return nil, herd.Errorf(herd.ENOTFOUND, "user %d not found", id)
+	})
 }
 
 func (tx *Tx) findUser(ctx context.Context, a *herd.Actor, id int64) (*herd.User, error) {
@@ -218,7 +256,7 @@ func (tx *Tx) actorOfTokenHash(ctx context.Context, hash string) (*herd.Actor, e
 	var disabled bool
 	// The user's disabled flag by a scalar subquery on its primary key, not
 	// a join: one index lookup each, whatever the planner knows.
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id, (SELECT disabled FROM users WHERE users.id = tokens.user_id) FROM tokens WHERE hash = ?`, hash).
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id, (SELECT disabled FROM users WHERE users.id = tokens.user_id AND users.tenant_id = tokens.tenant_id) FROM tokens WHERE hash = ?`, hash).
 		Scan(&a.TokenID, &a.TenantID, &a.UserID, &disabled)
 	if err == nil && disabled {
 		// A disabled user's token is as good as none: the same answer as
