@@ -18,3 +18,18 @@ func (db *DB) QueryGuarded(ctx context.Context, q string, args ...any) error {
 	}
 	return rows.Close()
 }
+
+// SetRollupCompactBytes sets the size of stats past which a PostgreSQL
+// rollup row is re-encoded, so a test compacts after a few batches.
+func (db *DB) SetRollupCompactBytes(n int) { db.rollupCompactBytes = n }
+
+// RollupSections counts the per-field sections of a rollup row's stats
+// (several of one field on PostgreSQL until the row is compacted).
+func RollupSections(b []byte) (int, error) {
+	n := 0
+	err := eachField(b, func(int, int64, float64, float64, float64, []byte) error {
+		n++
+		return nil
+	})
+	return n, err
+}
