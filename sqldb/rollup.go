@@ -203,13 +203,17 @@ func (tx *Tx) mergeRollups(ctx context.Context, keys []rollupKey, accs map[rollu
 }
 
 // rollupCompactBytes is the size of stats past which a PostgreSQL rollup
-// row is re-encoded, its sections merged into one a field. Under it rows
-// stay within PostgreSQL's TOAST threshold (about 2 KB a row), so an
-// append never compresses the value or writes it out of line; a compacted
-// row of the bench's four fields is 0.3-0.6 KB, so a row is re-encoded
-// every few batches, not every one. (DB.rollupCompactBytes overrides it
-// for tests.)
-const rollupCompactBytes = 1800
+// row is re-encoded, its sections merged into one a field. Each section
+// costs an aggregate a sketch decode (about 0.4 µs; the fleet aggregate of
+// bench/README.md reads 4,800 rows), and a row past PostgreSQL's TOAST
+// threshold (about 2 KB) would be compressed on every append. A compacted
+// row of four fields is about 0.4 KB and a batch of the ingest benchmark
+// adds up to 0.2 KB, so a row is re-encoded every few batches, in the
+// statement that writes the batch's others. A row whose compacted stats
+// pass this (many fields of wide ranges) is re-encoded every batch: the
+// read-merge-write this replaced, less a statement. (DB.rollupCompactBytes
+// overrides it for tests.)
+const rollupCompactBytes = 1000
 
 // storedRollup is a row's key and stats as an upsert left them.
 type storedRollup struct {
