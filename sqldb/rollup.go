@@ -202,18 +202,31 @@ func (tx *Tx) mergeRollups(ctx context.Context, keys []rollupKey, accs map[rollu
 	return tx.compactRollups(ctx, big)
 }
 
-// rollupCompactBytes is the size of stats past which a PostgreSQL rollup
-// row is re-encoded, its sections merged into one a field. Each section
-// costs an aggregate a sketch decode (about 0.4 µs; the fleet aggregate of
-// bench/README.md reads 4,800 rows), and a row past PostgreSQL's TOAST
-// threshold (about 2 KB) would be compressed on every append. A compacted
-// row of four fields is about 0.4 KB and a batch of the ingest benchmark
-// adds up to 0.2 KB, so a row is re-encoded every few batches, in the
-// statement that writes the batch's others. A row whose compacted stats
-// pass this (many fields of wide ranges) is re-encoded every batch: the
-// read-merge-write this replaced, less a statement. (DB.rollupCompactBytes
-// overrides it for tests.)
-const rollupCompactBytes = 1000
+// A PostgreSQL rollup row is re-encoded, its sections merged into one a
+// field, when it holds more than rollupCompactSections sections of a field
+// or more than rollupCompactBytes bytes. Each section costs an aggregate a
+// sketch decode (about 0.4 µs): the fleet aggregate of bench/README.md
+// merges its 4,800 rows in 3.4 ms when they are compacted, in 11 ms when
+// every row holds four sections of the field (the most it can), and in
+// 14 ms with the rows a 1,000-byte bound alone leaves (rows of one field
+// and small batches hold many small sections). So the sections bound
+// what a read pays; the bytes bound rows of many fields, keeping them under
+// PostgreSQL's TOAST threshold (about 2 KB), past which every append would
+// compress the value. The re-encoding costs a batch one more statement
+// (the rows of a batch compact in one) and a decode and encode of those
+// rows; the upsert returns their stats, so they are not read again. A row
+// whose compacted stats pass the bytes (many fields of wide ranges) is
+// re-encoded every batch: the read-merge-write this replaced, less a
+// statement. (DB.rollupCompactBytes overrides the bytes for tests.)
+const (
+	rollupCompactSections = 4
+	rollupCompactBytes    = 1000
+)
+
+// rollupCandidateBytes: a row of at most this many bytes passes neither
+// bound (a section is at least 27 bytes), so the upsert does not return
+// it.
+const rollupCandidateBytes = (rollupCompactSections + 1) * 27
 
 // storedRollup is a row's key and stats as an upsert left them.
 type storedRollup struct {
@@ -223,23 +236,24 @@ type storedRollup struct {
 
 // appendRollups appends stats, the batch's encodings of keys, to their
 // stored rows (inserting the missing ones), and appends to big the rows
-// it left larger than the compaction threshold, with their stats.
+// it left past a compaction bound, with their stats.
 func (tx *Tx) appendRollups(ctx context.Context, keys []rollupKey, stats [][]byte, big []storedRollup) ([]storedRollup, error) {
 	limit := tx.db.rollupCompactBytes
 	if limit == 0 {
 		limit = rollupCompactBytes
 	}
+	candidate := min(limit, rollupCandidateBytes)
 	row := "(?, ?, ?, ?, ?, ?, ?)"
 	// The stored stats keep their version byte and lose the batch's. A
 	// row with no stats (none is written so; a damaged one) takes the
 	// batch's whole, version byte and all.
-	q := tx.memoText("rollup-append/"+strconv.Itoa(limit)+"/"+strconv.Itoa(len(keys)), func() string {
+	q := tx.memoText("rollup-append/"+strconv.Itoa(candidate)+"/"+strconv.Itoa(len(keys)), func() string {
 		return `WITH u AS (INSERT INTO reading_rollups (` + rollupKeyColumns + `, stats) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(row+",", len(keys)), ",") +
 			` ON CONFLICT (` + rollupKeyColumns + `) DO UPDATE SET stats = CASE WHEN octet_length(reading_rollups.stats) > 0
 			THEN reading_rollups.stats || substring(excluded.stats from 2) ELSE excluded.stats END
 			RETURNING ` + rollupKeyColumns + `, stats)
-			SELECT ` + rollupKeyColumns + `, stats FROM u WHERE octet_length(stats) > ` + strconv.Itoa(limit)
+			SELECT ` + rollupKeyColumns + `, stats FROM u WHERE octet_length(stats) > ` + strconv.Itoa(candidate)
 	})
 	args := make([]any, 0, len(keys)*7)
 	for i, k := range keys {
@@ -255,6 +269,15 @@ func (tx *Tx) appendRollups(ctx context.Context, keys []rollupKey, stats [][]byt
 		k := &r.key
 		if err := rows.Scan(&k.tenantID, &k.res, &k.bucket, &k.nodeID, &k.model, &k.firmware, &r.stats); err != nil {
 			return big, fmt.Errorf("append rollups: %w", err)
+		}
+		if len(r.stats) <= limit {
+			n, err := maxFieldSections(r.stats)
+			if err != nil {
+				return big, fmt.Errorf("append rollups: %w", err)
+			}
+			if n <= rollupCompactSections {
+				continue
+			}
 		}
 		big = append(big, r)
 	}

@@ -15,9 +15,8 @@ import (
 )
 
 // TestRollups_CompactAfterManyBatches: rows that many batches wrote into
-// (on PostgreSQL each batch appends its sections, and a row past the
-// threshold is re-encoded) stay bounded and still answer what the
-// readings do: count, sum, min and max exact, quantiles within the
+// (on PostgreSQL each batch appends its sections, and a row past a bound
+// is re-encoded) stay bounded and still answer what the readings do: count, sum, min and max exact, quantiles within the
 // sketch's accuracy, for fields of narrow and of wide ranges.
 func TestRollups_CompactAfterManyBatches(t *testing.T) {
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
@@ -35,7 +34,7 @@ func TestRollups_CompactAfterManyBatches(t *testing.T) {
 		// Every row holds at most one section a field once compacted; a
 		// row at most limit bytes before a batch appended its sections
 		// (a section is at least 27 bytes) and not past it after, or
-		// compacted.
+		// compacted; and at most sqldb.RollupCompactSections of a field.
 		maxSections := limit/27 + 2*len(fields)
 		multi := 0
 		for b := range batches {
@@ -60,10 +59,13 @@ func TestRollups_CompactAfterManyBatches(t *testing.T) {
 			}
 			mustOK(t, ingest.Ingest(context.Background(), items))
 			for _, n := range rollupSections(t, db, ten.ID) {
-				if n > maxSections {
-					t.Fatalf("batch %d: a row of %d sections, want at most %d: not compacted", b, n, maxSections)
+				if n.all > maxSections {
+					t.Fatalf("batch %d: a row of %d sections, want at most %d: not compacted", b, n.all, maxSections)
 				}
-				if n > len(fields) {
+				if n.oneField > sqldb.RollupCompactSections {
+					t.Fatalf("batch %d: a row of %d sections of a field, want at most %d: not compacted", b, n.oneField, sqldb.RollupCompactSections)
+				}
+				if n.all > len(fields) {
 					multi++
 				}
 			}
@@ -89,19 +91,22 @@ func TestRollups_CompactAfterManyBatches(t *testing.T) {
 	})
 }
 
-// rollupSections returns the sections of each of a tenant's rollup rows.
-func rollupSections(t *testing.T, db *sqldb.DB, tenantID int64) []int {
+type sections struct{ all, oneField int }
+
+// rollupSections returns the sections of each of a tenant's rollup rows:
+// all of them and the most of one field.
+func rollupSections(t *testing.T, db *sqldb.DB, tenantID int64) []sections {
 	t.Helper()
 	rows, err := db.SQL().Query(db.Rebind(`SELECT stats FROM reading_rollups WHERE tenant_id = ?`), tenantID)
 	mustOK(t, err)
 	defer rows.Close()
-	var out []int
+	var out []sections
 	for rows.Next() {
 		var stats []byte
 		mustOK(t, rows.Scan(&stats))
-		n, err := sqldb.RollupSections(stats)
+		all, one, err := sqldb.RollupSections(stats)
 		mustOK(t, err)
-		out = append(out, n)
+		out = append(out, sections{all, one})
 	}
 	mustOK(t, rows.Err())
 	return out
