@@ -290,7 +290,7 @@ func (tx *Tx) appendRollups(ctx context.Context, keys []rollupKey, stats [][]byt
 	return big, nil
 }
 
-// compactRollups re-encodes rows the batch left past the threshold, their
+// compactRollups re-encodes rows the batch left past a bound, their
 // sections merged into one a field. The upsert that returned them holds
 // their locks until the commit, so no other transaction has changed them
 // since.
