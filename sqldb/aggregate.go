@@ -147,8 +147,9 @@ func readRollups(ctx context.Context, tx *Tx, q herd.AggregateQuery, scope herd.
 		if err := rows.Scan(&bucket, &path, &model, &firmware, &stats); err != nil {
 			return fmt.Errorf("read rollups: %w", err)
 		}
-		// A row another transaction created empty and has not filled, or
-		// one without this field, adds nothing.
+		// A row without this field adds nothing. A PostgreSQL row holds a
+		// section of the field for each batch since it was last compacted
+		// (rollup.go): each merges into the cell, as the compaction would.
 		err := eachField(stats, func(i int, n int64, sum, lo, hi float64, sk []byte) error {
 			if i != field {
 				return nil

@@ -362,9 +362,20 @@ func (f *fixture) mustFindNode(tb testing.TB, id int64) *herd.Node {
 // TestRollups_ConcurrentIngest: batches committed at once by several
 // transactions (PostgreSQL's several gateways; SQLite's one writer in turn)
 // into the same rollup rows lose nothing: the count is every reading, and
-// the min, max and sum are all of them.
+// the min, max and sum are all of them. It runs again with rows
+// compacted after every batch or two (PostgreSQL), so that appends and
+// re-encodings of the same rows interleave.
 func TestRollups_ConcurrentIngest(t *testing.T) {
+	for _, compact := range []int{0, 100} {
+		t.Run(fmt.Sprintf("compact=%d", compact), func(t *testing.T) {
+			testConcurrentIngest(t, compact)
+		})
+	}
+}
+
+func testConcurrentIngest(t *testing.T, compact int) {
 	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		db.SetRollupCompactBytes(compact)
 		f := newFixture(db)
 		ten := f.mustTenant(t, "concurrent")
 		site := f.mustNode(t, ten.RootNodeID, "site")

@@ -71,6 +71,9 @@ type DB struct {
 	// benchmark of their cost; fleet aggregates then miss what is committed
 	// meanwhile.
 	NoRollups bool
+	// rollupCompactBytes overrides rollupCompactBytes (rollup.go), so a
+	// test compacts rows after a few small batches.
+	rollupCompactBytes int
 
 	caches  stateCaches
 	bg      background // the DB's own goroutines, waited for in Close

@@ -162,6 +162,20 @@ func eachField(b []byte, fn func(i int, n int64, sum, lo, hi float64, sk []byte)
 	return nil
 }
 
+// maxFieldSections returns the most sections an encoding holds of one
+// field (several on PostgreSQL, where batches append theirs), reading
+// only their headers.
+func maxFieldSections(b []byte) (int, error) {
+	var n [numericFields]int
+	most := 0
+	err := eachField(b, func(i int, _ int64, _, _, _ float64, _ []byte) error {
+		n[i]++
+		most = max(most, n[i])
+		return nil
+	})
+	return most, err
+}
+
 // mergeEncoded merges an encoding into s.
 func (s *rollupStats) mergeEncoded(b []byte) error {
 	return eachField(b, func(i int, n int64, sum, lo, hi float64, sk []byte) error {
