@@ -28,13 +28,18 @@ func TestUsers(t *testing.T) {
 			}
 		})
 		t.Run("View", func(t *testing.T) {
-			r := e.do("GET", fmt.Sprintf("/v1/users/%d", f.bob.ID), f.aliceToken.Secret, nil)
-			r.wantStatus(t, http.StatusOK)
-			var u herd.User
-			r.decode(t, &u)
-			if u.ID != f.bob.ID || u.Name != "bob" {
-				t.Fatalf("user %+v", u)
+			// Users are seen as GET /v1/users lists them: themselves, and
+			// by admins above their grants; a viewer sees no one else.
+			for _, token := range []string{f.bobToken.Secret, adminSecret} {
+				r := e.do("GET", fmt.Sprintf("/v1/users/%d", f.bob.ID), token, nil)
+				r.wantStatus(t, http.StatusOK)
+				var u herd.User
+				r.decode(t, &u)
+				if u.ID != f.bob.ID || u.Name != "bob" {
+					t.Fatalf("user %+v", u)
+				}
 			}
+			e.do("GET", fmt.Sprintf("/v1/users/%d", f.bob.ID), f.aliceToken.Secret, nil).wantStatus(t, http.StatusNotFound)
 		})
 		t.Run("ErrCreateWithoutTenantAdmin", func(t *testing.T) {
 			// bob is an admin of a site, not of the tenant.
