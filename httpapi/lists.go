@@ -59,28 +59,16 @@ func (s *Server) handleUserList(w http.ResponseWriter, r *http.Request) error {
 // handleTokenList handles GET /v1/users/{id}/tokens: no secrets, which the
 // store does not have.
 func (s *Server) handleTokenList(w http.ResponseWriter, r *http.Request) error {
-	svc, err := s.lists()
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	p, err := herd.ParseListQuery(r.URL.Query())
-	if err != nil {
-		return err
-	}
-	page, err := svc.FindTokens(r.Context(), id, p)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
+	return listOf(s, w, r, herd.ListService.FindTokens)
 }
 
 // handleNodeChildren handles GET /v1/nodes/{id}/children.
 func (s *Server) handleNodeChildren(w http.ResponseWriter, r *http.Request) error {
+	return listOf(s, w, r, herd.ListService.FindChildren)
+}
+
+// listOf answers a list of what belongs to the object of the path's {id}.
+func listOf[P any](s *Server, w http.ResponseWriter, r *http.Request, find func(herd.ListService, context.Context, int64, herd.ListParams) (P, error)) error {
 	svc, err := s.lists()
 	if err != nil {
 		return err
@@ -93,7 +81,7 @@ func (s *Server) handleNodeChildren(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	page, err := svc.FindChildren(r.Context(), id, p)
+	page, err := find(svc, r.Context(), id, p)
 	if err != nil {
 		return err
 	}
