@@ -72,6 +72,14 @@ const (
 	OpGe     = "ge"
 	OpIn     = "in"
 	OpPrefix = "prefix"
+	// OpExists applies to labels only: label.KEY:exists:true keeps the
+	// devices that have the key, false those that do not. On a label, eq
+	// and in keep the devices that have the key with that value; ne keeps
+	// every device whose label is not that value, those without the key
+	// included ("ring is not canary" means the unlabelled devices too).
+	// That differs from ne on a nullable column, which, as SQL does,
+	// never keeps a NULL: a label is absent, not unknown.
+	OpExists = "exists"
 )
 
 // MaxInValues bounds the values of one "in" filter: a short list typed by a
@@ -176,6 +184,14 @@ func (q *DeviceQuery) Normalize() error {
 	}
 	nvalues := 0
 	for _, f := range q.Filters {
+		if k, ok := LabelKeyOf(f.Field); ok {
+			if err := normalizeLabelFilter(k, f); err != nil {
+				return err
+			} else if nvalues += len(f.Values); nvalues > MaxFilterValues {
+				return Errorf(EINVALIDFILTER, "at most %d filter values in one query", MaxFilterValues)
+			}
+			continue
+		}
 		if _, ok := DeviceFields[f.Field]; !ok {
 			return Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
 		} else if nvalues += len(f.Values); nvalues > MaxFilterValues {
@@ -281,6 +297,9 @@ func ParseDeviceFilter(s string) (DeviceFilter, error) {
 		return DeviceFilter{}, Errorf(EINVALIDFILTER, "filter %q is not FIELD:OP:VALUE", s)
 	}
 	f := DeviceFilter{Field: parts[0], Op: parts[1]}
+	if k, ok := LabelKeyOf(f.Field); ok {
+		return parseLabelFilter(s, k, f, parts[2])
+	}
 	field, ok := DeviceFields[f.Field]
 	if !ok {
 		return f, Errorf(EINVALIDFILTER, "filter %q: unknown field %q", s, f.Field)
@@ -297,7 +316,7 @@ func ParseDeviceFilter(s string) (DeviceFilter, error) {
 			return f, Errorf(EINVALIDFILTER, "filter %q: operator prefix applies only to text fields", s)
 		}
 	default:
-		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix)", s, f.Op)
+		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix; on labels eq ne in exists)", s, f.Op)
 	}
 	raw := []string{parts[2]}
 	if f.Op == OpIn {

@@ -143,6 +143,9 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		page.Items = page.Items[:q.Limit]
 		page.NextCursor = q.EncodeCursor(s.db.cursorKey.For(scope), page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
+	if err := tx.attachLabels(ctx, scope.TenantID, page.Items); err != nil {
+		return nil, err
+	}
 	return page, nil
 }
 
@@ -219,9 +222,15 @@ func whereScope(b *strings.Builder, scope herd.Scope) []any {
 var sqlOps = map[string]string{herd.OpEq: "=", herd.OpNe: "<>", herd.OpLt: "<", herd.OpLe: "<=", herd.OpGt: ">", herd.OpGe: ">="}
 
 // whereFilters appends the filters. Field names come from herd.DeviceFields
-// (the parser refuses anything else), values are always bound.
+// (the parser refuses anything else), values are always bound. The
+// condition is on the devices table, named devices in the statement (a
+// label filter refers to it from its subquery).
 func whereFilters(b *strings.Builder, filters []herd.DeviceFilter, args []any) []any {
 	for _, f := range filters {
+		if key, ok := herd.LabelKeyOf(f.Field); ok {
+			args = whereLabel(b, key, f, args)
+			continue
+		}
 		if _, ok := herd.DeviceFields[f.Field]; !ok {
 			panic("sqldb: unvalidated filter field " + f.Field)
 		}

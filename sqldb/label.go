@@ -1,0 +1,166 @@
+package sqldb
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/herd-iot/herd"
+)
+
+// Device labels live in device_labels, a row a label (migration 0022).
+// Reads fetch the labels of the devices they return in one statement by
+// the ids of those devices — a page, never a scope — and the label filters
+// are EXISTS probes of the table's (tenant_id, key, value, device_id)
+// index, correlated with the device row (see whereFilters).
+
+// insertLabels writes the labels of new devices, whose ids are set, in
+// multi-row statements under the parameter guard.
+func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
+	var args []any
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		q := `INSERT INTO device_labels (tenant_id, device_id, key, value) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?),", n), ",")
+		_, err := tx.ExecContext(ctx, q, args...)
+		args, n = args[:0], 0
+		return err
+	}
+	per := herd.MaxQueryParams / 4
+	for _, d := range ds {
+		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
+			args = append(args, d.TenantID, d.ID, k, d.Labels[k])
+			if n++; n == per {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// replaceLabels makes the stored labels of a device the given ones: it
+// deletes the keys that went and upserts the rest, one statement each.
+func (tx *Tx) replaceLabels(ctx context.Context, d *herd.Device, old map[string]string) error {
+	var gone []any
+	for k := range old {
+		if _, ok := d.Labels[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) > 0 {
+		q := `DELETE FROM device_labels WHERE tenant_id = ? AND device_id = ? AND key IN (` + strings.TrimSuffix(strings.Repeat("?,", len(gone)), ",") + `)`
+		if _, err := tx.ExecContext(ctx, q, append([]any{d.TenantID, d.ID}, gone...)...); err != nil {
+			return err
+		}
+	}
+	var set []string
+	for k, v := range d.Labels {
+		if ov, ok := old[k]; !ok || ov != v {
+			set = append(set, k)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	slices.Sort(set)
+	args := make([]any, 0, 4*len(set))
+	for _, k := range set {
+		args = append(args, d.TenantID, d.ID, k, d.Labels[k])
+	}
+	q := `INSERT INTO device_labels (tenant_id, device_id, key, value) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?),", len(set)), ",") +
+		` ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value`
+	_, err := tx.ExecContext(ctx, q, args...)
+	return err
+}
+
+// pageLabelsSQL starts the statement that reads the labels of a page.
+const pageLabelsSQL = `SELECT device_id, key, value FROM device_labels WHERE tenant_id = ? AND device_id IN (`
+
+// attachLabels sets the labels of devices of one tenant read without them
+// ({} for a device with none), by the ids of those devices.
+func (tx *Tx) attachLabels(ctx context.Context, tenantID int64, ds []*herd.Device) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	byID := make(map[int64]*herd.Device, len(ds))
+	for _, d := range ds {
+		d.Labels = map[string]string{}
+		byID[d.ID] = d
+	}
+	ids := slices.Sorted(maps.Keys(byID))
+	per := herd.MaxQueryParams - 1
+	for start := 0; start < len(ids); start += per {
+		chunk := ids[start:min(start+per, len(ids))]
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, tenantID)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		err := tx.scanLabels(ctx, pageLabelsSQL+strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ",")+`)`, args,
+			func(id int64, k, v string) {
+				if d := byID[id]; d != nil {
+					d.Labels[k] = v
+				}
+			})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanLabels runs a query of (device_id, key, value) rows and hands each
+// to fn.
+func (tx *Tx) scanLabels(ctx context.Context, q string, args []any, fn func(id int64, k, v string)) error {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var id int64
+		var k, v string
+		if err := rows.Scan(&id, &k, &v); err != nil {
+			rows.Close()
+			return err
+		}
+		fn(id, k, v)
+	}
+	return errors.Join(rows.Err(), rows.Close())
+}
+
+// whereLabel appends a filter on a label: an EXISTS probe of device_labels
+// for the device row, within its tenant, on the (tenant_id, key, value,
+// device_id) index. eq, in and exists:true need the label, ne and
+// exists:false are the NOT EXISTS of eq and exists:true, so a device
+// without the key is not that value (see herd.OpExists). The key is bound
+// like the values.
+func whereLabel(b *strings.Builder, key string, f herd.DeviceFilter, args []any) []any {
+	probe := `EXISTS (SELECT 1 FROM device_labels l WHERE l.tenant_id = devices.tenant_id AND l.key = ?`
+	args = append(args, key)
+	neg := false
+	switch f.Op {
+	case herd.OpEq, herd.OpNe:
+		probe += ` AND l.value = ?`
+		args = append(args, f.Values[0])
+		neg = f.Op == herd.OpNe
+	case herd.OpIn:
+		probe += ` AND l.value IN (` + strings.TrimSuffix(strings.Repeat("?,", len(f.Values)), ",") + `)`
+		args = append(args, f.Values...)
+	case herd.OpExists:
+		neg = !f.Values[0].(bool)
+	default:
+		panic("sqldb: unvalidated label operator " + f.Op)
+	}
+	b.WriteString(" AND ")
+	if neg {
+		b.WriteString("NOT ")
+	}
+	b.WriteString(probe + ` AND l.device_id = devices.id)`)
+	return args
+}
