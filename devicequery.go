@@ -114,7 +114,10 @@ type DeviceFilter struct {
 
 // DeviceSort is the order of a device query; the device id breaks ties in
 // the same direction. NULLs sort before every value, so ascending pages
-// start with them and descending pages end with them.
+// start with them and descending pages end with them. A sort on a label
+// (label.KEY) orders by its value, and the devices without the key come
+// last in either direction (by id, in the sort's direction): a console
+// sorting by ring wants the labelled devices first, whichever way.
 type DeviceSort struct {
 	Field string
 	Desc  bool
@@ -175,7 +178,7 @@ func (q *DeviceQuery) Normalize() error {
 	if q.Limit == 0 {
 		q.Limit = DefaultLimit
 	}
-	if _, ok := DeviceFields[q.Sort.Field]; !ok {
+	if _, ok := sortField(q.Sort.Field); !ok {
 		return Errorf(EINVALIDSORT, "sort: unknown field %q", q.Sort.Field)
 	} else if q.Limit < 1 || q.Limit > MaxLimit {
 		return Errorf(EINVALIDLIMIT, "limit %d must be from 1 to %d", q.Limit, MaxLimit)
@@ -282,7 +285,9 @@ func ParseDeviceSort(s string) (DeviceSort, error) {
 	if strings.HasPrefix(s, "-") {
 		sort = DeviceSort{Field: s[1:], Desc: true}
 	}
-	if _, ok := DeviceFields[sort.Field]; !ok {
+	if key, ok := LabelKeyOf(sort.Field); ok && !ValidLabelKey(key) {
+		return sort, Errorf(EINVALIDSORT, "sort %q: %q is not a label key (1 to %d characters of a-z, 0-9, '_', '.', '/' and '-')", s, truncate(key, MaxLabelKeyLen+1), MaxLabelKeyLen)
+	} else if _, ok := sortField(sort.Field); !ok {
 		return sort, Errorf(EINVALIDSORT, "sort: unknown field %q", sort.Field)
 	}
 	return sort, nil
@@ -390,7 +395,8 @@ func ParseFieldValue(field Field, s string) (any, error) {
 }
 
 // FieldValue returns the device's value of a projection field, typed as in
-// DeviceFilter, and whether it is NULL.
+// DeviceFilter, and whether it is NULL; for label.KEY, the label's value,
+// and NULL when the device does not have the key.
 func (d *Device) FieldValue(name string) (v any, null bool) {
 	f64 := func(p *float64) (any, bool) {
 		if p == nil {
@@ -403,6 +409,13 @@ func (d *Device) FieldValue(name string) (v any, null bool) {
 			return nil, true
 		}
 		return *p, false
+	}
+	if k, ok := LabelKeyOf(name); ok {
+		v, has := d.Labels[k]
+		if !has {
+			return nil, true
+		}
+		return v, false
 	}
 	switch name {
 	case "id":
@@ -565,7 +578,7 @@ func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error
 	}
 	out := &DeviceCursor{Null: c.Null, ID: c.ID, Count: c.Count, CountCapped: c.Capped}
 	if !c.Null {
-		field := DeviceFields[q.Sort.Field]
+		field, _ := sortField(q.Sort.Field)
 		if field.Type == FieldTime {
 			field.Type = FieldInt // times travel as unix ms in cursors
 		}
@@ -590,7 +603,7 @@ func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error
 			}
 		}
 		out.Value = v
-	} else if !DeviceFields[q.Sort.Field].Nullable {
+	} else if field, _ := sortField(q.Sort.Field); !field.Nullable {
 		return nil, bad
 	}
 	return out, nil

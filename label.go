@@ -164,3 +164,13 @@ func normalizeLabelFilter(key string, f DeviceFilter) error {
 	}
 	return nil
 }
+
+// sortField describes a sort field: a projection column, or a label, which
+// sorts as nullable text (NULL: the device does not have the key).
+func sortField(name string) (Field, bool) {
+	if k, ok := LabelKeyOf(name); ok {
+		return Field{Name: name, Type: FieldString, Nullable: true}, ValidLabelKey(k)
+	}
+	f, ok := DeviceFields[name]
+	return f, ok
+}

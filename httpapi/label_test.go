@@ -93,6 +93,31 @@ func TestDevices_Labels(t *testing.T) {
 			r := e.do("GET", "/v1/devices?"+url.Values{"filter": {tt.filter}}.Encode(), bob, nil)
 			r.wantError(t, http.StatusBadRequest, herd.EINVALIDFILTER, tt.parts...)
 		}
+		// A sort on a label: by value, the devices without it last either
+		// way, paged by the cursor one device at a time.
+		for sort, want := range map[string][]string{"label.ring": {"lab-2", "lab-1", "lab-3"}, "-label.ring": {"lab-1", "lab-2", "lab-3"}} {
+			var keys []string
+			v := url.Values{"sort": {sort}, "limit": {"1"}}
+			for range 20 {
+				r := e.do("GET", "/v1/devices?"+v.Encode(), bob, nil)
+				r.wantStatus(t, http.StatusOK)
+				var p herd.DevicePage
+				r.decode(t, &p)
+				for _, d := range p.Items {
+					if strings.HasPrefix(d.Key, "lab-") {
+						keys = append(keys, d.Key)
+					}
+				}
+				if p.NextCursor == "" {
+					break
+				}
+				v.Set("cursor", p.NextCursor)
+			}
+			if !slices.Equal(keys, want) {
+				t.Errorf("sort=%s: got %v, want %v", sort, keys, want)
+			}
+		}
+		e.do("GET", "/v1/devices?sort=label.Ring", bob, nil).wantError(t, http.StatusBadRequest, herd.EINVALIDSORT, `"Ring" is not a label key`)
 		r = e.do("POST", "/v1/devices", bob, map[string]any{"node_id": fmt.Sprint(f.n1.ID), "key": "lab-bad", "labels": map[string]string{"a b": "x"}})
 		r.wantError(t, http.StatusBadRequest, herd.EINVALID, `label key "a b"`)
 	})

@@ -453,6 +453,9 @@ func TestQueryDevices_Property(t *testing.T) {
 						v.Add("filter", m.randomFilter(rng))
 					}
 					sort := pick(rng, herd.DeviceFieldNames)
+					if rng.IntN(5) == 0 {
+						sort = herd.LabelFieldPrefix + pick(rng, append(poolLabelKeys, "none"))
+					}
 					if rng.IntN(2) == 0 {
 						sort = "-" + sort
 					}

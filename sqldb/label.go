@@ -164,3 +164,27 @@ func whereLabel(b *strings.Builder, key string, f herd.DeviceFilter, args []any)
 	b.WriteString(probe + ` AND l.device_id = devices.id)`)
 	return args
 }
+
+// labelSortSQL returns the page statement of a sort on a label: the
+// scope's matching rows with their label value (a primary-key lookup per
+// row), ordered by it with the devices without the key last in either
+// direction, after the keyset position. No index yields this order, so the
+// scope is read and sorted, as for the unindexed readings; a large scope
+// goes to the state cache (see cacheFor).
+func labelSortSQL(key string, q herd.DeviceQuery, where string, args []any, limit int) (string, []any) {
+	dir, cmp := "ASC", ">"
+	if q.Sort.Desc {
+		dir, cmp = "DESC", "<"
+	}
+	out := append([]any{key}, args...)
+	keyset := ""
+	if c := q.After; c != nil && c.Null {
+		keyset = ` WHERE lsort IS NULL AND id ` + cmp + ` ?`
+		out = append(out, c.ID)
+	} else if c != nil {
+		keyset = ` WHERE (lsort IS NULL OR lsort ` + cmp + ` ? OR (lsort = ? AND id ` + cmp + ` ?))`
+		out = append(out, c.Value, c.Value, c.ID)
+	}
+	return `SELECT ` + deviceColumns + ` FROM (SELECT ` + deviceColumns + `, (SELECT l.value FROM device_labels l WHERE l.tenant_id = devices.tenant_id AND l.device_id = devices.id AND l.key = ?) AS lsort FROM devices WHERE ` + where + `) s` +
+		keyset + ` ORDER BY CASE WHEN lsort IS NULL THEN 1 ELSE 0 END, lsort ` + dir + `, id ` + dir + ` LIMIT ?`, append(out, limit)
+}

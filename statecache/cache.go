@@ -422,6 +422,9 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 		preds = append(preds, p)
 	}
 	key, ok := c.keyOf(q.Sort.Field, q.After)
+	if k, isLabel := herd.LabelKeyOf(q.Sort.Field); isLabel {
+		key, ok = c.labelKey(k, q.Sort.Desc, q.After)
+	}
 	if !ok {
 		return Result{}, false
 	}

@@ -114,3 +114,69 @@ func (c *Cache) labelPredicate(key string, f herd.DeviceFilter) (batchPred, bool
 	}
 	return nil, false
 }
+
+// labelKey is the sort key of a label: by value, the devices without the
+// key after those with it in either direction. Query reverses the key whole
+// for a descending sort, so for one the devices without the key are put
+// first here, to come last once reversed. ok is false for a cursor whose
+// value is not text.
+func (c *Cache) labelKey(key string, desc bool, after *herd.DeviceCursor) (sortKey, bool) {
+	if after != nil && !after.Null {
+		if _, ok := after.Value.(string); !ok {
+			return sortKey{}, false
+		}
+	}
+	col := c.label(key)
+	has := func(i int32) bool { return col != nil && col.has[i] }
+	ids := c.ids
+	// missing orders "has the key" against "has not": -1 puts a first.
+	missing := func(ah, bh bool) int {
+		switch {
+		case ah == bh:
+			return 0
+		case ah != desc:
+			return -1
+		}
+		return 1
+	}
+	return sortKey{
+		cmp: func(a, b int32) int {
+			ah, bh := has(a), has(b)
+			if r := missing(ah, bh); r != 0 {
+				return r
+			} else if ah {
+				if r := strings.Compare(col.vals.get(a), col.vals.get(b)); r != 0 {
+					return r
+				}
+			}
+			return cmpInt(ids[a], ids[b])
+		},
+		cmpCursor: func(i int32, cur herd.DeviceCursor) int {
+			h := has(i)
+			if r := missing(h, !cur.Null); r != 0 {
+				return r
+			} else if h {
+				if r := strings.Compare(col.vals.get(i), cur.Value.(string)); r != 0 {
+					return r
+				}
+			}
+			return cmpInt(ids[i], cur.ID)
+		},
+		value: func(i int32) (any, bool) {
+			if !has(i) {
+				return nil, true
+			}
+			return strings.Clone(col.vals.get(i)), false
+		},
+	}, true
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -73,10 +73,18 @@ func Matches(d *herd.Device, f herd.DeviceFilter) bool {
 }
 
 // CompareDevices is the oracle's order: NULLs first ascending and last
-// descending, ties by id in the same direction.
+// descending, ties by id in the same direction; on a label, the devices
+// without it last in either direction.
 func CompareDevices(a, b *herd.Device, s herd.DeviceSort) int {
 	va, na := a.FieldValue(s.Field)
 	vb, nb := b.FieldValue(s.Field)
+	if _, ok := herd.LabelKeyOf(s.Field); ok && na != nb {
+		// Devices without the label come last, whatever the direction.
+		if na {
+			return 1
+		}
+		return -1
+	}
 	c := 0
 	switch {
 	case na && nb:
