@@ -2,6 +2,7 @@ package sqldb_test
 
 import (
 	"maps"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"testing"
@@ -185,5 +186,29 @@ func TestRolloutService_LabelTarget(t *testing.T) {
 		bad := configRollout(f, 3)
 		bad.Target.Filter = []string{"label.ring:exists:maybe"}
 		wantCode(t, f.rollouts.CreateRollout(f.super, bad), herd.EINVALIDFILTER)
+	})
+}
+
+// TestExportReadings_LabelFilter: label filters are conditions on the
+// devices like any other, and the history export's semi-join takes them.
+func TestExportReadings_LabelFilter(t *testing.T) {
+	testutil.RunWithDialects(t, func(t *testing.T, db *sqldb.DB) {
+		rng := rand.New(rand.NewPCG(15, 5))
+		x := newExportFleet(t, db, rng)
+		hs := sqldb.NewHistoryService(db)
+		from, to := time.UnixMilli(x.t0), time.UnixMilli(x.t0+40_000)
+		n := 0
+		for id := range x.devices {
+			if n++; n%2 == 0 {
+				_, err := x.f.Devices.UpdateDevice(x.f.super, id, herd.DeviceUpdate{Labels: map[string]*string{"ring": new("canary")}})
+				mustOK(t, err)
+			}
+		}
+		for _, s := range []string{"label.ring:eq:canary", "label.ring:ne:canary", "label.ring:exists:false", "label.ring:in:beta|canary"} {
+			fl, err := herd.ParseDeviceFilter(s)
+			mustOK(t, err)
+			want := x.want(t, []string{x.path(t, x.regionA)}, []herd.DeviceFilter{fl}, from, to)
+			sameExport(t, export(t, hs, x.viewer, herd.ExportQuery{Filters: []herd.DeviceFilter{fl}, From: from, To: to}), want)
+		}
 	})
 }
