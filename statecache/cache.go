@@ -191,8 +191,10 @@ type Cache struct {
 	ints    [nInt]intCol
 	floats  [nFloat]floatCol
 	online  []bool
-	// labels holds a column per label key (see labels.go).
-	labels map[string]*labelCol
+	// labels holds a column per label key (see labels.go), up to
+	// MaxLabelColumns of them; labelsOverflow says a key was left without.
+	labels         map[string]*labelCol
+	labelsOverflow bool
 }
 
 // New returns an empty cache.

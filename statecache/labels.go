@@ -14,6 +14,16 @@ import (
 // about nine bytes whether the device has it or not, which fits labels as
 // operators use them: a few keys (ring, floor, customer) on many devices.
 
+// MaxLabelColumns bounds the label keys a cache keeps columns for. A
+// column costs every device of the tenant, so a tenant whose devices carry
+// many distinct keys (a key per serial number, say) would otherwise cost
+// keys × devices. Past the bound a key seen for the first time gets no
+// column, and a query on a key without one is declined (Query's ok is
+// false): the store answers it from the database, whose device_labels
+// index costs one row per label. Columns are never dropped, so a key with
+// a column has every device's value.
+const MaxLabelColumns = 32
+
 // labelCol is one label key's values by slot.
 type labelCol struct {
 	vals strCol
@@ -40,6 +50,9 @@ func (c *Cache) setLabels(i int32, labels map[string]string) {
 	}
 	for k, v := range labels {
 		if _, ok := c.labels[k]; ok {
+			continue
+		} else if len(c.labels) >= MaxLabelColumns {
+			c.labelsOverflow = true
 			continue
 		}
 		// A new key: a column as long as the others, empty but for i.
@@ -80,6 +93,9 @@ func (c *Cache) labelBytes() int64 {
 // and exists:false also keep the devices without it.
 func (c *Cache) labelPredicate(key string, f herd.DeviceFilter) (batchPred, bool) {
 	col := c.label(key)
+	if col == nil && c.labelsOverflow {
+		return nil, false // the key may be on devices the cache keeps no column for
+	}
 	strs := make([]string, len(f.Values))
 	for n, v := range f.Values {
 		switch x := v.(type) {
@@ -127,6 +143,9 @@ func (c *Cache) labelKey(key string, desc bool, after *herd.DeviceCursor) (sortK
 		}
 	}
 	col := c.label(key)
+	if col == nil && c.labelsOverflow {
+		return sortKey{}, false
+	}
 	has := func(i int32) bool { return col != nil && col.has[i] }
 	ids := c.ids
 	// missing orders "has the key" against "has not": -1 puts a first.
