@@ -62,6 +62,9 @@ type Device struct {
 	// Version counts the changes of the device's metadata (see
 	// CheckVersion); telemetry and moves leave it alone.
 	Version int64 `json:"version"`
+	// Labels are the device's labels (see MaxLabels): always an object in
+	// JSON, {} when it has none.
+	Labels map[string]string `json:"labels"`
 }
 
 // Validate reports whether the device can be created. A new device starts
@@ -98,6 +101,11 @@ func (d *Device) Validate() error {
 	}
 	if d.Name == "" {
 		d.Name = d.Key
+	}
+	if d.Labels == nil {
+		d.Labels = map[string]string{}
+	} else if err := CheckLabels(d.Labels); err != nil {
+		return err
 	}
 	if d.Status != "" && !ValidStatus(d.Status) {
 		return Errorf(EINVALID, "status must be ok, warn or alarm, or empty (whether a device is connected is online, not a status)")

@@ -72,6 +72,14 @@ const (
 	OpGe     = "ge"
 	OpIn     = "in"
 	OpPrefix = "prefix"
+	// OpExists applies to labels only: label.KEY:exists:true keeps the
+	// devices that have the key, false those that do not. On a label, eq
+	// and in keep the devices that have the key with that value; ne keeps
+	// every device whose label is not that value, those without the key
+	// included ("ring is not canary" means the unlabelled devices too).
+	// That differs from ne on a nullable column, which, as SQL does,
+	// never keeps a NULL: a label is absent, not unknown.
+	OpExists = "exists"
 )
 
 // MaxInValues bounds the values of one "in" filter: a short list typed by a
@@ -106,7 +114,10 @@ type DeviceFilter struct {
 
 // DeviceSort is the order of a device query; the device id breaks ties in
 // the same direction. NULLs sort before every value, so ascending pages
-// start with them and descending pages end with them.
+// start with them and descending pages end with them. A sort on a label
+// (label.KEY) orders by its value, and the devices without the key come
+// last in either direction (by id, in the sort's direction): a console
+// sorting by ring wants the labelled devices first, whichever way.
 type DeviceSort struct {
 	Field string
 	Desc  bool
@@ -167,7 +178,7 @@ func (q *DeviceQuery) Normalize() error {
 	if q.Limit == 0 {
 		q.Limit = DefaultLimit
 	}
-	if _, ok := DeviceFields[q.Sort.Field]; !ok {
+	if _, ok := sortField(q.Sort.Field); !ok {
 		return Errorf(EINVALIDSORT, "sort: unknown field %q", q.Sort.Field)
 	} else if q.Limit < 1 || q.Limit > MaxLimit {
 		return Errorf(EINVALIDLIMIT, "limit %d must be from 1 to %d", q.Limit, MaxLimit)
@@ -176,6 +187,14 @@ func (q *DeviceQuery) Normalize() error {
 	}
 	nvalues := 0
 	for _, f := range q.Filters {
+		if k, ok := LabelKeyOf(f.Field); ok {
+			if err := normalizeLabelFilter(k, f); err != nil {
+				return err
+			} else if nvalues += len(f.Values); nvalues > MaxFilterValues {
+				return Errorf(EINVALIDFILTER, "at most %d filter values in one query", MaxFilterValues)
+			}
+			continue
+		}
 		if _, ok := DeviceFields[f.Field]; !ok {
 			return Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)
 		} else if nvalues += len(f.Values); nvalues > MaxFilterValues {
@@ -266,7 +285,9 @@ func ParseDeviceSort(s string) (DeviceSort, error) {
 	if strings.HasPrefix(s, "-") {
 		sort = DeviceSort{Field: s[1:], Desc: true}
 	}
-	if _, ok := DeviceFields[sort.Field]; !ok {
+	if key, ok := LabelKeyOf(sort.Field); ok && !ValidLabelKey(key) {
+		return sort, Errorf(EINVALIDSORT, "sort %q: %q is not a label key (1 to %d characters of a-z, 0-9, '_', '.', '/' and '-')", s, truncate(key, MaxLabelKeyLen+1), MaxLabelKeyLen)
+	} else if _, ok := sortField(sort.Field); !ok {
 		return sort, Errorf(EINVALIDSORT, "sort: unknown field %q", sort.Field)
 	}
 	return sort, nil
@@ -281,6 +302,9 @@ func ParseDeviceFilter(s string) (DeviceFilter, error) {
 		return DeviceFilter{}, Errorf(EINVALIDFILTER, "filter %q is not FIELD:OP:VALUE", s)
 	}
 	f := DeviceFilter{Field: parts[0], Op: parts[1]}
+	if k, ok := LabelKeyOf(f.Field); ok {
+		return parseLabelFilter(s, k, f, parts[2])
+	}
 	field, ok := DeviceFields[f.Field]
 	if !ok {
 		return f, Errorf(EINVALIDFILTER, "filter %q: unknown field %q", s, f.Field)
@@ -297,7 +321,7 @@ func ParseDeviceFilter(s string) (DeviceFilter, error) {
 			return f, Errorf(EINVALIDFILTER, "filter %q: operator prefix applies only to text fields", s)
 		}
 	default:
-		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix)", s, f.Op)
+		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix; on labels eq ne in exists)", s, f.Op)
 	}
 	raw := []string{parts[2]}
 	if f.Op == OpIn {
@@ -371,7 +395,8 @@ func ParseFieldValue(field Field, s string) (any, error) {
 }
 
 // FieldValue returns the device's value of a projection field, typed as in
-// DeviceFilter, and whether it is NULL.
+// DeviceFilter, and whether it is NULL; for label.KEY, the label's value,
+// and NULL when the device does not have the key.
 func (d *Device) FieldValue(name string) (v any, null bool) {
 	f64 := func(p *float64) (any, bool) {
 		if p == nil {
@@ -384,6 +409,13 @@ func (d *Device) FieldValue(name string) (v any, null bool) {
 			return nil, true
 		}
 		return *p, false
+	}
+	if k, ok := LabelKeyOf(name); ok {
+		v, has := d.Labels[k]
+		if !has {
+			return nil, true
+		}
+		return v, false
 	}
 	switch name {
 	case "id":
@@ -546,7 +578,7 @@ func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error
 	}
 	out := &DeviceCursor{Null: c.Null, ID: c.ID, Count: c.Count, CountCapped: c.Capped}
 	if !c.Null {
-		field := DeviceFields[q.Sort.Field]
+		field, _ := sortField(q.Sort.Field)
 		if field.Type == FieldTime {
 			field.Type = FieldInt // times travel as unix ms in cursors
 		}
@@ -571,7 +603,7 @@ func (q DeviceQuery) DecodeCursor(key CursorKey, s string) (*DeviceCursor, error
 			}
 		}
 		out.Value = v
-	} else if !DeviceFields[q.Sort.Field].Nullable {
+	} else if field, _ := sortField(q.Sort.Field); !field.Nullable {
 		return nil, bad
 	}
 	return out, nil

@@ -1,6 +1,9 @@
 package herd
 
-import "strconv"
+import (
+	"maps"
+	"strconv"
+)
 
 // Versions. Every tenant, node, user and device has a version: 1 when it
 // is created, one more on each change of its metadata (what an update
@@ -30,14 +33,18 @@ func CheckVersion(kind string, id, have, want int64) error {
 // DeviceUpdate is a change to a device's metadata. The key is the device's
 // MQTT identity and never changes; its node changes by MoveDevice.
 //
-// Labels, when they come, are a map member whose merge is by key (RFC 7396:
-// a null value removes the key), so they will be a map of *string here,
-// not a replacement of the whole set.
+// Labels are a map member whose merge is by key (RFC 7396: a null value
+// removes the key), so they are a map of *string here, not a replacement
+// of the whole set.
 type DeviceUpdate struct {
 	// Name, set to "", becomes the key, as on create.
-	Name      *string
-	Model     *string
-	IfVersion int64
+	Name  *string
+	Model *string
+	// Labels sets each key given to its value and removes each key given
+	// nil; ClearLabels ("labels": null) removes every label first.
+	Labels      map[string]*string
+	ClearLabels bool
+	IfVersion   int64
 }
 
 // Apply sets the update's fields on d, validates the result as a new
@@ -51,12 +58,18 @@ func (u DeviceUpdate) Apply(d *Device) ([]string, error) {
 	if u.Model != nil {
 		next.Model = *u.Model
 	}
+	if u.Labels != nil || u.ClearLabels {
+		next.Labels = MergeLabels(d.Labels, u.Labels, u.ClearLabels)
+	}
 	if err := next.Validate(); err != nil {
 		return nil, err
 	}
 	var changed []string
 	changed = appendChanged(changed, "name", d.Name, next.Name)
 	changed = appendChanged(changed, "model", d.Model, next.Model)
+	if !maps.Equal(d.Labels, next.Labels) {
+		changed = append(changed, "labels")
+	}
 	*d = next
 	return changed, nil
 }

@@ -1,6 +1,7 @@
 package herd_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -32,11 +33,35 @@ func TestUpdates_Apply(t *testing.T) {
 			t.Fatalf("an empty name: changed %v, device %+v, err %v", changed, d, err)
 		}
 		before := d
-		if _, err := (herd.DeviceUpdate{Name: new("ok"), Model: new(strings.Repeat("x", herd.MaxModelLen+1))}).Apply(&d); herd.ErrorCode(err) != herd.EINVALID || d != before {
+		if _, err := (herd.DeviceUpdate{Name: new("ok"), Model: new(strings.Repeat("x", herd.MaxModelLen+1))}).Apply(&d); herd.ErrorCode(err) != herd.EINVALID || !reflect.DeepEqual(d, before) {
 			t.Fatalf("a bad model: %v, device %+v", err, d)
 		}
-		if changed, err := (herd.DeviceUpdate{}).Apply(&d); err != nil || len(changed) != 0 || d != before {
+		if changed, err := (herd.DeviceUpdate{}).Apply(&d); err != nil || len(changed) != 0 || !reflect.DeepEqual(d, before) {
 			t.Fatalf("an empty update: %v, %v", changed, err)
+		}
+		// Labels merge by key: a value sets its key, nil removes it, and a
+		// key not named stays.
+		d.Labels = map[string]string{"ring": "beta", "old": "x", "floor": "3"}
+		changed, err = herd.DeviceUpdate{Labels: map[string]*string{"ring": new("canary"), "old": nil, "gone": nil}}.Apply(&d)
+		if err != nil || !slices.Equal(changed, []string{"labels"}) || !reflect.DeepEqual(d.Labels, map[string]string{"ring": "canary", "floor": "3"}) {
+			t.Fatalf("a label merge: changed %v, labels %v, err %v", changed, d.Labels, err)
+		}
+		if changed, err := (herd.DeviceUpdate{Labels: map[string]*string{"ring": new("canary")}}).Apply(&d); err != nil || len(changed) != 0 {
+			t.Fatalf("the same label again: changed %v, err %v", changed, err)
+		}
+		before = d
+		for _, u := range []herd.DeviceUpdate{
+			{Labels: map[string]*string{"Ring": new("x")}},
+			{Labels: map[string]*string{"ring": new(strings.Repeat("v", herd.MaxLabelValueLen+1))}},
+			{Labels: map[string]*string{"ring": new("\xff")}},
+		} {
+			if _, err := u.Apply(&d); herd.ErrorCode(err) != herd.EINVALID || !reflect.DeepEqual(d, before) {
+				t.Fatalf("a bad label %v: %v, labels %v", u.Labels, err, d.Labels)
+			}
+		}
+		changed, err = herd.DeviceUpdate{ClearLabels: true, Labels: map[string]*string{"a": new("1")}}.Apply(&d)
+		if err != nil || !slices.Equal(changed, []string{"labels"}) || !reflect.DeepEqual(d.Labels, map[string]string{"a": "1"}) {
+			t.Fatalf("clearing the labels: changed %v, labels %v, err %v", changed, d.Labels, err)
 		}
 	})
 	t.Run("Node", func(t *testing.T) {

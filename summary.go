@@ -108,6 +108,17 @@ func (q SummaryQuery) Values() (url.Values, error) {
 // value holding the separator |) instead of writing a filter that would read
 // back as another.
 func FormatDeviceFilter(f DeviceFilter) (string, error) {
+	if key, isLabel := LabelKeyOf(f.Field); isLabel {
+		if err := normalizeLabelFilter(key, f); err != nil {
+			return "", err
+		}
+		for _, val := range f.Values {
+			if x, ok := val.(string); ok && f.Op == OpIn && strings.Contains(x, "|") {
+				return "", Errorf(EINVALIDFILTER, "filter %s:in: the value %q holds the list separator |", f.Field, x)
+			}
+		}
+		return f.String(), nil
+	}
 	field, ok := DeviceFields[f.Field]
 	if !ok {
 		return "", Errorf(EINVALIDFILTER, "filter: unknown field %q", f.Field)

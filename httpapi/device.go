@@ -19,14 +19,16 @@ type deviceCreateRequest struct {
 	Name     string `json:"name,omitempty"`
 	Model    string `json:"model,omitempty"`
 	Firmware string `json:"firmware,omitempty"`
+	// Labels are the device's first labels (see herd.MaxLabels).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 func (req deviceCreateRequest) device() *herd.Device {
-	return &herd.Device{NodeID: int64(req.NodeID), Key: req.Key, Name: req.Name, Model: req.Model, Firmware: req.Firmware}
+	return &herd.Device{NodeID: int64(req.NodeID), Key: req.Key, Name: req.Name, Model: req.Model, Firmware: req.Firmware, Labels: req.Labels}
 }
 
 func newDeviceCreateRequest(d *herd.Device) deviceCreateRequest {
-	return deviceCreateRequest{NodeID: id(d.NodeID), Key: d.Key, Name: d.Name, Model: d.Model, Firmware: d.Firmware}
+	return deviceCreateRequest{NodeID: id(d.NodeID), Key: d.Key, Name: d.Name, Model: d.Model, Firmware: d.Firmware, Labels: d.Labels}
 }
 
 type deviceBatchRequest struct {

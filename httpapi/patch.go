@@ -90,6 +90,33 @@ func patchString(name string, raw json.RawMessage, nullable bool) (*string, erro
 	return &s, nil
 }
 
+// patchLabels reads the labels member as a merge patch of its own (RFC
+// 7396 applied to the labels object): each key given a string is set, each
+// key given null removes that label, and keys left out stay; "labels": null
+// removes them all. The keys and values are checked with the device.
+func patchLabels(raw json.RawMessage) (map[string]*string, bool, error) {
+	if isNull(raw) {
+		return nil, true, nil
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
+		return nil, false, herd.Errorf(herd.EINVALID, "field \"labels\" must be an object of keys to strings (or null to remove one), not %s", memberKind(raw))
+	}
+	out := make(map[string]*string, len(members))
+	for k, v := range members {
+		if isNull(v) {
+			out[k] = nil
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return nil, false, herd.Errorf(herd.EINVALID, "labels.%s must be a string, or null to remove it, not %s", k, memberKind(v))
+		}
+		out[k] = &s
+	}
+	return out, false, nil
+}
+
 // patchBool reads a true-or-false member; null is refused, so that a
 // patch that meant something else cannot, say, enable a user.
 func patchBool(name string, raw json.RawMessage) (*bool, error) {
@@ -187,7 +214,8 @@ func writeVersioned(w http.ResponseWriter, v any, version int64) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// handleDevicePatch handles PATCH /v1/devices/{id}: name and model.
+// handleDevicePatch handles PATCH /v1/devices/{id}: name, model and
+// labels (merged key by key).
 func (s *Server) handleDevicePatch(w http.ResponseWriter, r *http.Request) error {
 	id, ifVersion, p, err := patchRequest(w, r)
 	if err != nil {
@@ -203,7 +231,7 @@ func (s *Server) handleDevicePatch(w http.ResponseWriter, r *http.Request) error
 		case "key":
 			err = notPatchable(name, herd.Device{}, "the key is the device's MQTT identity (its client id and topic level); a device with another key is another device")
 		case "labels":
-			err = herd.Errorf(herd.EINVALID, "field %q is not supported yet", name)
+			u.Labels, u.ClearLabels, err = patchLabels(raw)
 		case "node_id", "path":
 			err = notPatchable(name, herd.Device{}, "move the device with POST /v1/devices/{id}/move")
 		default:
@@ -329,6 +357,15 @@ func (c *Client) UpdateDevice(ctx context.Context, deviceID int64, u herd.Device
 	m := map[string]any{}
 	setMember(m, "name", u.Name)
 	setMember(m, "model", u.Model)
+	switch {
+	case u.ClearLabels && len(u.Labels) > 0:
+		// A merge patch clears the labels (null) or merges keys, not both.
+		return nil, herd.Errorf(herd.EINVALID, "labels: clearing and setting labels in one update is not possible over HTTP; remove the keys one by one (null) instead")
+	case u.ClearLabels:
+		m["labels"] = nil
+	case u.Labels != nil:
+		m["labels"] = u.Labels
+	}
 	var d herd.Device
 	if err := c.patch(ctx, idPath("/v1/devices/%d", deviceID), u.IfVersion, m, &d); err != nil {
 		return nil, err

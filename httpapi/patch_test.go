@@ -123,7 +123,10 @@ func TestPatch_Devices(t *testing.T) {
 			{"ErrUnknownField", `{"colour":"red"}`, patchReq{}, 400, herd.EINVALID, []string{`unknown field "colour"`}},
 			{"ErrReadOnlyField", `{"status":"ok"}`, patchReq{}, 400, herd.EINVALID, []string{`"status"`, "cannot be patched"}},
 			{"ErrNodeID", `{"node_id":"1"}`, patchReq{}, 400, herd.EINVALID, []string{`"node_id"`, "/move"}},
-			{"ErrLabels", `{"labels":{"ring":"canary"}}`, patchReq{}, 400, herd.EINVALID, []string{`"labels"`, "not supported yet"}},
+			{"ErrLabelsNotObject", `{"labels":["ring"]}`, patchReq{}, 400, herd.EINVALID, []string{`"labels"`, "must be an object"}},
+			{"ErrLabelValue", `{"labels":{"ring":3}}`, patchReq{}, 400, herd.EINVALID, []string{"labels.ring must be a string"}},
+			{"ErrLabelKey", `{"labels":{"Ring":"x"}}`, patchReq{}, 400, herd.EINVALID, []string{`label key "Ring"`}},
+			{"ErrLabelTooLong", fmt.Sprintf(`{"labels":{"ring":"%0256d"}}`, 0), patchReq{}, 400, herd.EINVALID, []string{"labels.ring", "longer than 255"}},
 			{"ErrWrongType", `{"name":42}`, patchReq{}, 400, herd.EINVALID, []string{`"name"`, "must be a string, not a number"}},
 			{"ErrTooLong", fmt.Sprintf(`{"model":"%0101d"}`, 0), patchReq{}, 400, herd.EINVALID, []string{"model", "longer than 100"}},
 			{"ErrNotObject", `["name"]`, patchReq{}, 400, herd.EINVALID, []string{"an object"}},
@@ -169,6 +172,30 @@ func TestPatch_Devices(t *testing.T) {
 			_, err = e.admin.UpdateDevice(context.Background(), d.ID, herd.DeviceUpdate{Model: new("th-500"), IfVersion: 5})
 			if herd.ErrorCode(err) != herd.EPRECONDITION {
 				t.Fatalf("stale UpdateDevice: %v, want %s", err, herd.EPRECONDITION)
+			}
+		})
+		t.Run("OKLabels", func(t *testing.T) {
+			r := e.patch(path, bob, `{"labels":{"ring":"canary","old":"x"}}`, patchReq{ifMatch: `"6"`})
+			r.wantStatus(t, http.StatusOK)
+			r = e.patch(path, bob, `{"labels":{"ring":"beta","old":null,"gone":null}}`, patchReq{ifMatch: `"7"`})
+			r.wantStatus(t, http.StatusOK)
+			r.wantVersion(t, 8)
+			var got herd.Device
+			r.decode(t, &got)
+			if len(got.Labels) != 1 || got.Labels["ring"] != "beta" {
+				t.Fatalf("patched %s", r.Body)
+			}
+			before := countEvents(t, db, herd.EventDeviceUpdated)
+			r = e.patch(path, bob, `{"labels":null}`, patchReq{ifMatch: `"8"`})
+			r.wantStatus(t, http.StatusOK)
+			r.wantVersion(t, 9)
+			if !strings.Contains(string(r.Body), `"labels":{}`) {
+				t.Fatalf("labels cleared: %s", r.Body)
+			}
+			unchanged(t, before+1, 9)
+			c, err := e.admin.UpdateDevice(context.Background(), d.ID, herd.DeviceUpdate{Labels: map[string]*string{"floor": new("2"), "ring": nil}, IfVersion: 9})
+			if err != nil || c.Version != 10 || len(c.Labels) != 1 || c.Labels["floor"] != "2" {
+				t.Fatalf("UpdateDevice with labels: %+v, %v", c, err)
 			}
 		})
 	})

@@ -102,6 +102,8 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) (e
 	}
 	if err := tx.insertDevices(ctx, ds); err != nil {
 		return err
+	} else if err := tx.insertLabels(ctx, ds); err != nil {
+		return err
 	}
 	perPath := map[string]int64{}
 	for _, d := range ds {
@@ -237,6 +239,8 @@ func (tx *Tx) findDevice(ctx context.Context, a *herd.Actor, id int64, min herd.
 		return nil, err
 	} else if !a.Allows(d.TenantID, d.Path, min) {
 		return nil, herd.Errorf(herd.EFORBIDDEN, "%s role on device %d required", min, id)
+	} else if err := tx.attachLabels(ctx, d.TenantID, []*herd.Device{d}); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

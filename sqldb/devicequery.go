@@ -97,7 +97,15 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	// much as that read (see planQuery).
 	small := p.small
 	want := q.Limit + 1 // one more than the page tells whether a next page exists
-	segs := keysetSegments(q, s.db.dialect)
+	var segs []segment
+	if key, ok := herd.LabelKeyOf(q.Sort.Field); ok {
+		sqlText, sortArgs := labelSortSQL(key, q, where.String(), args, want)
+		if _, err := readDevices(ctx, tx, page, sqlText, sortArgs); err != nil {
+			return nil, err
+		}
+	} else {
+		segs = keysetSegments(q, s.db.dialect)
+	}
 	for i := 0; i < len(segs) && len(page.Items) < want; i++ {
 		seg := segs[i]
 		need := want - len(page.Items)
@@ -139,8 +147,16 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		count, capped = herd.CountCap, true
 	}
 	page.Count, page.CountCapped = count, capped
-	if len(page.Items) > q.Limit {
+	more := len(page.Items) > q.Limit
+	if more {
 		page.Items = page.Items[:q.Limit]
+	}
+	// The labels before the cursor: a sort on a label takes its position
+	// from them.
+	if err := tx.attachLabels(ctx, scope.TenantID, page.Items); err != nil {
+		return nil, err
+	}
+	if more {
 		page.NextCursor = q.EncodeCursor(s.db.cursorKey.For(scope), page.Items[q.Limit-1], page.Count, page.CountCapped)
 	}
 	return page, nil
@@ -219,9 +235,15 @@ func whereScope(b *strings.Builder, scope herd.Scope) []any {
 var sqlOps = map[string]string{herd.OpEq: "=", herd.OpNe: "<>", herd.OpLt: "<", herd.OpLe: "<=", herd.OpGt: ">", herd.OpGe: ">="}
 
 // whereFilters appends the filters. Field names come from herd.DeviceFields
-// (the parser refuses anything else), values are always bound.
+// (the parser refuses anything else), values are always bound. The
+// condition is on the devices table, named devices in the statement (a
+// label filter refers to it from its subquery).
 func whereFilters(b *strings.Builder, filters []herd.DeviceFilter, args []any) []any {
 	for _, f := range filters {
+		if key, ok := herd.LabelKeyOf(f.Field); ok {
+			args = whereLabel(b, key, f, args)
+			continue
+		}
 		if _, ok := herd.DeviceFields[f.Field]; !ok {
 			panic("sqldb: unvalidated filter field " + f.Field)
 		}

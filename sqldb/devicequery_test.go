@@ -46,7 +46,23 @@ var (
 	poolFloats   = []float64{-5.5, -0.25, 0, 20, 20.5, 30, 1e10}
 	poolInts     = []int64{-90, -70, 0, 5, 3600}
 	poolCounts   = []int64{0, 1, 2, 7}
+	// Label keys and values: a few keys, each on about half the devices,
+	// values that differ only in case or by a multi-byte rune, and the
+	// empty value, which a device has (exists) but is not absent.
+	poolLabelKeys   = []string{"ring", "floor", "asset/tag", "x.y-z_1"}
+	poolLabelValues = []string{"canary", "Canary", "beta", "", "é", "3", "\U0010FFFF"}
 )
+
+// randomLabels gives each pooled key to about half the devices.
+func randomLabels(rng *rand.Rand) map[string]string {
+	labels := map[string]string{}
+	for _, k := range poolLabelKeys {
+		if rng.IntN(2) == 0 {
+			labels[k] = pick(rng, poolLabelValues)
+		}
+	}
+	return labels
+}
 
 func pick[T any](rng *rand.Rand, pool []T) T { return pool[rng.IntN(len(pool))] }
 
@@ -58,6 +74,7 @@ func randomDevice(rng *rand.Rand, nodeID int64) *herd.Device {
 		Firmware: pick(rng, poolFirmware), Status: pick(rng, poolStatus), Online: rng.IntN(2) == 0,
 		ErrorCount: pick(rng, poolCounts), ConfigVersion: pick(rng, poolCounts),
 		CreatedAt: time.UnixMilli(pick(rng, poolTimes[:3])).UTC(),
+		Labels:    randomLabels(rng),
 	}
 	maybe := func() bool { return rng.IntN(3) != 0 }
 	if maybe() {
@@ -209,6 +226,9 @@ func (m *model) randomValue(rng *rand.Rand, name string) any {
 // randomFilter returns a FIELD:OP:VALUE string for any field and any
 // operator that applies to it.
 func (m *model) randomFilter(rng *rand.Rand) string {
+	if rng.IntN(4) == 0 {
+		return randomLabelFilter(rng)
+	}
 	name := pick(rng, herd.DeviceFieldNames)
 	field := herd.DeviceFields[name]
 	ops := []string{herd.OpEq, herd.OpNe, herd.OpIn}
@@ -241,6 +261,24 @@ func (m *model) randomFilter(rng *rand.Rand) string {
 		vals = []string{formatValue(rng, field, m.randomValue(rng, name))}
 	}
 	return name + ":" + op + ":" + strings.Join(vals, "|")
+}
+
+// randomLabelFilter returns a filter on a label: a pooled key or one no
+// device has, with every label operator.
+func randomLabelFilter(rng *rand.Rand) string {
+	key := pick(rng, append(poolLabelKeys, "none"))
+	switch op := pick(rng, []string{herd.OpEq, herd.OpNe, herd.OpIn, herd.OpExists}); op {
+	case herd.OpExists:
+		return herd.LabelFieldPrefix + key + ":exists:" + strconv.FormatBool(rng.IntN(2) == 0)
+	case herd.OpIn:
+		var vals []string
+		for range 1 + rng.IntN(3) {
+			vals = append(vals, pick(rng, poolLabelValues))
+		}
+		return herd.LabelFieldPrefix + key + ":in:" + strings.Join(vals, "|")
+	default:
+		return herd.LabelFieldPrefix + key + ":" + op + ":" + pick(rng, poolLabelValues)
+	}
 }
 
 // build makes a random tree of depth 1–4 under a new tenant, with devices
@@ -319,6 +357,20 @@ func (m *model) churn(t *testing.T, f *fixture, rng *rand.Rand) {
 		case 1:
 			mustOK(t, f.Devices.DeleteDevice(f.super, id))
 			delete(m.devices, id)
+		case 2, 3:
+			// A label patch: set, change and remove keys at random.
+			u := herd.DeviceUpdate{Labels: map[string]*string{}}
+			for _, k := range poolLabelKeys {
+				switch rng.IntN(3) {
+				case 0:
+					u.Labels[k] = new(pick(rng, poolLabelValues))
+				case 1:
+					u.Labels[k] = nil
+				}
+			}
+			got, err := f.Devices.UpdateDevice(f.super, id, u)
+			mustOK(t, err)
+			d.Labels, d.Version = got.Labels, got.Version
 		}
 	}
 	for user, gs := range m.grants {
@@ -401,6 +453,9 @@ func TestQueryDevices_Property(t *testing.T) {
 						v.Add("filter", m.randomFilter(rng))
 					}
 					sort := pick(rng, herd.DeviceFieldNames)
+					if rng.IntN(5) == 0 {
+						sort = herd.LabelFieldPrefix + pick(rng, append(poolLabelKeys, "none"))
+					}
 					if rng.IntN(2) == 0 {
 						sort = "-" + sort
 					}
@@ -825,6 +880,15 @@ func TestQueryDevices_NoDeviceIDLists(t *testing.T) {
 					maxIDs += q.Limit
 				}
 				for _, s := range statements() {
+					if strings.HasPrefix(s.query, sqldb.PageLabelsSQL) {
+						// The labels of the page's devices, by the page's
+						// ids: one page (the row the next page starts from
+						// is not read), never the scope.
+						if len(s.args) > 1+q.Limit {
+							t.Fatalf("%s: the labels of a page read by %d parameters: %s", v.Encode(), len(s.args), s.query)
+						}
+						continue
+					}
 					total += len(s.args)
 					if len(s.args) > bound {
 						t.Fatalf("%s: statement with %d parameters (bound %d): %s", v.Encode(), len(s.args), bound, s.query)

@@ -22,3 +22,7 @@ func (db *DB) QueryGuarded(ctx context.Context, q string, args ...any) error {
 // SetSearchBatch makes the node search read n nodes at a time, so a test
 // pages through many batches with a small tree.
 func (s *ListService) SetSearchBatch(n int) { s.searchBatch = n }
+
+// PageLabelsSQL starts the statement that reads a page's labels by the
+// page's ids, which the no-id-lists guard allows for a page only.
+const PageLabelsSQL = pageLabelsSQL

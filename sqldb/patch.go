@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"slices"
 
 	"github.com/herd-iot/herd"
 )
@@ -53,7 +54,7 @@ func checkOneRow(res sql.Result, kind string, id, version int64) error {
 
 // UpdateDevice implements herd.DeviceService. It needs the admin role on
 // the device, as a move or a delete does. The row takes a new rev, so that
-// every state cache reads the new name and model.
+// every state cache reads the new name, model and labels.
 func (s *DeviceService) UpdateDevice(ctx context.Context, id int64, u herd.DeviceUpdate) (_ *herd.Device, err error) {
 	defer wrapOp("sqldb.UpdateDevice", &err)
 	a, err := actor(ctx)
@@ -71,7 +72,8 @@ func (s *DeviceService) UpdateDevice(ctx context.Context, id int64, u herd.Devic
 	} else if err := herd.CheckVersion("device", d.ID, d.Version, u.IfVersion); err != nil {
 		return nil, err
 	}
-	before := map[string]any{"name": d.Name, "model": d.Model}
+	oldLabels := d.Labels
+	before := map[string]any{"name": d.Name, "model": d.Model, "labels": oldLabels}
 	changed, err := u.Apply(d)
 	if err != nil {
 		return nil, err
@@ -85,6 +87,11 @@ func (s *DeviceService) UpdateDevice(ctx context.Context, id int64, u herd.Devic
 	if err := tx.updateRow(ctx, "device", d.ID, d.Version, `UPDATE devices SET name = ?, model = ?, version = version + 1, rev = ? WHERE id = ? AND tenant_id = ? AND version = ?`,
 		d.Name, d.Model, rev, d.ID, d.TenantID); err != nil {
 		return nil, err
+	}
+	if slices.Contains(changed, "labels") {
+		if err := tx.replaceLabels(ctx, d, oldLabels); err != nil {
+			return nil, err
+		}
 	}
 	d.Version++
 	ev := newEvent(herd.EventDeviceUpdated, herd.EventSubjectDevice, d.ID, d.Path, updateEvent("device", d, changed, oldValues(changed, before)))

@@ -73,7 +73,7 @@ func TestDeviceService_UpdateDevice(t *testing.T) {
 			}
 			found, err := f.Devices.FindDeviceByID(f.super, d.ID)
 			mustOK(t, err)
-			if *found != *got {
+			if !reflect.DeepEqual(found, got) {
 				t.Fatalf("found %+v, updated %+v", found, got)
 			}
 			ev := f.lastEvent(t, ten.ID, herd.EventDeviceUpdated)
@@ -368,7 +368,7 @@ func TestTenantService_UpdateTenant(t *testing.T) {
 			}
 			found, err := f.Tenants.FindTenantByID(f.super, ten.ID)
 			mustOK(t, err)
-			if *found != *got {
+			if !reflect.DeepEqual(found, got) {
 				t.Fatalf("found %+v, updated %+v", found, got)
 			}
 			ev := f.lastEvent(t, ten.ID, herd.EventTenantUpdated)

@@ -235,6 +235,26 @@ func (db *DB) readChanges(ctx context.Context, tc *tenantCache, all bool) (int, 
 		where += " AND " + past
 		args = append(args, tc.horizon)
 	}
+	// The labels of the rows read, from the same snapshot: those of every
+	// device of the tenant when loading, else of the devices changed past
+	// the horizon (a label change takes the device a new rev).
+	labels := map[int64]map[string]string{}
+	labelSQL, labelArgs := `SELECT device_id, key, value FROM device_labels WHERE tenant_id = ?`, []any{tc.tenantID}
+	if !all {
+		labelSQL += ` AND device_id IN (SELECT id FROM devices WHERE ` + where + `)`
+		labelArgs = append(labelArgs, args...)
+	}
+	if err := tx.scanLabels(ctx, labelSQL, labelArgs,
+		func(id int64, k, v string) {
+			m := labels[id]
+			if m == nil {
+				m = map[string]string{}
+				labels[id] = m
+			}
+			m[k] = v
+		}); err != nil {
+		return 0, err
+	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE `+where, args...)
 	if err != nil {
 		return 0, err
@@ -248,6 +268,7 @@ func (db *DB) readChanges(ctx context.Context, tc *tenantCache, all bool) (int, 
 			rows.Close()
 			return 0, err
 		}
+		d.Labels = labels[d.ID]
 		if buf = append(buf, d); len(buf) == batch {
 			tc.cache.Upsert(buf...)
 			buf = buf[:0]
@@ -427,6 +448,9 @@ func (s *DeviceService) queryCached(ctx context.Context, tx *Tx, tc *tenantCache
 		if d := found[h.ID]; d != nil {
 			page.Items = append(page.Items, d)
 		}
+	}
+	if err := tx.attachLabels(ctx, scope.TenantID, page.Items); err != nil {
+		return nil, false, err
 	}
 	return page, true, nil
 }

@@ -191,11 +191,15 @@ type Cache struct {
 	ints    [nInt]intCol
 	floats  [nFloat]floatCol
 	online  []bool
+	// labels holds a column per label key (see labels.go), up to
+	// MaxLabelColumns of them; labelsOverflow says a key was left without.
+	labels         map[string]*labelCol
+	labelsOverflow bool
 }
 
 // New returns an empty cache.
 func New() *Cache {
-	return &Cache{slots: map[int64]int32{}, pathIdx: map[string]int32{}}
+	return &Cache{slots: map[int64]int32{}, pathIdx: map[string]int32{}, labels: map[string]*labelCol{}}
 }
 
 // Len returns the number of devices held.
@@ -216,7 +220,7 @@ func (c *Cache) Bytes() int64 {
 	for _, p := range c.paths {
 		n += int64(len(p)) + 40
 	}
-	return n
+	return n + c.labelBytes()
 }
 
 // Upsert stores the devices' current values, replacing what the cache held.
@@ -244,6 +248,7 @@ func (c *Cache) upsert(d *herd.Device) {
 			c.floats[k].v = append(c.floats[k].v, 0)
 			c.floats[k].null = append(c.floats[k].null, false)
 		}
+		c.addSlotLabels()
 	}
 	p := c.internPath(d.Path, d.NodeID)
 	if !ok {
@@ -254,6 +259,7 @@ func (c *Cache) upsert(d *herd.Device) {
 		c.join(i, p)
 	}
 	c.online[i] = d.Online
+	c.setLabels(i, d.Labels)
 	for k, s := range [nStr]string{d.Key, d.Name, d.Model, d.Firmware, d.Status} {
 		c.str[k].set(i, s)
 	}
@@ -349,6 +355,7 @@ func (c *Cache) delete(id int64) {
 			c.floats[k].v[i], c.floats[k].null[i] = c.floats[k].v[last], c.floats[k].null[last]
 		}
 	}
+	c.moveLabels(i, last)
 	c.ids = c.ids[:last]
 	c.path, c.pos = c.path[:last], c.pos[:last]
 	c.online = c.online[:last]
@@ -417,6 +424,9 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 		preds = append(preds, p)
 	}
 	key, ok := c.keyOf(q.Sort.Field, q.After)
+	if k, isLabel := herd.LabelKeyOf(q.Sort.Field); isLabel {
+		key, ok = c.labelKey(k, q.Sort.Desc, q.After)
+	}
 	if !ok {
 		return Result{}, false
 	}
@@ -703,6 +713,9 @@ func boolInt(b bool) int64 {
 // half-open range the SQL uses. ok is false when a value does not have the
 // column's type.
 func (c *Cache) predicate(f herd.DeviceFilter) (batchPred, bool) {
+	if k, ok := herd.LabelKeyOf(f.Field); ok {
+		return c.labelPredicate(k, f)
+	}
 	ref, ok := columns[f.Field]
 	if !ok {
 		return nil, false

@@ -367,6 +367,10 @@ func TestCache_PointerFree(t *testing.T) {
 		case "mu":
 		case "paths", "pathIdx", "members":
 			// One entry per node path, not per device.
+		case "labels":
+			// One entry per label key, not per device; each key's column
+			// is per-device state and must be pointer-free.
+			check(f.Name+"[]", f.Type.Elem().Elem())
 		default:
 			check(f.Name, f.Type)
 		}

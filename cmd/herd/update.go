@@ -64,6 +64,11 @@ func runObjects(ctx context.Context, group string, args []string, stdout, stderr
 			strs[f.name] = fs.String(f.name, "", f.usage)
 		}
 	}
+	labels := labelFlags{}
+	if group == "devices" {
+		fs.Var(labelSet{labels}, "label", "KEY=VALUE: set the label KEY (repeatable; the other labels stay)")
+		fs.Var(labelUnset{labels}, "unlabel", "KEY: remove the label KEY (repeatable)")
+	}
 	ifVersion := fs.Int64("if-version", 0, "change it only if it is still at this version (its ETag); 0: whatever its version")
 	asJSON := fs.Bool("json", false, "print the updated "+oc.kind+" as JSON")
 	fs.Usage = func() {
@@ -103,10 +108,16 @@ func runObjects(ctx context.Context, group string, args []string, stdout, stderr
 			names = append(names, f.name)
 		}
 	}
+	if len(labels) > 0 {
+		names = append(names, "labels")
+	}
 	if len(names) == 0 {
 		var all []string
 		for _, f := range oc.fields {
 			all = append(all, "--"+f.name)
+		}
+		if group == "devices" {
+			all = append(all, "--label", "--unlabel")
 		}
 		return &usageError{msg: fmt.Sprintf("%s update changes nothing without %s", group, strings.Join(all, " or "))}
 	}
@@ -119,7 +130,11 @@ func runObjects(ctx context.Context, group string, args []string, stdout, stderr
 	switch group {
 	case "devices":
 		var d *herd.Device
-		d, err = c.UpdateDevice(ctx, id, herd.DeviceUpdate{Name: str("name"), Model: str("model"), IfVersion: *ifVersion})
+		u := herd.DeviceUpdate{Name: str("name"), Model: str("model"), IfVersion: *ifVersion}
+		if len(labels) > 0 {
+			u.Labels = labels
+		}
+		d, err = c.UpdateDevice(ctx, id, u)
 		if err == nil {
 			obj, version = d, d.Version
 		}
@@ -156,4 +171,33 @@ func runObjects(ctx context.Context, group string, args []string, stdout, stderr
 	}
 	_, err = fmt.Fprintf(stdout, "%s %d is at version %d (%s given)\n", oc.kind, id, version, strings.Join(names, ", "))
 	return err
+}
+
+// labelFlags collect --label and --unlabel into the labels member of a
+// device's merge patch: a value sets its key, nil removes it. The key and
+// value are checked by the server, as any patch is.
+type labelFlags map[string]*string
+
+// labelSet is --label KEY=VALUE.
+type labelSet struct{ m labelFlags }
+
+func (l labelSet) String() string { return "" }
+
+func (l labelSet) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("%q is not KEY=VALUE", s)
+	}
+	l.m[k] = &v
+	return nil
+}
+
+// labelUnset is --unlabel KEY.
+type labelUnset struct{ m labelFlags }
+
+func (l labelUnset) String() string { return "" }
+
+func (l labelUnset) Set(s string) error {
+	l.m[s] = nil
+	return nil
 }

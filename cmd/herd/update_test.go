@@ -61,6 +61,25 @@ func TestObjects_Update(t *testing.T) {
 			t.Fatalf("output %q, err %v", out, err)
 		}
 	})
+	t.Run("DeviceLabels", func(t *testing.T) {
+		out, err := herdRun("devices", "update", id, "--label", "ring=canary", "--label", "floor=3", "--if-version", "3")
+		if err != nil || out != "device "+id+" is at version 4 (labels given)\n" {
+			t.Fatalf("output %q, err %v", out, err)
+		}
+		if _, err := herdRun("devices", "update", id, "--unlabel", "floor", "--label", "ring=beta"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := api.FindDeviceByID(ctx, d.ID)
+		if err != nil || len(got.Labels) != 1 || got.Labels["ring"] != "beta" || got.Version != 5 {
+			t.Fatalf("device %+v, %v", got, err)
+		}
+		if _, err := herdRun("devices", "update", id, "--label", "ring"); err == nil || !strings.Contains(err.Error(), "not KEY=VALUE") {
+			t.Fatalf("--label without =: %v", err)
+		}
+		if _, err := herdRun("devices", "update", id, "--label", "Ring=x"); herd.ErrorCode(err) != herd.EINVALID {
+			t.Fatalf("--label with a bad key: %v, want %s", err, herd.EINVALID)
+		}
+	})
 	t.Run("ErrStale", func(t *testing.T) {
 		_, err := herdRun("devices", "update", id, "--name", "late", "--if-version", "1")
 		if herd.ErrorCode(err) != herd.EPRECONDITION || !strings.Contains(err.Error(), "devices update") {
@@ -104,7 +123,7 @@ func TestObjects_Update(t *testing.T) {
 			args []string
 			want string
 		}{
-			{[]string{"devices", "update", id}, "changes nothing without --name or --model"},
+			{[]string{"devices", "update", id}, "changes nothing without --name or --model or --label or --unlabel"},
 			{[]string{"devices", "update", "x", "--name", "y"}, `needs the id of a device`},
 			{[]string{"devices", "update", id, "--key", "k"}, "flag provided but not defined: -key"},
 			{[]string{"nodes"}, "takes a subcommand: update"},

@@ -3,6 +3,7 @@ package testutil
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/herd-iot/herd"
@@ -37,6 +38,9 @@ func CompareValues(a, b any) int {
 // Matches is the oracle of one filter: SQL semantics, so any comparison
 // with NULL is false, ne included.
 func Matches(d *herd.Device, f herd.DeviceFilter) bool {
+	if k, ok := herd.LabelKeyOf(f.Field); ok {
+		return matchesLabel(d, k, f)
+	}
 	v, null := d.FieldValue(f.Field)
 	if null {
 		return false
@@ -69,10 +73,18 @@ func Matches(d *herd.Device, f herd.DeviceFilter) bool {
 }
 
 // CompareDevices is the oracle's order: NULLs first ascending and last
-// descending, ties by id in the same direction.
+// descending, ties by id in the same direction; on a label, the devices
+// without it last in either direction.
 func CompareDevices(a, b *herd.Device, s herd.DeviceSort) int {
 	va, na := a.FieldValue(s.Field)
 	vb, nb := b.FieldValue(s.Field)
+	if _, ok := herd.LabelKeyOf(s.Field); ok && na != nb {
+		// Devices without the label come last, whatever the direction.
+		if na {
+			return 1
+		}
+		return -1
+	}
 	c := 0
 	switch {
 	case na && nb:
@@ -90,4 +102,22 @@ func CompareDevices(a, b *herd.Device, s herd.DeviceSort) int {
 		c = -c
 	}
 	return c
+}
+
+// matchesLabel is Matches for a label filter: eq and in need the key with
+// that value, ne keeps a device without the key, exists says whether it
+// has the key.
+func matchesLabel(d *herd.Device, key string, f herd.DeviceFilter) bool {
+	v, has := d.Labels[key]
+	switch f.Op {
+	case herd.OpEq:
+		return has && v == f.Values[0]
+	case herd.OpNe:
+		return !has || v != f.Values[0]
+	case herd.OpIn:
+		return has && slices.Contains(f.Values, any(v))
+	case herd.OpExists:
+		return has == f.Values[0]
+	}
+	panic("label op " + f.Op)
 }
