@@ -123,17 +123,19 @@ func (db *DB) RefreshDeviceRollups(ctx context.Context) (more bool, err error) {
 
 func (r *refresher) step(ctx context.Context) (bool, error) {
 	db := r.db
-	more, err := r.refreshStale(ctx)
+	// Only this step moves the span (under the refresh's locks), so one
+	// read of it serves the whole step.
+	lo, hi, ok, err := r.span(ctx)
+	if err != nil {
+		return false, err
+	}
+	more, err := r.refreshStale(ctx, lo, hi, ok)
 	if err != nil {
 		return false, err
 	}
 	now := db.Now()
 	// The newest bucket the refresh may compute ends at target.
 	target := floorDiv(now.Add(-GraceDeviceRollups).UnixMilli(), DeviceRollupBucket) * DeviceRollupBucket
-	lo, hi, ok, err := r.span(ctx)
-	if err != nil {
-		return false, err
-	}
 	if !ok {
 		// The first run: an empty span at the clock, which the steps
 		// below widen each way.
@@ -318,7 +320,7 @@ func (db *DB) writeDeviceRollups(ctx context.Context, w sqlExecer, b int64, rows
 // bucket outside the span loses its mark only: the span's own steps
 // compute it whole, from readings committed before the mark was. It
 // reports whether it stopped short of the end of the marks.
-func (r *refresher) refreshStale(ctx context.Context) (more bool, err error) {
+func (r *refresher) refreshStale(ctx context.Context, lo, hi int64, ok bool) (more bool, err error) {
 	db := r.db
 	marks, err := r.readStaleMarks(ctx)
 	if err != nil {
@@ -333,10 +335,6 @@ func (r *refresher) refreshStale(ctx context.Context) (more bool, err error) {
 			return wrapped, nil
 		}
 		defer func() { more = more || wrapped }()
-	}
-	lo, hi, ok, err := r.span(ctx)
-	if err != nil {
-		return false, err
 	}
 	q := db.rebind(`SELECT ts, ` + numericSelect + ` FROM readings WHERE tenant_id = ? AND device_id = ? AND ts >= ? AND ts < ?`)
 	rollups := make([]*deviceRollup, len(marks))
