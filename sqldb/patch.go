@@ -32,6 +32,16 @@ func oldValues(changed []string, all map[string]any) map[string]any {
 	return old
 }
 
+// commitUpdate writes an update's event, the object as it is now with the
+// fields changed and their values before, and commits.
+func (tx *Tx) commitUpdate(ctx context.Context, tenantID int64, evType, subjectType string, id int64, path, kind string, obj any, changed []string, before map[string]any) error {
+	ev := newEvent(evType, subjectType, id, path, updateEvent(kind, obj, changed, oldValues(changed, before)))
+	if err := tx.appendEvents(ctx, tenantID, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 // updateRow runs an update guarded by the version read, and reports a
 // writer that changed the row since as EPRECONDITION.
 func (tx *Tx) updateRow(ctx context.Context, kind string, id, version int64, q string, args ...any) error {
@@ -94,11 +104,10 @@ func (s *DeviceService) UpdateDevice(ctx context.Context, id int64, u herd.Devic
 		}
 	}
 	d.Version++
-	ev := newEvent(herd.EventDeviceUpdated, herd.EventSubjectDevice, d.ID, d.Path, updateEvent("device", d, changed, oldValues(changed, before)))
-	if err := tx.appendEvents(ctx, d.TenantID, ev); err != nil {
+	if err := tx.commitUpdate(ctx, d.TenantID, herd.EventDeviceUpdated, herd.EventSubjectDevice, d.ID, d.Path, "device", d, changed, before); err != nil {
 		return nil, err
 	}
-	return d, tx.Commit()
+	return d, nil
 }
 
 // UpdateNode implements herd.NodeService. It needs the admin role on the
@@ -135,11 +144,10 @@ func (s *NodeService) UpdateNode(ctx context.Context, id int64, u herd.NodeUpdat
 		return nil, err
 	}
 	n.Version++
-	ev := newEvent(herd.EventNodeUpdated, herd.EventSubjectNode, n.ID, n.Path, updateEvent("node", n, changed, oldValues(changed, before)))
-	if err := tx.appendEvents(ctx, n.TenantID, ev); err != nil {
+	if err := tx.commitUpdate(ctx, n.TenantID, herd.EventNodeUpdated, herd.EventSubjectNode, n.ID, n.Path, "node", n, changed, before); err != nil {
 		return nil, err
 	}
-	return n, tx.Commit()
+	return n, nil
 }
 
 // UpdateUser implements herd.UserService. It needs what creating the user
@@ -191,11 +199,10 @@ func (s *UserService) UpdateUser(ctx context.Context, id int64, u herd.UserUpdat
 	if err != nil {
 		return nil, err
 	}
-	ev := newEvent(herd.EventUserUpdated, herd.EventSubjectUser, usr.ID, root, updateEvent("user", usr, changed, oldValues(changed, before)))
-	if err := tx.appendEvents(ctx, usr.TenantID, ev); err != nil {
+	if err := tx.commitUpdate(ctx, usr.TenantID, herd.EventUserUpdated, herd.EventSubjectUser, usr.ID, root, "user", usr, changed, before); err != nil {
 		return nil, err
 	}
-	return usr, tx.Commit()
+	return usr, nil
 }
 
 // UpdateTenant implements herd.TenantService: a super-admin's, as creating
@@ -236,9 +243,8 @@ func (s *TenantService) UpdateTenant(ctx context.Context, id int64, u herd.Tenan
 		return nil, err
 	}
 	t.Version++
-	ev := newEvent(herd.EventTenantUpdated, herd.EventSubjectTenant, t.ID, herd.ChildPath("/", t.RootNodeID), updateEvent("tenant", t, changed, oldValues(changed, before)))
-	if err := tx.appendEvents(ctx, t.ID, ev); err != nil {
+	if err := tx.commitUpdate(ctx, t.ID, herd.EventTenantUpdated, herd.EventSubjectTenant, t.ID, herd.ChildPath("/", t.RootNodeID), "tenant", t, changed, before); err != nil {
 		return nil, err
 	}
-	return t, tx.Commit()
+	return t, nil
 }
