@@ -251,7 +251,8 @@ func (r *refresher) computeBucket(ctx context.Context, b int64, end string, old,
 	}
 }
 
-// scanBucket reads every reading of bucket b, a slice of refreshScanSlice
+// scanBucket reads every reading of bucket b (of every tenant: the
+// refresh is the system's, and each row keeps its tenant_id), a slice of refreshScanSlice
 // at a time (each one range of the (ts, device_id) key, in no order: the
 // fold needs none), and folds them by device.
 func (r *refresher) scanBucket(ctx context.Context, b int64) ([]*deviceRollup, error) {
