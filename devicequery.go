@@ -158,6 +158,9 @@ type DeviceQuery struct {
 	// After is the position to page on from. Code that builds a query in
 	// process may set it directly; a store sets it from Cursor.
 	After *DeviceCursor
+	// Search holds the folded words of q (see ParseSearch): a device
+	// matches when it matches every one (Device.MatchesWord).
+	Search []string
 }
 
 // DevicePage is one page of a device query.
@@ -186,7 +189,15 @@ func (q *DeviceQuery) Normalize() error {
 		return Errorf(EINVALIDFILTER, "at most %d filters", MaxFilters)
 	}
 	nvalues := 0
-	for _, f := range q.Filters {
+	for i, f := range q.Filters {
+		if f.Op == OpContains {
+			if err := normalizeContains(&q.Filters[i]); err != nil {
+				return err
+			} else if nvalues++; nvalues > MaxFilterValues {
+				return Errorf(EINVALIDFILTER, "at most %d filter values in one query", MaxFilterValues)
+			}
+			continue
+		}
 		if k, ok := LabelKeyOf(f.Field); ok {
 			if err := normalizeLabelFilter(k, f); err != nil {
 				return err
@@ -218,6 +229,36 @@ func (q *DeviceQuery) Normalize() error {
 			}
 		}
 	}
+	if len(q.Search) > MaxSearchWords {
+		return Errorf(EINVALIDFILTER, "q has %d words, at most %d allowed", len(q.Search), MaxSearchWords)
+	}
+	for i, w := range q.Search {
+		f, err := FoldSearchText("q: the word", w)
+		if err != nil {
+			return err
+		}
+		q.Search[i] = f
+	}
+	return nil
+}
+
+// normalizeContains checks a contains filter built in code and folds its
+// text, which the stores match as it is.
+func normalizeContains(f *DeviceFilter) error {
+	if !ContainsApplies(f.Field) {
+		return Errorf(EINVALIDFILTER, "filter %s: operator contains applies to name, key, model, firmware and label.KEY", f.Field)
+	} else if len(f.Values) != 1 {
+		return Errorf(EINVALIDFILTER, "filter %s:contains takes one value", f.Field)
+	}
+	s, ok := f.Values[0].(string)
+	if !ok {
+		return Errorf(EINVALIDFILTER, "filter %s:contains takes text", f.Field)
+	}
+	term, err := FoldSearchText("filter "+f.Field+":contains: the text", s)
+	if err != nil {
+		return err
+	}
+	f.Values = []any{term}
 	return nil
 }
 
@@ -227,7 +268,7 @@ func ParseDeviceQuery(v url.Values) (DeviceQuery, error) {
 	q := DeviceQuery{Sort: DeviceSort{Field: "id"}, Limit: DefaultLimit}
 	for key := range v {
 		switch key {
-		case "filter", "sort", "limit", "cursor", "tenant_id":
+		case "filter", "sort", "limit", "cursor", "tenant_id", "q":
 		default:
 			return q, Errorf(EINVALID, "unknown query parameter %q", key)
 		}
@@ -253,6 +294,16 @@ func ParseDeviceQuery(v url.Values) (DeviceQuery, error) {
 			return q, Errorf(EINVALIDFILTER, "filter %q: at most %d filter values in one query", s, MaxFilterValues)
 		}
 		q.Filters = append(q.Filters, f)
+	}
+	if s, ok := v["q"]; ok {
+		if len(s) > 1 {
+			return q, Errorf(EINVALIDFILTER, "q is given %d times; give it once, its words separated by spaces", len(s))
+		}
+		words, err := ParseSearch(s[0])
+		if err != nil {
+			return q, err
+		}
+		q.Search = words
 	}
 	if s := v.Get("sort"); s != "" {
 		sort, err := ParseDeviceSort(s)
@@ -320,8 +371,18 @@ func ParseDeviceFilter(s string) (DeviceFilter, error) {
 		if field.Type != FieldString {
 			return f, Errorf(EINVALIDFILTER, "filter %q: operator prefix applies only to text fields", s)
 		}
+	case OpContains:
+		if !containsFields[f.Field] {
+			return f, Errorf(EINVALIDFILTER, "filter %q: operator contains applies to name, key, model, firmware and label.KEY", s)
+		}
+		term, err := FoldSearchText("filter "+strconv.Quote(s)+": the text", parts[2])
+		if err != nil {
+			return f, err
+		}
+		f.Values = []any{term}
+		return f, nil
 	default:
-		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix; on labels eq ne in exists)", s, f.Op)
+		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (eq ne lt le gt ge in prefix contains; on labels eq ne in exists contains)", s, f.Op)
 	}
 	raw := []string{parts[2]}
 	if f.Op == OpIn {
@@ -512,6 +573,10 @@ func (q DeviceQuery) fingerprint() string {
 			h.Write([]byte{1})
 			h.Write([]byte(strconv.Itoa(len(k)) + ":" + k))
 		}
+	}
+	for _, w := range q.Search {
+		h.Write([]byte{2})
+		h.Write([]byte(strconv.Itoa(len(w)) + ":" + w))
 	}
 	return strconv.FormatUint(h.Sum64(), 36)
 }

@@ -3,6 +3,7 @@ package herd
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -123,10 +124,16 @@ func parseLabelFilter(s, key string, f DeviceFilter, raw string) (DeviceFilter, 
 		default:
 			return f, Errorf(EINVALIDFILTER, "filter %q: exists takes true or false, not %q", s, truncate(raw, 20))
 		}
+	case OpContains:
+		term, err := FoldSearchText("filter "+strconv.Quote(s)+": the text", raw)
+		if err != nil {
+			return f, err
+		}
+		return DeviceFilter{Field: f.Field, Op: OpContains, Values: []any{term}}, nil
 	case OpLt, OpLe, OpGt, OpGe, OpPrefix:
-		return f, Errorf(EINVALIDFILTER, "filter %q: operator %q does not apply to labels (eq ne in exists)", s, f.Op)
+		return f, Errorf(EINVALIDFILTER, "filter %q: operator %q does not apply to labels (eq ne in exists contains)", s, f.Op)
 	default:
-		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (on labels eq ne in exists)", s, f.Op)
+		return f, Errorf(EINVALIDFILTER, "filter %q: unknown operator %q (on labels eq ne in exists contains)", s, f.Op)
 	}
 	for _, v := range f.Values {
 		if x, ok := v.(string); ok && (len(x) > MaxLabelValueLen || !ValidText(x)) {
@@ -153,7 +160,7 @@ func normalizeLabelFilter(key string, f DeviceFilter) error {
 			return Errorf(EINVALIDFILTER, "filter %s:in takes 1 to %d values", f.Field, MaxInValues)
 		}
 	default:
-		return Errorf(EINVALIDFILTER, "filter %s: operator %q does not apply to labels (eq ne in exists)", f.Field, f.Op)
+		return Errorf(EINVALIDFILTER, "filter %s: operator %q does not apply to labels (eq ne in exists contains)", f.Field, f.Op)
 	}
 	for _, v := range f.Values {
 		_, isText := v.(string)

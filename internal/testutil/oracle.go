@@ -38,6 +38,9 @@ func CompareValues(a, b any) int {
 // Matches is the oracle of one filter: SQL semantics, so any comparison
 // with NULL is false, ne included.
 func Matches(d *herd.Device, f herd.DeviceFilter) bool {
+	if f.Op == herd.OpContains {
+		return d.MatchesContains(f.Field, f.Values[0].(string))
+	}
 	if k, ok := herd.LabelKeyOf(f.Field); ok {
 		return matchesLabel(d, k, f)
 	}
