@@ -23,7 +23,7 @@ const DefaultBulkRebuildRows = 50000
 // multi-row inserts on SQLite. Each device must carry its TenantID, NodeID
 // and Path. next returns nil when there are no more; expected is the number
 // the caller will yield (it decides whether indexes are rebuilt), progress is
-// called now and then with the phase ("devices", then "indexes") and how far
+// called now and then with the phase ("devices", "indexes", then "search") and how far
 // it is.
 //
 // The whole load is one transaction, index drops and rebuilds included (DDL
@@ -108,6 +108,15 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 			}
 		}
 		progress("indexes", int64(len(indexes)), int64(len(indexes)))
+	}
+	// The search index, from the rows as loaded (their ids are the
+	// database's): a row a device, read back a chunk at a time.
+	if err := tx.indexDevicesForSearch(ctx, "d.tenant_id = ? AND d.rev = ?", []any{tenantID, rev}, func(done int64) {
+		if done%20000 == 0 || done == n {
+			progress("search", done, n)
+		}
+	}); err != nil {
+		return 0, fmt.Errorf("index for search: %w", err)
 	}
 	for path, c := range perPath {
 		if err := tx.adjustDeviceCounts(ctx, path, c); err != nil {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -289,6 +290,13 @@ func (db *DB) migrate(ctx context.Context) (err error) {
 		if _, err := tx.ExecContext(ctx, string(buf)); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("%s: %w", name, err)
+		}
+		if step := goMigrations[path.Base(name)]; step != nil {
+			now := db.Now().UTC().Truncate(time.Millisecond)
+			if err := step(ctx, &Tx{tx: tx, db: db, now: now, began: time.Now(), write: true}); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("%s: %w", name, err)
+			}
 		}
 		if db.dialect == SQLite {
 			if err := foreignKeyCheck(ctx, tx); err != nil {

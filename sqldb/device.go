@@ -104,6 +104,8 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) (e
 		return err
 	} else if err := tx.insertLabels(ctx, ds); err != nil {
 		return err
+	} else if err := tx.insertSearch(ctx, ds); err != nil {
+		return err
 	}
 	perPath := map[string]int64{}
 	for _, d := range ds {

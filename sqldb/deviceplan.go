@@ -74,9 +74,9 @@ func (tx *Tx) planQuery(ctx context.Context, q herd.DeviceQuery, scope herd.Scop
 	p := plan{inScope: inScope, total: total, small: true}
 	if !sortIndexed[q.Sort.Field] {
 		return p, nil // no index yields this order: the scope is read and sorted
-	} else if labelFilter(q) {
-		// A label filter is a subquery per row whose selectivity no
-		// planner knows; PostgreSQL without statistics took the capped
+	} else if labelFilter(q) || searchFilter(q) {
+		// A label filter (or a search) is a subquery per row whose
+		// selectivity no planner knows; PostgreSQL without statistics took the capped
 		// walk's join for a nested loop over the filtered scope, a second
 		// for 50,000 devices and minutes for a longer walk. Reading the
 		// scope costs a lookup per device, linear and bounded by the

@@ -40,6 +40,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	var where strings.Builder
 	args := whereScope(&where, scope)
 	args = whereFilters(&where, q.Filters, args)
+	args = whereSearch(&where, q.Search, scope.TenantID, args)
 
 	// Pick the access path from the subtree counts the nodes keep: the
 	// planners cannot tell from a range on a path how many devices it holds.
@@ -240,6 +241,10 @@ var sqlOps = map[string]string{herd.OpEq: "=", herd.OpNe: "<>", herd.OpLt: "<", 
 // label filter refers to it from its subquery).
 func whereFilters(b *strings.Builder, filters []herd.DeviceFilter, args []any) []any {
 	for _, f := range filters {
+		if f.Op == herd.OpContains {
+			args = whereContains(b, f, args)
+			continue
+		}
 		if key, ok := herd.LabelKeyOf(f.Field); ok {
 			args = whereLabel(b, key, f, args)
 			continue

@@ -314,6 +314,8 @@ func (s *IngestService) Ingest(ctx context.Context, items []herd.IngestItem) (er
 	}
 	if err := tx.applyFolds(ctx, finals, rev, folded); err != nil {
 		return err
+	} else if err := tx.indexReportedFirmware(ctx, items, folded); err != nil {
+		return err
 	}
 	acked, err := tx.applyCommandAcks(ctx, acks)
 	if err != nil {

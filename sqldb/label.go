@@ -26,15 +26,15 @@ func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
 		if n == 0 {
 			return nil
 		}
-		q := `INSERT INTO device_labels (tenant_id, device_id, key, value) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?),", n), ",")
+		q := `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?),", n), ",")
 		_, err := tx.ExecContext(ctx, q, args...)
 		args, n = args[:0], 0
 		return err
 	}
-	per := herd.MaxQueryParams / 4
+	per := herd.MaxQueryParams / 5
 	for _, d := range ds {
 		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
-			args = append(args, d.TenantID, d.ID, k, d.Labels[k])
+			args = append(args, d.TenantID, d.ID, k, d.Labels[k], valueFold(d.Labels[k]))
 			if n++; n == per {
 				if err := flush(); err != nil {
 					return err
@@ -70,12 +70,12 @@ func (tx *Tx) replaceLabels(ctx context.Context, d *herd.Device, old map[string]
 		return nil
 	}
 	slices.Sort(set)
-	args := make([]any, 0, 4*len(set))
+	args := make([]any, 0, 5*len(set))
 	for _, k := range set {
-		args = append(args, d.TenantID, d.ID, k, d.Labels[k])
+		args = append(args, d.TenantID, d.ID, k, d.Labels[k], valueFold(d.Labels[k]))
 	}
-	q := `INSERT INTO device_labels (tenant_id, device_id, key, value) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?),", len(set)), ",") +
-		` ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value`
+	q := `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?),", len(set)), ",") +
+		` ON CONFLICT (device_id, key) DO UPDATE SET value = excluded.value, value_fold = excluded.value_fold`
 	_, err := tx.ExecContext(ctx, q, args...)
 	return err
 }

@@ -68,8 +68,8 @@ func (tx *Tx) insertNode(ctx context.Context, n *herd.Node, parentPath string) (
 		parent = n.ParentID
 	}
 	// The path holds the node's own id, known only after the insert.
-	if n.ID, err = tx.insertID(ctx, `INSERT INTO nodes (tenant_id, parent_id, kind, name, path, created_at) VALUES (?, ?, ?, ?, '', ?)`,
-		n.TenantID, parent, n.Kind, n.Name, tx.now.UnixMilli()); err != nil {
+	if n.ID, err = tx.insertID(ctx, `INSERT INTO nodes (tenant_id, parent_id, kind, name, name_fold, path, created_at) VALUES (?, ?, ?, ?, ?, '', ?)`,
+		n.TenantID, parent, n.Kind, n.Name, herd.FoldText(n.Name), tx.now.UnixMilli()); err != nil {
 		return err
 	}
 	n.Path, n.CreatedAt, n.Version = herd.ChildPath(parentPath, n.ID), tx.now, 1

@@ -103,6 +103,9 @@ func (s *DeviceService) UpdateDevice(ctx context.Context, id int64, u herd.Devic
 			return nil, err
 		}
 	}
+	if err := tx.updateSearch(ctx, d); err != nil {
+		return nil, err
+	}
 	d.Version++
 	if err := tx.commitUpdate(ctx, d.TenantID, herd.EventDeviceUpdated, herd.EventSubjectDevice, d.ID, d.Path, "device", d, changed, before); err != nil {
 		return nil, err
@@ -139,8 +142,8 @@ func (s *NodeService) UpdateNode(ctx context.Context, id int64, u herd.NodeUpdat
 	} else if len(changed) == 0 {
 		return n, tx.Commit()
 	}
-	if err := tx.updateRow(ctx, "node", n.ID, n.Version, `UPDATE nodes SET name = ?, kind = ?, version = version + 1 WHERE id = ? AND tenant_id = ? AND version = ?`,
-		n.Name, n.Kind, n.ID, n.TenantID); err != nil {
+	if err := tx.updateRow(ctx, "node", n.ID, n.Version, `UPDATE nodes SET name = ?, name_fold = ?, kind = ?, version = version + 1 WHERE id = ? AND tenant_id = ? AND version = ?`,
+		n.Name, herd.FoldText(n.Name), n.Kind, n.ID, n.TenantID); err != nil {
 		return nil, err
 	}
 	n.Version++
