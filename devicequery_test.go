@@ -76,6 +76,13 @@ func TestParseDeviceFilter(t *testing.T) {
 			// The value is everything after the second colon.
 			{"firmware:eq:v1:2:3", herd.DeviceFilter{Field: "firmware", Op: "eq", Values: []any{"v1:2:3"}}},
 			{"name:eq:a|b", herd.DeviceFilter{Field: "name", Op: "eq", Values: []any{"a|b"}}},
+			// contains keeps its text folded, wildcards and colons as they are.
+			{"name:contains:Boiler", herd.DeviceFilter{Field: "name", Op: "contains", Values: []any{"boiler"}}},
+			{"key:contains:A:b", herd.DeviceFilter{Field: "key", Op: "contains", Values: []any{"a:b"}}},
+			{"model:contains:%_x", herd.DeviceFilter{Field: "model", Op: "contains", Values: []any{"%_x"}}},
+			{"firmware:contains:STRAßE", herd.DeviceFilter{Field: "firmware", Op: "contains", Values: []any{"strasse"}}},
+			{"label.ring:contains:Can ary", herd.DeviceFilter{Field: "label.ring", Op: "contains", Values: []any{"can ary"}}},
+			{"name:contains:ß1", herd.DeviceFilter{Field: "name", Op: "contains", Values: []any{"ss1"}}},
 			// Integers.
 			{"id:eq:42", herd.DeviceFilter{Field: "id", Op: "eq", Values: []any{int64(42)}}},
 			{"node_id:in:1|2", herd.DeviceFilter{Field: "node_id", Op: "in", Values: []any{int64(1), int64(2)}}},
@@ -173,6 +180,15 @@ func TestParseDeviceFilter(t *testing.T) {
 		{"ErrTextTooLong", "name:eq:" + strings.Repeat("x", 1025), []string{"1024"}},
 		{"ErrInListTooLong", "error_count:in:" + strings.Repeat("1|", herd.MaxInValues) + "1", []string{"at most 100"}},
 		{"ErrInListBadValue", "rssi:in:1|x|3", []string{`"x"`}},
+		{"ErrContainsShort", "name:contains:ab", []string{`"ab"`, "3 characters"}},
+		{"ErrContainsShortLabel", "label.ring:contains:ca", []string{`"ca"`, "3 characters"}},
+		{"ErrContainsEmpty", "name:contains:", []string{"3 characters"}},
+		{"ErrContainsControl", "name:contains:ab\ncd", []string{"control character"}},
+		{"ErrContainsLong", "name:contains:" + strings.Repeat("x", herd.MaxSearchBytes+1), []string{"200 bytes"}},
+		{"ErrContainsNotText", "temperature:contains:200", []string{"contains", "name, key, model, firmware"}},
+		{"ErrContainsPath", "path:contains:/1/", []string{"contains"}},
+		{"ErrUnknownOperator", "name:like:pump", []string{`"like"`, "contains"}},
+		{"ErrUnknownLabelOperator", "label.ring:like:x", []string{`"like"`, "contains"}},
 	}
 	for _, tt := range errCases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,6 +234,24 @@ func TestParseDeviceSort(t *testing.T) {
 }
 
 func TestParseDeviceQuery(t *testing.T) {
+	t.Run("OKSearch", func(t *testing.T) {
+		// Words at any white space, folded, a repeat counted once; a q of
+		// white space only is no search.
+		for in, want := range map[string][]string{
+			"Oslo boiler":          {"oslo", "boiler"},
+			"  OSLO\tStraße oslo ": {"oslo", "strasse"},
+			"100%_":                {"100%_"},
+			"   ":                  nil,
+			"":                     nil,
+		} {
+			q, err := herd.ParseDeviceQuery(url.Values{"q": {in}})
+			if err != nil {
+				t.Fatalf("%q: %v", in, err)
+			} else if !reflect.DeepEqual(q.Search, want) {
+				t.Fatalf("%q: words %q, want %q", in, q.Search, want)
+			}
+		}
+	})
 	t.Run("OKDefaults", func(t *testing.T) {
 		q, err := herd.ParseDeviceQuery(url.Values{})
 		if err != nil {
@@ -320,6 +354,11 @@ func TestParseDeviceQuery(t *testing.T) {
 		{"ErrSecondFilter", url.Values{"filter": {"online:eq:true", "online:eq:maybe"}}, herd.EINVALIDFILTER, []string{`"maybe"`}},
 		{"ErrTooManyFilters", tooManyFilters, herd.EINVALIDFILTER, []string{"20"}},
 		{"ErrTooManyFilterValues", manyValues, herd.EINVALIDFILTER, []string{"values"}},
+		{"ErrSearchShortWord", url.Values{"q": {"oslo ab"}}, herd.EINVALIDFILTER, []string{`"ab"`, "3 characters"}},
+		{"ErrSearchTooManyWords", url.Values{"q": {"aaa bbb ccc ddd eee fff ggg hhh iii"}}, herd.EINVALIDFILTER, []string{"9 words", "at most 8"}},
+		{"ErrSearchTwice", url.Values{"q": {"oslo", "bergen"}}, herd.EINVALIDFILTER, []string{"2 times"}},
+		{"ErrSearchControl", url.Values{"q": {"os\x01lo"}}, herd.EINVALIDFILTER, []string{"control character"}},
+		{"ErrSearchUTF8", url.Values{"q": {"os\xfflo"}}, herd.EINVALIDFILTER, []string{"UTF-8"}},
 		{"ErrSort", url.Values{"sort": {"colour"}}, herd.EINVALIDSORT, []string{`"colour"`}},
 		{"ErrLimitZero", url.Values{"limit": {"0"}}, herd.EINVALIDLIMIT, []string{`"0"`}},
 		{"ErrLimitTooBig", url.Values{"limit": {"501"}}, herd.EINVALIDLIMIT, []string{`"501"`, "500"}},
@@ -634,6 +673,13 @@ func TestDeviceQuery_Normalize(t *testing.T) {
 		if q.Sort.Field != "id" || q.Limit != herd.DefaultLimit {
 			t.Fatalf("got %+v", q)
 		}
+		// A search built in code is folded, as a parsed one is.
+		q = herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "label.ring", Op: herd.OpContains, Values: []any{"CANary"}}}, Search: []string{"OSLO"}}
+		if err := q.Normalize(); err != nil {
+			t.Fatal(err)
+		} else if q.Filters[0].Values[0] != "canary" || q.Search[0] != "oslo" {
+			t.Fatalf("not folded: %+v", q)
+		}
 	})
 	values := func(n int) []any {
 		vs := make([]any, n)
@@ -657,6 +703,10 @@ func TestDeviceQuery_Normalize(t *testing.T) {
 		{"ErrFilterOp", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: "like", Values: values(1)}}}, herd.EINVALIDFILTER},
 		{"ErrInListTooLong", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "id", Op: herd.OpIn, Values: values(herd.MaxInValues + 1)}}}, herd.EINVALIDFILTER},
 		{"ErrTooManyValues", herd.DeviceQuery{Filters: tooMany}, herd.EINVALIDFILTER},
+		{"ErrContainsShort", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "name", Op: herd.OpContains, Values: []any{"ab"}}}}, herd.EINVALIDFILTER},
+		{"ErrContainsField", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "status", Op: herd.OpContains, Values: []any{"alarm"}}}}, herd.EINVALIDFILTER},
+		{"ErrContainsNotText", herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "name", Op: herd.OpContains, Values: []any{int64(123)}}}}, herd.EINVALIDFILTER},
+		{"ErrSearchShort", herd.DeviceQuery{Search: []string{"oslo", "ab"}}, herd.EINVALIDFILTER},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mustFail(t, tt.q.Normalize(), tt.code)

@@ -38,7 +38,15 @@ func testSeed(t *testing.T) uint64 {
 // easy to get wrong; none contains '|', the in-list separator.
 var (
 	t0           = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
-	poolNames    = []string{"a", "ab", "abc", "b", "pump", "Pump", "pump 2", "pümp", "é", "z", "a\U0010FFFF", "\U0010FFFF", "\U0010FFFFz", "x:y"}
+	poolNames    = []string{"a", "ab", "abc", "b", "pump", "Pump", "pump 2", "pümp", "é", "z", "a\U0010FFFF", "\U0010FFFF", "\U0010FFFFz", "x:y",
+		"Straße 5", "STRASSE", "ÖL-Pumpe", "İstanbul", "ΣΊΣΥΦΟΣ", "oslo-Boiler", "boiler\n7", "100%_off"}
+	// Node names, which q matches too: words that devices hold as well,
+	// in other cases.
+	poolNodeNames = []string{"n", "Oslo", "oslo-west", "Bergen", "BOILER room", "straße", "σίσυφος", "pümp hall"}
+	// Search terms: pieces of the pooled texts in another case, across a
+	// word boundary, with LIKE's wildcards, and some that nothing holds.
+	poolTerms = []string{"pum", "PUMP", "ümp", "strasse", "STRAßE", "öl-", "istanbul", "İst", "σίσ", "ΣΊΣ", "oslo", "OSLO-b", "boiler", "bergen",
+		"can", "CANARY", "eta", "0%_", "%_o", "x:y", "1.1", "2.0-Β", "p-1", "nothing"}
 	poolModels   = []string{"", "P1", "P10", "P2", "p1", "\uffff"}
 	poolFirmware = []string{"", "1.0", "1.10", "1.2", "2.0-β"}
 	poolStatus   = []string{herd.StatusOK, herd.StatusWarn, herd.StatusAlarm, ""}
@@ -98,7 +106,8 @@ func randomDevice(rng *rand.Rand, nodeID int64) *herd.Device {
 // grants, kept without paths so that paths are checked, not assumed.
 type model struct {
 	tenant  *herd.Tenant
-	parent  map[int64]int64 // node → parent, 0 for the root
+	names   map[int64]string // node → name
+	parent  map[int64]int64  // node → parent, 0 for the root
 	nodes   []int64
 	devices map[int64]*herd.Device
 	grants  map[int64]map[int64]*herd.Grant // user → node → grant
@@ -115,6 +124,32 @@ func (m *model) path(node int64) string {
 		p = herd.ChildPath(p, chain[i])
 	}
 	return p
+}
+
+// nodeNames returns the folded names of the node and its ancestors.
+func (m *model) nodeNames(node int64) []string {
+	var out []string
+	for n := node; n != 0; n = m.parent[n] {
+		out = append(out, herd.FoldText(m.names[n]))
+	}
+	return out
+}
+
+// randomSearch returns a q of one to three words, from the terms' pool or
+// a piece of a device's name, in any case.
+func (m *model) randomSearch(rng *rand.Rand) string {
+	var words []string
+	for range 1 + rng.IntN(3) {
+		w := pick(rng, poolTerms)
+		if strings.ContainsAny(w, " ") {
+			continue
+		}
+		words = append(words, w)
+	}
+	if len(words) == 0 {
+		words = []string{"pump"}
+	}
+	return strings.Join(words, pick(rng, []string{" ", "  ", "\t"}))
 }
 
 func (m *model) under(node, ancestor int64) bool {
@@ -150,6 +185,9 @@ func (m *model) oracle(user int64, q herd.DeviceQuery) []*herd.Device {
 		ok := true
 		for _, f := range q.Filters {
 			ok = ok && testutil.Matches(d, f)
+		}
+		for _, w := range q.Search {
+			ok = ok && d.MatchesWord(w, m.nodeNames(d.NodeID))
 		}
 		if ok {
 			out = append(out, d)
@@ -229,6 +267,10 @@ func (m *model) randomFilter(rng *rand.Rand) string {
 	if rng.IntN(4) == 0 {
 		return randomLabelFilter(rng)
 	}
+	if rng.IntN(5) == 0 {
+		field := pick(rng, []string{"name", "key", "model", "firmware", herd.LabelFieldPrefix + pick(rng, poolLabelKeys)})
+		return field + ":contains:" + pick(rng, poolTerms)
+	}
 	name := pick(rng, herd.DeviceFieldNames)
 	field := herd.DeviceFields[name]
 	ops := []string{herd.OpEq, herd.OpNe, herd.OpIn}
@@ -287,7 +329,7 @@ func randomLabelFilter(rng *rand.Rand) string {
 func build(t *testing.T, f *fixture, rng *rand.Rand, devices, users int) *model {
 	t.Helper()
 	ten := f.mustTenant(t, "prop")
-	m := &model{tenant: ten, parent: map[int64]int64{ten.RootNodeID: 0}, nodes: []int64{ten.RootNodeID},
+	m := &model{tenant: ten, names: map[int64]string{ten.RootNodeID: ten.Name}, parent: map[int64]int64{ten.RootNodeID: 0}, nodes: []int64{ten.RootNodeID},
 		devices: map[int64]*herd.Device{}, grants: map[int64]map[int64]*herd.Grant{}, secrets: map[int64]string{}}
 	depth := 1 + rng.IntN(4)
 	level := []int64{ten.RootNodeID}
@@ -295,8 +337,8 @@ func build(t *testing.T, f *fixture, rng *rand.Rand, devices, users int) *model 
 		var next []int64
 		for _, p := range level {
 			for range 1 + rng.IntN(3) {
-				n := f.mustNode(t, p, "n")
-				m.parent[n.ID] = p
+				n := f.mustNode(t, p, pick(rng, poolNodeNames))
+				m.parent[n.ID], m.names[n.ID] = p, n.Name
 				m.nodes = append(m.nodes, n.ID)
 				next = append(next, n.ID)
 			}
@@ -346,8 +388,21 @@ func (m *model) churn(t *testing.T, f *fixture, rng *rand.Rand) {
 		mustOK(t, err)
 		m.parent[id] = to
 	}
+	for range rng.IntN(3) {
+		id := pick(rng, m.nodes)
+		name := pick(rng, poolNodeNames)
+		_, err := f.Nodes.UpdateNode(f.super, id, herd.NodeUpdate{Name: &name})
+		mustOK(t, err)
+		m.names[id] = name
+	}
 	for id, d := range m.devices {
-		switch rng.IntN(8) {
+		switch rng.IntN(10) {
+		case 4:
+			// A rename, which the search index must follow.
+			name, model := pick(rng, poolNames), pick(rng, poolModels)
+			got, err := f.Devices.UpdateDevice(f.super, id, herd.DeviceUpdate{Name: &name, Model: &model})
+			mustOK(t, err)
+			d.Name, d.Model, d.Version = got.Name, got.Model, got.Version
 		case 0:
 			_, err := f.Devices.MoveDevice(f.super, id, pick(rng, m.nodes))
 			mustOK(t, err)
@@ -461,6 +516,9 @@ func TestQueryDevices_Property(t *testing.T) {
 					}
 					v.Set("sort", sort)
 					v.Set("limit", strconv.Itoa(pick(rng, []int{1, 2, 3, 5, 8, 13, 50, 500})))
+					if rng.IntN(4) == 0 {
+						v.Set("q", m.randomSearch(rng))
+					}
 					if user == 0 {
 						v.Set("tenant_id", strconv.FormatInt(m.tenant.ID, 10))
 					}
