@@ -174,11 +174,17 @@ type DeviceQueryParams struct {
 	Limit int
 	// Cursor is the next_cursor of the previous page.
 	Cursor string
+	// Search is q: words every one of which the device's name, key, model,
+	// firmware, a label value or the name of one of its nodes holds.
+	Search string
 }
 
 // Values returns the parameters as a query string.
 func (p DeviceQueryParams) Values() url.Values {
 	v := url.Values{}
+	if p.Search != "" {
+		v.Set("q", p.Search)
+	}
 	if p.TenantID != 0 {
 		v.Set("tenant_id", strconv.FormatInt(p.TenantID, 10))
 	}

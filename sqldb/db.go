@@ -47,6 +47,9 @@ const (
 
 // DB is a herd store. Create it with NewDB, set its fields, then Open it.
 type DB struct {
+	// searchIndexFrom overrides the scope size from which a search asks
+	// its trigram index (searchIndexFrom, the constant), for tests.
+	searchIndexFrom int
 	// DSN is a postgres:// or postgresql:// URL, or a SQLite file path
 	// (optionally prefixed with sqlite: or file:).
 	DSN string

@@ -24,6 +24,10 @@ type plan struct {
 	// to the engine unbounded (a sort on path, whose index range is the
 	// scope, or a filter that finds a handful of rows through its own index).
 	walkCap int64
+	// searchDriven says the page's condition starts with the candidates of
+	// a search text from the trigram index (see chooseSearchDriver): the
+	// engine looks those up by id rather than reading the scope.
+	searchDriven bool
 }
 
 // planQuery decides between the two access paths of a page. Reading the
@@ -210,7 +214,7 @@ var selectiveFields = map[string]bool{"id": true, "key": true, "name": true, "no
 
 // pageSQL returns the page statement for one keyset segment, steering the
 // engine to the access path chosen by QueryDevices.
-func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) string {
+func (db *DB) pageSQL(q herd.DeviceQuery, small, searchDriven bool, where, order string) string {
 	if db.dialect == Postgres {
 		if small {
 			// MATERIALIZED fences the scope scan from the ORDER BY, so the
@@ -221,6 +225,11 @@ func (db *DB) pageSQL(q herd.DeviceQuery, small bool, where, order string) strin
 		return `SELECT ` + deviceColumns + ` FROM devices WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
 	}
 	index := "devices_tenant_path"
+	if searchDriven {
+		// The candidates, looked up by rowid (which NOT INDEXED leaves),
+		// not the scope.
+		return `SELECT ` + deviceColumns + ` FROM devices NOT INDEXED WHERE ` + where + ` ORDER BY ` + order + ` LIMIT ?`
+	}
 	if small && statusFilter(q) {
 		index = "devices_tenant_status_path"
 	} else if !small {

@@ -65,6 +65,18 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 	if p.small {
 		planName = "scope"
 	}
+	if searchFilter(q) && p.small {
+		// A search text rare in the tenant drives the page through the
+		// trigram index (see chooseSearchDriver).
+		drv, ok, err := tx.chooseSearchDriver(ctx, q, scope.TenantID, p.inScope)
+		if err != nil {
+			return nil, err
+		} else if ok {
+			where.WriteString(" AND devices.id IN (" + drv.sql + ")")
+			args = append(args, drv.args...)
+			p.searchDriven, planName = true, "search_index"
+		}
+	}
 	defer func() { s.db.metrics.observeDeviceQuery(planName, q.After == nil, start) }()
 
 	// The first page counts, and the count can cost more than the page (it
@@ -113,7 +125,7 @@ func (s *DeviceService) QueryDevices(ctx context.Context, q herd.DeviceQuery) (*
 		var sqlText string
 		var segArgs []any
 		if small || p.walkCap == 0 {
-			sqlText = s.db.pageSQL(q, small, where.String()+seg.where, seg.order)
+			sqlText = s.db.pageSQL(q, small, p.searchDriven, where.String()+seg.where, seg.order)
 			segArgs = append(append(append([]any(nil), args...), seg.args...), need)
 		} else {
 			sqlText, segArgs = s.db.walkSQL(q, scope, where.String(), args, seg, p.walkCap, need)

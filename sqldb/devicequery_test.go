@@ -463,6 +463,11 @@ func TestQueryDevices_Property(t *testing.T) {
 		var mu sync.Mutex
 		shapes := map[string]int{}
 		db.QueryHook = func(query string, _ []any) {
+			if strings.Contains(query, "device_search_fts MATCH") || strings.Contains(query, "FROM device_search s WHERE s.tenant_id") {
+				mu.Lock()
+				shapes["search index"]++
+				mu.Unlock()
+			}
 			if strings.Contains(query, "FROM devices WHERE") && strings.Contains(query, " AND id IN (") {
 				mu.Lock()
 				shapes["state cache"]++
@@ -484,6 +489,9 @@ func TestQueryDevices_Property(t *testing.T) {
 			mu.Unlock()
 		}
 		t.Cleanup(func() { db.QueryHook = nil })
+		// Searches drive their pages through the trigram index whenever a
+		// text is rare enough, even in these small scopes.
+		db.SetSearchIndexFrom(1)
 		// A decoy tenant whose devices hold the same values must never show.
 		decoy := build(t, f, rng, 20, 1)
 		m := build(t, f, rng, 60+rng.IntN(60), 3)

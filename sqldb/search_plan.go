@@ -1,0 +1,96 @@
+package sqldb
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/herd-iot/herd"
+)
+
+// The trigram indexes' part in a search: when the database, not the state
+// cache, answers a search over a scope of some size, one search text may
+// be rare enough in the tenant that finding its devices through the index
+// and testing those against the scope beats testing every device of the
+// scope. Neither engine's planner can tell (FTS5 is a virtual table to
+// SQLite; PostgreSQL sees one LIKE), so the store asks the index: a capped
+// count of the text's devices in the tenant, stopped at a quarter of the
+// scope. A text under the cap drives the page; otherwise the scope is read
+// and each device tested, as without an index.
+
+// searchIndexFrom is the scope size from which the index is asked: below
+// it reading the scope costs less than the question.
+const searchIndexFrom = 2000
+
+// searchDriver is the candidates statement of one search text: the ids of
+// the tenant's devices that may hold it (a superset: the page's conditions
+// test each exactly).
+type searchDriver struct {
+	sql  string
+	args []any
+}
+
+// searchCandidates returns the candidates statement of a contains filter
+// (field set) or a word of q (field empty, which the names of nodes match
+// too).
+func (db *DB) searchCandidates(tenantID int64, field, term string) searchDriver {
+	var d searchDriver
+	if db.dialect == SQLite {
+		// A phrase of the trigram tokenizer matches the rows holding the
+		// text; its quotes are doubled inside. A column filter narrows a
+		// contains to its field's column (a label's, to every label
+		// value; the page tests the key's).
+		phrase := `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
+		switch {
+		case field == "":
+		case strings.HasPrefix(field, herd.LabelFieldPrefix):
+			phrase = "labels : " + phrase
+		default:
+			phrase = field + " : " + phrase
+		}
+		d.sql = `SELECT rowid FROM device_search_fts WHERE device_search_fts MATCH ? AND tenant_id = ?`
+		d.args = []any{phrase, tenantID}
+	} else {
+		d.sql = `SELECT s.device_id FROM device_search s WHERE s.tenant_id = ? AND ` + searchDocSQL + ` LIKE ?` + likeEscape
+		d.args = []any{tenantID, likePattern(term)}
+	}
+	if field == "" {
+		d.sql += ` UNION ALL SELECT devices.id FROM devices WHERE devices.tenant_id = ? AND devices.node_id IN (` + nodeMatchSQL + `)`
+		d.args = append(d.args, tenantID, tenantID, likePattern(term))
+	}
+	return d
+}
+
+// chooseSearchDriver returns the candidates statement of the query's
+// rarest-enough search text, or false when none is under a quarter of the
+// scope (or the scope is too small to ask).
+func (tx *Tx) chooseSearchDriver(ctx context.Context, q herd.DeviceQuery, tenantID int64, inScope float64) (searchDriver, bool, error) {
+	from := searchIndexFrom
+	if tx.db.searchIndexFrom > 0 {
+		from = tx.db.searchIndexFrom
+	}
+	if inScope < float64(from) {
+		return searchDriver{}, false, nil
+	}
+	limit := int64(inScope / 4)
+	var texts [][2]string
+	for _, f := range q.Filters {
+		if f.Op == herd.OpContains {
+			texts = append(texts, [2]string{f.Field, f.Values[0].(string)})
+		}
+	}
+	for _, w := range q.Search {
+		texts = append(texts, [2]string{"", w})
+	}
+	for _, t := range texts {
+		d := tx.db.searchCandidates(tenantID, t[0], t[1])
+		var n int64
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+d.sql+` LIMIT ?) c`, append(append([]any(nil), d.args...), limit)...).Scan(&n); err != nil {
+			return searchDriver{}, false, fmt.Errorf("search index: %w", err)
+		}
+		if n < limit {
+			return d, true, nil
+		}
+	}
+	return searchDriver{}, false, nil
+}
