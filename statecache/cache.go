@@ -188,6 +188,8 @@ type Cache struct {
 	members [][]int32
 	pos     []int32
 	str     [nStr]strCol
+	fold    [nFold]foldCol // folded name, key, model, firmware (see search.go)
+	sig     []signature    // the bigrams of each slot's searchable text (see search.go)
 	ints    [nInt]intCol
 	floats  [nFloat]floatCol
 	online  []bool
@@ -213,9 +215,12 @@ func (c *Cache) Len() int {
 func (c *Cache) Bytes() int64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	n := int64(len(c.ids)) * (8 + 4 + 1 + nStr*8 + nInt*9 + nFloat*9 + 24) // columns plus the id map
+	n := int64(len(c.ids)) * (8 + 4 + 1 + nStr*8 + nInt*9 + nFloat*9 + 16 + 24) // columns, signature, the id map
 	for i := range c.str {
 		n += int64(cap(c.str[i].buf))
+	}
+	for i := range c.fold {
+		n += c.fold[i].bytes()
 	}
 	for _, p := range c.paths {
 		n += int64(len(p)) + 40
@@ -240,6 +245,7 @@ func (c *Cache) upsert(d *herd.Device) {
 		c.ids = append(c.ids, d.ID)
 		c.path = append(c.path, 0)
 		c.online = append(c.online, false)
+		c.sig = append(c.sig, signature{})
 		for k := range c.ints {
 			c.ints[k].v = append(c.ints[k].v, 0)
 			c.ints[k].null = append(c.ints[k].null, false)
@@ -247,6 +253,9 @@ func (c *Cache) upsert(d *herd.Device) {
 		for k := range c.floats {
 			c.floats[k].v = append(c.floats[k].v, 0)
 			c.floats[k].null = append(c.floats[k].null, false)
+		}
+		for k := range c.fold {
+			c.fold[k].add()
 		}
 		c.addSlotLabels()
 	}
@@ -259,9 +268,18 @@ func (c *Cache) upsert(d *herd.Device) {
 		c.join(i, p)
 	}
 	c.online[i] = d.Online
-	c.setLabels(i, d.Labels)
+	textChanged := c.setLabels(i, d.Labels)
 	for k, s := range [nStr]string{d.Key, d.Name, d.Model, d.Firmware, d.Status} {
+		// Folding costs more than a comparison: only a changed value is
+		// folded again (a new slot's folding is the empty value's).
+		if k < nFold && (!ok || c.str[k].get(i) != s) {
+			c.fold[k].set(i, len(c.ids), s)
+			textChanged = true
+		}
 		c.str[k].set(i, s)
+	}
+	if textChanged {
+		c.sig[i] = c.signature(i)
 	}
 	setInt := func(k int, p *int64) {
 		if p == nil {
@@ -345,6 +363,7 @@ func (c *Cache) delete(id int64) {
 		c.path[i], c.pos[i] = c.path[last], c.pos[last]
 		c.members[c.path[i]][c.pos[i]] = i
 		c.online[i] = c.online[last]
+		c.sig[i] = c.sig[last]
 		for k := range c.str {
 			c.str[k].set(i, c.str[k].get(last))
 		}
@@ -355,10 +374,14 @@ func (c *Cache) delete(id int64) {
 			c.floats[k].v[i], c.floats[k].null[i] = c.floats[k].v[last], c.floats[k].null[last]
 		}
 	}
+	for k := range c.fold {
+		c.fold[k].remove(i)
+	}
 	c.moveLabels(i, last)
 	c.ids = c.ids[:last]
 	c.path, c.pos = c.path[:last], c.pos[:last]
 	c.online = c.online[:last]
+	c.sig = c.sig[:last]
 	for k := range c.str {
 		c.str[k].removeLast()
 	}
@@ -380,6 +403,9 @@ type Query struct {
 	After   *herd.DeviceCursor
 	// Limit is the number of hits wanted, in sort order after After.
 	Limit int
+	// Search holds the words of q: a device matches when it matches every
+	// one (see SearchWord).
+	Search []SearchWord
 }
 
 // Hit is one device of a result and its sort key, from which the store
@@ -400,8 +426,10 @@ type Result struct {
 
 // Query returns up to q.Limit hits in sort order after q.After, and the count
 // of all matches. ok is false when the query holds a value whose type does
-// not match its field (only a query built in code can): the store then
-// answers it from the database, which has its own rules for such values.
+// not match its field (only a query built in code can), an operator the
+// cache does not implement on its field, or a label key or search the cache
+// cannot answer exactly (see MaxLabelColumns): the store then answers it
+// from the database.
 func (c *Cache) Query(q Query) (res Result, ok bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -418,6 +446,15 @@ func (c *Cache) Query(q Query) (res Result, ok bool) {
 	preds := make([]batchPred, 0, len(q.Filters))
 	for _, f := range q.Filters {
 		p, ok := c.predicate(f)
+		if !ok {
+			return Result{}, false
+		}
+		preds = append(preds, p)
+	}
+	// The words after the filters: a word tests several columns a device,
+	// a filter one.
+	for _, w := range q.Search {
+		p, ok := c.wordPredicate(w)
 		if !ok {
 			return Result{}, false
 		}
@@ -726,6 +763,9 @@ func (c *Cache) predicate(f herd.DeviceFilter) (batchPred, bool) {
 	case kindFloat:
 		return compile(c.floatColumn(ref), f, asType[float64])
 	case kindPath, kindStr:
+		if f.Op == herd.OpContains {
+			return c.containsPredicate(ref, f)
+		}
 		col := c.textColumn(ref)
 		if f.Op == herd.OpPrefix {
 			lo, ok := f.Values[0].(string)

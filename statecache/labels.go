@@ -27,6 +27,7 @@ const MaxLabelColumns = 32
 // labelCol is one label key's values by slot.
 type labelCol struct {
 	vals strCol
+	fold foldCol // the values folded, where that differs (see search.go)
 	has  []bool
 }
 
@@ -37,15 +38,21 @@ func (c *Cache) label(k string) *labelCol { return c.labels[k] }
 func (c *Cache) addSlotLabels() {
 	for _, col := range c.labels {
 		col.vals.set(int32(len(col.has)), "")
+		col.fold.add()
 		col.has = append(col.has, false)
 	}
 }
 
-// setLabels makes slot i's labels the given ones.
-func (c *Cache) setLabels(i int32, labels map[string]string) {
+// setLabels makes slot i's labels the given ones, and reports whether a
+// value the cache keeps changed (the slot's signature then has to).
+func (c *Cache) setLabels(i int32, labels map[string]string) (changed bool) {
 	for k, col := range c.labels {
 		v, ok := labels[k]
 		col.has[i] = ok
+		if col.vals.get(i) != v {
+			col.fold.set(i, len(col.has), v)
+			changed = true
+		}
 		col.vals.set(i, v)
 	}
 	for k, v := range labels {
@@ -61,9 +68,12 @@ func (c *Cache) setLabels(i int32, labels map[string]string) {
 			col.vals.set(j, "")
 		}
 		col.vals.set(i, v)
+		col.fold.set(i, len(col.has), v)
 		col.has[i] = true
 		c.labels[strings.Clone(k)] = col
+		changed = true
 	}
+	return changed
 }
 
 // moveLabels copies slot from's labels to slot to and drops the last slot
@@ -76,6 +86,7 @@ func (c *Cache) moveLabels(to, from int32) {
 		}
 		col.has = col.has[:from]
 		col.vals.removeLast()
+		col.fold.remove(to)
 	}
 }
 
@@ -83,7 +94,7 @@ func (c *Cache) moveLabels(to, from int32) {
 func (c *Cache) labelBytes() int64 {
 	var n int64
 	for k, col := range c.labels {
-		n += int64(len(k)) + int64(len(col.has))*9 + int64(cap(col.vals.buf))
+		n += int64(len(k)) + int64(len(col.has))*9 + int64(cap(col.vals.buf)) + col.fold.bytes()
 	}
 	return n
 }
@@ -95,6 +106,9 @@ func (c *Cache) labelPredicate(key string, f herd.DeviceFilter) (batchPred, bool
 	col := c.label(key)
 	if col == nil && c.labelsOverflow {
 		return nil, false // the key may be on devices the cache keeps no column for
+	}
+	if f.Op == herd.OpContains {
+		return labelContains(col, c.sig, f)
 	}
 	strs := make([]string, len(f.Values))
 	for n, v := range f.Values {
