@@ -400,10 +400,19 @@ func (s *DeviceService) queryCached(ctx context.Context, tx *Tx, tc *tenantCache
 	if err := s.db.catchUp(ctx, tc); err != nil {
 		return nil, false, err
 	}
+	// The cache keeps no node names: the nodes whose devices a word
+	// matches through a node's name come from the tenant's nodes.
+	var words []statecache.SearchWord
 	if len(q.Search) > 0 {
-		return nil, false, nil // TODO(search): the cache's words of q
+		nodes, err := tx.matchingNodes(ctx, scope.TenantID, q.Search)
+		if err != nil {
+			return nil, false, err
+		}
+		for i, w := range q.Search {
+			words = append(words, statecache.SearchWord{Word: w, Nodes: nodes[i]})
+		}
 	}
-	res, ok := tc.cache.Query(statecache.Query{Paths: scope.Paths, Filters: q.Filters, Sort: q.Sort, After: q.After, Limit: q.Limit + 1})
+	res, ok := tc.cache.Query(statecache.Query{Paths: scope.Paths, Filters: q.Filters, Search: words, Sort: q.Sort, After: q.After, Limit: q.Limit + 1})
 	if !ok {
 		return nil, false, nil
 	}
