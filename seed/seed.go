@@ -145,12 +145,16 @@ type generator struct {
 	tenant int64
 	leaves []*herd.Node
 	rng    *rand.Rand
+	// labels draws the labels from a stream of its own, so that every
+	// other value of a fleet seeded before labels existed stays the same.
+	labels *rand.Rand
 	i      int64
 	leaf   int
 }
 
 func newGenerator(cfg Config, tenant int64, leaves []*herd.Node) *generator {
-	return &generator{cfg: cfg, tenant: tenant, leaves: leaves, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(tenant)))}
+	return &generator{cfg: cfg, tenant: tenant, leaves: leaves, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(tenant))),
+		labels: rand.New(rand.NewPCG(cfg.Seed^0x6c6162656c73, uint64(tenant)))}
 }
 
 var (
@@ -187,6 +191,7 @@ func (g *generator) next() *herd.Device {
 		ConfigVersion: int64(1 + r.IntN(5)),
 		CreatedAt:     g.cfg.Now.Add(-time.Duration(r.Int64N(int64(365 * 24 * time.Hour)))).Truncate(time.Millisecond),
 	}
+	d.Labels = g.deviceLabels()
 	// 1% of devices were provisioned but never reported: every reading NULL.
 	// Their status is empty: they have reported none.
 	if r.Float64() < 0.01 {
@@ -229,6 +234,23 @@ func (g *generator) next() *herd.Device {
 	uptime := int64(r.ExpFloat64() * 10 * 86400)
 	d.RSSI, d.UptimeS = &rssi, &uptime
 	return d
+}
+
+// Labels as operators set them: every device is on a rollout ring (5%
+// canary, 15% beta), on one of 20 floors, and one in ten carries an asset
+// tag of its own.
+var (
+	rings       = []string{"canary", "beta", "stable"}
+	ringWeights = []float64{0.05, 0.15, 0.80}
+)
+
+func (g *generator) deviceLabels() map[string]string {
+	r := g.labels
+	l := map[string]string{"ring": pick(r, rings, ringWeights), "floor": strconv.Itoa(1 + r.IntN(20))}
+	if r.IntN(10) == 0 {
+		l["asset"] = fmt.Sprintf("AT-%06d", r.IntN(1000000))
+	}
+	return l
 }
 
 func pick(r *rand.Rand, values []string, weights []float64) string {

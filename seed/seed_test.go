@@ -3,6 +3,7 @@ package seed_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/herd-iot/herd"
@@ -83,6 +84,36 @@ func TestRun(t *testing.T) {
 		}
 		if statuses[herd.StatusOK] < len(page.Items)/2 || statuses[herd.StatusOK] == len(page.Items) {
 			t.Fatalf("implausible status mix: %v", statuses)
+		}
+		// The loaded labels and search index: the leaf's page, read with
+		// its labels, against a ring filter and a search of a name's
+		// word, counted by hand.
+		betas, pumps := 0, 0
+		for _, d := range page.Items {
+			if d.Labels["ring"] == "" || d.Labels["floor"] == "" {
+				t.Fatalf("device %d has labels %v: the load lost them", d.ID, d.Labels)
+			}
+			if d.Labels["ring"] == "beta" {
+				betas++
+			}
+			if strings.Contains(d.Name, "pump") {
+				pumps++
+			}
+		}
+		for _, tt := range []struct {
+			q    herd.DeviceQuery
+			want int
+		}{
+			{herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "label.ring", Op: herd.OpEq, Values: []any{"beta"}}}, Limit: 500}, betas},
+			{herd.DeviceQuery{Search: []string{"PUMP"}, Limit: 500}, pumps},
+			{herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "name", Op: herd.OpContains, Values: []any{"Pump"}}}, Limit: 500}, pumps},
+		} {
+			p, err := devices.QueryDevices(viewer, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			} else if p.Count != int64(tt.want) || tt.want == 0 {
+				t.Fatalf("%+v: count %d, want %d (and more than none)", tt.q, p.Count, tt.want)
+			}
 		}
 
 		events, err := sqldb.NewOutboxService(db).OutboxEvents(ctx, fleet.Tenant.ID, 0, 100000)

@@ -67,10 +67,20 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 	}
 	perPath := map[string]int64{}
 	var n int64
+	// The rows go in without ids coming back; labels follow them once the
+	// search index reads them back, found by key.
+	labels := map[string]map[string]string{}
+	var labelErr error
 	loaded := func() *herd.Device {
 		d := next()
 		if d == nil {
 			return nil
+		}
+		if len(d.Labels) > 0 {
+			if err := herd.CheckLabels(d.Labels); err != nil && labelErr == nil {
+				labelErr = fmt.Errorf("device %q: %w", d.Key, err)
+			}
+			labels[d.Key] = d.Labels
 		}
 		if d.CreatedAt.IsZero() {
 			d.CreatedAt = tx.now
@@ -85,6 +95,9 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 		err = tx.copyDevices(ctx, conn, rev, loaded)
 	} else {
 		err = tx.insertDeviceStream(ctx, rev, loaded)
+	}
+	if err == nil {
+		err = labelErr
 	}
 	if err != nil {
 		return 0, err
@@ -109,9 +122,15 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 		}
 		progress("indexes", int64(len(indexes)), int64(len(indexes)))
 	}
-	// The search index, from the rows as loaded (their ids are the
-	// database's): a row a device, read back a chunk at a time.
-	if err := tx.indexDevicesForSearch(ctx, "d.tenant_id = ? AND d.rev = ?", []any{tenantID, rev}, func(done int64) {
+	// The labels and the search index, from the rows as loaded (their ids
+	// are the database's), read back a chunk at a time.
+	labelsOf := func(d *herd.Device) map[string]string {
+		if l := labels[d.Key]; l != nil {
+			return l
+		}
+		return map[string]string{}
+	}
+	if err := tx.indexDevicesForSearch(ctx, "d.tenant_id = ? AND d.rev = ?", []any{tenantID, rev}, labelsOf, func(done int64) {
 		if done%20000 == 0 || done == n {
 			progress("search", done, n)
 		}

@@ -64,14 +64,15 @@ func backfillSearch(ctx context.Context, tx *Tx) error {
 			return err
 		}
 	}
-	return tx.indexDevicesForSearch(ctx, "", nil, nil)
+	return tx.indexDevicesForSearch(ctx, "", nil, nil, nil)
 }
 
 // indexDevicesForSearch writes the device_search rows of the devices that
 // match where (a condition on the devices row d, with args), a chunk at a
-// time in id order, with their labels. progress, when set, is told how
-// many rows have been written.
-func (tx *Tx) indexDevicesForSearch(ctx context.Context, where string, args []any, progress func(n int64)) error {
+// time in id order, with their labels: the stored ones, or with labelsOf
+// set the ones it gives, which it writes too (a bulk load's). progress,
+// when set, is told how many rows have been written.
+func (tx *Tx) indexDevicesForSearch(ctx context.Context, where string, args []any, labelsOf func(*herd.Device) map[string]string, progress func(n int64)) error {
 	const chunk = 2000
 	after := int64(-1 << 63)
 	var n int64
@@ -98,15 +99,24 @@ func (tx *Tx) indexDevicesForSearch(ctx context.Context, where string, args []an
 			return nil
 		}
 		after = ds[len(ds)-1].ID
-		// The chunk's labels, by the ids of its devices: one tenant's at a
-		// time, as every read of labels is.
-		byTenant := map[int64][]*herd.Device{}
-		for _, d := range ds {
-			byTenant[d.TenantID] = append(byTenant[d.TenantID], d)
-		}
-		for tenantID, list := range byTenant {
-			if err := tx.attachLabels(ctx, tenantID, list); err != nil {
-				return err
+		if labelsOf != nil {
+			for _, d := range ds {
+				d.Labels = labelsOf(d)
+			}
+			if err := tx.insertLabels(ctx, ds); err != nil {
+				return fmt.Errorf("write labels: %w", err)
+			}
+		} else {
+			// The chunk's labels, by the ids of its devices: one tenant's
+			// at a time, as every read of labels is.
+			byTenant := map[int64][]*herd.Device{}
+			for _, d := range ds {
+				byTenant[d.TenantID] = append(byTenant[d.TenantID], d)
+			}
+			for tenantID, list := range byTenant {
+				if err := tx.attachLabels(ctx, tenantID, list); err != nil {
+					return err
+				}
 			}
 		}
 		if err := tx.insertSearch(ctx, ds); err != nil {
