@@ -41,13 +41,17 @@ type ScopedConfig struct {
 	// (issue 12, 8.1). Zero skips them; Pages and NaivePages both zero skip
 	// the rows of the three queries.
 	SmallPages int
-	Out        io.Writer
+	// SearchPages is how many pages of each search query are timed over
+	// the first region (200k of the default fleet), herd's way and the
+	// baseline's (a tenth as many); zero skips them.
+	SearchPages int
+	Out         io.Writer
 	Logger     *slog.Logger
 }
 
 // DefaultScopedConfig returns the configuration of the issue's benchmark.
 func DefaultScopedConfig() ScopedConfig {
-	return ScopedConfig{Devices: 1_000_000, Shape: []int{5, 2, 10, 10}, Pages: 300, NaivePages: 15, SmallPages: 200}
+	return ScopedConfig{Devices: 1_000_000, Shape: []int{5, 2, 10, 10}, Pages: 300, NaivePages: 15, SmallPages: 200, SearchPages: 200}
 }
 
 // ScopedQuery is one of the benchmark's three pages.
@@ -55,6 +59,7 @@ type ScopedQuery struct {
 	Name    string
 	Filters []string
 	Sort    string
+	Search  string // q
 	// naiveWhere is the same filter for the hand-written naive query.
 	naiveWhere string
 }
@@ -64,6 +69,16 @@ var ScopedQueries = []ScopedQuery{
 	{Name: "all by -last_seen", Sort: "-last_seen"},
 	{Name: "alarm by -temperature", Filters: []string{"status:eq:alarm"}, Sort: "-temperature", naiveWhere: " AND status = 'alarm'"},
 	{Name: "temp>30 battery<20 by name", Filters: []string{"temperature:gt:30", "battery:lt:20"}, Sort: "name", naiveWhere: " AND temperature > 30 AND battery < 20"},
+}
+
+// SearchQueries are the search pages of issue 15: q with one and two words
+// and a label filter with a contains, over the 200k scope. Their baseline
+// is the same answer from the database with no state cache and no trigram
+// index: LIKE '%…%' on each device of the scope.
+var SearchQueries = []ScopedQuery{
+	{Name: "q=pump", Search: "pump", Sort: "name"},
+	{Name: "q=north pump", Search: "north pump", Sort: "name"},
+	{Name: "ring=canary name~valve", Filters: []string{"label.ring:eq:canary", "name:contains:valve"}, Sort: "name"},
 }
 
 // ScopedResult is one measured cell.
@@ -143,6 +158,13 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 			return nil, err
 		}
 		results = append(results, small...)
+	}
+	if cfg.SearchPages > 0 {
+		rs, err := runSearch(ctx, db, tenantID, cfg)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, rs...)
 	}
 	for depth := range cfg.Shape {
 		if cfg.Pages == 0 && cfg.NaivePages == 0 {
@@ -264,6 +286,9 @@ func runSmallScopes(ctx context.Context, db *sqldb.DB, tenantID int64, cfg Scope
 // cursors ten deep, over and over.
 func timeScoped(ctx context.Context, devices herd.DeviceService, sq ScopedQuery, pages int) (first, next []time.Duration, err error) {
 	v := map[string][]string{"filter": sq.Filters, "sort": {sq.Sort}, "limit": {"50"}}
+	if sq.Search != "" {
+		v["q"] = []string{sq.Search}
+	}
 	q, err := herd.ParseDeviceQuery(v)
 	if err != nil {
 		return nil, nil, err

@@ -26,7 +26,3 @@ func (s *ListService) SetSearchBatch(n int) { s.searchBatch = n }
 // PageLabelsSQL starts the statement that reads a page's labels by the
 // page's ids, which the no-id-lists guard allows for a page only.
 const PageLabelsSQL = pageLabelsSQL
-
-// SetSearchIndexFrom makes a search ask its trigram index from scopes of n
-// devices, so that tests with small trees take that path too.
-func (db *DB) SetSearchIndexFrom(n int) { db.searchIndexFrom = n }

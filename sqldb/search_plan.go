@@ -66,10 +66,10 @@ func (db *DB) searchCandidates(tenantID int64, field, term string) searchDriver 
 // scope (or the scope is too small to ask).
 func (tx *Tx) chooseSearchDriver(ctx context.Context, q herd.DeviceQuery, tenantID int64, inScope float64) (searchDriver, bool, error) {
 	from := searchIndexFrom
-	if tx.db.searchIndexFrom > 0 {
+	if tx.db.searchIndexFrom != 0 {
 		from = tx.db.searchIndexFrom
 	}
-	if inScope < float64(from) {
+	if from < 0 || inScope < float64(from) {
 		return searchDriver{}, false, nil
 	}
 	limit := int64(inScope / 4)
@@ -94,3 +94,8 @@ func (tx *Tx) chooseSearchDriver(ctx context.Context, q herd.DeviceQuery, tenant
 	}
 	return searchDriver{}, false, nil
 }
+
+// SetSearchIndexFrom makes a search ask its trigram index from scopes of n
+// devices (tests with small trees), or never with n < 0 (a benchmark's
+// baseline); zero restores the default. Call it before the DB is used.
+func (db *DB) SetSearchIndexFrom(n int) { db.searchIndexFrom = n }

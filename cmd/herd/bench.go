@@ -291,6 +291,7 @@ func runBenchScoped(ctx context.Context, args []string, stdout, stderr io.Writer
 	pages := fs.Int("pages", def.Pages, "pages timed per scope and query")
 	naive := fs.Int("naive-pages", def.NaivePages, "pages timed per scope and query the naive way")
 	smallPages := fs.Int("small-pages", def.SmallPages, "first pages timed per limit for a small scope at each end of the id order (0: none)")
+	searchPages := fs.Int("search-pages", def.SearchPages, "pages timed per search query (q, label and contains) over the 200k scope; the baselines a tenth as many (0: none)")
 	markdown := fs.String("markdown", "", "also write the result tables in Markdown to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -314,6 +315,7 @@ func runBenchScoped(ctx context.Context, args []string, stdout, stderr io.Writer
 		cfg := def
 		cfg.Store, cfg.Devices, cfg.Shape, cfg.Pages, cfg.NaivePages, cfg.Out = store, *devices, shape, *pages, *naive, stdout
 		cfg.SmallPages = *smallPages
+		cfg.SearchPages = *searchPages
 		res, err := bench.RunScoped(ctx, cfg)
 		if err != nil {
 			return fmt.Errorf("bench scoped on %s: %w", redactDSN(store), err)
