@@ -46,7 +46,7 @@ type ScopedConfig struct {
 	// baseline's (a tenth as many); zero skips them.
 	SearchPages int
 	Out         io.Writer
-	Logger     *slog.Logger
+	Logger      *slog.Logger
 }
 
 // DefaultScopedConfig returns the configuration of the benchmark.
