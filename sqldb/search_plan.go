@@ -15,12 +15,18 @@ import (
 // scope. Neither engine's planner can tell (FTS5 is a virtual table to
 // SQLite; PostgreSQL sees one LIKE), so the store asks the index: a capped
 // count of the text's devices in the tenant, stopped at a quarter of the
-// scope. A text under the cap drives the page; otherwise the scope is read
+// scope or searchProbeCap. A text under the cap drives the page; otherwise the scope is read
 // and each device tested, as without an index.
 
 // searchIndexFrom is the scope size from which the index is asked: below
 // it reading the scope costs less than the question.
 const searchIndexFrom = 2000
+
+// searchProbeCap bounds the capped count: a text with more devices than
+// this in the tenant reads the scope, and the question has cost a few
+// thousand index entries, not a quarter of the scope (which on a 200k
+// scope cost more than reading it).
+const searchProbeCap = 5000
 
 // searchDriver is the candidates statement of one search text: the ids of
 // the tenant's devices that may hold it (a superset: the page's conditions
@@ -72,7 +78,7 @@ func (tx *Tx) chooseSearchDriver(ctx context.Context, q herd.DeviceQuery, tenant
 	if from < 0 || inScope < float64(from) {
 		return searchDriver{}, false, nil
 	}
-	limit := int64(inScope / 4)
+	limit := min(int64(inScope/4), searchProbeCap)
 	var texts [][2]string
 	for _, f := range q.Filters {
 		if f.Op == herd.OpContains {
