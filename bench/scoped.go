@@ -174,13 +174,8 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 			break
 		}
 		kind := seed.LevelKinds[depth]
-		var nodeID int64
-		var path string
-		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id, path FROM nodes WHERE tenant_id = ? AND kind = ? ORDER BY id LIMIT 1`), tenantID, kind).Scan(&nodeID, &path); err != nil {
-			return nil, fmt.Errorf("find first %s: %w", kind, err)
-		}
-		var scope int64
-		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
+		nodeID, path, scope, err := firstNode(ctx, db, tenantID, kind)
+		if err != nil {
 			return nil, err
 		}
 		userCtx, err := viewerOf(ctx, db, tenantID, nodeID, kind)
@@ -207,6 +202,18 @@ func RunScoped(ctx context.Context, cfg ScopedConfig) ([]ScopedResult, error) {
 		}
 	}
 	return results, nil
+}
+
+// firstNode returns the tenant's first node of a kind, its path and the
+// devices under it.
+func firstNode(ctx context.Context, db *sqldb.DB, tenantID int64, kind string) (nodeID int64, path string, scope int64, err error) {
+	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id, path FROM nodes WHERE tenant_id = ? AND kind = ? ORDER BY id LIMIT 1`), tenantID, kind).Scan(&nodeID, &path); err != nil {
+		return 0, "", 0, fmt.Errorf("find first %s: %w", kind, err)
+	}
+	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
+		return 0, "", 0, fmt.Errorf("count devices under the first %s: %w", kind, err)
+	}
+	return nodeID, path, scope, nil
 }
 
 // viewerOf creates a user with a viewer grant on the node and returns a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/seed"
 	"github.com/herd-iot/herd/sqldb"
 )
@@ -18,13 +17,8 @@ import (
 // The trigram index's own path (no state cache) is timed too.
 func runSearch(ctx context.Context, db *sqldb.DB, tenantID int64, cfg ScopedConfig) ([]ScopedResult, error) {
 	kind := seed.LevelKinds[0]
-	var nodeID int64
-	var path string
-	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT id, path FROM nodes WHERE tenant_id = ? AND kind = ? ORDER BY id LIMIT 1`), tenantID, kind).Scan(&nodeID, &path); err != nil {
-		return nil, fmt.Errorf("find first %s: %w", kind, err)
-	}
-	var scope int64
-	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM devices WHERE tenant_id = ? AND path >= ? AND path < ?`), tenantID, path, herd.PathUpperBound(path)).Scan(&scope); err != nil {
+	nodeID, _, scope, err := firstNode(ctx, db, tenantID, kind)
+	if err != nil {
 		return nil, err
 	}
 	userCtx, err := viewerOf(ctx, db, tenantID, nodeID, kind+" search")

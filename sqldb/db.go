@@ -47,9 +47,6 @@ const (
 
 // DB is a herd store. Create it with NewDB, set its fields, then Open it.
 type DB struct {
-	// searchIndexFrom overrides the scope size from which a search asks
-	// its trigram index (searchIndexFrom, the constant), for tests.
-	searchIndexFrom int
 	// DSN is a postgres:// or postgresql:// URL, or a SQLite file path
 	// (optionally prefixed with sqlite: or file:).
 	DSN string
@@ -78,6 +75,9 @@ type DB struct {
 	// rollupCompactBytes overrides rollupCompactBytes (rollup.go), so a
 	// test compacts rows after a few small batches.
 	rollupCompactBytes int
+	// searchIndexFrom overrides the scope size from which a search asks
+	// its trigram index (see SetSearchIndexFrom).
+	searchIndexFrom int
 
 	caches  stateCaches
 	bg      background // the DB's own goroutines, waited for in Close

@@ -124,7 +124,7 @@ func (tx *Tx) updateSearchFirmware(ctx context.Context, changes []firmwareChange
 // holds after it (folded: the devices as applyFolds left them).
 func (tx *Tx) indexReportedFirmware(ctx context.Context, items []herd.IngestItem, folded map[int64]rollupDevice) error {
 	var changes []firmwareChange
-	done := map[int64]bool{}
+	var done map[int64]bool // made at the first firmware: most batches carry none
 	for i := range items {
 		it := &items[i]
 		if it.Kind != herd.IngestReading || it.Reading.Has&herd.ReadingFirmware == 0 || done[it.DeviceID] {
@@ -133,6 +133,9 @@ func (tx *Tx) indexReportedFirmware(ctx context.Context, items []herd.IngestItem
 		d, ok := folded[it.DeviceID]
 		if !ok {
 			continue // not a device any more
+		}
+		if done == nil {
+			done = map[int64]bool{}
 		}
 		done[it.DeviceID] = true
 		changes = append(changes, firmwareChange{deviceID: it.DeviceID, tenantID: it.TenantID, firmware: d.firmware})
@@ -177,11 +180,20 @@ func whereContains(b *strings.Builder, f herd.DeviceFilter, args []any) []any {
 	return append(args, likePattern(term))
 }
 
+// namedNodeSQL is the FROM and WHERE of the nodes a (of the tenant bound
+// first) whose folded name holds the pattern bound second, joined to the
+// rows t of table (nodes or devices) at or under each: t's path in the
+// node's range, herd.PathUpperBound written in SQL.
+func namedNodeSQL(table, t string) string {
+	return ` FROM nodes a JOIN ` + table + ` ` + t + ` ON ` + t + `.tenant_id = a.tenant_id AND ` + t + `.path >= a.path AND ` + t + `.path < (substr(a.path, 1, length(a.path) - 1) || '0')` +
+		` WHERE a.tenant_id = ? AND a.name_fold LIKE ?` + likeEscape
+}
+
 // nodeMatchSQL selects the nodes of a tenant (bound first) at or under a
 // node whose folded name holds the pattern bound second: the devices
 // attached to them match a word of q through a node's name. It reads the
 // tenant's nodes, never its devices.
-const nodeMatchSQL = `SELECT d.id FROM nodes a JOIN nodes d ON d.tenant_id = a.tenant_id AND d.path >= a.path AND d.path < (substr(a.path, 1, length(a.path) - 1) || '0') WHERE a.tenant_id = ? AND a.name_fold LIKE ?` + likeEscape
+var nodeMatchSQL = `SELECT d.id` + namedNodeSQL("nodes", "d")
 
 // whereSearch appends the words of q: each must be held by the device's
 // folded fields (a primary-key lookup of its device_search row) or by the

@@ -16,7 +16,9 @@ var goMigrations = map[string]func(ctx context.Context, tx *Tx) error{
 
 // backfillSearch folds what was written before migration 0023: every
 // node's name, the label values that folding changes, and a device_search
-// row for every device.
+// row for every device. It is the one place that reads every tenant's rows
+// in one statement: a migration's upkeep of the whole store, answering no
+// caller; every row it writes names its tenant.
 func backfillSearch(ctx context.Context, tx *Tx) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE nodes SET name_fold = name`); err != nil {
 		return err

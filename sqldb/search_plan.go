@@ -63,7 +63,7 @@ func (db *DB) searchCandidates(tenantID int64, field, term string) searchDriver 
 	if field == "" {
 		// The devices under a node so named, by the path index: a range
 		// of it per such node (devices keep no index on node_id).
-		d.sql += ` UNION ALL SELECT dv.id FROM nodes a JOIN devices dv ON dv.tenant_id = a.tenant_id AND dv.path >= a.path AND dv.path < (substr(a.path, 1, length(a.path) - 1) || '0') WHERE a.tenant_id = ? AND a.name_fold LIKE ?` + likeEscape
+		d.sql += ` UNION ALL SELECT dv.id` + namedNodeSQL("devices", "dv")
 		d.args = append(d.args, tenantID, likePattern(term))
 	}
 	return d
