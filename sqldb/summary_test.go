@@ -29,9 +29,12 @@ type summaryFleet struct {
 func buildSummaryFleet(t *testing.T, f *fixture, rng *rand.Rand, devices, users int) *summaryFleet {
 	t.Helper()
 	ten := f.mustTenant(t, "summ")
-	m := &model{tenant: ten, parent: map[int64]int64{ten.RootNodeID: 0}, nodes: []int64{ten.RootNodeID},
+	// One map of node names for the model and the fleet: churn renames
+	// nodes, and the summary's expected group names must follow.
+	names := map[int64]string{ten.RootNodeID: ten.Name}
+	m := &model{tenant: ten, names: names, parent: map[int64]int64{ten.RootNodeID: 0}, nodes: []int64{ten.RootNodeID},
 		devices: map[int64]*herd.Device{}, grants: map[int64]map[int64]*herd.Grant{}, secrets: map[int64]string{}}
-	sf := &summaryFleet{model: m, names: map[int64]string{ten.RootNodeID: ten.Name}}
+	sf := &summaryFleet{model: m, names: names}
 	root, err := f.Nodes.FindNodeByID(f.super, ten.RootNodeID)
 	mustOK(t, err)
 	sf.names[root.ID] = root.Name
