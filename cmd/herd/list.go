@@ -16,7 +16,7 @@ import (
 )
 
 // listKinds are what herd list lists, with the flags each needs.
-var listKinds = []string{"tenants", "users", "tokens", "children", "grants", "nodes"}
+var listKinds = []string{"tenants", "users", "tokens", "children", "grants", "nodes", "devices"}
 
 // runList is herd list KIND: one of the keyset-paged lists of the API, a
 // page at a time (--cursor continues) or every page (--all).
@@ -33,9 +33,12 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	api, token := clientFlags(fs, os.Getenv)
 	tenant := fs.Int64("tenant", 0, "tenant (users, nodes): needed with a super-admin token only")
-	node := fs.Int64("node", 0, "node: whose children or grants (children, grants, required), or whose grant holders (users)")
+	node := fs.Int64("node", 0, "node: whose children or grants (children, grants, required), whose grant holders (users), or whose subtree's devices (devices)")
 	user := fs.Int64("user", 0, "user whose tokens (tokens, required)")
-	q := fs.String("q", "", fmt.Sprintf("text the node names hold, case-insensitively, at least %d characters (nodes, required)", herd.MinNodeSearchLen))
+	q := fs.String("q", "", fmt.Sprintf("text the node names hold (nodes, required); words each device holds in its name, key, model, firmware, a label or a node's name (devices); case-insensitive, at least %d characters", herd.MinNodeSearchLen))
+	var filters multiFlag
+	fs.Var(&filters, "filter", `devices matching FIELD:OP:VALUE, as GET /v1/devices takes it ("label.ring:eq:canary", "name:contains:pump"); repeat for more (devices)`)
+	sortBy := fs.String("sort", "", "FIELD or -FIELD (devices; default id)")
 	limit := fs.Int("limit", herd.DefaultListLimit, fmt.Sprintf("items per page, 1 to %d", herd.MaxListLimit))
 	cursor := fs.String("cursor", "", "continue after the page that printed this cursor")
 	all := fs.Bool("all", false, "print every page, not the first only")
@@ -133,6 +136,11 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Sprintf("%d\t%s\t%s\t%s", n.ID, n.Name, n.Kind, n.Path)
 			})
 		}
+	case "devices":
+		var err error
+		if page, err = devicePager(ctx, c, stdout, *asJSON, *tenant, *node, *q, filters, *sortBy); err != nil {
+			return err
+		}
 	default:
 		return &usageError{msg: fmt.Sprintf("list: unknown list %q (%s)", kind, strings.Join(listKinds, ", "))}
 	}
@@ -186,6 +194,8 @@ Prints one of the API's lists, a page at a time:
 	children --node N                a node's children with their device, online and alarm counts
 	grants   --node N                the grants on a node and its ancestors: who may see it
 	nodes    --q TEXT [--tenant N]   the nodes within your grants whose name holds TEXT
+	devices  [--node N] [--q TEXT] [--filter F]... [--sort F] [--tenant N]
+	                                 the devices within your grants, as GET /v1/devices
 
 Flags:
 `)

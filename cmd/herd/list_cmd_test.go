@@ -80,6 +80,53 @@ func TestListCommand(t *testing.T) {
 			t.Fatalf("got\n%s\nwant\n%s", out, want)
 		}
 	})
+	t.Run("Devices", func(t *testing.T) {
+		canary := "canary"
+		_, err := c.UpdateDevice(ctx, ds[2].ID, herd.DeviceUpdate{Labels: map[string]*string{"ring": &canary}})
+		must(err)
+		keys := func(out string) []string {
+			var ks []string
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+				ks = append(ks, strings.Fields(line)[1])
+			}
+			return ks
+		}
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--q", "OSLO-A"}, "list-a1 list-a2"}, // through the site's name
+			{[]string{"--q", "list b1"}, ""},               // every word: "b1" alone is too short, so no match of "list b1"
+			{[]string{"--q", "list-b"}, "list-b1"},
+			{[]string{"--node", id(siteB.ID)}, "list-b1"},
+			{[]string{"--node", id(region.ID), "--sort", "-key"}, "list-b1 list-a2 list-a1"},
+			{[]string{"--filter", "label.ring:eq:canary"}, "list-b1"},
+			{[]string{"--filter", "key:contains:T-A", "--filter", "status:eq:alarm"}, "list-a2"},
+		} {
+			out, err := run(append([]string{"devices", "--tenant", id(ten.ID)}, tc.args...)...)
+			if tc.want == "" {
+				// A word under 3 characters is refused before anything is sent.
+				if !errors.As(err, new(*usageError)) || !strings.Contains(err.Error(), "--q") {
+					t.Errorf("%q: got %v, want a usage error naming --q", tc.args, err)
+				}
+				continue
+			}
+			must(err)
+			if got := strings.Join(keys(out), " "); got != tc.want {
+				t.Errorf("%q: got %q, want %q:\n%s", tc.args, got, tc.want, out)
+			}
+		}
+		out, err := run("devices", "--tenant", id(ten.ID), "--filter", "label.ring:exists:true")
+		must(err)
+		if !strings.Contains(out, "ring=canary") || !strings.Contains(out, "LABELS") {
+			t.Fatalf("the labels column:\n%s", out)
+		}
+		out, err = run("devices", "--tenant", id(ten.ID), "--limit", "2", "--json", "--all")
+		must(err)
+		if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, `"key":"list-b1"`) {
+			t.Fatalf("two JSON pages of 3 devices, got %d lines:\n%s", n, out)
+		}
+	})
 	t.Run("Pages", func(t *testing.T) {
 		// One page says how to go on; --all prints every page.
 		out, err := run("nodes", "--tenant", id(ten.ID), "--q", "OSLO", "--limit", "2")
@@ -116,7 +163,11 @@ func TestListCommand(t *testing.T) {
 			{"grants"},
 			{"tokens"},
 			{"nodes", "--q", "os"},
-			{"devices"},
+			{"gadgets"},
+			{"devices", "--q", "ab"},
+			{"devices", "--filter", "name:like:pump"},
+			{"devices", "--filter", "label.ring:contains:c"},
+			{"devices", "--sort", "colour"},
 			{"users", "--limit", "0"},
 		} {
 			if _, err := run(args...); !errors.As(err, new(*usageError)) {
