@@ -2,6 +2,7 @@ package sqldb_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +22,8 @@ import (
 // readings, aggregates, the summary, the export), and changes nothing of B; every such lookup states
 // the tenant in its SQL, the gateway's read of a device's open commands
 // too; and A's scoped query never returns B's devices,
-// whatever the filters. (The apps feed is named by token id:
+// whatever the filters, a search (contains, q, the trigram index's
+// candidates) included. (The apps feed is named by token id:
 // appsocket.TestAppSocket_NewTokenDoesNotInheritFeed; ids given out again
 // are TestIDsNeverReused.)
 func TestTenantIsolation(t *testing.T) {
@@ -362,6 +364,77 @@ func TestTenantIsolation(t *testing.T) {
 			items, _ := f.walk(t, ctx, herd.DeviceQuery{Sort: herd.DeviceSort{Field: "id"}, Limit: 10})
 			if len(items) != len(aDevs) {
 				t.Fatalf("A sees %d devices, want %d", len(items), len(aDevs))
+			}
+		})
+		t.Run("SearchNeverReturnsOtherTenant", func(t *testing.T) {
+			// B holds the text A searches for, in device names, labels and
+			// a node's name, more often than A does: the trigram index's
+			// candidates (asked from any scope here) and the scope's test
+			// must both keep to A, and every statement that reads the
+			// search index or the nodes' names states the tenant.
+			db.SetSearchIndexFrom(1)
+			defer db.SetSearchIndexFrom(0)
+			blue := "Kettle-Blue"
+			aHall := f.mustNode(t, a.RootNodeID, "furnace hall")
+			aSearch := make([]*herd.Device, 12)
+			for i := range aSearch {
+				aSearch[i] = &herd.Device{NodeID: aHall.ID, Key: nextKey("srch"), Name: fmt.Sprintf("furnace %d", i)}
+			}
+			aSearch[0].Name, aSearch[1].Labels = blue, map[string]string{"asset": "kettle-blue-7"}
+			mustOK(t, f.Devices.CreateDevices(f.super, aSearch))
+			bHall := f.mustNode(t, b.RootNodeID, "KETTLE-BLUE-HALL")
+			bSearch := make([]*herd.Device, 20)
+			for i := range bSearch {
+				bSearch[i] = &herd.Device{NodeID: bHall.ID, Key: nextKey("srch"), Name: blue, Labels: map[string]string{"asset": "kettle-blue-7"}}
+			}
+			mustOK(t, f.Devices.CreateDevices(f.super, bSearch))
+			var mu sync.Mutex
+			var unscoped []string
+			driven := 0
+			db.QueryHook = func(q string, _ []any) {
+				mu.Lock()
+				defer mu.Unlock()
+				if strings.Contains(q, "devices.id IN (SELECT") {
+					driven++
+				}
+				for _, part := range strings.Split(q, "SELECT")[1:] {
+					// Stated as a parameter, or by correlation with the
+					// device row the outer statement scoped.
+					if (strings.Contains(part, "device_search") || strings.Contains(part, "name_fold")) &&
+						!strings.Contains(part, "tenant_id = ?") && !strings.Contains(part, "tenant_id = devices.tenant_id") {
+						unscoped = append(unscoped, q)
+					}
+				}
+			}
+			defer func() { db.QueryHook = nil }()
+			for _, tc := range []struct {
+				q    herd.DeviceQuery
+				want []int64
+			}{
+				{herd.DeviceQuery{Search: []string{"kettle-blue"}}, []int64{aSearch[0].ID, aSearch[1].ID}},
+				{herd.DeviceQuery{Search: []string{"kettle", "furnace"}}, []int64{aSearch[0].ID, aSearch[1].ID}}, // through A's hall
+				{herd.DeviceQuery{Search: []string{"blue-hall"}}, nil},                                           // B's hall only
+				{herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "name", Op: herd.OpContains, Values: []any{"kettle-blue"}}}}, []int64{aSearch[0].ID}},
+				{herd.DeviceQuery{Filters: []herd.DeviceFilter{{Field: "label.asset", Op: herd.OpContains, Values: []any{"blue-7"}}}}, []int64{aSearch[1].ID}},
+			} {
+				tc.q.Sort, tc.q.Limit = herd.DeviceSort{Field: "id"}, 1
+				items, _ := f.walk(t, ctx, tc.q)
+				var got []int64
+				for _, d := range items {
+					if d.TenantID != a.ID {
+						t.Fatalf("search %+v returned device %d of tenant %d", tc.q, d.ID, d.TenantID)
+					}
+					got = append(got, d.ID)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("search %+v: got %v, want %v", tc.q, got, tc.want)
+				}
+			}
+			if driven == 0 {
+				t.Error("no page was driven by the search index's candidates: the test asks nothing of them")
+			}
+			for _, q := range unscoped {
+				t.Errorf("a statement of the search does not state the tenant: %s", q)
 			}
 		})
 	})
