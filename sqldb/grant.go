@@ -84,6 +84,13 @@ func (s *GrantService) DeleteGrant(ctx context.Context, id int64) (err error) {
 	} else if !a.Allows(g.TenantID, g.Path, herd.RoleAdmin) {
 		return herd.Errorf(herd.EFORBIDDEN, "admin role on node %d required", g.NodeID)
 	}
+	if g.Role == herd.RoleAdmin {
+		if _, err := tx.lockTenantTree(ctx, g.TenantID); err != nil {
+			return err
+		} else if err := tx.keepRootAdmin(ctx, a, g.TenantID, 0, g.ID); err != nil {
+			return err
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM grants WHERE id = ? AND tenant_id = ?`, id, g.TenantID); err != nil {
 		return err
 	}

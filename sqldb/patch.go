@@ -187,11 +187,16 @@ func (s *UserService) UpdateUser(ctx context.Context, id int64, u herd.UserUpdat
 		return nil, err
 	}
 	before := map[string]any{"name": usr.Name, "disabled": usr.Disabled}
+	wasDisabled := usr.Disabled
 	changed, err := u.Apply(usr)
 	if err != nil {
 		return nil, err
 	} else if len(changed) == 0 {
 		return usr, tx.Commit()
+	} else if usr.Disabled && !wasDisabled {
+		if err := tx.keepRootAdmin(ctx, a, usr.TenantID, usr.ID, 0); err != nil {
+			return nil, err
+		}
 	}
 	if err := tx.updateRow(ctx, "user", usr.ID, usr.Version, `UPDATE users SET name = ?, disabled = ?, version = version + 1 WHERE id = ? AND tenant_id = ? AND version = ?`,
 		usr.Name, usr.Disabled, usr.ID, usr.TenantID); err != nil {

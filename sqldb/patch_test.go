@@ -335,6 +335,42 @@ func TestUserService_UpdateUser(t *testing.T) {
 			_, err = f.Users.UpdateUser(f.as(t, secret), u.ID, herd.UserUpdate{Name: new("me")})
 			wantCode(t, err, herd.EFORBIDDEN)
 		})
+		t.Run("ErrLastRootAdmin", func(t *testing.T) {
+			// The tenant's only root admin may not disable themself or
+			// revoke their root grant: no one but a super-admin could
+			// manage the tenant's users after. With a second root admin
+			// either may go; a super-admin may always.
+			ten := f.mustTenant(t, "lone")
+			lone, loneSecret := f.mustUser(t, ten.ID, "lone admin")
+			loneGrant := f.mustGrant(t, lone.ID, ten.RootNodeID, herd.RoleAdmin)
+			asLone := f.as(t, loneSecret)
+			viewer, _ := f.mustUser(t, ten.ID, "viewer")
+			f.mustGrant(t, viewer.ID, ten.RootNodeID, herd.RoleViewer)
+			_, err := f.Users.UpdateUser(asLone, lone.ID, herd.UserUpdate{Disabled: new(true)})
+			wantCode(t, err, herd.ECONFLICT)
+			wantCode(t, f.Grants.DeleteGrant(asLone, loneGrant.ID), herd.ECONFLICT)
+			// Nothing was written, and other users are not held by it.
+			if got, err := f.Users.FindUserByID(f.super, lone.ID); err != nil || got.Disabled {
+				t.Fatalf("the lone admin after the refusals: %+v, %v", got, err)
+			}
+			_, err = f.Users.UpdateUser(asLone, viewer.ID, herd.UserUpdate{Disabled: new(true)})
+			mustOK(t, err)
+			// A disabled second admin does not count.
+			second, _ := f.mustUser(t, ten.ID, "second admin")
+			secondGrant := f.mustGrant(t, second.ID, ten.RootNodeID, herd.RoleAdmin)
+			_, err = f.Users.UpdateUser(asLone, second.ID, herd.UserUpdate{Disabled: new(true)})
+			mustOK(t, err)
+			wantCode(t, f.Grants.DeleteGrant(asLone, loneGrant.ID), herd.ECONFLICT)
+			_, err = f.Users.UpdateUser(asLone, second.ID, herd.UserUpdate{Disabled: new(false)})
+			mustOK(t, err)
+			mustOK(t, f.Grants.DeleteGrant(asLone, secondGrant.ID))
+			f.mustGrant(t, second.ID, ten.RootNodeID, herd.RoleAdmin)
+			_, err = f.Users.UpdateUser(asLone, lone.ID, herd.UserUpdate{Disabled: new(true)})
+			mustOK(t, err)
+			// Now the second is the last; the super-admin may still.
+			_, err = f.Users.UpdateUser(f.super, second.ID, herd.UserUpdate{Disabled: new(true)})
+			mustOK(t, err)
+		})
 		t.Run("ErrInvalid", func(t *testing.T) {
 			_, err := f.Users.UpdateUser(asAdmin, u.ID, herd.UserUpdate{Name: new("")})
 			wantCode(t, err, herd.EINVALID)
