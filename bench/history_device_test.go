@@ -24,7 +24,7 @@ func TestDeviceHistoryBench(t *testing.T) {
 		if full {
 			cfg.Out = os.Stdout
 		} else {
-			cfg.Readings, cfg.Others, cfg.Samples, cfg.PageSize = 3*8640, 1, 3, 1000
+			cfg.Readings, cfg.Others, cfg.Samples, cfg.PageSize = 8640, 1, 3, 1000 // a day of one device, a day of another
 		}
 		store := strings.Split(t.Name(), "/")[1]
 		got, err := bench.DeviceHistoryBench(context.Background(), db, store, cfg)

@@ -163,6 +163,11 @@ func TestServe_FaultRun(t *testing.T) {
 				ctx, stop := context.WithCancel(t.Context())
 				var wg sync.WaitGroup
 				c := httpapi.NewClient(p.url, testAdminToken)
+				// The random moment counts from the round's first answer, so
+				// that a slow start (the race detector, a busy machine)
+				// still kills a herd under load, not one still warming up.
+				first := make(chan struct{})
+				firstOnce := sync.OnceFunc(func() { close(first) })
 				for w := range 4 {
 					wg.Go(func() {
 						for i := 0; ctx.Err() == nil; i++ {
@@ -173,8 +178,16 @@ func TestServe_FaultRun(t *testing.T) {
 							ackMu.Lock()
 							acked = append(acked, d.ID)
 							ackMu.Unlock()
+							firstOnce()
 						}
 					})
+				}
+				select {
+				case <-first:
+				case <-time.After(time.Minute):
+					stop()
+					wg.Wait()
+					t.Fatalf("round %d: no create answered within a minute", kill)
 				}
 				time.Sleep(time.Duration(50+rng.IntN(350)) * time.Millisecond) // the random moment
 				p.cmd.Process.Signal(syscall.SIGKILL)
