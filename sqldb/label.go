@@ -22,16 +22,20 @@ import (
 func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
 	var args []any
 	n := 0
+	per := herd.MaxQueryParams / 5
 	flush := func() error {
 		if n == 0 {
 			return nil
 		}
 		q := `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?),", n), ",")
-		_, err := tx.ExecContext(ctx, q, args...)
+		exec := tx.ExecContext
+		if n == per {
+			exec = tx.execCached // a full chunk's text repeats (see insertDevices)
+		}
+		_, err := exec(ctx, q, args...)
 		args, n = args[:0], 0
 		return err
 	}
-	per := herd.MaxQueryParams / 5
 	for _, d := range ds {
 		for _, k := range slices.Sorted(maps.Keys(d.Labels)) {
 			args = append(args, d.TenantID, d.ID, k, d.Labels[k], valueFold(d.Labels[k]))

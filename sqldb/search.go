@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -19,8 +20,13 @@ import (
 // device_search (FTS5 on SQLite, pg_trgm on PostgreSQL) find the devices
 // of a tenant that hold a text without reading its scope.
 
-// searchColumns are device_search's columns, in the order searchArgs gives.
-const searchColumns = "device_id, tenant_id, name, key, model, firmware, labels"
+// searchColumns are device_search's columns, in the order searchArgs gives;
+// the trigram index of SQLite (device_search_fts) holds the same after the
+// id, its rowid.
+const (
+	searchColumns = "device_id, " + ftsColumns
+	ftsColumns    = "tenant_id, name, key, model, firmware, labels"
+)
 
 // searchDocSQL is device_search's fields of a row s as one text, newline
 // separated (no search text holds a newline, so no match spans two): the
@@ -66,11 +72,36 @@ func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
 			args = append(args, searchArgs(d)...)
 		}
 		q := `INSERT INTO device_search (` + searchColumns + `) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", len(chunk)), ",")
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		exec := tx.ExecContext
+		if len(chunk) == per {
+			exec = tx.execCached // a full chunk's text repeats (see insertDevices)
+		}
+		if _, err := exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("index devices for search: %w", err)
 		}
 	}
+	if tx.db.dialect != SQLite || len(ds) == 0 {
+		return nil
+	}
+	// The trigram index of the whole batch in one statement (see migration
+	// 0024): one FTS5 segment, not one a chunk.
+	ids, err := json.Marshal(deviceIDs(ds))
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO device_search_fts (rowid, `+ftsColumns+`)
+		SELECT device_id, `+ftsColumns+` FROM device_search WHERE device_id IN (SELECT value FROM json_each(?))`, string(ids)); err != nil {
+		return fmt.Errorf("index devices for search: trigrams: %w", err)
+	}
 	return nil
+}
+
+func deviceIDs(ds []*herd.Device) []int64 {
+	ids := make([]int64, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	return ids
 }
 
 // updateSearch writes a changed device's device_search row again.
@@ -112,7 +143,13 @@ func (tx *Tx) updateSearchFirmware(ctx context.Context, changes []firmwareChange
 			return `WITH v (id, tenant_id, firmware) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT)),", len(chunk)), ",") +
 				`) UPDATE device_search SET firmware = v.firmware FROM v WHERE device_search.device_id = v.id AND device_search.tenant_id = v.tenant_id AND device_search.firmware <> v.firmware`
 		})
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		exec := tx.ExecContext
+		if len(chunk) == per {
+			// Only a full chunk's text is kept prepared: the ingest's own
+			// statements need the cache's room more.
+			exec = tx.execCached
+		}
+		if _, err := exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("index reported firmware for search: %w", err)
 		}
 	}

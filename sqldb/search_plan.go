@@ -42,20 +42,11 @@ type searchDriver struct {
 func (db *DB) searchCandidates(tenantID int64, field, term string) searchDriver {
 	var d searchDriver
 	if db.dialect == SQLite {
-		// A phrase of the trigram tokenizer matches the rows holding the
-		// text; its quotes are doubled inside. A column filter narrows a
-		// contains to its field's column (a label's, to every label
-		// value; the page tests the key's).
-		phrase := `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
-		switch {
-		case field == "":
-		case strings.HasPrefix(field, herd.LabelFieldPrefix):
-			phrase = "labels : " + phrase
-		default:
-			phrase = field + " : " + phrase
-		}
+		// The index keeps no positions or columns (detail = none, see
+		// migration 0023), so the rows that hold every trigram of the
+		// text, in any field, stand for those that hold the text.
 		d.sql = `SELECT rowid FROM device_search_fts WHERE device_search_fts MATCH ? AND tenant_id = ?`
-		d.args = []any{phrase, tenantID}
+		d.args = []any{trigramQuery(term), tenantID}
 	} else {
 		d.sql = `SELECT s.device_id FROM device_search s WHERE s.tenant_id = ? AND ` + searchDocSQL + ` LIKE ?` + likeEscape
 		d.args = []any{tenantID, likePattern(term)}
@@ -67,6 +58,43 @@ func (db *DB) searchCandidates(tenantID int64, field, term string) searchDriver 
 		d.args = append(d.args, tenantID, likePattern(term))
 	}
 	return d
+}
+
+// maxQueryTrigrams bounds the trigrams a long text is asked by: the rows
+// holding eight of them spread over the text are already few, and the
+// page tests each.
+const maxQueryTrigrams = 8
+
+// trigramQuery is the FTS5 query of the rows holding every trigram of term
+// (at least herd.MinSearchRunes characters), or eight of them spread from
+// its first to its last: each trigram a one-token string, its quotes
+// doubled.
+func trigramQuery(term string) string {
+	rs := []rune(term)
+	n := len(rs) - 2
+	if n < 1 {
+		return `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
+	}
+	var picks []int
+	if n <= maxQueryTrigrams {
+		for i := range n {
+			picks = append(picks, i)
+		}
+	} else {
+		for k := range maxQueryTrigrams {
+			picks = append(picks, k*(n-1)/(maxQueryTrigrams-1))
+		}
+	}
+	seen := map[string]bool{}
+	var parts []string
+	for _, i := range picks {
+		t := string(rs[i : i+3])
+		if !seen[t] {
+			seen[t] = true
+			parts = append(parts, `"`+strings.ReplaceAll(t, `"`, `""`)+`"`)
+		}
+	}
+	return strings.Join(parts, " AND ")
 }
 
 // chooseSearchDriver returns the candidates statement of the query's
