@@ -61,8 +61,13 @@ func valueFold(v string) any {
 }
 
 // insertSearch writes the device_search rows of new devices, whose ids are
-// set, in multi-row statements under the parameter guard.
+// set, in multi-row statements under the parameter guard (on PostgreSQL,
+// one statement of seven arrays: a batch's fifteen statements of 71 rows
+// cost a fifth of creating a device).
 func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
+	if tx.db.dialect == Postgres {
+		return tx.insertSearchArrays(ctx, ds)
+	}
 	const cols = 7
 	per := herd.MaxQueryParams / cols
 	for start := 0; start < len(ds); start += per {
@@ -92,6 +97,31 @@ func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO device_search_fts (rowid, `+ftsColumns+`)
 		SELECT device_id, `+ftsColumns+` FROM device_search WHERE device_id IN (SELECT value FROM json_each(?))`, string(ids)); err != nil {
 		return fmt.Errorf("index devices for search: trigrams: %w", err)
+	}
+	return nil
+}
+
+// insertSearchArrays is insertSearch on PostgreSQL: the batch's rows as one
+// array a column, unnested. It is a write of the batch's own new rows, not
+// a list of ids standing for a scope.
+func (tx *Tx) insertSearchArrays(ctx context.Context, ds []*herd.Device) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	ids, tenants := make([]int64, len(ds)), make([]int64, len(ds))
+	var text [5][]string
+	for i, d := range ds {
+		a := searchArgs(d)
+		ids[i], tenants[i] = d.ID, d.TenantID
+		for k := range text {
+			text[k] = append(text[k], a[2+k].(string))
+		}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO device_search (`+searchColumns+`)
+		SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]))`,
+		ids, tenants, text[0], text[1], text[2], text[3], text[4])
+	if err != nil {
+		return fmt.Errorf("index devices for search: %w", err)
 	}
 	return nil
 }
