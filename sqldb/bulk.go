@@ -154,10 +154,13 @@ func (db *DB) BulkLoadDevices(ctx context.Context, tenantID int64, expected int6
 	}
 	// PostgreSQL: VACUUM sets the visibility map, without which no
 	// index-only scan (the capped counts) avoids the heap. Both: ANALYZE
-	// tells the planner about the new rows.
+	// tells the planner about the new rows, of the labels and the search
+	// index too: without their statistics PostgreSQL read a page's labels
+	// by a scan of the tenant's (400 ms for 50 devices of 1,000,000) until
+	// autovacuum came by.
 	stats := `ANALYZE`
 	if db.dialect == Postgres {
-		stats = `VACUUM (ANALYZE) devices`
+		stats = `VACUUM (ANALYZE) devices, device_labels, device_search`
 	}
 	_, err = conn.ExecContext(ctx, stats)
 	return n, err

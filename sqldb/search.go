@@ -232,8 +232,7 @@ func searchFieldSQL(field string) string {
 
 // labelFoldSQL is the folded value of the label whose key is bound, of the
 // devices row, or NULL when it does not have the key.
-// (The tenant as in labelValueSQL, for the same reason.)
-const labelFoldSQL = `(SELECT COALESCE(l.value_fold, l.value) FROM device_labels l WHERE l.device_id = devices.id AND l.key = ? AND l.tenant_id + 0 = devices.tenant_id)`
+const labelFoldSQL = `(SELECT COALESCE(l.value_fold, l.value) FROM device_labels l WHERE l.device_id = devices.id AND l.key = ? AND l.tenant_id = devices.tenant_id)`
 
 // whereContains appends FIELD:contains:TEXT: a lookup by primary key of
 // the device's folded text, tested with LIKE (the folded text has no
