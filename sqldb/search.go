@@ -62,8 +62,7 @@ func valueFold(v string) any {
 
 // insertSearch writes the device_search rows of new devices, whose ids are
 // set, in multi-row statements under the parameter guard (on PostgreSQL,
-// one statement of seven arrays: a batch's fifteen statements of 71 rows
-// cost a fifth of creating a device).
+// one statement of seven arrays instead of fifteen of 71 rows a batch).
 func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
 	if tx.db.dialect == Postgres {
 		return tx.insertSearchArrays(ctx, ds)
@@ -89,7 +88,7 @@ func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
 		return nil
 	}
 	// The trigram index of the whole batch in one statement (see migration
-	// 0024): one FTS5 segment, not one a chunk.
+	// 0023): one FTS5 segment, not one a chunk.
 	ids, err := json.Marshal(deviceIDs(ds))
 	if err != nil {
 		return err
@@ -268,10 +267,10 @@ var nodeMatchSQL = `SELECT d.id` + namedNodeSQL("nodes", "d")
 func whereSearch(b *strings.Builder, words []string, tenantID int64, args []any) []any {
 	for _, w := range words {
 		p := likePattern(w)
-		// A scalar subquery, not EXISTS: PostgreSQL may run an EXISTS
-		// under OR as a hashed subplan, which reads the LIKE over every
-		// device_search row of every tenant (400 ms at 1,000,000) to test
-		// a page of 50; a scalar one is always a lookup per row.
+		// A scalar subquery, as the contains filters use, not EXISTS:
+		// PostgreSQL may turn a correlated EXISTS into a hashed subplan
+		// over the whole table; a scalar one is a lookup by primary key
+		// of each row tested.
 		b.WriteString(` AND ((SELECT ` + searchDocSQL + ` FROM device_search s WHERE s.device_id = devices.id AND s.tenant_id = devices.tenant_id) LIKE ?` + likeEscape +
 			` OR devices.node_id IN (` + nodeMatchSQL + `))`)
 		args = append(args, p, tenantID, p)
