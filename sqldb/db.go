@@ -583,6 +583,25 @@ func (tx *Tx) execCached(ctx context.Context, q string, args ...any) (sql.Result
 	return tx.tx.ExecContext(ctx, q, args...)
 }
 
+// execChunk runs one chunk of a multi-row write. A full chunk's text is
+// the same each time and goes through the statement cache (SQLite's parser
+// is a good part of a small row's cost); a remainder's length varies, so it
+// runs plainly and leaves the cache's room to the statements that repeat.
+func (tx *Tx) execChunk(ctx context.Context, full bool, q string, args ...any) (sql.Result, error) {
+	if full {
+		return tx.execCached(ctx, q, args...)
+	}
+	return tx.ExecContext(ctx, q, args...)
+}
+
+// queryChunk is execChunk for a write that returns rows.
+func (tx *Tx) queryChunk(ctx context.Context, full bool, q string, args ...any) (*sql.Rows, error) {
+	if full {
+		return tx.queryCached(ctx, q, args...)
+	}
+	return tx.QueryContext(ctx, q, args...)
+}
+
 // queryCached is QueryContext through the statement cache.
 func (tx *Tx) queryCached(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q, err := tx.guard(q, args)

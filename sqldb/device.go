@@ -159,14 +159,7 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 		}
 		// RETURNING promises no row order, so ids are matched by key.
 		b.WriteString(" RETURNING id, key")
-		query := tx.QueryContext
-		if len(chunk) == per {
-			// A full chunk's text is the same each time: prepared once
-			// (SQLite's parser is a good part of a small row's cost). The
-			// remainders' lengths vary and run plainly.
-			query = tx.queryCached
-		}
-		rows, err := query(ctx, b.String(), args...)
+		rows, err := tx.queryChunk(ctx, len(chunk) == per, b.String(), args...)
 		if err != nil {
 			return formatError(err, "a device key is already taken")
 		}

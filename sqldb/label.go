@@ -28,11 +28,7 @@ func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
 			return nil
 		}
 		q := `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?),", n), ",")
-		exec := tx.ExecContext
-		if n == per {
-			exec = tx.execCached // a full chunk's text repeats (see insertDevices)
-		}
-		_, err := exec(ctx, q, args...)
+		_, err := tx.execChunk(ctx, n == per, q, args...)
 		args, n = args[:0], 0
 		return err
 	}

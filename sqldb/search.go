@@ -76,15 +76,11 @@ func (tx *Tx) insertSearch(ctx context.Context, ds []*herd.Device) error {
 			args = append(args, searchArgs(d)...)
 		}
 		q := `INSERT INTO device_search (` + searchColumns + `) VALUES ` + strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", len(chunk)), ",")
-		exec := tx.ExecContext
-		if len(chunk) == per {
-			exec = tx.execCached // a full chunk's text repeats (see insertDevices)
-		}
-		if _, err := exec(ctx, q, args...); err != nil {
+		if _, err := tx.execChunk(ctx, len(chunk) == per, q, args...); err != nil {
 			return fmt.Errorf("index devices for search: %w", err)
 		}
 	}
-	if tx.db.dialect != SQLite || len(ds) == 0 {
+	if len(ds) == 0 {
 		return nil
 	}
 	// The trigram index of the whole batch in one statement (see migration
@@ -172,13 +168,7 @@ func (tx *Tx) updateSearchFirmware(ctx context.Context, changes []firmwareChange
 			return `WITH v (id, tenant_id, firmware) AS (VALUES ` + strings.TrimSuffix(strings.Repeat("(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT)),", len(chunk)), ",") +
 				`) UPDATE device_search SET firmware = v.firmware FROM v WHERE device_search.device_id = v.id AND device_search.tenant_id = v.tenant_id AND device_search.firmware <> v.firmware`
 		})
-		exec := tx.ExecContext
-		if len(chunk) == per {
-			// Only a full chunk's text is kept prepared: the ingest's own
-			// statements need the cache's room more.
-			exec = tx.execCached
-		}
-		if _, err := exec(ctx, q, args...); err != nil {
+		if _, err := tx.execChunk(ctx, len(chunk) == per, q, args...); err != nil {
 			return fmt.Errorf("index reported firmware for search: %w", err)
 		}
 	}

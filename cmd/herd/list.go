@@ -128,7 +128,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "nodes":
 		text, err := herd.CheckNodeSearch(*q)
 		if err != nil {
-			return &usageError{msg: strings.Replace(herd.ErrorMessage(err), "q ", "--q ", 1)}
+			return &usageError{msg: flagMessage(herd.ErrorMessage(err))}
 		}
 		page = func(p herd.ListParams) (string, error) {
 			pg, err := c.SearchNodes(ctx, herd.NodeSearch{TenantID: *tenant, Q: text, ListParams: p})
