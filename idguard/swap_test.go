@@ -272,6 +272,18 @@ func TestSwap_Interrupted(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("the killed swap succeeded")
 	}
+	// MariaDB shuts a killed connection's socket at once, so the client
+	// sees EOF while the server's thread may still be waiting for the
+	// lock: ended now, the holder would let that thread's rename through
+	// (a swap past its rename, whose copy is resumed; not the case here).
+	// The thread is gone once the processlist no longer shows it.
+	testutil.WaitFor(t, 30*time.Second, "the killed session to end", func() bool {
+		var n int
+		if err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?`, swap).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
 	end()
 	// The killed connection went back to the pool idle, and the next
 	// statement on it would fail with "unexpected EOF": dropping the idle
