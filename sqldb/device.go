@@ -132,12 +132,18 @@ func (s *DeviceService) CreateDevices(ctx context.Context, ds []*herd.Device) (e
 var insertColumns = []string{"tenant_id", "node_id", "path", "key", "name", "model", "firmware", "status", "online", "last_seen",
 	"temperature", "humidity", "pressure", "voltage", "current", "power", "battery", "rssi", "uptime_s", "error_count", "config_version", "created_at", "rev"}
 
-// insertDevices writes devices in multi-row statements and sets their ids.
-// Each chunk stays under the parameter guard.
+var insertColumnList = strings.Join(insertColumns, ", ")
+
+// insertDevices writes devices and sets their ids: on SQLite in
+// multi-row statements, each chunk under the parameter guard; on
+// PostgreSQL in one statement (insertDevicesArrays).
 func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 	rev, err := tx.deviceRev(ctx)
 	if err != nil {
 		return err
+	}
+	if tx.db.dialect == Postgres {
+		return tx.insertDevicesArrays(ctx, ds, rev)
 	}
 	cols := len(insertColumns)
 	per := herd.MaxQueryParams / cols
@@ -145,7 +151,7 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 	for start := 0; start < len(ds); start += per {
 		chunk := ds[start:min(start+per, len(ds))]
 		var b strings.Builder
-		b.WriteString("INSERT INTO devices (" + strings.Join(insertColumns, ", ") + ") VALUES ")
+		b.WriteString("INSERT INTO devices (" + insertColumnList + ") VALUES ")
 		args := make([]any, 0, len(chunk)*cols)
 		for i, d := range chunk {
 			if i > 0 {
@@ -157,37 +163,46 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 			}
 			args = append(append(args, deviceArgs(d)...), rev)
 		}
-		// RETURNING promises no row order, so ids are matched by key.
 		b.WriteString(" RETURNING id, key")
 		rows, err := tx.queryChunk(ctx, len(chunk) == per, b.String(), args...)
 		if err != nil {
 			return formatError(err, "a device key is already taken")
 		}
-		byKey := make(map[string]*herd.Device, len(chunk))
-		for _, d := range chunk {
-			byKey[d.Key] = d
+		if err := scanInsertedIDs(rows, chunk); err != nil {
+			return err
 		}
-		n := 0
-		for rows.Next() {
-			var id int64
-			var key string
-			if err := rows.Scan(&id, &key); err != nil {
-				rows.Close()
-				return err
-			}
-			if d := byKey[key]; d != nil {
-				d.ID, d.Version = id, 1 // the column's default
-				n++
-			}
-		}
-		if err := rows.Err(); err != nil {
+	}
+	return nil
+}
+
+// scanInsertedIDs sets the ids of the devices just inserted from rows of
+// (id, key), and closes rows. RETURNING promises no row order, so ids are
+// matched by key.
+func scanInsertedIDs(rows *sql.Rows, ds []*herd.Device) error {
+	byKey := make(map[string]*herd.Device, len(ds))
+	for _, d := range ds {
+		byKey[d.Key] = d
+	}
+	n := 0
+	for rows.Next() {
+		var id int64
+		var key string
+		if err := rows.Scan(&id, &key); err != nil {
 			rows.Close()
-			return formatError(err, "a device key is already taken")
-		} else if err := rows.Close(); err != nil {
-			return formatError(err, "a device key is already taken")
-		} else if n != len(chunk) {
-			return fmt.Errorf("insert devices: %d ids returned for %d rows", n, len(chunk))
+			return err
 		}
+		if d := byKey[key]; d != nil {
+			d.ID, d.Version = id, 1 // the column's default
+			n++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return formatError(err, "a device key is already taken")
+	} else if err := rows.Close(); err != nil {
+		return formatError(err, "a device key is already taken")
+	} else if n != len(ds) {
+		return fmt.Errorf("insert devices: %d ids returned for %d rows", n, len(ds))
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ func (tx *Tx) appendEventsByTenant(ctx context.Context, evs []*herd.Event) error
 	return nil
 }
 
+// eventInsertColumns are the columns a new event is written with.
+const eventInsertColumns = `tenant_id, seq, type, subject_type, subject_id, path, payload, created_at`
+
 // appendEvents writes events of one tenant to the outbox inside tx. The
 // tenant's sequence is advanced by an UPDATE of the tenant row, which every
 // writer of that tenant takes in its transaction: sequence numbers are handed
@@ -56,12 +59,18 @@ func (tx *Tx) appendEvents(ctx context.Context, tenantID int64, evs ...*herd.Eve
 	}
 	tx.events = true
 	first := last - int64(len(evs)) + 1
+	if tx.db.dialect == Postgres {
+		for i, e := range evs {
+			e.TenantID, e.Seq, e.CreatedAt = tenantID, first+int64(i), tx.now
+		}
+		return tx.insertEventsArrays(ctx, evs)
+	}
 	const cols = 8
 	const perStmt = herd.MaxQueryParams / cols
 	for start := 0; start < len(evs); start += perStmt {
 		chunk := evs[start:min(start+perStmt, len(evs))]
 		var b strings.Builder
-		b.WriteString(`INSERT INTO events (tenant_id, seq, type, subject_type, subject_id, path, payload, created_at) VALUES `)
+		b.WriteString(`INSERT INTO events (` + eventInsertColumns + `) VALUES `)
 		args := make([]any, 0, len(chunk)*cols)
 		for i, e := range chunk {
 			if i > 0 {

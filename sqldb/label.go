@@ -20,6 +20,9 @@ import (
 // insertLabels writes the labels of new devices, whose ids are set, in
 // multi-row statements under the parameter guard.
 func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
+	if tx.db.dialect == Postgres {
+		return tx.insertLabelsArrays(ctx, ds)
+	}
 	var args []any
 	n := 0
 	per := herd.MaxQueryParams / 5
