@@ -15,9 +15,9 @@ import (
 // labels and with three (the ring, floor and asset tag the seed gives),
 // which with the search index (migration 0023) is every row a device
 // costs: devices, device_labels, device_search and, on SQLite, its FTS5
-// index. Reported per device; the bar is the labelled rate at
-// least 0.9 of the unlabelled one before the search index existed (run
-// the same benchmark at a commit before 0023 for that).
+// index. Reported per device; the bar bench/README.md measures is each
+// rate at least 0.9 of the same benchmark's at the commit before 0023
+// (aae4a3a; the recipe is there).
 func BenchmarkCreateDevices(b *testing.B) {
 	for _, d := range []sqldb.Dialect{sqldb.SQLite, sqldb.Postgres} {
 		for _, labels := range []int{0, 3} {

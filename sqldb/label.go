@@ -18,7 +18,8 @@ import (
 // devices by a label without a scope to start from.
 
 // insertLabels writes the labels of new devices, whose ids are set, in
-// multi-row statements under the parameter guard.
+// multi-row statements under the parameter guard (on PostgreSQL in one,
+// insertLabelsArrays).
 func (tx *Tx) insertLabels(ctx context.Context, ds []*herd.Device) error {
 	if tx.db.dialect == Postgres {
 		return tx.insertLabelsArrays(ctx, ds)
