@@ -142,6 +142,11 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 	if err != nil {
 		return err
 	}
+	for _, d := range ds {
+		if d.CreatedAt.IsZero() {
+			d.CreatedAt = tx.now
+		}
+	}
 	if tx.db.dialect == Postgres {
 		return tx.insertDevicesArrays(ctx, ds, rev)
 	}
@@ -158,9 +163,6 @@ func (tx *Tx) insertDevices(ctx context.Context, ds []*herd.Device) error {
 				b.WriteByte(',')
 			}
 			b.WriteString(row)
-			if d.CreatedAt.IsZero() {
-				d.CreatedAt = tx.now
-			}
 			args = append(append(args, deviceArgs(d)...), rev)
 		}
 		b.WriteString(" RETURNING id, key")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/herd-iot/herd"
 )
@@ -14,6 +15,21 @@ import (
 // 48 that multi-row VALUES under the parameter guard takes (23 columns
 // of 500 parameters), and the server plans it once. These are writes of
 // the batch's own new rows, never a list of ids standing for a scope.
+
+// unnestRows is a SELECT of the rows of arrays given as its parameters, one
+// a column, of these PostgreSQL types.
+func unnestRows(types ...string) string {
+	casts := make([]string, len(types))
+	for i, t := range types {
+		casts[i] = "CAST(? AS " + t + "[])"
+	}
+	return "SELECT * FROM unnest(" + strings.Join(casts, ", ") + ")"
+}
+
+// insertDevicesSQL writes the rows of insertColumns' arrays, of these
+// types in their order.
+var insertDevicesSQL = `INSERT INTO devices (` + insertColumnList + `) ` + unnestRows(slices.Concat([]string{"BIGINT", "BIGINT"}, slices.Repeat([]string{"TEXT"}, 6), []string{"BOOLEAN", "BIGINT"},
+	slices.Repeat([]string{"DOUBLE PRECISION"}, 7), slices.Repeat([]string{"BIGINT"}, 6))...) + ` RETURNING id, key`
 
 // insertDevicesArrays is insertDevices on PostgreSQL.
 func (tx *Tx) insertDevicesArrays(ctx context.Context, ds []*herd.Device, rev int64) error {
@@ -29,9 +45,6 @@ func (tx *Tx) insertDevicesArrays(ctx context.Context, ds []*herd.Device, rev in
 		floats[k] = make([]*float64, n)
 	}
 	for i, d := range ds {
-		if d.CreatedAt.IsZero() {
-			d.CreatedAt = tx.now
-		}
 		tenants[i], nodes[i], errs[i], cfgs[i], created[i], revs[i] = d.TenantID, d.NodeID, d.ErrorCount, d.ConfigVersion, d.CreatedAt.UnixMilli(), rev
 		paths[i], keys[i], names[i], models[i], fws[i], stats[i] = d.Path, d.Key, d.Name, d.Model, d.Firmware, d.Status
 		online[i], rssi[i], uptime[i] = d.Online, d.RSSI, d.UptimeS
@@ -43,11 +56,7 @@ func (tx *Tx) insertDevicesArrays(ctx context.Context, ds []*herd.Device, rev in
 			floats[k][i] = p
 		}
 	}
-	rows, err := tx.QueryContext(ctx, `INSERT INTO devices (`+insertColumnList+`)
-		SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BOOLEAN[]), CAST(? AS BIGINT[]),
-			CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]), CAST(? AS DOUBLE PRECISION[]),
-			CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS BIGINT[]))
-		RETURNING id, key`,
+	rows, err := tx.QueryContext(ctx, insertDevicesSQL,
 		tenants, nodes, paths, keys, names, models, fws, stats, online, lastSeen,
 		floats[0], floats[1], floats[2], floats[3], floats[4], floats[5], floats[6],
 		rssi, uptime, errs, cfgs, created, revs)
@@ -67,8 +76,7 @@ func (tx *Tx) insertEventsArrays(ctx context.Context, evs []*herd.Event) error {
 		tenants[i], seqs[i], subjects[i], created[i] = e.TenantID, e.Seq, e.SubjectID, e.CreatedAt.UnixMilli()
 		types[i], subjectTypes[i], paths[i], payloads[i] = e.Type, e.SubjectType, e.Path, string(e.Payload)
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventInsertColumns+`)
-		SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]))`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (`+eventInsertColumns+`) `+unnestRows("BIGINT", "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT"),
 		tenants, seqs, types, subjectTypes, subjects, paths, payloads, created)
 	if err != nil {
 		return fmt.Errorf("insert events: %w", err)
@@ -95,8 +103,7 @@ func (tx *Tx) insertLabelsArrays(ctx context.Context, ds []*herd.Device) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold)
-		SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]))`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO device_labels (tenant_id, device_id, key, value, value_fold) `+unnestRows("BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT"),
 		tenants, devices, keys, values, folds)
 	if err != nil {
 		return fmt.Errorf("insert labels: %w", err)

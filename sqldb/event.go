@@ -59,10 +59,10 @@ func (tx *Tx) appendEvents(ctx context.Context, tenantID int64, evs ...*herd.Eve
 	}
 	tx.events = true
 	first := last - int64(len(evs)) + 1
+	for i, e := range evs {
+		e.TenantID, e.Seq, e.CreatedAt = tenantID, first+int64(i), tx.now
+	}
 	if tx.db.dialect == Postgres {
-		for i, e := range evs {
-			e.TenantID, e.Seq, e.CreatedAt = tenantID, first+int64(i), tx.now
-		}
 		return tx.insertEventsArrays(ctx, evs)
 	}
 	const cols = 8
@@ -77,7 +77,6 @@ func (tx *Tx) appendEvents(ctx context.Context, tenantID int64, evs ...*herd.Eve
 				b.WriteByte(',')
 			}
 			b.WriteString("(?,?,?,?,?,?,?,?)")
-			e.TenantID, e.Seq, e.CreatedAt = tenantID, first+int64(start+i), tx.now
 			args = append(args, e.TenantID, e.Seq, e.Type, e.SubjectType, e.SubjectID, e.Path, string(e.Payload), tx.now.UnixMilli())
 		}
 		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {

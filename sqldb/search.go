@@ -112,8 +112,7 @@ func (tx *Tx) insertSearchArrays(ctx context.Context, ds []*herd.Device) error {
 			text[k] = append(text[k], a[2+k].(string))
 		}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO device_search (`+searchColumns+`)
-		SELECT * FROM unnest(CAST(? AS BIGINT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]))`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO device_search (`+searchColumns+`) `+unnestRows("BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"),
 		ids, tenants, text[0], text[1], text[2], text[3], text[4])
 	if err != nil {
 		return fmt.Errorf("index devices for search: %w", err)
