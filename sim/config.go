@@ -92,21 +92,31 @@ func (d *device) onConfig(c paho.Client, m paho.Message) {
 }
 
 // onOTA hands a firmware update to the device's publish loop, which owns
-// the connection it must drop to reboot. An update already under way, or
-// of the firmware the device runs, is not started again.
+// the connection it must drop to reboot. An update of the firmware the
+// device runs, or a rollout's job it has taken already, is not started
+// again.
 func (d *device) onOTA(_ paho.Client, m paho.Message) {
 	var job otaJob
 	if err := json.Unmarshal(m.Payload(), &job); err != nil || job.Firmware.Version == "" {
 		return
 	}
+	// A rollout's job is the device's once: sent again (a repeated
+	// delivery, or a sender that sends until it hears back) while it runs
+	// or after it ended, it is not started again, as a job execution that
+	// finished stays finished on AWS IoT Jobs. Herd's rollouts never send
+	// a device's job again.
+	key := ""
+	if r := string(job.RolloutID); r != "" && r != "null" {
+		key = r + "/" + job.Firmware.Version
+	}
 	d.stateMu.Lock()
-	same := d.firmware == job.Firmware.Version
-	d.stateMu.Unlock()
-	if same {
+	defer d.stateMu.Unlock()
+	if d.firmware == job.Firmware.Version || (key != "" && key == d.otaJob) {
 		return
 	}
 	select {
 	case d.ota <- &job:
+		d.otaJob = key
 	default:
 	}
 }

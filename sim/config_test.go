@@ -171,12 +171,15 @@ func TestSim_ShareByKey(t *testing.T) {
 
 // otaRun sends every device a firmware update through the gateway, as
 // herd's sender will, until each has reported the last state.
+// otaPayload is rollout 7's job: firmware 1.5.0.
+const otaPayload = `{"rollout_id":"7","firmware":{"version":"1.5.0","url":"https://fw.example/1.5.0.bin","sha256":"00","size":1}}`
+
 func otaRun(t *testing.T, db *sqldb.DB, gw *mqttgw.Gateway, devices []sim.Device, ids []int64, last string) {
 	t.Helper()
-	payload := []byte(`{"rollout_id":"7","firmware":{"version":"1.5.0","url":"https://fw.example/1.5.0.bin","sha256":"00","size":1}}`)
+	payload := []byte(otaPayload)
 	for i, d := range devices {
 		// A device subscribes just after it connects: send until it
-		// reports; it starts an update once.
+		// reports; it takes a rollout's job once.
 		waitFor(t, "no "+last+" progress from "+d.Key, func() bool {
 			if n := progressCount(t, db, ids[i], last); n > 0 {
 				return true
@@ -244,11 +247,27 @@ func TestSim_FirmwareFailedAndBricked(t *testing.T) {
 		if n := progressCount(t, db, ids[0], herd.OTARebooting); n != 0 {
 			t.Fatalf("a failed update rebooted")
 		}
+		// The same job sent again is not run again; another rollout's is.
+		// Both go over one session in order, so once the second has
+		// failed the repeat was seen before it.
+		if err := gw.Send(devices[0].Key, "ota", []byte(otaPayload)); err != nil {
+			t.Fatal(err)
+		}
+		next := []byte(strings.Replace(otaPayload, `"rollout_id":"7"`, `"rollout_id":"8"`, 1))
+		waitFor(t, "no second failed progress", func() bool {
+			if progressCount(t, db, ids[0], herd.OTAFailed) == 2 {
+				return true
+			}
+			if err := gw.Send(devices[0].Key, "ota", next); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		})
 		s := stop()
 		if d := findDevice(t, db, ids[0]); d.Firmware != "" {
 			t.Fatalf("firmware %q after a failed update", d.Firmware)
 		}
-		if s.FirmwareFailed != 1 || s.FirmwareUpdated != 0 || s.Reconnects != 0 {
+		if s.FirmwareFailed != 2 || s.FirmwareUpdated != 0 || s.Reconnects != 0 {
 			t.Fatalf("stats %+v", s)
 		}
 	})

@@ -266,6 +266,7 @@ type device struct {
 	cfgProfile             string
 	cfgVersion, errorCount int64
 	firmware               string
+	otaJob                 string // the rollout and version of the last job taken
 	climb                  bool
 }
 
