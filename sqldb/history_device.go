@@ -3,7 +3,6 @@ package sqldb
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"strings"
 	"time"
 
@@ -164,6 +163,7 @@ func (tx *Tx) deviceReadings(ctx context.Context, d *herd.Device, q herd.Reading
 	page := &herd.ReadingsPage{Items: []*herd.HistoryReading{}}
 	var last int64
 	extraBytes := 0
+	sc := newReadingScanner(cols, withExtra, allFields, keys)
 	for rows.Next() {
 		// A page ends at its limit, or once its extras reach
 		// MaxPageExtraBytes: a device's extras may be up to the telemetry
@@ -172,7 +172,7 @@ func (tx *Tx) deviceReadings(ctx context.Context, d *herd.Device, q herd.Reading
 			page.NextCursor = herd.EncodeReadingsCursor(tx.db.cursorKey, d.ID, last)
 			break
 		}
-		r, ts, err := scanHistoryReading(rows, cols, withExtra, keys, allFields)
+		r, ts, err := sc.scan(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -186,74 +186,6 @@ func (tx *Tx) deviceReadings(ctx context.Context, d *herd.Device, q herd.Reading
 // MaxPageExtraBytes bounds the extras of one page of raw readings; past it
 // the page ends early with a next_cursor, as at its limit.
 const MaxPageExtraBytes = 16 << 20
-
-// scanHistoryReading reads one row of deviceReadings: ts, received_at, the
-// columns cols, and extra when withExtra (narrowed to keys unless all).
-func scanHistoryReading(rows *sql.Rows, cols []string, withExtra bool, keys []string, all bool) (*herd.HistoryReading, int64, error) {
-	var ts, recv int64
-	var extra sql.NullString
-	r := &herd.HistoryReading{}
-	dest := []any{&ts, &recv}
-	for _, c := range cols {
-		switch c {
-		case "temperature":
-			dest = append(dest, &r.Temperature)
-		case "humidity":
-			dest = append(dest, &r.Humidity)
-		case "pressure":
-			dest = append(dest, &r.Pressure)
-		case "voltage":
-			dest = append(dest, &r.Voltage)
-		case "current":
-			dest = append(dest, &r.Current)
-		case "power":
-			dest = append(dest, &r.Power)
-		case "battery":
-			dest = append(dest, &r.Battery)
-		case "rssi":
-			dest = append(dest, &r.RSSI)
-		case "uptime_s":
-			dest = append(dest, &r.UptimeS)
-		case "error_count":
-			dest = append(dest, &r.ErrorCount)
-		case "status":
-			dest = append(dest, &r.Status)
-		case "firmware":
-			dest = append(dest, &r.Firmware)
-		}
-	}
-	if withExtra {
-		dest = append(dest, &extra)
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return nil, 0, err
-	}
-	r.TS, r.ReceivedAt = time.UnixMilli(ts).UTC(), time.UnixMilli(recv).UTC()
-	if extra.Valid && extra.String != "" {
-		if all {
-			r.Extra = json.RawMessage(extra.String)
-		} else {
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal([]byte(extra.String), &m); err != nil {
-				return nil, 0, err
-			}
-			kept := map[string]json.RawMessage{}
-			for _, k := range keys {
-				if v, ok := m[k]; ok {
-					kept[k] = v
-				}
-			}
-			if len(kept) > 0 {
-				buf, err := json.Marshal(kept)
-				if err != nil {
-					return nil, 0, err
-				}
-				r.Extra = buf
-			}
-		}
-	}
-	return r, ts, nil
-}
 
 // DeviceSeries returns one device's readings in [q.From, q.To) one point
 // per step and field: step k covers [From+k*Step, From+(k+1)*Step), the
