@@ -106,6 +106,12 @@ func TestDeviceService_Labels(t *testing.T) {
 			if n != 0 {
 				t.Fatalf("%d labels left of a deleted device", n)
 			}
+			// Its row of the search index goes with it too (both tables
+			// keep only their key to devices on PostgreSQL: migration 0024).
+			mustOK(t, db.SQL().QueryRowContext(t.Context(), db.Rebind(`SELECT COUNT(*) FROM device_search WHERE device_id = ?`), ds[0].ID).Scan(&n))
+			if n != 0 {
+				t.Fatalf("the search row of a deleted device is left")
+			}
 			check(t)
 		})
 	})
