@@ -27,6 +27,7 @@ import (
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/idguard"
+	"github.com/herd-iot/herd/password"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	"modernc.org/sqlite"
@@ -78,6 +79,8 @@ type DB struct {
 	// searchIndexFrom overrides the scope size from which a search asks
 	// its trigram index (see SetSearchIndexFrom).
 	searchIndexFrom int
+	// passwordParams overrides password.Default (SetPasswordParams).
+	passwordParams *password.Params
 
 	caches  stateCaches
 	bg      background // the DB's own goroutines, waited for in Close

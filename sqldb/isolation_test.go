@@ -18,7 +18,8 @@ import (
 // tenant A, is not found, by every service (tenants, nodes, devices, users
 // and tokens, grants, the lists (users, tokens, a node's children and
 // grants, the node search), commands, webhooks and their deliveries, device
-// credentials, configs, firmware, rollouts, events, the telemetry history:
+// credentials, configs, firmware, rollouts, events, passwords and sessions
+// (a sign-in names its tenant), the telemetry history:
 // readings, aggregates, the summary, the export), and changes nothing of B; every such lookup states
 // the tenant in its SQL, the gateway's read of a device's open commands
 // too; and A's scoped query never returns B's devices,
@@ -96,6 +97,7 @@ func TestTenantIsolation(t *testing.T) {
 				"UpdateNode root":     errOf(f.Nodes.UpdateNode(ctx, b.RootNodeID, herd.NodeUpdate{Name: new("spy")})),
 				"UpdateDevice":        errOf(f.Devices.UpdateDevice(ctx, bDevs[0].ID, herd.DeviceUpdate{Name: new("spy")})),
 				"UpdateUser":          errOf(f.Users.UpdateUser(ctx, bUser.ID, herd.UserUpdate{Disabled: new(true)})),
+				"SetPassword":         sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password"),
 				"MoveDevice B device": errOf(f.Devices.MoveDevice(ctx, bDevs[0].ID, aSite.ID)),
 				"MoveDevice into B":   errOf(f.Devices.MoveDevice(ctx, aDevs[0].ID, bSite.ID)),
 				"DeleteDevice":        f.Devices.DeleteDevice(ctx, bDevs[0].ID),
@@ -255,6 +257,23 @@ func TestTenantIsolation(t *testing.T) {
 				t.Fatalf("A's export has %d readings, want %d", exported, len(aDevs))
 			}
 		})
+		t.Run("SignInNamesItsTenant", func(t *testing.T) {
+			// B's user, with a password, cannot sign in to A by name, nor
+			// does a session of A's admin see B.
+			db.SetPasswordParams(cheapHash)
+			ss := sqldb.NewSessionService(db)
+			mustOK(t, ss.SetPassword(f.super, bUser.ID, "b's long password"))
+			_, err := ss.SignIn(t.Context(), a.ID, "b user", "b's long password")
+			wantCode(t, err, herd.EUNAUTHORIZED)
+			mustOK(t, ss.SetPassword(f.super, admin.ID, "a's long password"))
+			s, err := ss.SignIn(t.Context(), a.ID, "a admin", "a's long password")
+			mustOK(t, err)
+			sa, err := ss.AuthenticateSession(t.Context(), s.Secret)
+			mustOK(t, err)
+			_, err = f.Devices.FindDeviceByID(herd.NewContextWithActor(t.Context(), sa), bDevs[2].ID)
+			wantCode(t, err, herd.ENOTFOUND)
+		})
+
 		t.Run("SQLStatesTheTenant", func(t *testing.T) {
 			// Every lookup by id for a user of A says tenant_id in its
 			// SQL, so a row of B is never read, whatever Go would make of
@@ -275,6 +294,7 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return f.Devices.DeleteDevice(ctx, bDevs[0].ID) },
 				func() error { return errOf(f.Users.FindUserByID(ctx, bUser.ID)) },
 				func() error { return f.Users.DeleteToken(ctx, bActor.TokenID) },
+				func() error { return sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password") },
 				func() error { return f.Grants.DeleteGrant(ctx, bGrant.ID) },
 				func() error { return errOf(cmds.FindCommandByID(ctx, bCmd.ID)) },
 				func() error { return errOf(cmds.FindCommandsByDevice(ctx, bDevs[0].ID, 10)) },

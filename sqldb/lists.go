@@ -237,7 +237,7 @@ func (s *ListService) FindTokens(ctx context.Context, userID int64, p herd.ListP
 		if err != nil {
 			return nil, err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id, user_id, created_at FROM tokens WHERE user_id = ? AND tenant_id = ? AND id > ? ORDER BY id LIMIT ?`,
+		rows, err := tx.QueryContext(ctx, `SELECT id, tenant_id, user_id, created_at FROM tokens WHERE user_id = ? AND tenant_id = ? AND NOT session AND id > ? ORDER BY id LIMIT ?`,
 			u.ID, u.TenantID, pos.ID, p.Limit+1)
 		if err != nil {
 			return nil, err

@@ -224,6 +224,8 @@ func TestMigration0010(t *testing.T) {
 				beforeCols["users"] = append(beforeCols["users"], "disabled BOOLEAN false 1 0")
 				// 0023 adds the folded name search matches.
 				beforeCols["nodes"] = append(beforeCols["nodes"], "name_fold TEXT '' 1 0")
+				// 0025 marks sessions among the tokens, and when they end.
+				beforeCols["tokens"] = append(beforeCols["tokens"], "session BOOLEAN false 1 0", "expires_at BIGINT  0 0")
 				if !reflect.DeepEqual(afterCols, beforeCols) {
 					t.Errorf("columns after the migration:\n%v\nwant\n%v", afterCols, beforeCols)
 				}

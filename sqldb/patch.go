@@ -203,6 +203,11 @@ func (s *UserService) UpdateUser(ctx context.Context, id int64, u herd.UserUpdat
 		return nil, err
 	}
 	usr.Version++
+	if before["name"] != usr.Name {
+		if err := tx.moveLogin(ctx, usr); err != nil {
+			return nil, err
+		}
+	}
 	root, err := tx.rootPath(ctx, usr.TenantID)
 	if err != nil {
 		return nil, err

@@ -52,8 +52,8 @@ func (s *TicketService) CreateTicket(ctx context.Context) (*herd.Ticket, error) 
 		res, err = tx.ExecContext(ctx, `INSERT INTO stream_tickets (hash, token_hash, tenant_id, expires_at) SELECT ?, hash, 0, ? FROM admin_tokens WHERE id = ?`,
 			hashToken(t.Secret), t.ExpiresAt.UnixMilli(), a.TokenID)
 	} else {
-		res, err = tx.ExecContext(ctx, `INSERT INTO stream_tickets (hash, token_hash, tenant_id, expires_at) SELECT ?, hash, tenant_id, ? FROM tokens WHERE id = ? AND tenant_id = ?`,
-			hashToken(t.Secret), t.ExpiresAt.UnixMilli(), a.TokenID, a.TenantID)
+		res, err = tx.ExecContext(ctx, `INSERT INTO stream_tickets (hash, token_hash, tenant_id, expires_at) SELECT ?, hash, tenant_id, ? FROM tokens WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?)`,
+			hashToken(t.Secret), t.ExpiresAt.UnixMilli(), a.TokenID, a.TenantID, tx.now.UnixMilli())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("CreateTicket: %w", err)
@@ -116,7 +116,7 @@ func (s *TicketService) actorOfToken(ctx context.Context, tokenHash string, tena
 		return nil, fmt.Errorf("read ticket's token: %w", err)
 	}
 	defer tx.Rollback()
-	a, err := tx.actorOfTokenHash(ctx, tokenHash)
+	a, err := tx.actorOfTokenHash(ctx, tokenHash, anyToken)
 	if err != nil {
 		return nil, fmt.Errorf("read ticket's token: %w", err)
 	}

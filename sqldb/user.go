@@ -193,7 +193,7 @@ func (s *UserService) DeleteToken(ctx context.Context, id int64) (err error) {
 	defer tx.Rollback()
 	var t herd.Token
 	cond, args := tenantCond(a, "tenant_id")
-	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE id = ?`+cond, append([]any{id}, args...)...).Scan(&t.ID, &t.TenantID, &t.UserID)
+	err = tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id FROM tokens WHERE id = ? AND NOT session`+cond, append([]any{id}, args...)...).Scan(&t.ID, &t.TenantID, &t.UserID)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !a.SeesTenant(t.TenantID)) {
 		return herd.Errorf(herd.ENOTFOUND, "token %d not found", id)
 	} else if err != nil {
@@ -240,27 +240,41 @@ func (s *UserService) Authenticate(ctx context.Context, secret string) (_ *herd.
 		return nil, err
 	}
 	defer tx.Rollback()
-	a, err := tx.actorOfTokenHash(ctx, hashToken(secret))
+	a, err := tx.actorOfTokenHash(ctx, hashToken(secret), apiTokens)
 	if err == nil && a == nil {
 		return nil, unauth
 	}
 	return a, err
 }
 
+// tokenKind says which rows of tokens a lookup by hash takes.
+type tokenKind int
+
+const (
+	apiTokens     tokenKind = iota // a bearer token: API tokens, and the super-admin's
+	sessionTokens                  // the session cookie: sessions only
+	anyToken                       // a stream ticket's: the token it was issued to, whichever
+)
+
 // actorOfTokenHash reads the actor of the token (a user's or the
 // super-admin's) whose hash is hash, with its grants as they are now; nil
-// when no token has it or its user is disabled. Bearer tokens and socket
-// tickets both end here.
-func (tx *Tx) actorOfTokenHash(ctx context.Context, hash string) (*herd.Actor, error) {
+// when no token of the kind has it, it has expired or its user is
+// disabled. Bearer tokens, session cookies and socket tickets all end here.
+func (tx *Tx) actorOfTokenHash(ctx context.Context, hash string, kind tokenKind) (*herd.Actor, error) {
 	var a herd.Actor
-	var disabled bool
+	var disabled, session bool
+	var expires sql.NullInt64
 	// The user's disabled flag by a scalar subquery on its primary key, not
 	// a join: one index lookup each, whatever the planner knows.
-	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id, (SELECT disabled FROM users WHERE users.id = tokens.user_id AND users.tenant_id = tokens.tenant_id) FROM tokens WHERE hash = ?`, hash).
-		Scan(&a.TokenID, &a.TenantID, &a.UserID, &disabled)
-	if err == nil && disabled {
-		// A disabled user's token is as good as none: the same answer as
-		// for a revoked one, so a caller learns nothing more from it.
+	err := tx.QueryRowContext(ctx, `SELECT id, tenant_id, user_id, session, expires_at, (SELECT disabled FROM users WHERE users.id = tokens.user_id AND users.tenant_id = tokens.tenant_id) FROM tokens WHERE hash = ?`, hash).
+		Scan(&a.TokenID, &a.TenantID, &a.UserID, &session, &expires, &disabled)
+	if err == nil && (disabled || (kind == apiTokens && session) || (kind == sessionTokens && !session) || (expires.Valid && expires.Int64 <= tx.now.UnixMilli())) {
+		// A disabled user's token, an expired session or one of the wrong
+		// kind is as good as none: the same answer as for a revoked one,
+		// so a caller learns nothing more from it.
+		return nil, nil
+	}
+	if errors.Is(err, sql.ErrNoRows) && kind == sessionTokens {
 		return nil, nil
 	}
 	if errors.Is(err, sql.ErrNoRows) {

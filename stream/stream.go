@@ -89,6 +89,8 @@ var accessChanging = map[string]bool{
 	herd.EventTokenDeleted: true,
 	// A user disabled (or enabled): its tokens authenticate no more.
 	herd.EventUserUpdated: true,
+	// A password set: the user's sessions ended with it.
+	herd.EventUserPasswordSet: true,
 }
 
 // Hub holds the connections of this process and fans hints out to them.

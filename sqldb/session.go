@@ -1,0 +1,245 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/password"
+)
+
+// SessionService implements herd.SessionService: passwords in
+// user_passwords, sessions as rows of tokens marked session (migration
+// 0025).
+type SessionService struct {
+	db *DB
+}
+
+var _ herd.SessionService = (*SessionService)(nil)
+
+// NewSessionService returns the session service of db.
+func NewSessionService(db *DB) *SessionService { return &SessionService{db: db} }
+
+// readOnce runs fn in a read transaction.
+func (db *DB) readOnce(ctx context.Context, fn func(tx *Tx) error) error {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// SetPasswordParams sets the argon2id costs of the passwords db hashes from
+// now on (tests use cheap ones; password.Default otherwise).
+func (db *DB) SetPasswordParams(p password.Params) { db.passwordParams = &p }
+
+func (db *DB) hashParams() password.Params {
+	if db.passwordParams != nil {
+		return *db.passwordParams
+	}
+	return password.Default
+}
+
+// SetPassword implements herd.SessionService. The hash is made before the
+// transaction begins: it costs tens of milliseconds of CPU, which no writer
+// should hold SQLite's lock for.
+func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw string) (err error) {
+	defer wrapOp("sqldb.SetPassword", &err)
+	a, err := actor(ctx)
+	if err != nil {
+		return err
+	}
+	if err := herd.CheckPassword(pw); err != nil {
+		return err
+	}
+	hash, err := password.Hash(s.db.hashParams(), pw)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	u, err := tx.findUser(ctx, a, userID)
+	if err != nil {
+		return err
+	}
+	if a.Super || a.UserID != u.ID {
+		if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
+			return err
+		}
+	}
+	// The tenant's lock orders this against another SetPassword or rename
+	// taking the same login (the unique index is the guard either way; the
+	// check first gives the clear message).
+	if _, err := tx.lockTenantTree(ctx, u.TenantID); err != nil {
+		return err
+	}
+	login := herd.FoldText(u.Name)
+	var other int64
+	err = tx.QueryRowContext(ctx, `SELECT user_id FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&other)
+	if err == nil {
+		return herd.Errorf(herd.ECONFLICT, "user %d of the tenant already signs in as %q: rename one of them first", other, u.Name)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO user_passwords (user_id, tenant_id, login, hash, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (user_id) DO UPDATE SET login = excluded.login, hash = excluded.hash, updated_at = excluded.updated_at`,
+		u.ID, u.TenantID, login, hash, tx.now.UnixMilli())
+	if err != nil {
+		return formatError(err, fmt.Sprintf("another user of the tenant signs in as %q", u.Name))
+	}
+	// A new password ends every session of the user, as a changed password
+	// should (someone who knew the old one is signed out); API tokens stay.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE user_id = ? AND tenant_id = ? AND session`, u.ID, u.TenantID); err != nil {
+		return err
+	}
+	root, err := tx.rootPath(ctx, u.TenantID)
+	if err != nil {
+		return err
+	}
+	ev := newEvent(herd.EventUserPasswordSet, herd.EventSubjectUser, u.ID, root, map[string]any{"id": fmt.Sprint(u.ID), "tenant_id": fmt.Sprint(u.TenantID)})
+	if err := tx.appendEvents(ctx, u.TenantID, ev); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// moveLogin keeps a renamed user's login (their sign-in name) in step with
+// their name, under the tenant's lock the rename holds: ECONFLICT when the
+// user has a password and another user of the tenant signs in with the new
+// name.
+func (tx *Tx) moveLogin(ctx context.Context, u *herd.User) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_passwords WHERE user_id = ? AND tenant_id = ?`, u.ID, u.TenantID).Scan(&n); err != nil || n == 0 {
+		return err // no password, no login to move
+	}
+	login := herd.FoldText(u.Name)
+	var other int64
+	err := tx.QueryRowContext(ctx, `SELECT user_id FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&other)
+	if err == nil {
+		return herd.Errorf(herd.ECONFLICT, "user %d of the tenant already signs in as %q", other, u.Name)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE user_passwords SET login = ? WHERE user_id = ? AND tenant_id = ?`, login, u.ID, u.TenantID)
+	return formatError(err, fmt.Sprintf("another user of the tenant signs in as %q", u.Name))
+}
+
+// dummyHash is verified against when no password is found, so that an
+// unknown name costs a sign-in the time a wrong password does.
+var dummyHash = sync.OnceValues(func() (string, error) {
+	return password.Hash(password.Default, "herd: no such user")
+})
+
+// SignIn implements herd.SessionService. The password is checked outside
+// any transaction (argon2id's cost); the session is written in one that
+// finds the same hash and an enabled user again, so a sign-in racing a
+// password change or a disable either ends before it or fails.
+func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw string) (_ *herd.Session, err error) {
+	defer wrapOp("sqldb.SignIn", &err)
+	unauth := herd.Errorf(herd.EUNAUTHORIZED, "wrong tenant, name or password")
+	login := herd.FoldText(name)
+	var userID int64
+	var hash string
+	var disabled bool
+	err = s.db.readOnce(ctx, func(tx *Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT p.user_id, p.hash, u.disabled FROM user_passwords p JOIN users u ON u.id = p.user_id AND u.tenant_id = p.tenant_id
+			WHERE p.tenant_id = ? AND p.login = ?`, tenantID, login).Scan(&userID, &hash, &disabled)
+	})
+	found := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	if !found {
+		if hash, err = dummyHash(); err != nil {
+			return nil, err
+		}
+	}
+	ok, err := password.Verify(hash, pw)
+	if err != nil {
+		return nil, fmt.Errorf("check the password of user %d: %w", userID, err)
+	}
+	if !found || !ok || disabled {
+		return nil, unauth
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var again string
+	err = tx.QueryRowContext(ctx, `SELECT p.hash FROM user_passwords p JOIN users u ON u.id = p.user_id AND u.tenant_id = p.tenant_id
+		WHERE p.tenant_id = ? AND p.user_id = ? AND NOT u.disabled`, tenantID, userID).Scan(&again)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && again != hash) {
+		return nil, unauth
+	} else if err != nil {
+		return nil, err
+	}
+	// The user's ended sessions are swept here, by the user's index, so
+	// their rows do not pile up.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE user_id = ? AND tenant_id = ? AND session AND expires_at <= ?`, userID, tenantID, tx.now.UnixMilli()); err != nil {
+		return nil, err
+	}
+	ss := &herd.Session{TenantID: tenantID, UserID: userID, Secret: NewTokenSecret(), CreatedAt: tx.now, ExpiresAt: tx.now.Add(herd.SessionTTL)}
+	if ss.ID, err = tx.insertID(ctx, `INSERT INTO tokens (tenant_id, user_id, hash, created_at, session, expires_at) VALUES (?, ?, ?, ?, true, ?)`,
+		tenantID, userID, hashToken(ss.Secret), tx.now.UnixMilli(), ss.ExpiresAt.UnixMilli()); err != nil {
+		return nil, err
+	}
+	return ss, tx.Commit()
+}
+
+// AuthenticateSession implements herd.SessionService.
+func (s *SessionService) AuthenticateSession(ctx context.Context, secret string) (_ *herd.Actor, err error) {
+	defer wrapOp("sqldb.AuthenticateSession", &err)
+	unauth := herd.Errorf(herd.EUNAUTHORIZED, "invalid or ended session: sign in again")
+	if !herd.IsTokenSecret(secret) {
+		return nil, unauth
+	}
+	var a *herd.Actor
+	err = s.db.readOnce(ctx, func(tx *Tx) error {
+		var err error
+		a, err = tx.actorOfTokenHash(ctx, hashToken(secret), sessionTokens)
+		return err
+	})
+	if err == nil && a == nil {
+		return nil, unauth
+	}
+	return a, err
+}
+
+// SignOut implements herd.SessionService: the session's row goes, so the
+// secret, and any stream opened with a ticket of it, stop at once.
+func (s *SessionService) SignOut(ctx context.Context, secret string) (err error) {
+	defer wrapOp("sqldb.SignOut", &err)
+	if !herd.IsTokenSecret(secret) {
+		return nil
+	}
+	tx, err := s.db.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var id, tenantID int64
+	err = tx.QueryRowContext(ctx, `DELETE FROM tokens WHERE hash = ? AND session RETURNING id, tenant_id`, hashToken(secret)).Scan(&id, &tenantID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	// token.deleted makes the tenant's streams read their access again,
+	// so one opened with this session's ticket ends now.
+	root, err := tx.rootPath(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if err := tx.appendEvents(ctx, tenantID, newEvent(herd.EventTokenDeleted, herd.EventSubjectToken, id, root, map[string]any{"id": fmt.Sprint(id), "tenant_id": fmt.Sprint(tenantID), "session": true})); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
