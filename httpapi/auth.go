@@ -7,18 +7,21 @@ import (
 	"github.com/herd-iot/herd"
 )
 
-// authed wraps a handler so that it runs only for a valid bearer token, with
-// the token's actor in the request context. The actor, grants included, is
+// authed wraps a handler so that it runs only for a valid bearer token or
+// session cookie (session.go), with its actor in the request context. The actor, grants included, is
 // loaded on every request: there is no cache, so a revoked grant or token
 // stops working on the very next request.
 func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		secret, ok := bearerToken(r)
-		if !ok {
-			Error(w, r, herd.Errorf(herd.EUNAUTHORIZED, "missing bearer token: send Authorization: Bearer <token>"))
-			return
+		var a *herd.Actor
+		var err error
+		if secret, ok := bearerToken(r); ok {
+			a, err = s.UserService.Authenticate(r.Context(), secret)
+		} else if c, ok := s.sessionCookie(r); ok {
+			a, err = s.sessionActor(r, c)
+		} else {
+			err = herd.Errorf(herd.EUNAUTHORIZED, "missing bearer token: send Authorization: Bearer <token>, or sign in (POST /v1/sessions) for the session cookie")
 		}
-		a, err := s.UserService.Authenticate(r.Context(), secret)
 		if err != nil {
 			Error(w, r, err)
 			return

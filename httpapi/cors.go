@@ -30,9 +30,10 @@ const corsMaxAge = "600"
 //
 // With "*" the answer says Access-Control-Allow-Origin: * and never allows
 // credentials (browsers refuse the two together); with a list, the page's
-// own origin is named and credentials are allowed. herd authenticates by
-// the Authorization header only, never by a cookie, so credentials add
-// nothing a page could abuse.
+// own origin is named and credentials are allowed. Other origins
+// authenticate by the Authorization header only: the session cookie is
+// SameSite=Strict and taken from herd's own pages only (session.go), so
+// credentials add nothing a page could abuse.
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""

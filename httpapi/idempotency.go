@@ -137,11 +137,13 @@ func (s *Server) failpoint(r *http.Request, stage string) {
 
 // noReplay refuses an Idempotency-Key on a route whose answer carries a
 // secret (a token, a credential, a webhook's signing secret): replaying it
-// would mean keeping the secret for 24 h, where herd keeps only hashes.
+// would mean keeping the secret for 24 h, where herd keeps only hashes;
+// and on one whose request does (a password), which the key's record
+// would keep a fast hash of.
 func (s *Server) noReplay(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get(HeaderIdempotencyKey) != "" {
-			Error(w, r, herd.Errorf(herd.EINVALID, "this request answers with a secret, which herd does not keep to replay: send it without an %s, and after a lost answer list what exists and revoke what you cannot use", HeaderIdempotencyKey))
+			Error(w, r, herd.Errorf(herd.EINVALID, "this request carries or answers with a secret, which herd does not keep to replay: send it without an %s (a password set twice is set; after a lost token or credential, list what exists and revoke what you cannot use)", HeaderIdempotencyKey))
 			return
 		}
 		h(w, r)

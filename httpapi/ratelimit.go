@@ -17,12 +17,13 @@ const (
 	DefaultRateBurst = 2000
 )
 
-// limiter holds a token bucket per API token, in this process.
-type limiter struct {
+// limiter holds a token bucket per key (an API token, or a sign-in's
+// account and address), in this process.
+type limiter[K comparable] struct {
 	mu      sync.Mutex
 	rate    rate.Limit
 	burst   int
-	buckets map[tokenKey]*bucket
+	buckets map[K]*bucket
 }
 
 // tokenKey names a token's bucket. Super-admin tokens and users' tokens
@@ -39,15 +40,13 @@ type bucket struct {
 	used time.Time
 }
 
-func newLimiter(perSecond float64, burst int) *limiter {
-	return &limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[tokenKey]*bucket{}}
+func newLimiter[K comparable](perSecond float64, burst int) *limiter[K] {
+	return &limiter[K]{rate: rate.Limit(perSecond), burst: burst, buckets: map[K]*bucket{}}
 }
 
-// allow takes a request from the token's bucket, or says how long to wait.
-func (l *limiter) allow(token tokenKey, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[token]
+// bucketOf returns key's bucket, made full when it has none; l.mu is held.
+func (l *limiter[K]) bucketOf(key K, now time.Time) *bucket {
+	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) >= 100000 {
 			// Forget the buckets idle long enough to be full again.
@@ -59,15 +58,42 @@ func (l *limiter) allow(token tokenKey, now time.Time) (bool, time.Duration) {
 			}
 		}
 		b = &bucket{lim: rate.NewLimiter(l.rate, l.burst)}
-		l.buckets[token] = b
+		l.buckets[key] = b
 	}
 	b.used = now
+	return b
+}
+
+// allow takes a request from the key's bucket, or says how long to wait.
+func (l *limiter[K]) allow(key K, now time.Time) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketOf(key, now)
 	r := b.lim.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
 		return false, d
 	}
 	return true, 0
+}
+
+// waitFor says how long until the key's bucket holds a whole token again,
+// taking none: zero when it holds one now.
+func (l *limiter[K]) waitFor(key K, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketOf(key, now)
+	if t := b.lim.TokensAt(now); t < 1 {
+		return time.Duration((1 - t) / float64(l.rate) * float64(time.Second))
+	}
+	return 0
+}
+
+// spend takes a token from the key's bucket, going into debt if need be.
+func (l *limiter[K]) spend(key K, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucketOf(key, now).lim.ReserveN(now, 1)
 }
 
 // limited refuses a request over its token's rate with 429 and a

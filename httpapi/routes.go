@@ -11,7 +11,7 @@ import (
 // Idempotency-Key (commands require one), except those whose answer
 // carries a secret: herd keeps secrets hashed, and will not keep an answer
 // to replay. Every /v1 route requires a
-// bearer token; the probes and /metrics do not, so that orchestrators and
+// bearer token or the session cookie, but the sign-in itself; the probes and /metrics do not, so that orchestrators and
 // Prometheus can reach them without one.
 func (s *Server) registerRoutes() {
 	s.handle("GET /healthz", s.handleHealthz)
@@ -85,6 +85,10 @@ func (s *Server) registerRoutes() {
 	s.handle("POST /v1/users/{id}/tokens", s.authed(s.noReplay(s.handleTokenCreate)))
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
+	// People's sign-in: a password, then the session cookie (session.go).
+	s.handle("POST /v1/users/{id}/password", s.authed(s.noReplay(s.handlePasswordSet)))
+	s.handle("POST /v1/sessions", s.noReplay(s.handleSessionCreate))
+	s.handle("DELETE /v1/sessions/current", s.handleSessionDelete)
 
 	// The event log: the truth that the stream's hints point to.
 	s.handle("GET /v1/events", s.authed(s.handleEvents))

@@ -109,6 +109,14 @@ type Server struct {
 	// TicketService issues the tickets that open the sockets from a
 	// browser (POST /v1/stream/tickets); nil answers 404.
 	TicketService herd.TicketService
+	// SessionService signs people in with a password (POST /v1/sessions)
+	// and turns the session cookie into an actor; nil answers 404 there
+	// and takes no cookie.
+	SessionService herd.SessionService
+	// SecureCookies sets Secure on the session cookie even when the
+	// request came without TLS (herd behind a proxy that ends it); with
+	// TLS here it is always set.
+	SecureCookies bool
 	// Origins is the policy for web pages of other origins: which may
 	// open the sockets and read /v1 answers (CORS). Nil allows herd's own
 	// origin only.
@@ -126,10 +134,12 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	metrics  *metrics
-	limits   *limiter
-	ln       net.Listener
-	server   *http.Server
-	done     chan error
+	limits   *limiter[tokenKey]
+	// signInFails count failed sign-ins per account and per address.
+	signInFails signInLimits
+	ln          net.Listener
+	server      *http.Server
+	done        chan error
 }
 
 // NewServer returns a Server with default settings and every route
@@ -146,6 +156,7 @@ func NewServer() *Server {
 		registry:        prometheus.NewRegistry(),
 	}
 	s.metrics = newMetrics(s.registry)
+	s.signInFails = newSignInLimits()
 	s.registerRoutes()
 	return s
 }
@@ -163,7 +174,7 @@ func (s *Server) Open() error {
 		return fmt.Errorf("httpapi: every service must be set before Open")
 	}
 	if s.RateLimit > 0 {
-		s.limits = newLimiter(s.RateLimit, max(s.RateBurst, 1))
+		s.limits = newLimiter[tokenKey](s.RateLimit, max(s.RateBurst, 1))
 	}
 	ln := s.Listener
 	if ln == nil {

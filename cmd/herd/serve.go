@@ -236,6 +236,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.NodeService = sqldb.NewNodeService(m.DB)
 	s.DeviceService = sqldb.NewDeviceService(m.DB)
 	s.UserService = sqldb.NewUserService(m.DB)
+	s.SessionService = sqldb.NewSessionService(m.DB)
 	s.GrantService = sqldb.NewGrantService(m.DB)
 	s.ListService = sqldb.NewListService(m.DB)
 	s.CredentialService = creds

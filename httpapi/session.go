@@ -1,0 +1,219 @@
+package httpapi
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/herd-iot/herd"
+	"github.com/herd-iot/herd/internal/wsconn"
+)
+
+// People sign in with a password and are then known by the session cookie
+// (herd.SessionCookie: HttpOnly, SameSite=Strict, Secure under TLS). A
+// cookie is sent by the browser whoever made the request, so the API takes
+// it only from herd's own pages: a request with the cookie and an Origin
+// of another site is refused, and a write (any method but GET and HEAD)
+// needs both an Origin of herd's own and the HeaderHerdRequest header,
+// which no form can send and no other origin may send without a preflight
+// that herd refuses. Bearer tokens are unchanged, and win over a cookie
+// sent with one.
+
+// HeaderHerdRequest must accompany every write made with the session
+// cookie (any value).
+const HeaderHerdRequest = "X-Herd-Request"
+
+// Failed sign-ins allowed before they are refused unheard (429), and how
+// fast that allowance comes back: per account (tenant and name) and, so
+// that one client cannot try many accounts, per address.
+const (
+	signInFailsPerAccount = 5
+	signInAccountRefill   = 12 * time.Second // 5 a minute
+	signInFailsPerAddress = 20
+	signInAddressRefill   = 3 * time.Second // 20 a minute
+)
+
+type signInAccount struct {
+	tenantID int64
+	login    string
+}
+
+type signInLimits struct {
+	accounts  *limiter[signInAccount]
+	addresses *limiter[string]
+}
+
+func newSignInLimits() signInLimits {
+	return signInLimits{
+		accounts:  newLimiter[signInAccount](1/signInAccountRefill.Seconds(), signInFailsPerAccount),
+		addresses: newLimiter[string](1/signInAddressRefill.Seconds(), signInFailsPerAddress),
+	}
+}
+
+// sessionActor authenticates a request by its session cookie, holding it
+// to the rules above.
+func (s *Server) sessionActor(r *http.Request, c *http.Cookie) (*herd.Actor, error) {
+	if err := cookieOrigin(r); err != nil {
+		return nil, err
+	}
+	return s.SessionService.AuthenticateSession(r.Context(), c.Value)
+}
+
+// cookieOrigin checks that a request carrying the session cookie comes
+// from herd's own page.
+func cookieOrigin(r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin != "" && !wsconn.SameOrigin(r) {
+		return herd.Errorf(herd.EFORBIDDEN, "the session cookie is taken from herd's own pages only, not from %q: send Authorization: Bearer <token> from other origins", origin)
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return nil
+	}
+	if origin == "" {
+		return herd.Errorf(herd.EFORBIDDEN, "a write with the session cookie must say its Origin (browsers do)")
+	}
+	if r.Header.Get(HeaderHerdRequest) == "" {
+		return herd.Errorf(herd.EFORBIDDEN, "a write with the session cookie must send the %s header", HeaderHerdRequest)
+	}
+	return nil
+}
+
+// sessionCookie returns the request's session cookie, if it has one and
+// sessions are served here.
+func (s *Server) sessionCookie(r *http.Request) (*http.Cookie, bool) {
+	if s.SessionService == nil {
+		return nil, false
+	}
+	c, err := r.Cookie(herd.SessionCookie)
+	return c, err == nil && c.Value != ""
+}
+
+type signInRequest struct {
+	TenantID int64  `json:"tenant_id,string"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+// handleSessionCreate handles POST /v1/sessions: a sign-in. It answers the
+// session (never its secret, which goes in the Set-Cookie header only).
+// Failures are counted per account and address, and past the allowance
+// refused without checking the password; each is logged, without it.
+func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
+	if s.SessionService == nil {
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "sign-in is not served here"))
+		return
+	}
+	// A sign-in too comes from herd's own page (so that no other site can
+	// sign a browser in to an account of its choosing).
+	if err := cookieOrigin(r); err != nil {
+		Error(w, r, err)
+		return
+	}
+	var req signInRequest
+	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
+		Error(w, r, err)
+		return
+	}
+	if req.TenantID == 0 || req.Name == "" || req.Password == "" {
+		Error(w, r, herd.Errorf(herd.EINVALID, "a sign-in needs tenant_id, name and password"))
+		return
+	}
+	now := time.Now()
+	account := signInAccount{tenantID: req.TenantID, login: herd.FoldText(req.Name)}
+	addr := clientAddress(r)
+	if wait := max(s.signInFails.accounts.waitFor(account, now), s.signInFails.addresses.waitFor(addr, now)); wait > 0 {
+		s.Logger.Warn("sign-in refused: too many failures", "tenant_id", req.TenantID, "name", req.Name, "remote", addr)
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many failed sign-ins for this account or address: retry after the Retry-After header's seconds"))
+		return
+	}
+	ss, err := s.SessionService.SignIn(r.Context(), req.TenantID, req.Name, req.Password)
+	if err != nil {
+		if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
+			s.signInFails.accounts.spend(account, now)
+			s.signInFails.addresses.spend(addr, now)
+			s.Logger.Warn("sign-in failed", "tenant_id", req.TenantID, "name", req.Name, "remote", addr)
+		}
+		Error(w, r, err)
+		return
+	}
+	s.Logger.Info("signed in", "tenant_id", ss.TenantID, "user_id", ss.UserID, "session", ss.ID, "remote", addr)
+	http.SetCookie(w, s.newSessionCookie(r, ss.Secret, int(herd.SessionTTL.Seconds())))
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, ss)
+}
+
+// handleSessionDelete handles DELETE /v1/sessions/current: the session of
+// the cookie ends, and the cookie is cleared, whether or not it still
+// worked.
+func (s *Server) handleSessionDelete(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.sessionCookie(r)
+	if !ok {
+		Error(w, r, herd.Errorf(herd.EUNAUTHORIZED, "no session cookie: nothing to sign out of"))
+		return
+	}
+	if err := cookieOrigin(r); err != nil {
+		Error(w, r, err)
+		return
+	}
+	if err := s.SessionService.SignOut(r.Context(), c.Value); err != nil {
+		Error(w, r, err)
+		return
+	}
+	http.SetCookie(w, s.newSessionCookie(r, "", -1))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) newSessionCookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name:     herd.SessionCookie,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   r.TLS != nil || s.SecureCookies,
+		SameSite: http.SameSiteStrictMode,
+	}
+}
+
+type passwordRequest struct {
+	Password string `json:"password"`
+}
+
+// handlePasswordSet handles POST /v1/users/{id}/password. No idempotency
+// record is kept of it: the record fingerprints the body, and a fast hash
+// of a password is what argon2id is there to avoid storing.
+func (s *Server) handlePasswordSet(w http.ResponseWriter, r *http.Request) {
+	if s.SessionService == nil {
+		Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords are not served here"))
+		return
+	}
+	id, err := pathID(r, "id")
+	if err != nil {
+		Error(w, r, err)
+		return
+	}
+	var req passwordRequest
+	if err := decodeJSON(w, r, MaxBodySize, &req); err != nil {
+		Error(w, r, err)
+		return
+	}
+	if err := s.SessionService.SetPassword(r.Context(), id, req.Password); err != nil {
+		Error(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// clientAddress is the request's peer address without its port: the key
+// of the per-address sign-in allowance. (Behind a proxy every client has
+// the proxy's; the per-account allowance still holds.)
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
