@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -216,4 +217,9 @@ func clientAddress(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// SetPassword sets a user's password (POST /v1/users/{id}/password).
+func (c *Client) SetPassword(ctx context.Context, userID int64, password string) error {
+	return c.do(ctx, http.MethodPost, idPath("/v1/users/%d/password", userID), nil, passwordRequest{Password: password}, nil)
 }

@@ -112,7 +112,8 @@ Commands:
 	doctor    check a database: "herd doctor ids" finds id columns near their limit
 	devices   "herd devices update ID --name X --model Y" renames a device
 	nodes     "herd nodes update ID --name X --kind Y" renames a node
-	users     "herd users update ID --name X --disabled=true" renames or disables a user
+	users     "herd users update ID --name X --disabled=true" renames or disables a user;
+	          "herd users password ID < FILE" sets the password they sign in with
 	tenants   "herd tenants update ID --name X" renames a tenant (super-admin)
 	bench     run the benchmark scenarios
 	version   print the version

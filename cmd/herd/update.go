@@ -49,7 +49,13 @@ type objectField struct {
 // object's new version (or the object, with --json).
 func runObjects(ctx context.Context, group string, args []string, stdout, stderr io.Writer) error {
 	oc := objectCommands[group]
+	if group == "users" && len(args) > 0 && args[0] == "password" {
+		return runUserPassword(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "update" {
+		if group == "users" {
+			return &usageError{msg: "herd users takes a subcommand: update ID [flags], or password ID < FILE"}
+		}
 		return &usageError{msg: fmt.Sprintf("herd %s takes a subcommand: update ID [flags]", group)}
 	}
 	args = args[1:]

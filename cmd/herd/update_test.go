@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,6 +102,37 @@ func TestObjects_Update(t *testing.T) {
 		got, err := api.FindTenantByID(ctx, ten.ID)
 		if err != nil || got.Name != "Objects AS" || got.Version != 2 {
 			t.Fatalf("tenant %+v, %v", got, err)
+		}
+	})
+	t.Run("UserPassword", func(t *testing.T) {
+		// The password comes from standard input, never the command line.
+		stdin = strings.NewReader("una's first passphrase\n")
+		defer func() { stdin = os.Stdin }()
+		uid := strconv.FormatInt(u.ID, 10)
+		out, err := herdRun("users", "password", uid)
+		if err != nil || !strings.Contains(out, "user "+uid+" has a new password") {
+			t.Fatalf("output %q, err %v", out, err)
+		}
+		body, _ := json.Marshal(map[string]string{"tenant_id": strconv.FormatInt(ten.ID, 10), "name": "UNA", "password": "una's first passphrase"})
+		req, _ := http.NewRequest("POST", m.HTTPServer.URL()+"/v1/sessions", bytes.NewReader(body))
+		req.Header.Set("Origin", m.HTTPServer.URL())
+		req.Header.Set(httpapi.HeaderHerdRequest, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("sign-in with the password set: %d", resp.StatusCode)
+		}
+		// Too short, and none at all: each an error, nothing set.
+		stdin = strings.NewReader("short\n")
+		if _, err := herdRun("users", "password", uid); herd.ErrorCode(err) != herd.EINVALID {
+			t.Fatalf("a short password: %v", err)
+		}
+		stdin = strings.NewReader("")
+		if _, err := herdRun("users", "password", uid); err == nil || !strings.Contains(err.Error(), "no password on standard input") {
+			t.Fatalf("no password: %v", err)
 		}
 	})
 	t.Run("UserDisabled", func(t *testing.T) {

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/herd-iot/herd/httpapi"
+)
+
+// stdin is what "herd users password" reads the password from (tests
+// give it theirs).
+var stdin io.Reader = os.Stdin
+
+// runUserPassword is "herd users password ID": it sets the password of
+// user ID (POST /v1/users/ID/password) to the first line of standard
+// input, so that the password is in neither the shell's history nor the
+// process list.
+func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd users password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	api, token := clientFlags(fs, os.Getenv)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: herd users password ID [flags] < FILE\n\nSets the password user ID signs in with (at least 10 characters) to the\nfirst line of standard input, and ends their sessions. The user\nthemself or an admin of the tenant's root may.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		} else if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return &usageError{msg: fmt.Sprintf("users password takes one user id, got %q", pos)}
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id <= 0 {
+		return &usageError{msg: fmt.Sprintf("users password: %q is not a user id", pos[0])}
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("users password: read standard input: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return errors.New("users password: no password on standard input (give it as its first line)")
+	}
+	if *token == "" {
+		return &usageError{msg: "users password needs a token: --token or HERD_TOKEN"}
+	}
+	if err := httpapi.NewClient(*api, *token).SetPassword(ctx, id, pw); err != nil {
+		return fmt.Errorf("users password: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "user %d has a new password; their sessions ended\n", id)
+	return err
+}
