@@ -59,11 +59,14 @@ func CheckPassword(p string) error {
 type SessionService interface {
 	// SetPassword sets a user's password, ending their sessions: the
 	// user themself or an admin of their tenant's root (or a super-admin)
-	// may, as for CreateToken. EINVALID for a password CheckPassword
-	// refuses, ECONFLICT when another user of the tenant signs in with
-	// the same name (names compare case-folded), ENOTFOUND as for
-	// FindUserByID.
-	SetPassword(ctx context.Context, userID int64, password string) error
+	// may, as for CreateToken. A user changing their own password gives
+	// the one they have as current (so that a stolen session cannot take
+	// the account for good); an admin setting another's does not.
+	// EINVALID for a password CheckPassword refuses or a missing current,
+	// EFORBIDDEN for a wrong current, ECONFLICT when another user of the
+	// tenant signs in with the same name (names compare case-folded),
+	// ENOTFOUND as for FindUserByID.
+	SetPassword(ctx context.Context, userID int64, password, current string) error
 	// SignIn starts a session for the user of the tenant with that name
 	// and password. Every failure (no such tenant or user, no password,
 	// the wrong one, a disabled user) is the same EUNAUTHORIZED, in about

@@ -24,6 +24,7 @@ type limiter[K comparable] struct {
 	rate    rate.Limit
 	burst   int
 	buckets map[K]*bucket
+	swept   time.Time
 }
 
 // tokenKey names a token's bucket. Super-admin tokens and users' tokens
@@ -45,11 +46,14 @@ func newLimiter[K comparable](perSecond float64, burst int) *limiter[K] {
 }
 
 // bucketOf returns key's bucket, made full when it has none; l.mu is held.
+// Past 100,000 buckets, those idle long enough to be full again are
+// forgotten, at most once a second (a scan of them all each request
+// would be the cost an attacker with many keys imposes).
 func (l *limiter[K]) bucketOf(key K, now time.Time) *bucket {
 	b := l.buckets[key]
 	if b == nil {
-		if len(l.buckets) >= 100000 {
-			// Forget the buckets idle long enough to be full again.
+		if len(l.buckets) >= 100000 && now.Sub(l.swept) > time.Second {
+			l.swept = now
 			full := time.Duration(float64(l.burst) / float64(l.rate) * float64(time.Second))
 			for k, v := range l.buckets {
 				if now.Sub(v.used) > full {
@@ -66,34 +70,24 @@ func (l *limiter[K]) bucketOf(key K, now time.Time) *bucket {
 
 // allow takes a request from the key's bucket, or says how long to wait.
 func (l *limiter[K]) allow(key K, now time.Time) (bool, time.Duration) {
+	r, wait := l.take(key, now)
+	return r != nil, wait
+}
+
+// take reserves a token of the key's bucket and returns the reservation,
+// to give back (CancelAt) if what it was for turns out not to count; or
+// nil and how long to wait. Taking before the work, not after it, is what
+// keeps concurrent requests from all passing a check that none has spent.
+func (l *limiter[K]) take(key K, now time.Time) (*rate.Reservation, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.bucketOf(key, now)
 	r := b.lim.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return false, d
+		return nil, d
 	}
-	return true, 0
-}
-
-// waitFor says how long until the key's bucket holds a whole token again,
-// taking none: zero when it holds one now.
-func (l *limiter[K]) waitFor(key K, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.bucketOf(key, now)
-	if t := b.lim.TokensAt(now); t < 1 {
-		return time.Duration((1 - t) / float64(l.rate) * float64(time.Second))
-	}
-	return 0
-}
-
-// spend takes a token from the key's bucket, going into debt if need be.
-func (l *limiter[K]) spend(key K, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.bucketOf(key, now).lim.ReserveN(now, 1)
+	return r, 0
 }
 
 // limited refuses a request over its token's rate with 429 and a

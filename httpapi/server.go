@@ -114,8 +114,8 @@ type Server struct {
 	// and takes no cookie.
 	SessionService herd.SessionService
 	// SecureCookies sets Secure on the session cookie even when the
-	// request came without TLS (herd behind a proxy that ends it); with
-	// TLS here it is always set.
+	// request came without TLS and without X-Forwarded-Proto: https (herd
+	// behind a proxy that ends TLS and says nothing); either sets it.
 	SecureCookies bool
 	// Origins is the policy for web pages of other origins: which may
 	// open the sockets and read /v1 answers (CORS). Nil allows herd's own

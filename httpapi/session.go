@@ -3,10 +3,12 @@ package httpapi
 import (
 	"context"
 	"math"
-	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/internal/wsconn"
@@ -99,8 +101,10 @@ type signInRequest struct {
 
 // handleSessionCreate handles POST /v1/sessions: a sign-in. It answers the
 // session (never its secret, which goes in the Set-Cookie header only).
-// Failures are counted per account and address, and past the allowance
-// refused without checking the password; each is logged, without it.
+// Each attempt takes a token of its address's and its account's failure
+// allowance before anything is checked, and gets it back unless it failed
+// with the wrong tenant, name or password; past the allowance a sign-in is
+// refused unheard. Each failure is logged, without the password.
 func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 	if s.SessionService == nil {
 		Error(w, r, herd.Errorf(herd.ENOTFOUND, "sign-in is not served here"))
@@ -117,26 +121,43 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	if req.TenantID == 0 || req.Name == "" || req.Password == "" {
+	switch {
+	case req.TenantID == 0 || req.Name == "" || req.Password == "":
 		Error(w, r, herd.Errorf(herd.EINVALID, "a sign-in needs tenant_id, name and password"))
 		return
+	case len(req.Name) > herd.MaxNameLen || len(req.Password) > herd.MaxPasswordBytes:
+		// No user has such a name or password: refused before it costs a
+		// hash or a bucket.
+		Error(w, r, herd.Errorf(herd.EINVALID, "a name is at most %d bytes and a password at most %d", herd.MaxNameLen, herd.MaxPasswordBytes))
+		return
 	}
-	now := time.Now()
-	account := signInAccount{tenantID: req.TenantID, login: herd.FoldText(req.Name)}
 	addr := clientAddress(r)
-	if wait := max(s.signInFails.accounts.waitFor(account, now), s.signInFails.addresses.waitFor(addr, now)); wait > 0 {
-		s.Logger.Warn("sign-in refused: too many failures", "tenant_id", req.TenantID, "name", req.Name, "remote", addr)
+	name := logName(req.Name)
+	refuse := func(wait time.Duration) {
+		s.Logger.Warn("sign-in refused: too many failures", "tenant_id", req.TenantID, "name", name, "remote", addr)
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many failed sign-ins for this account or address: retry after the Retry-After header's seconds"))
+	}
+	now := time.Now()
+	byAddr, wait := s.signInFails.addresses.take(addr, now)
+	if byAddr == nil {
+		refuse(wait)
+		return
+	}
+	byAccount, wait := s.signInFails.accounts.take(signInAccount{tenantID: req.TenantID, login: herd.FoldText(req.Name)}, now)
+	if byAccount == nil {
+		byAddr.CancelAt(now)
+		refuse(wait)
 		return
 	}
 	ss, err := s.SessionService.SignIn(r.Context(), req.TenantID, req.Name, req.Password)
+	if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
+		s.Logger.Warn("sign-in failed", "tenant_id", req.TenantID, "name", name, "remote", addr)
+	} else {
+		byAddr.CancelAt(now)
+		byAccount.CancelAt(now)
+	}
 	if err != nil {
-		if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
-			s.signInFails.accounts.spend(account, now)
-			s.signInFails.addresses.spend(addr, now)
-			s.Logger.Warn("sign-in failed", "tenant_id", req.TenantID, "name", req.Name, "remote", addr)
-		}
 		Error(w, r, err)
 		return
 	}
@@ -144,6 +165,20 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.newSessionCookie(r, ss.Secret, int(herd.SessionTTL.Seconds())))
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, ss)
+}
+
+// logName is a sign-in's name as logged: its first 64 bytes (people type
+// their password into the name field; a log line is no place for a whole
+// one, nor for a megabyte).
+func logName(n string) string {
+	if len(n) <= 64 {
+		return n
+	}
+	n = n[:64]
+	for !utf8.ValidString(n) {
+		n = n[:len(n)-1]
+	}
+	return n + "…"
 }
 
 // handleSessionDelete handles DELETE /v1/sessions/current: the session of
@@ -174,18 +209,22 @@ func (s *Server) newSessionCookie(r *http.Request, value string, maxAge int) *ht
 		Path:     "/",
 		MaxAge:   maxAge,
 		HttpOnly: true,
-		Secure:   r.TLS != nil || s.SecureCookies,
+		Secure:   r.TLS != nil || s.SecureCookies || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"),
 		SameSite: http.SameSiteStrictMode,
 	}
 }
 
 type passwordRequest struct {
 	Password string `json:"password"`
+	// Current is the password the user has, when they change their own.
+	Current string `json:"current_password,omitempty"`
 }
 
 // handlePasswordSet handles POST /v1/users/{id}/password. No idempotency
 // record is kept of it: the record fingerprints the body, and a fast hash
-// of a password is what argon2id is there to avoid storing.
+// of a password is what argon2id is there to avoid storing. A wrong
+// current password counts against the user's sign-in allowance, so that a
+// stolen session cannot guess it at the API's rate.
 func (s *Server) handlePasswordSet(w http.ResponseWriter, r *http.Request) {
 	if s.SessionService == nil {
 		Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords are not served here"))
@@ -201,25 +240,46 @@ func (s *Server) handlePasswordSet(w http.ResponseWriter, r *http.Request) {
 		Error(w, r, err)
 		return
 	}
-	if err := s.SessionService.SetPassword(r.Context(), id, req.Password); err != nil {
+	now := time.Now()
+	// The user's own allowance: tenant 0 is no sign-in's (those need one).
+	key := signInAccount{login: "user " + strconv.FormatInt(id, 10)}
+	tries, wait := s.signInFails.accounts.take(key, now)
+	if tries == nil {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many wrong current passwords for this user: retry after the Retry-After header's seconds"))
+		return
+	}
+	err = s.SessionService.SetPassword(r.Context(), id, req.Password, req.Current)
+	if herd.ErrorCode(err) != herd.EFORBIDDEN || req.Current == "" {
+		tries.CancelAt(now)
+	}
+	if err != nil {
 		Error(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// clientAddress is the request's peer address without its port: the key
-// of the per-address sign-in allowance. (Behind a proxy every client has
-// the proxy's; the per-account allowance still holds.)
+// SetPassword sets a user's password (POST /v1/users/{id}/password);
+// current is the password the user has when they change their own.
+func (c *Client) SetPassword(ctx context.Context, userID int64, password, current string) error {
+	return c.do(ctx, http.MethodPost, idPath("/v1/users/%d/password", userID), nil, passwordRequest{Password: password, Current: current}, nil)
+}
+
+// clientAddress is the key of the per-address sign-in allowance: the
+// request's peer address, an IPv6 one by its /64 (what one subscriber
+// gets). Behind a proxy every client has the proxy's; the per-account
+// allowance still holds.
 func clientAddress(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
-}
-
-// SetPassword sets a user's password (POST /v1/users/{id}/password).
-func (c *Client) SetPassword(ctx context.Context, userID int64, password string) error {
-	return c.do(ctx, http.MethodPost, idPath("/v1/users/%d/password", userID), nil, passwordRequest{Password: password}, nil)
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
 }

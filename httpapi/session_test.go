@@ -137,8 +137,15 @@ func TestServer_Sessions(t *testing.T) {
 			e.browser(browserReq{method: "GET", path: "/v1/devices", bearer: c.Value}).wantError(t, http.StatusUnauthorized, herd.EUNAUTHORIZED)
 			e.browser(browserReq{method: "GET", path: "/v1/devices", cookie: f.aliceToken.Secret}).wantError(t, http.StatusUnauthorized, herd.EUNAUTHORIZED)
 			// A viewer's session gets no write through.
-			e.browser(browserReq{method: "PATCH", path: "/v1/devices/" + strconv.FormatInt(f.devices["n1-a"].ID, 10), body: `{"name":"viewer"}`, cookie: c.Value, origin: "self", herdHeader: true}).
-				wantError(t, http.StatusForbidden, herd.EFORBIDDEN)
+			r = e.browser(browserReq{method: "PATCH", path: "/v1/devices/" + strconv.FormatInt(f.devices["n1-a"].ID, 10), body: `{"name":"viewer"}`, cookie: c.Value, origin: "self", herdHeader: true})
+			r.wantError(t, http.StatusForbidden, herd.EFORBIDDEN)
+			if strings.Contains(string(r.Body), "cookie") {
+				t.Fatalf("refused for its cookie, not its role: %s", r.Body)
+			}
+			// Another site cannot sign her out.
+			e.browser(browserReq{method: "DELETE", path: "/v1/sessions/current", cookie: c.Value, origin: "https://evil.example", herdHeader: true}).
+				wantError(t, http.StatusForbidden, herd.EFORBIDDEN, "cookie")
+			e.browser(browserReq{method: "GET", path: "/v1/devices", cookie: c.Value}).wantStatus(t, http.StatusOK)
 			// Signed out: the cookie is cleared and reads nothing more.
 			r = e.browser(browserReq{method: "DELETE", path: "/v1/sessions/current", cookie: c.Value, origin: "self", herdHeader: true})
 			r.wantStatus(t, http.StatusNoContent)
@@ -180,6 +187,37 @@ func TestServer_Sessions(t *testing.T) {
 			}
 		})
 
+		t.Run("OwnPasswordWithTheCookie", func(t *testing.T) {
+			c, r := e.signIn(f.tenant.ID, "bob", bobPW)
+			r.wantStatus(t, http.StatusCreated)
+			path := "/v1/users/" + strconv.FormatInt(f.bob.ID, 10) + "/password"
+			e.browser(browserReq{method: "POST", path: path, body: `{"password":"bob's next passphrase"}`, cookie: c.Value, origin: "self", herdHeader: true}).
+				wantError(t, http.StatusBadRequest, herd.EINVALID, "current_password")
+			e.browser(browserReq{method: "POST", path: path, body: `{"password":"bob's next passphrase","current_password":"not it at all"}`, cookie: c.Value, origin: "self", herdHeader: true}).
+				wantError(t, http.StatusForbidden, herd.EFORBIDDEN, "current_password")
+			body, _ := json.Marshal(map[string]string{"password": "bob's next passphrase", "current_password": bobPW})
+			e.browser(browserReq{method: "POST", path: path, body: string(body), cookie: c.Value, origin: "self", herdHeader: true}).wantStatus(t, http.StatusNoContent)
+			// Changed, his sessions end, this one too.
+			e.browser(browserReq{method: "GET", path: "/v1/devices", cookie: c.Value}).wantError(t, http.StatusUnauthorized, herd.EUNAUTHORIZED)
+			setPW(f.bob.ID, adminSecret, bobPW).wantStatus(t, http.StatusNoContent)
+		})
+
+		t.Run("SecureBehindAProxy", func(t *testing.T) {
+			body, _ := json.Marshal(map[string]string{"tenant_id": strconv.FormatInt(f.tenant.ID, 10), "name": "bob", "password": bobPW})
+			req, _ := http.NewRequest("POST", e.srv.URL()+"/v1/sessions", strings.NewReader(string(body)))
+			req.Header.Set("Origin", e.srv.URL())
+			req.Header.Set(httpapi.HeaderHerdRequest, "1")
+			req.Header.Set("X-Forwarded-Proto", "https")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if cs := resp.Cookies(); resp.StatusCode != http.StatusCreated || len(cs) != 1 || !cs[0].Secure {
+				t.Fatalf("%d, cookies %+v: want one Secure", resp.StatusCode, cs)
+			}
+		})
+
 		t.Run("FailedSignInsLimited", func(t *testing.T) {
 			wrong := "not alice's passphrase"
 			for i := range 5 {
@@ -196,6 +234,28 @@ func TestServer_Sessions(t *testing.T) {
 			// Another account from the same address still may.
 			_, r = e.signIn(f.tenant.ID, "bob", bobPW)
 			r.wantStatus(t, http.StatusCreated)
+			// Concurrent guesses get no more: of twenty at once on a fresh
+			// account, five are heard (401) and the rest refused (429).
+			results := make(chan int, 20)
+			for range 20 {
+				go func() {
+					_, r := e.signIn(f.tenant.ID, "bob", "concurrent guess")
+					results <- r.Status
+				}()
+			}
+			heard := 0
+			for range 20 {
+				switch st := <-results; st {
+				case http.StatusUnauthorized:
+					heard++
+				case http.StatusTooManyRequests:
+				default:
+					t.Fatalf("a concurrent guess: %d", st)
+				}
+			}
+			if heard != 5 {
+				t.Fatalf("%d of 20 concurrent guesses were heard, want 5", heard)
+			}
 			logs := e.logs.String()
 			if !strings.Contains(logs, "sign-in failed") || strings.Contains(logs, wrong) || strings.Contains(logs, alicePW) || strings.Contains(logs, bobPW) {
 				t.Fatalf("the logs do not say the failures, or hold a password:\n%s", logs)

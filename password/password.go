@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -48,6 +49,17 @@ var ErrMalformed = errors.New("password: malformed hash")
 
 var b64 = base64.RawStdEncoding
 
+// slots bounds the hashes computed at once to the cores: each takes its
+// Memory (19 MiB by default) for its duration, and a thousand sign-ins
+// at once would otherwise ask for 19 GiB. The rest wait their turn.
+var slots = make(chan struct{}, runtime.GOMAXPROCS(0))
+
+func idKey(pw, salt []byte, p Params, keyLen uint32) []byte {
+	slots <- struct{}{}
+	defer func() { <-slots }()
+	return argon2.IDKey(pw, salt, p.Time, p.Memory, p.Threads, keyLen)
+}
+
 // Hash returns the PHC string of password under p, with a fresh salt.
 func Hash(p Params, password string) (string, error) {
 	if err := p.check(); err != nil {
@@ -57,7 +69,7 @@ func Hash(p Params, password string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password: salt: %w", err)
 	}
-	key := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, p.KeyLen)
+	key := idKey([]byte(password), salt, p, p.KeyLen)
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 
@@ -69,7 +81,7 @@ func Verify(encoded, password string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+	got := idKey([]byte(password), salt, p, uint32(len(key)))
 	return subtle.ConstantTimeCompare(got, key) == 1, nil
 }
 

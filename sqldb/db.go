@@ -79,8 +79,14 @@ type DB struct {
 	// searchIndexFrom overrides the scope size from which a search asks
 	// its trigram index (see SetSearchIndexFrom).
 	searchIndexFrom int
-	// passwordParams overrides password.Default (SetPasswordParams).
+	// passwordParams overrides password.Default (SetPasswordParams);
+	// dummy is the hash a sign-in of an unknown name checks (dummyHash).
 	passwordParams *password.Params
+	dummy          struct {
+		once sync.Once
+		hash string
+		err  error
+	}
 
 	caches  stateCaches
 	bg      background // the DB's own goroutines, waited for in Close

@@ -97,7 +97,7 @@ func TestTenantIsolation(t *testing.T) {
 				"UpdateNode root":     errOf(f.Nodes.UpdateNode(ctx, b.RootNodeID, herd.NodeUpdate{Name: new("spy")})),
 				"UpdateDevice":        errOf(f.Devices.UpdateDevice(ctx, bDevs[0].ID, herd.DeviceUpdate{Name: new("spy")})),
 				"UpdateUser":          errOf(f.Users.UpdateUser(ctx, bUser.ID, herd.UserUpdate{Disabled: new(true)})),
-				"SetPassword":         sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password"),
+				"SetPassword":         sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password", ""),
 				"MoveDevice B device": errOf(f.Devices.MoveDevice(ctx, bDevs[0].ID, aSite.ID)),
 				"MoveDevice into B":   errOf(f.Devices.MoveDevice(ctx, aDevs[0].ID, bSite.ID)),
 				"DeleteDevice":        f.Devices.DeleteDevice(ctx, bDevs[0].ID),
@@ -262,10 +262,10 @@ func TestTenantIsolation(t *testing.T) {
 			// does a session of A's admin see B.
 			db.SetPasswordParams(cheapHash)
 			ss := sqldb.NewSessionService(db)
-			mustOK(t, ss.SetPassword(f.super, bUser.ID, "b's long password"))
+			mustOK(t, ss.SetPassword(f.super, bUser.ID, "b's long password", ""))
 			_, err := ss.SignIn(t.Context(), a.ID, "b user", "b's long password")
 			wantCode(t, err, herd.EUNAUTHORIZED)
-			mustOK(t, ss.SetPassword(f.super, admin.ID, "a's long password"))
+			mustOK(t, ss.SetPassword(f.super, admin.ID, "a's long password", ""))
 			s, err := ss.SignIn(t.Context(), a.ID, "a admin", "a's long password")
 			mustOK(t, err)
 			sa, err := ss.AuthenticateSession(t.Context(), s.Secret)
@@ -294,7 +294,9 @@ func TestTenantIsolation(t *testing.T) {
 				func() error { return f.Devices.DeleteDevice(ctx, bDevs[0].ID) },
 				func() error { return errOf(f.Users.FindUserByID(ctx, bUser.ID)) },
 				func() error { return f.Users.DeleteToken(ctx, bActor.TokenID) },
-				func() error { return sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password") },
+				func() error {
+					return sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password", "")
+				},
 				func() error { return f.Grants.DeleteGrant(ctx, bGrant.ID) },
 				func() error { return errOf(cmds.FindCommandByID(ctx, bCmd.ID)) },
 				func() error { return errOf(cmds.FindCommandsByDevice(ctx, bDevs[0].ID, 10)) },

@@ -203,6 +203,13 @@ func (s *UserService) UpdateUser(ctx context.Context, id int64, u herd.UserUpdat
 		return nil, err
 	}
 	usr.Version++
+	// A disabled user's sessions end now (their tokens only pause: an
+	// incident may be over tomorrow, a session should not come back).
+	if usr.Disabled && !wasDisabled {
+		if err := tx.endSessions(ctx, usr.TenantID, usr.ID); err != nil {
+			return nil, err
+		}
+	}
 	if before["name"] != usr.Name {
 		if err := tx.moveLogin(ctx, usr); err != nil {
 			return nil, err

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/password"
@@ -44,10 +43,12 @@ func (db *DB) hashParams() password.Params {
 	return password.Default
 }
 
-// SetPassword implements herd.SessionService. The hash is made before the
-// transaction begins: it costs tens of milliseconds of CPU, which no writer
-// should hold SQLite's lock for.
-func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw string) (err error) {
+// SetPassword implements herd.SessionService. Who may, and the current
+// password, are checked before any hash is made (argon2id's CPU and memory
+// are not spent for whoever asks); the hash is made outside the write
+// transaction, which no writer should hold SQLite's lock for; and the
+// write checks both again under the tenant's lock.
+func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, current string) (err error) {
 	defer wrapOp("sqldb.SetPassword", &err)
 	a, err := actor(ctx)
 	if err != nil {
@@ -55,6 +56,27 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw strin
 	}
 	if err := herd.CheckPassword(pw); err != nil {
 		return err
+	}
+	var self bool
+	var had string // the user's hash when they change their own
+	err = s.db.readOnce(ctx, func(tx *Tx) error {
+		var err error
+		self, had, err = tx.mayResetPassword(ctx, a, userID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if self && had != "" {
+		if current == "" {
+			return herd.Errorf(herd.EINVALID, "changing your own password needs current_password, the one you have")
+		}
+		ok, err := password.Verify(had, current)
+		if err != nil {
+			return fmt.Errorf("check the current password of user %d: %w", userID, err)
+		} else if !ok {
+			return herd.Errorf(herd.EFORBIDDEN, "current_password is not your password")
+		}
 	}
 	hash, err := password.Hash(s.db.hashParams(), pw)
 	if err != nil {
@@ -69,24 +91,27 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw strin
 	if err != nil {
 		return err
 	}
-	if a.Super || a.UserID != u.ID {
-		if err := tx.requireTenantAdmin(ctx, a, u.TenantID); err != nil {
-			return err
-		}
-	}
-	// The tenant's lock orders this against another SetPassword or rename
-	// taking the same login (the unique index is the guard either way; the
-	// check first gives the clear message).
+	// The tenant's lock orders this against another SetPassword or a
+	// rename taking the same login, and the user is read again under it
+	// (a rename committed meanwhile moves the login to set).
 	if _, err := tx.lockTenantTree(ctx, u.TenantID); err != nil {
 		return err
 	}
-	login := herd.FoldText(u.Name)
-	var other int64
-	err = tx.QueryRowContext(ctx, `SELECT user_id FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&other)
-	if err == nil {
-		return herd.Errorf(herd.ECONFLICT, "user %d of the tenant already signs in as %q: rename one of them first", other, u.Name)
-	} else if !errors.Is(err, sql.ErrNoRows) {
+	selfNow, hasNow, err := tx.mayResetPassword(ctx, a, userID)
+	if err != nil {
 		return err
+	} else if selfNow != self || hasNow != had {
+		return herd.Errorf(herd.ECONFLICT, "the user's password or access changed meanwhile: try again")
+	}
+	if u, err = tx.findUser(ctx, a, userID); err != nil {
+		return err
+	}
+	login := herd.FoldText(u.Name)
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&n); err != nil {
+		return err
+	} else if n > 0 {
+		return herd.Errorf(herd.ECONFLICT, "another user of the tenant already signs in as %q: rename one of them first", u.Name)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO user_passwords (user_id, tenant_id, login, hash, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (user_id) DO UPDATE SET login = excluded.login, hash = excluded.hash, updated_at = excluded.updated_at`,
@@ -96,7 +121,7 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw strin
 	}
 	// A new password ends every session of the user, as a changed password
 	// should (someone who knew the old one is signed out); API tokens stay.
-	if _, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE user_id = ? AND tenant_id = ? AND session`, u.ID, u.TenantID); err != nil {
+	if err := tx.endSessions(ctx, u.TenantID, u.ID); err != nil {
 		return err
 	}
 	root, err := tx.rootPath(ctx, u.TenantID)
@@ -110,6 +135,30 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw strin
 	return tx.Commit()
 }
 
+// mayResetPassword checks that a may set user id's password: it is the
+// user (self, with had their hash, "" when they have none) or an admin of
+// the user's tenant's root.
+func (tx *Tx) mayResetPassword(ctx context.Context, a *herd.Actor, id int64) (self bool, had string, err error) {
+	u, err := tx.findUser(ctx, a, id)
+	if err != nil {
+		return false, "", err
+	}
+	if a.Super || a.UserID != u.ID {
+		return false, "", tx.requireTenantAdmin(ctx, a, u.TenantID)
+	}
+	err = tx.QueryRowContext(ctx, `SELECT hash FROM user_passwords WHERE user_id = ? AND tenant_id = ?`, u.ID, u.TenantID).Scan(&had)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = nil
+	}
+	return true, had, err
+}
+
+// endSessions ends every session of a user (a new password, a disable).
+func (tx *Tx) endSessions(ctx context.Context, tenantID, userID int64) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM tokens WHERE user_id = ? AND tenant_id = ? AND session`, userID, tenantID)
+	return err
+}
+
 // moveLogin keeps a renamed user's login (their sign-in name) in step with
 // their name, under the tenant's lock the rename holds: ECONFLICT when the
 // user has a password and another user of the tenant signs in with the new
@@ -120,27 +169,32 @@ func (tx *Tx) moveLogin(ctx context.Context, u *herd.User) error {
 		return err // no password, no login to move
 	}
 	login := herd.FoldText(u.Name)
-	var other int64
-	err := tx.QueryRowContext(ctx, `SELECT user_id FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&other)
-	if err == nil {
-		return herd.Errorf(herd.ECONFLICT, "user %d of the tenant already signs in as %q", other, u.Name)
-	} else if !errors.Is(err, sql.ErrNoRows) {
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&n); err != nil {
 		return err
+	} else if n > 0 {
+		return herd.Errorf(herd.ECONFLICT, "another user of the tenant already signs in as %q", u.Name)
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE user_passwords SET login = ? WHERE user_id = ? AND tenant_id = ?`, login, u.ID, u.TenantID)
+	_, err := tx.ExecContext(ctx, `UPDATE user_passwords SET login = ? WHERE user_id = ? AND tenant_id = ?`, login, u.ID, u.TenantID)
 	return formatError(err, fmt.Sprintf("another user of the tenant signs in as %q", u.Name))
 }
 
-// dummyHash is verified against when no password is found, so that an
-// unknown name costs a sign-in the time a wrong password does.
-var dummyHash = sync.OnceValues(func() (string, error) {
-	return password.Hash(password.Default, "herd: no such user")
-})
+// dummyHash is what a sign-in verifies against when no password is found,
+// so that an unknown name costs the time a wrong password does: made once
+// a store, with the store's costs.
+func (db *DB) dummyHash() (string, error) {
+	db.dummy.once.Do(func() {
+		db.dummy.hash, db.dummy.err = password.Hash(db.hashParams(), "herd: no such user")
+	})
+	return db.dummy.hash, db.dummy.err
+}
 
 // SignIn implements herd.SessionService. The password is checked outside
 // any transaction (argon2id's cost); the session is written in one that
 // finds the same hash and an enabled user again, so a sign-in racing a
-// password change or a disable either ends before it or fails.
+// password change either fails or has its session ended by it, and one
+// racing a disable makes a session that authenticates nothing (the flag
+// is read with every request) and that the disable's own sweep or the
+// next sign-in's removes.
 func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw string) (_ *herd.Session, err error) {
 	defer wrapOp("sqldb.SignIn", &err)
 	unauth := herd.Errorf(herd.EUNAUTHORIZED, "wrong tenant, name or password")
@@ -157,7 +211,7 @@ func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw st
 		return nil, err
 	}
 	if !found {
-		if hash, err = dummyHash(); err != nil {
+		if hash, err = s.db.dummyHash(); err != nil {
 			return nil, err
 		}
 	}
@@ -173,9 +227,18 @@ func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw st
 		return nil, err
 	}
 	defer tx.Rollback()
+	// On PostgreSQL the password's row is held (FOR SHARE) until the
+	// session is committed: a SetPassword committing first is seen here
+	// (READ COMMITTED reads the row again after the wait), and one coming
+	// after waits, then ends this session with the others. SQLite has one
+	// writer.
+	q := `SELECT p.hash FROM user_passwords p JOIN users u ON u.id = p.user_id AND u.tenant_id = p.tenant_id
+		WHERE p.tenant_id = ? AND p.user_id = ? AND NOT u.disabled`
+	if tx.db.dialect == Postgres {
+		q += ` FOR SHARE OF p`
+	}
 	var again string
-	err = tx.QueryRowContext(ctx, `SELECT p.hash FROM user_passwords p JOIN users u ON u.id = p.user_id AND u.tenant_id = p.tenant_id
-		WHERE p.tenant_id = ? AND p.user_id = ? AND NOT u.disabled`, tenantID, userID).Scan(&again)
+	err = tx.QueryRowContext(ctx, q, tenantID, userID).Scan(&again)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && again != hash) {
 		return nil, unauth
 	} else if err != nil {

@@ -34,8 +34,8 @@ func TestSessionService(t *testing.T) {
 		const pw = "correct horse battery"
 
 		t.Run("OKSignIn", func(t *testing.T) {
-			// Bob sets his own; the name matches case-folded.
-			mustOK(t, ss.SetPassword(f.as(t, bobToken), bob.ID, pw))
+			// Bob sets his first one himself; the name matches case-folded.
+			mustOK(t, ss.SetPassword(f.as(t, bobToken), bob.ID, pw, ""))
 			s, err := ss.SignIn(context.Background(), ten.ID, "BOB", pw)
 			mustOK(t, err)
 			if s.UserID != bob.ID || s.TenantID != ten.ID || !herd.IsTokenSecret(s.Secret) || !s.ExpiresAt.Equal(s.CreatedAt.Add(herd.SessionTTL)) {
@@ -98,20 +98,27 @@ func TestSessionService(t *testing.T) {
 
 		t.Run("ErrSetPassword", func(t *testing.T) {
 			before := f.state(t, ten.ID)
-			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, "short"), herd.EINVALID)
-			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, strings.Repeat("x", herd.MaxPasswordBytes+1)), herd.EINVALID)
-			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, "\xff\xfe not text at all"), herd.EINVALID)
+			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, "short", ""), herd.EINVALID)
+			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, strings.Repeat("x", herd.MaxPasswordBytes+1), ""), herd.EINVALID)
+			wantCode(t, ss.SetPassword(f.as(t, annToken), bob.ID, "\xff\xfe not text at all", ""), herd.EINVALID)
 			// Bob, an operator, may not set Ann's.
-			wantCode(t, ss.SetPassword(f.as(t, bobToken), ann.ID, pw), herd.EFORBIDDEN)
+			wantCode(t, ss.SetPassword(f.as(t, bobToken), ann.ID, pw, ""), herd.EFORBIDDEN)
 			// Nobody of another tenant finds him.
 			_, globexToken := f.mustUser(t, other.ID, "gus")
-			wantCode(t, ss.SetPassword(f.as(t, globexToken), bob.ID, pw), herd.ENOTFOUND)
+			wantCode(t, ss.SetPassword(f.as(t, globexToken), bob.ID, pw, ""), herd.ENOTFOUND)
+			// Changing his own, bob gives the one he has: none, or a wrong
+			// one, changes nothing.
+			wantCode(t, ss.SetPassword(f.as(t, bobToken), bob.ID, "bob's new passphrase", ""), herd.EINVALID)
+			wantCode(t, ss.SetPassword(f.as(t, bobToken), bob.ID, "bob's new passphrase", pw+"?"), herd.EFORBIDDEN)
 			f.wantUnchanged(t, ten.ID, before)
+			if _, err := ss.SignIn(context.Background(), ten.ID, "bob", pw); err != nil {
+				t.Fatalf("bob's password changed by a refused change: %v", err)
+			}
 			// Another "Bob" may not take bob's login.
 			bob2, _ := f.mustUser(t, ten.ID, "Bob")
-			wantCode(t, ss.SetPassword(f.super, bob2.ID, pw), herd.ECONFLICT)
+			wantCode(t, ss.SetPassword(f.super, bob2.ID, pw, ""), herd.ECONFLICT)
 			// Nor may a user with a password be renamed onto it.
-			mustOK(t, ss.SetPassword(f.super, ann.ID, pw))
+			mustOK(t, ss.SetPassword(f.super, ann.ID, pw, ""))
 			_, err := f.Users.UpdateUser(f.super, ann.ID, herd.UserUpdate{Name: new("BOB")})
 			wantCode(t, err, herd.ECONFLICT)
 			// A user without one may: there is no login to clash.
@@ -125,7 +132,7 @@ func TestSessionService(t *testing.T) {
 			// An admin sets a new password: the old one stops, and so does
 			// every session of bob's; his API token goes on.
 			const pw2 = "a different passphrase"
-			mustOK(t, ss.SetPassword(f.as(t, annToken), bob.ID, pw2))
+			mustOK(t, ss.SetPassword(f.as(t, annToken), bob.ID, pw2, ""))
 			if ev := f.lastEvent(t, ten.ID, herd.EventUserPasswordSet); ev == nil || ev.SubjectID != bob.ID || strings.Contains(string(ev.Payload), "argon2") {
 				t.Fatalf("event %+v", ev)
 			}
@@ -145,25 +152,36 @@ func TestSessionService(t *testing.T) {
 		})
 
 		t.Run("ErrExpiredAndDisabled", func(t *testing.T) {
-			s, err := ss.SignIn(context.Background(), ten.ID, "robert", "a different passphrase")
+			const pw2 = "a different passphrase"
+			s, err := ss.SignIn(context.Background(), ten.ID, "robert", pw2)
 			mustOK(t, err)
-			a, err := ss.AuthenticateSession(context.Background(), s.Secret)
+			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
 			mustOK(t, err)
-			tk, err := sqldb.NewTicketService(db).CreateTicket(herd.NewContextWithActor(context.Background(), a))
-			mustOK(t, err)
-			// Disabled: the session stops and no new one starts.
+			// Disabled: the session ends, and stays ended once he is
+			// enabled again; no new one starts while he is disabled.
 			_, err = f.Users.UpdateUser(f.super, bob.ID, herd.UserUpdate{Disabled: new(true)})
 			mustOK(t, err)
 			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
 			wantCode(t, err, herd.EUNAUTHORIZED)
-			_, err = ss.SignIn(context.Background(), ten.ID, "robert", "a different passphrase")
+			_, err = ss.SignIn(context.Background(), ten.ID, "robert", pw2)
 			wantCode(t, err, herd.EUNAUTHORIZED)
 			_, err = f.Users.UpdateUser(f.super, bob.ID, herd.UserUpdate{Disabled: new(false)})
 			mustOK(t, err)
 			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
+			wantCode(t, err, herd.EUNAUTHORIZED)
+			// Past its end a session is refused, and so is a ticket asked
+			// with it just before, whose own 30 s have not run out.
+			s, err = ss.SignIn(context.Background(), ten.ID, "robert", pw2)
 			mustOK(t, err)
-			// Past its end it is refused, and so is a ticket asked with it.
-			clock.Add((herd.SessionTTL + time.Second).Milliseconds())
+			a, err := ss.AuthenticateSession(context.Background(), s.Secret)
+			mustOK(t, err)
+			clock.Add((herd.SessionTTL - 5*time.Second).Milliseconds())
+			tk, err := sqldb.NewTicketService(db).CreateTicket(herd.NewContextWithActor(context.Background(), a))
+			mustOK(t, err)
+			clock.Add((10 * time.Second).Milliseconds())
+			if !tk.ExpiresAt.After(time.UnixMilli(clock.Load())) {
+				t.Fatalf("the ticket expired (%v) before the test asks for it", tk.ExpiresAt)
+			}
 			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
 			wantCode(t, err, herd.EUNAUTHORIZED)
 			_, err = sqldb.NewTicketService(db).CreateTicket(herd.NewContextWithActor(context.Background(), a))
@@ -171,11 +189,24 @@ func TestSessionService(t *testing.T) {
 			_, _, err = sqldb.NewTicketService(db).RedeemTicket(context.Background(), tk.Secret)
 			wantCode(t, err, herd.EUNAUTHORIZED)
 			// The next sign-in sweeps the ended session's row.
-			_, err = ss.SignIn(context.Background(), ten.ID, "robert", "a different passphrase")
+			_, err = ss.SignIn(context.Background(), ten.ID, "robert", pw2)
 			mustOK(t, err)
 			if n := f.count(t, `SELECT COUNT(*) FROM tokens WHERE user_id = ? AND session AND expires_at <= ?`, bob.ID, clock.Load()); n != 0 {
 				t.Fatalf("%d ended sessions left", n)
 			}
+		})
+
+		t.Run("OKOwnChange", func(t *testing.T) {
+			// With the one he has, bob changes his own; his other
+			// sessions end with it.
+			const pw2, pw3 = "a different passphrase", "and a third passphrase"
+			s, err := ss.SignIn(context.Background(), ten.ID, "robert", pw2)
+			mustOK(t, err)
+			mustOK(t, ss.SetPassword(f.as(t, bobToken), bob.ID, pw3, pw2))
+			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
+			wantCode(t, err, herd.EUNAUTHORIZED)
+			_, err = ss.SignIn(context.Background(), ten.ID, "robert", pw3)
+			mustOK(t, err)
 		})
 	})
 }

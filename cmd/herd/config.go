@@ -99,6 +99,10 @@ type Config struct {
 	// pages may open the sockets and read /v1 (CORS), or "*"; empty
 	// allows herd's own origin only (see docs/browsers.md).
 	AllowedOrigins string
+	// SecureCookies is "auto" (the session cookie is Secure when the
+	// request came over TLS or a proxy says so in X-Forwarded-Proto) or
+	// "on" (always: herd behind a proxy that ends TLS and says nothing).
+	SecureCookies string
 }
 
 // DefaultConfig returns the configuration of a plain `herd serve`: embedded
@@ -112,6 +116,7 @@ func DefaultConfig() Config {
 
 		StateCacheMinDevices: sqldb.DefaultStateCache.MinTenantDevices,
 		Rollups:              "on",
+		SecureCookies:        "auto",
 		MQTTAddr:             mqttgw.DefaultAddr,
 		MQTTMaxKeepalive:     mqttgw.DefaultMaxKeepalive,
 		MQTTConnectRate:      mqttgw.DefaultConnectRate,
@@ -214,6 +219,9 @@ func (c Config) Validate() error {
 	}
 	if c.APIRateLimit < 0 || c.APIRateBurst < 1 {
 		return &ConfigError{Field: "api-rate-limit", Value: strconv.FormatInt(c.APIRateLimit, 10), Err: errors.New("must be 0 (off) or more, with --api-rate-burst 1 or more")}
+	}
+	if c.SecureCookies != "auto" && c.SecureCookies != "on" {
+		return &ConfigError{Field: "secure-cookies", Value: c.SecureCookies, Err: errors.New("must be auto or on")}
 	}
 	if c.Rollups != "on" && c.Rollups != "off" {
 		return &ConfigError{Field: "rollups", Value: c.Rollups, Err: errors.New("must be on or off")}

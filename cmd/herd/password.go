@@ -21,13 +21,14 @@ var stdin io.Reader = os.Stdin
 // runUserPassword is "herd users password ID": it sets the password of
 // user ID (POST /v1/users/ID/password) to the first line of standard
 // input, so that the password is in neither the shell's history nor the
-// process list.
+// process list; the second line is the current password, which a user
+// changing their own gives.
 func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herd users password", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	api, token := clientFlags(fs, os.Getenv)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: herd users password ID [flags] < FILE\n\nSets the password user ID signs in with (at least 10 characters) to the\nfirst line of standard input, and ends their sessions. The user\nthemself or an admin of the tenant's root may.\n\nFlags:\n")
+		fmt.Fprint(fs.Output(), "Usage: herd users password ID [flags] < FILE\n\nSets the password user ID signs in with (at least 10 characters) to the\nfirst line of standard input, and ends their sessions. An admin of the\ntenant's root may; so may the user themself, with the password they\nhave on the second line.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var pos []string
@@ -46,18 +47,23 @@ func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil || id <= 0 {
 		return &usageError{msg: fmt.Sprintf("users password: %q is not a user id", pos[0])}
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("users password: read standard input: %w", err)
+	in := bufio.NewReader(stdin)
+	var lines [2]string
+	for i := range lines {
+		line, err := in.ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("users password: read standard input: %w", err)
+		}
+		lines[i] = strings.TrimRight(line, "\r\n")
 	}
-	pw := strings.TrimRight(line, "\r\n")
+	pw, current := lines[0], lines[1]
 	if pw == "" {
 		return errors.New("users password: no password on standard input (give it as its first line)")
 	}
 	if *token == "" {
 		return &usageError{msg: "users password needs a token: --token or HERD_TOKEN"}
 	}
-	if err := httpapi.NewClient(*api, *token).SetPassword(ctx, id, pw); err != nil {
+	if err := httpapi.NewClient(*api, *token).SetPassword(ctx, id, pw, current); err != nil {
 		return fmt.Errorf("users password: %w", err)
 	}
 	_, err = fmt.Fprintf(stdout, "user %d has a new password; their sessions ended\n", id)

@@ -98,6 +98,7 @@ func (m *Main) ParseFlags(ctx context.Context, args []string) error {
 	stringFlag(fs, m.Getenv, &c.NATSStream, "nats-stream", "name of the JetStream stream of events")
 	stringFlag(fs, m.Getenv, &c.NATSSubjectPrefix, "nats-subject-prefix", "subject prefix of the events (prefix.<tenant id>.<event type>)")
 	stringFlag(fs, m.Getenv, &c.AllowedOrigins, "allowed-origins", `web origins (https://app.example.com, comma-separated) whose pages may open /v1/stream, /v1/apps/socket and /mqtt and read /v1 (CORS), or "*" for any (then without credentials); empty allows herd's own origin only`)
+	stringFlag(fs, m.Getenv, &c.SecureCookies, "secure-cookies", `auto or on: "auto" marks the session cookie Secure when the request came over TLS or with X-Forwarded-Proto: https; "on" always, for herd behind a proxy that ends TLS without saying so`)
 	stringFlag(fs, m.Getenv, &c.Rollups, "rollups", "on or off: whether ingest keeps the rollups fleet aggregates read; off only to measure their cost, as aggregates then miss the readings committed meanwhile")
 	stringFlag(fs, m.Getenv, &c.MQTTAddr, "mqtt-addr", `listen address of the MQTT gateway, or "off"; MQTT over WebSocket is at /mqtt on the HTTP address`)
 	for _, err := range []error{
@@ -237,6 +238,7 @@ func (m *Main) Run(ctx context.Context) error {
 	s.DeviceService = sqldb.NewDeviceService(m.DB)
 	s.UserService = sqldb.NewUserService(m.DB)
 	s.SessionService = sqldb.NewSessionService(m.DB)
+	s.SecureCookies = m.Config.SecureCookies == "on"
 	s.GrantService = sqldb.NewGrantService(m.DB)
 	s.ListService = sqldb.NewListService(m.DB)
 	s.CredentialService = creds
