@@ -2,6 +2,7 @@ package herd
 
 import (
 	"context"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -26,6 +27,32 @@ const (
 	// SessionCookie is the name of the cookie that carries the secret.
 	SessionCookie = "herd_session"
 )
+
+// A password link is a one-time secret an admin hands a person (in a URL
+// of the dashboard) with which they set their password without signing in:
+// the first password of a new user, or a new one for a user who forgot
+// theirs. It lasts PasswordLinkTTL, is spent by its use, and a new link of
+// the user ends the ones before.
+const (
+	PasswordLinkPrefix = "herd_setpw_"
+	PasswordLinkTTL    = 24 * time.Hour
+	// EventUserPasswordLink says an admin made a password link for a user
+	// (the event carries no secret).
+	EventUserPasswordLink = "user.password_link_created"
+)
+
+// PasswordLink is a made link; Secret is only set when it is made.
+type PasswordLink struct {
+	UserID    int64     `json:"user_id,string"`
+	TenantID  int64     `json:"tenant_id,string"`
+	Secret    string    `json:"token,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// IsPasswordLinkSecret reports whether s has the shape of a link's secret.
+func IsPasswordLinkSecret(s string) bool {
+	return strings.HasPrefix(s, PasswordLinkPrefix) && len(s) > len(PasswordLinkPrefix)+20
+}
 
 // EventUserPasswordSet says a user's password was set or changed (the
 // event carries no password or hash); the user's sessions end with it.
@@ -79,4 +106,12 @@ type SessionService interface {
 	// SignOut ends the session of the secret; ending one already gone is
 	// not an error.
 	SignOut(ctx context.Context, secret string) error
+	// CreatePasswordLink makes a password link for user id: an admin of
+	// the tenant's root (or a super-admin) may. ENOTFOUND as for
+	// FindUserByID, EFORBIDDEN for anyone else.
+	CreatePasswordLink(ctx context.Context, userID int64) (*PasswordLink, error)
+	// SetPasswordWithLink sets the password of the link's user, as
+	// SetPassword does, and spends the link. EUNAUTHORIZED for a link
+	// unknown, spent, ended or expired; EINVALID as CheckPassword.
+	SetPasswordWithLink(ctx context.Context, secret, password string) error
 }

@@ -87,6 +87,8 @@ func (s *Server) registerRoutes() {
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
 	// People's sign-in: a password, then the session cookie (session.go).
 	s.handle("POST /v1/users/{id}/password", s.authed(s.noReplay(s.handlePasswordSet)))
+	s.handle("POST /v1/users/{id}/password-link", s.authed(s.noReplay(s.handlePasswordLinkCreate)))
+	s.handle("POST /v1/password", s.noReplay(s.handlePasswordWithLink))
 	s.handle("POST /v1/sessions", s.noReplay(s.handleSessionCreate))
 	s.handle("DELETE /v1/sessions/current", s.handleSessionDelete)
 

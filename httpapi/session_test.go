@@ -218,6 +218,29 @@ func TestServer_Sessions(t *testing.T) {
 			}
 		})
 
+		t.Run("PasswordLink", func(t *testing.T) {
+			carol := &herd.User{TenantID: f.tenant.ID, Name: "carol"}
+			if err := e.admin.CreateUser(t.Context(), carol); err != nil {
+				t.Fatal(err)
+			}
+			path := "/v1/users/" + strconv.FormatInt(carol.ID, 10) + "/password-link"
+			e.do("POST", path, f.aliceToken.Secret, nil).wantError(t, http.StatusForbidden, herd.EFORBIDDEN)
+			r := e.do("POST", path, adminSecret, nil)
+			r.wantStatus(t, http.StatusCreated)
+			var l herd.PasswordLink
+			r.decode(t, &l)
+			if !herd.IsPasswordLinkSecret(l.Secret) || r.Header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("link %+v, Cache-Control %q", l, r.Header.Get("Cache-Control"))
+			}
+			body, _ := json.Marshal(map[string]string{"token": l.Secret, "password": "carol's passphrase"})
+			// From another site: refused, the link unspent.
+			e.browser(browserReq{method: "POST", path: "/v1/password", body: string(body), origin: "https://evil.example", herdHeader: true}).wantError(t, http.StatusForbidden, herd.EFORBIDDEN)
+			e.browser(browserReq{method: "POST", path: "/v1/password", body: string(body), origin: "self", herdHeader: true}).wantStatus(t, http.StatusNoContent)
+			e.browser(browserReq{method: "POST", path: "/v1/password", body: string(body), origin: "self", herdHeader: true}).wantError(t, http.StatusUnauthorized, herd.EUNAUTHORIZED)
+			_, r = e.signIn(f.tenant.ID, "carol", "carol's passphrase")
+			r.wantStatus(t, http.StatusCreated)
+		})
+
 		t.Run("FailedSignInsLimited", func(t *testing.T) {
 			wrong := "not alice's passphrase"
 			for i := range 5 {

@@ -98,6 +98,7 @@ func TestTenantIsolation(t *testing.T) {
 				"UpdateDevice":        errOf(f.Devices.UpdateDevice(ctx, bDevs[0].ID, herd.DeviceUpdate{Name: new("spy")})),
 				"UpdateUser":          errOf(f.Users.UpdateUser(ctx, bUser.ID, herd.UserUpdate{Disabled: new(true)})),
 				"SetPassword":         sqldb.NewSessionService(db).SetPassword(ctx, bUser.ID, "a long enough password", ""),
+				"CreatePasswordLink":  errOf(sqldb.NewSessionService(db).CreatePasswordLink(ctx, bUser.ID)),
 				"MoveDevice B device": errOf(f.Devices.MoveDevice(ctx, bDevs[0].ID, aSite.ID)),
 				"MoveDevice into B":   errOf(f.Devices.MoveDevice(ctx, aDevs[0].ID, bSite.ID)),
 				"DeleteDevice":        f.Devices.DeleteDevice(ctx, bDevs[0].ID),

@@ -106,6 +106,18 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, curr
 	if u, err = tx.findUser(ctx, a, userID); err != nil {
 		return err
 	}
+	if err := tx.storePassword(ctx, u, hash); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// storePassword stores the hash as u's password, under the tenant's lock
+// the caller holds: ECONFLICT when another user of the tenant signs in
+// with u's name. A new password ends every session of the user, as a
+// changed password should (someone who knew the old one is signed out);
+// API tokens stay.
+func (tx *Tx) storePassword(ctx context.Context, u *herd.User, hash string) error {
 	login := herd.FoldText(u.Name)
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user_passwords WHERE tenant_id = ? AND login = ? AND user_id <> ?`, u.TenantID, login, u.ID).Scan(&n); err != nil {
@@ -113,14 +125,12 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, curr
 	} else if n > 0 {
 		return herd.Errorf(herd.ECONFLICT, "another user of the tenant already signs in as %q: rename one of them first", u.Name)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO user_passwords (user_id, tenant_id, login, hash, updated_at) VALUES (?, ?, ?, ?, ?)
+	_, err := tx.ExecContext(ctx, `INSERT INTO user_passwords (user_id, tenant_id, login, hash, updated_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (user_id) DO UPDATE SET login = excluded.login, hash = excluded.hash, updated_at = excluded.updated_at`,
 		u.ID, u.TenantID, login, hash, tx.now.UnixMilli())
 	if err != nil {
 		return formatError(err, fmt.Sprintf("another user of the tenant signs in as %q", u.Name))
 	}
-	// A new password ends every session of the user, as a changed password
-	// should (someone who knew the old one is signed out); API tokens stay.
 	if err := tx.endSessions(ctx, u.TenantID, u.ID); err != nil {
 		return err
 	}
@@ -129,10 +139,7 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, curr
 		return err
 	}
 	ev := newEvent(herd.EventUserPasswordSet, herd.EventSubjectUser, u.ID, root, map[string]any{"id": fmt.Sprint(u.ID), "tenant_id": fmt.Sprint(u.TenantID)})
-	if err := tx.appendEvents(ctx, u.TenantID, ev); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return tx.appendEvents(ctx, u.TenantID, ev)
 }
 
 // mayResetPassword checks that a may set user id's password: it is the

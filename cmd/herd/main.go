@@ -113,7 +113,8 @@ Commands:
 	devices   "herd devices update ID --name X --model Y" renames a device
 	nodes     "herd nodes update ID --name X --kind Y" renames a node
 	users     "herd users update ID --name X --disabled=true" renames or disables a user;
-	          "herd users password ID < FILE" sets the password they sign in with
+	          "herd users password ID < FILE" sets the password they sign in with;
+	          "herd users password-link ID" makes a one-time link to set it
 	tenants   "herd tenants update ID --name X" renames a tenant (super-admin)
 	bench     run the benchmark scenarios
 	version   print the version

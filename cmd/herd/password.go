@@ -69,3 +69,42 @@ func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Write
 	_, err = fmt.Fprintf(stdout, "user %d has a new password; their sessions ended\n", id)
 	return err
 }
+
+// runUserPasswordLink is "herd users password-link ID": an admin's
+// one-time link for user ID to set their password with (POST
+// /v1/users/ID/password-link); it prints the link's secret, the only time
+// it is shown, and when it ends.
+func runUserPasswordLink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("herd users password-link", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	api, token := clientFlags(fs, os.Getenv)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: herd users password-link ID [flags]\n\nMakes a one-time secret with which user ID sets their password without\nsigning in (POST /v1/password {token, password}), valid for 24 hours;\nit ends the user's earlier links. An admin of the tenant's root may.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		} else if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return &usageError{msg: fmt.Sprintf("users password-link takes one user id, got %q", pos)}
+	}
+	id, err := strconv.ParseInt(pos[0], 10, 64)
+	if err != nil || id <= 0 {
+		return &usageError{msg: fmt.Sprintf("users password-link: %q is not a user id", pos[0])}
+	}
+	if *token == "" {
+		return &usageError{msg: "users password-link needs a token: --token or HERD_TOKEN"}
+	}
+	l, err := httpapi.NewClient(*api, *token).CreatePasswordLink(ctx, id)
+	if err != nil {
+		return fmt.Errorf("users password-link: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n(user %d sets a password with it until %s; it is shown only now)\n", l.Secret, id, l.ExpiresAt.Format("2006-01-02 15:04 MST"))
+	return err
+}

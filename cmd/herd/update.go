@@ -52,9 +52,12 @@ func runObjects(ctx context.Context, group string, args []string, stdout, stderr
 	if group == "users" && len(args) > 0 && args[0] == "password" {
 		return runUserPassword(ctx, args[1:], stdout, stderr)
 	}
+	if group == "users" && len(args) > 0 && args[0] == "password-link" {
+		return runUserPasswordLink(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "update" {
 		if group == "users" {
-			return &usageError{msg: "herd users takes a subcommand: update ID [flags], or password ID < FILE"}
+			return &usageError{msg: "herd users takes a subcommand: update ID [flags], password ID < FILE, or password-link ID"}
 		}
 		return &usageError{msg: fmt.Sprintf("herd %s takes a subcommand: update ID [flags]", group)}
 	}

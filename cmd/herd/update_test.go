@@ -134,6 +134,12 @@ func TestObjects_Update(t *testing.T) {
 		if _, err := herdRun("users", "password", uid); err == nil || !strings.Contains(err.Error(), "no password on standard input") {
 			t.Fatalf("no password: %v", err)
 		}
+		// A link: printed once, it sets a password without signing in.
+		out, err = herdRun("users", "password-link", uid)
+		secret, _, _ := strings.Cut(out, "\n")
+		if err != nil || !herd.IsPasswordLinkSecret(secret) {
+			t.Fatalf("output %q, err %v", out, err)
+		}
 	})
 	t.Run("UserDisabled", func(t *testing.T) {
 		uid := strconv.FormatInt(u.ID, 10)
