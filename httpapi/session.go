@@ -94,7 +94,7 @@ func (s *Server) sessionCookie(r *http.Request) (*http.Cookie, bool) {
 }
 
 type signInRequest struct {
-	TenantID int64  `json:"tenant_id,string"`
+	TenantID id     `json:"tenant_id"`
 	Name     string `json:"name"`
 	Password string `json:"password"`
 }
@@ -144,13 +144,13 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 		refuse(wait)
 		return
 	}
-	byAccount, wait := s.signInFails.accounts.take(signInAccount{tenantID: req.TenantID, login: herd.FoldText(req.Name)}, now)
+	byAccount, wait := s.signInFails.accounts.take(signInAccount{tenantID: int64(req.TenantID), login: herd.FoldText(req.Name)}, now)
 	if byAccount == nil {
 		byAddr.CancelAt(now)
 		refuse(wait)
 		return
 	}
-	ss, err := s.SessionService.SignIn(r.Context(), req.TenantID, req.Name, req.Password)
+	ss, err := s.SessionService.SignIn(r.Context(), int64(req.TenantID), req.Name, req.Password)
 	if herd.ErrorCode(err) == herd.EUNAUTHORIZED {
 		s.Logger.Warn("sign-in failed", "tenant_id", req.TenantID, "name", name, "remote", addr)
 	} else {

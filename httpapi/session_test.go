@@ -202,6 +202,12 @@ func TestServer_Sessions(t *testing.T) {
 			setPW(f.bob.ID, adminSecret, bobPW).wantStatus(t, http.StatusNoContent)
 		})
 
+		t.Run("TenantIDAsANumber", func(t *testing.T) {
+			// Ids are strings in answers, and numbers are taken in requests.
+			body := `{"tenant_id":` + strconv.FormatInt(f.tenant.ID, 10) + `,"name":"bob","password":"` + bobPW + `"}`
+			e.browser(browserReq{method: "POST", path: "/v1/sessions", body: body, origin: "self", herdHeader: true}).wantStatus(t, http.StatusCreated)
+		})
+
 		t.Run("SecureBehindAProxy", func(t *testing.T) {
 			body, _ := json.Marshal(map[string]string{"tenant_id": strconv.FormatInt(f.tenant.ID, 10), "name": "bob", "password": bobPW})
 			req, _ := http.NewRequest("POST", e.srv.URL()+"/v1/sessions", strings.NewReader(string(body)))
