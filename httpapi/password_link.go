@@ -2,9 +2,7 @@ package httpapi
 
 import (
 	"context"
-	"math"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/herd-iot/herd"
@@ -59,8 +57,7 @@ func (s *Server) handlePasswordWithLink(w http.ResponseWriter, r *http.Request) 
 	addr := clientAddress(r)
 	tries, wait := s.signInFails.addresses.take(addr, now)
 	if tries == nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many failed attempts from this address: retry after the Retry-After header's seconds"))
+		tooMany(w, r, wait, "too many failed attempts from this address")
 		return
 	}
 	err := s.SessionService.SetPasswordWithLink(r.Context(), req.Token, req.Password)

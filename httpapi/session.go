@@ -135,8 +135,7 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 	name := logName(req.Name)
 	refuse := func(wait time.Duration) {
 		s.Logger.Warn("sign-in refused: too many failures", "tenant_id", req.TenantID, "name", name, "remote", addr)
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many failed sign-ins for this account or address: retry after the Retry-After header's seconds"))
+		tooMany(w, r, wait, "too many failed sign-ins for this account or address")
 	}
 	now := time.Now()
 	byAddr, wait := s.signInFails.addresses.take(addr, now)
@@ -165,6 +164,13 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.newSessionCookie(r, ss.Secret, int(herd.SessionTTL.Seconds())))
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, ss)
+}
+
+// tooMany refuses an attempt past its failure allowance: 429 with a
+// Retry-After in whole seconds.
+func tooMany(w http.ResponseWriter, r *http.Request, wait time.Duration, what string) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	Error(w, r, herd.Errorf(herd.ERATELIMITED, "%s: retry after the Retry-After header's seconds", what))
 }
 
 // logName is a sign-in's name as logged: its first 64 bytes (people type
@@ -245,8 +251,7 @@ func (s *Server) handlePasswordSet(w http.ResponseWriter, r *http.Request) {
 	key := signInAccount{login: "user " + strconv.FormatInt(id, 10)}
 	tries, wait := s.signInFails.accounts.take(key, now)
 	if tries == nil {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		Error(w, r, herd.Errorf(herd.ERATELIMITED, "too many wrong current passwords for this user: retry after the Retry-After header's seconds"))
+		tooMany(w, r, wait, "too many wrong current passwords for this user")
 		return
 	}
 	err = s.SessionService.SetPassword(r.Context(), id, req.Password, req.Current)

@@ -24,28 +24,9 @@ var stdin io.Reader = os.Stdin
 // process list; the second line is the current password, which a user
 // changing their own gives.
 func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("herd users password", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	api, token := clientFlags(fs, os.Getenv)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: herd users password ID [flags] < FILE\n\nSets the password user ID signs in with (at least 10 characters) to the\nfirst line of standard input, and ends their sessions. An admin of the\ntenant's root may; so may the user themself, with the password they\nhave on the second line.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		} else if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
-	}
-	if len(pos) != 1 {
-		return &usageError{msg: fmt.Sprintf("users password takes one user id, got %q", pos)}
-	}
-	id, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || id <= 0 {
-		return &usageError{msg: fmt.Sprintf("users password: %q is not a user id", pos[0])}
+	api, token, id, err := userCommand("password", "Usage: herd users password ID [flags] < FILE\n\nSets the password user ID signs in with (at least 10 characters) to the\nfirst line of standard input, and ends their sessions. An admin of the\ntenant's root may; so may the user themself, with the password they\nhave on the second line.", args, stderr)
+	if err != nil {
+		return err
 	}
 	in := bufio.NewReader(stdin)
 	var lines [2]string
@@ -60,9 +41,6 @@ func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Write
 	if pw == "" {
 		return errors.New("users password: no password on standard input (give it as its first line)")
 	}
-	if *token == "" {
-		return &usageError{msg: "users password needs a token: --token or HERD_TOKEN"}
-	}
 	if err := httpapi.NewClient(*api, *token).SetPassword(ctx, id, pw, current); err != nil {
 		return fmt.Errorf("users password: %w", err)
 	}
@@ -75,31 +53,9 @@ func runUserPassword(ctx context.Context, args []string, stdout, stderr io.Write
 // /v1/users/ID/password-link); it prints the link's secret, the only time
 // it is shown, and when it ends.
 func runUserPasswordLink(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("herd users password-link", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	api, token := clientFlags(fs, os.Getenv)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: herd users password-link ID [flags]\n\nMakes a one-time secret with which user ID sets their password without\nsigning in (POST /v1/password {token, password}), valid for 24 hours;\nit ends the user's earlier links. An admin of the tenant's root may.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		} else if fs.NArg() == 0 {
-			break
-		}
-		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
-	}
-	if len(pos) != 1 {
-		return &usageError{msg: fmt.Sprintf("users password-link takes one user id, got %q", pos)}
-	}
-	id, err := strconv.ParseInt(pos[0], 10, 64)
-	if err != nil || id <= 0 {
-		return &usageError{msg: fmt.Sprintf("users password-link: %q is not a user id", pos[0])}
-	}
-	if *token == "" {
-		return &usageError{msg: "users password-link needs a token: --token or HERD_TOKEN"}
+	api, token, id, err := userCommand("password-link", "Usage: herd users password-link ID [flags]\n\nMakes a one-time secret with which user ID sets their password without\nsigning in (POST /v1/password {token, password}), valid for 24 hours;\nit ends the user's earlier links. An admin of the tenant's root may.", args, stderr)
+	if err != nil {
+		return err
 	}
 	l, err := httpapi.NewClient(*api, *token).CreatePasswordLink(ctx, id)
 	if err != nil {
@@ -107,4 +63,35 @@ func runUserPasswordLink(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n(user %d sets a password with it until %s; it is shown only now)\n", l.Secret, id, l.ExpiresAt.Format("2006-01-02 15:04 MST"))
 	return err
+}
+
+// userCommand parses the flags and the one user id of "herd users NAME
+// ID": the client flags, and the id.
+func userCommand(name, usage string, args []string, stderr io.Writer) (api, token *string, id int64, err error) {
+	fs := flag.NewFlagSet("herd users "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	api, token = clientFlags(fs, os.Getenv)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage+"\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, 0, err
+		} else if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return nil, nil, 0, &usageError{msg: fmt.Sprintf("users %s takes one user id, got %q", name, pos)}
+	}
+	if id, err = strconv.ParseInt(pos[0], 10, 64); err != nil || id <= 0 {
+		return nil, nil, 0, &usageError{msg: fmt.Sprintf("users %s: %q is not a user id", name, pos[0])}
+	}
+	if *token == "" {
+		return nil, nil, 0, &usageError{msg: "users " + name + " needs a token: --token or HERD_TOKEN"}
+	}
+	return api, token, id, nil
 }
