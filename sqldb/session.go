@@ -229,6 +229,14 @@ func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw st
 	if !found || !ok || disabled {
 		return nil, unauth
 	}
+	// A hash made with other costs than the store's now (raised since) is
+	// made again, now that the password is known.
+	var rehashed string
+	if p, _, _, err := password.Parse(hash); err == nil && p != s.db.hashParams() {
+		if rehashed, err = password.Hash(s.db.hashParams(), pw); err != nil {
+			return nil, err
+		}
+	}
 	tx, err := s.db.beginTx(ctx)
 	if err != nil {
 		return nil, err
@@ -241,15 +249,30 @@ func (s *SessionService) SignIn(ctx context.Context, tenantID int64, name, pw st
 	// writer.
 	q := `SELECT p.hash FROM user_passwords p JOIN users u ON u.id = p.user_id AND u.tenant_id = p.tenant_id
 		WHERE p.tenant_id = ? AND p.user_id = ? AND NOT u.disabled`
-	if tx.db.dialect == Postgres {
+	if tx.db.dialect == Postgres && rehashed != "" {
+		q += ` FOR UPDATE OF p` // it is written below: two sign-ins holding FOR SHARE would deadlock there
+	} else if tx.db.dialect == Postgres {
 		q += ` FOR SHARE OF p`
 	}
 	var again string
 	err = tx.QueryRowContext(ctx, q, tenantID, userID).Scan(&again)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && again != hash) {
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, unauth
 	} else if err != nil {
 		return nil, err
+	}
+	if again != hash {
+		// Changed since it was read: a new password (which this one is
+		// not), or the same one hashed again by a sign-in beside this one.
+		if ok, err := password.Verify(again, pw); err != nil || !ok {
+			return nil, unauth
+		}
+		rehashed = ""
+	}
+	if rehashed != "" {
+		if _, err := tx.ExecContext(ctx, `UPDATE user_passwords SET hash = ? WHERE user_id = ? AND tenant_id = ? AND hash = ?`, rehashed, userID, tenantID, hash); err != nil {
+			return nil, err
+		}
 	}
 	// The user's ended sessions are swept here, by the user's index, so
 	// their rows do not pile up.

@@ -196,6 +196,34 @@ func TestSessionService(t *testing.T) {
 			}
 		})
 
+		t.Run("OKRehashedWithNewCosts", func(t *testing.T) {
+			// The store's costs are raised: the next sign-in makes the hash
+			// again with them, and both it and the session it starts work.
+			raised := cheapHash
+			raised.Time = 2
+			db.SetPasswordParams(raised)
+			defer db.SetPasswordParams(cheapHash)
+			hashOf := func() string {
+				var h string
+				mustOK(t, db.SQL().QueryRowContext(t.Context(), db.Rebind(`SELECT hash FROM user_passwords WHERE user_id = ?`), bob.ID).Scan(&h))
+				return h
+			}
+			before := hashOf()
+			s, err := ss.SignIn(context.Background(), ten.ID, "robert", "a different passphrase")
+			mustOK(t, err)
+			after := hashOf()
+			if p, _, _, err := password.Parse(after); err != nil || p != raised || after == before {
+				t.Fatalf("hash %q after the sign-in (was %q): params %+v, %v", after, before, p, err)
+			}
+			_, err = ss.AuthenticateSession(context.Background(), s.Secret)
+			mustOK(t, err)
+			_, err = ss.SignIn(context.Background(), ten.ID, "robert", "a different passphrase")
+			mustOK(t, err)
+			if hashOf() != after {
+				t.Fatal("a hash with the store's costs was made again")
+			}
+		})
+
 		t.Run("OKOwnChange", func(t *testing.T) {
 			// With the one he has, bob changes his own; his other
 			// sessions end with it.
