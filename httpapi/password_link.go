@@ -12,10 +12,6 @@ import (
 // admin's one-time link for the user to set their password with. The
 // answer carries the secret, the only time it is shown.
 func (s *Server) handlePasswordLinkCreate(w http.ResponseWriter, r *http.Request) {
-	if s.SessionService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords are not served here"))
-		return
-	}
 	id, err := pathID(r, "id")
 	if err != nil {
 		Error(w, r, err)
@@ -40,10 +36,6 @@ type passwordWithLinkRequest struct {
 // page (cookieOrigin's rule), and a made-up link counts against its
 // address's sign-in allowance, as a wrong password does.
 func (s *Server) handlePasswordWithLink(w http.ResponseWriter, r *http.Request) {
-	if s.SessionService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords are not served here"))
-		return
-	}
 	if err := cookieOrigin(r); err != nil {
 		Error(w, r, err)
 		return

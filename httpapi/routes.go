@@ -86,11 +86,11 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /v1/users/{id}/grants", s.authed(s.handleUserGrants))
 	s.handle("DELETE /v1/tokens/{id}", s.authed(s.handleTokenDelete))
 	// People's sign-in: a password, then the session cookie (session.go).
-	s.handle("POST /v1/users/{id}/password", s.authed(s.noReplay(s.handlePasswordSet)))
-	s.handle("POST /v1/users/{id}/password-link", s.authed(s.noReplay(s.handlePasswordLinkCreate)))
-	s.handle("POST /v1/password", s.noReplay(s.handlePasswordWithLink))
-	s.handle("POST /v1/sessions", s.noReplay(s.handleSessionCreate))
-	s.handle("DELETE /v1/sessions/current", s.handleSessionDelete)
+	s.handle("POST /v1/users/{id}/password", s.withSessions(s.authed(s.noReplay(s.handlePasswordSet))))
+	s.handle("POST /v1/users/{id}/password-link", s.withSessions(s.authed(s.noReplay(s.handlePasswordLinkCreate))))
+	s.handle("POST /v1/password", s.withSessions(s.noReplay(s.handlePasswordWithLink)))
+	s.handle("POST /v1/sessions", s.withSessions(s.noReplay(s.handleSessionCreate)))
+	s.handle("DELETE /v1/sessions/current", s.withSessions(s.handleSessionDelete))
 
 	// The event log: the truth that the stream's hints point to.
 	s.handle("GET /v1/events", s.authed(s.handleEvents))

@@ -83,6 +83,19 @@ func cookieOrigin(r *http.Request) error {
 	return nil
 }
 
+// withSessions answers 404 on the routes of passwords and sign-in when no
+// SessionService is set (the server's routes are registered before its
+// services are).
+func (s *Server) withSessions(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.SessionService == nil {
+			Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords and sign-in are not served here"))
+			return
+		}
+		h(w, r)
+	}
+}
+
 // sessionCookie returns the request's session cookie, if it has one and
 // sessions are served here.
 func (s *Server) sessionCookie(r *http.Request) (*http.Cookie, bool) {
@@ -106,10 +119,6 @@ type signInRequest struct {
 // with the wrong tenant, name or password; past the allowance a sign-in is
 // refused unheard. Each failure is logged, without the password.
 func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
-	if s.SessionService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "sign-in is not served here"))
-		return
-	}
 	// A sign-in too comes from herd's own page (so that no other site can
 	// sign a browser in to an account of its choosing).
 	if err := cookieOrigin(r); err != nil {
@@ -232,10 +241,6 @@ type passwordRequest struct {
 // current password counts against the user's sign-in allowance, so that a
 // stolen session cannot guess it at the API's rate.
 func (s *Server) handlePasswordSet(w http.ResponseWriter, r *http.Request) {
-	if s.SessionService == nil {
-		Error(w, r, herd.Errorf(herd.ENOTFOUND, "passwords are not served here"))
-		return
-	}
 	id, err := pathID(r, "id")
 	if err != nil {
 		Error(w, r, err)

@@ -292,3 +292,11 @@ func TestServer_Sessions(t *testing.T) {
 		})
 	})
 }
+
+// TestServer_NoSessions: without a SessionService the sign-in routes are
+// 404 and a cookie authenticates nothing.
+func TestServer_NoSessions(t *testing.T) {
+	e := mustOpenServer(t, testutil.MustOpenDB(t, sqldb.SQLite))
+	e.browser(browserReq{method: "POST", path: "/v1/sessions", body: `{}`, origin: "self", herdHeader: true}).wantError(t, http.StatusNotFound, herd.ENOTFOUND)
+	e.browser(browserReq{method: "GET", path: "/v1/devices", cookie: adminSecret}).wantError(t, http.StatusUnauthorized, herd.EUNAUTHORIZED)
+}

@@ -2,21 +2,13 @@ package sqldb
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 
 	"github.com/herd-iot/herd"
 	"github.com/herd-iot/herd/password"
 )
-
-func newPasswordLinkSecret() string {
-	buf := make([]byte, 32)
-	rand.Read(buf)
-	return herd.PasswordLinkPrefix + base64.RawURLEncoding.EncodeToString(buf)
-}
 
 // CreatePasswordLink implements herd.SessionService.
 func (s *SessionService) CreatePasswordLink(ctx context.Context, userID int64) (_ *herd.PasswordLink, err error) {
@@ -42,7 +34,7 @@ func (s *SessionService) CreatePasswordLink(ctx context.Context, userID int64) (
 	if _, err := tx.ExecContext(ctx, `DELETE FROM password_links WHERE tenant_id = ? AND (user_id = ? OR expires_at <= ?)`, u.TenantID, u.ID, tx.now.UnixMilli()); err != nil {
 		return nil, err
 	}
-	l := &herd.PasswordLink{UserID: u.ID, TenantID: u.TenantID, Secret: newPasswordLinkSecret(), ExpiresAt: tx.now.Add(herd.PasswordLinkTTL)}
+	l := &herd.PasswordLink{UserID: u.ID, TenantID: u.TenantID, Secret: newSecret(herd.PasswordLinkPrefix), ExpiresAt: tx.now.Add(herd.PasswordLinkTTL)}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO password_links (hash, tenant_id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 		hashToken(l.Secret), l.TenantID, l.UserID, tx.now.UnixMilli(), l.ExpiresAt.UnixMilli()); err != nil {
 		return nil, err

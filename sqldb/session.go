@@ -57,17 +57,16 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, curr
 	if err := herd.CheckPassword(pw); err != nil {
 		return err
 	}
-	var self bool
-	var had string // the user's hash when they change their own
+	var may passwordReset
 	err = s.db.readOnce(ctx, func(tx *Tx) error {
 		var err error
-		self, had, err = tx.mayResetPassword(ctx, a, userID)
+		may, err = tx.mayResetPassword(ctx, a, userID)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if self && had != "" {
+	if had := may.had; may.self && had != "" {
 		if current == "" {
 			return herd.Errorf(herd.EINVALID, "changing your own password needs current_password, the one you have")
 		}
@@ -87,26 +86,20 @@ func (s *SessionService) SetPassword(ctx context.Context, userID int64, pw, curr
 		return err
 	}
 	defer tx.Rollback()
-	u, err := tx.findUser(ctx, a, userID)
-	if err != nil {
+	// The tenant's lock (a user never changes tenant) orders this against
+	// another SetPassword or a rename taking the same login, and the user
+	// is read again under it (a rename committed meanwhile moves the login
+	// to set).
+	if _, err := tx.lockTenantTree(ctx, may.u.TenantID); err != nil {
 		return err
 	}
-	// The tenant's lock orders this against another SetPassword or a
-	// rename taking the same login, and the user is read again under it
-	// (a rename committed meanwhile moves the login to set).
-	if _, err := tx.lockTenantTree(ctx, u.TenantID); err != nil {
-		return err
-	}
-	selfNow, hasNow, err := tx.mayResetPassword(ctx, a, userID)
+	now, err := tx.mayResetPassword(ctx, a, userID)
 	if err != nil {
 		return err
-	} else if selfNow != self || hasNow != had {
+	} else if now.self != may.self || now.had != may.had {
 		return herd.Errorf(herd.ECONFLICT, "the user's password or access changed meanwhile: try again")
 	}
-	if u, err = tx.findUser(ctx, a, userID); err != nil {
-		return err
-	}
-	if err := tx.storePassword(ctx, u, hash); err != nil {
+	if err := tx.storePassword(ctx, now.u, hash); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -142,22 +135,31 @@ func (tx *Tx) storePassword(ctx context.Context, u *herd.User, hash string) erro
 	return tx.appendEvents(ctx, u.TenantID, ev)
 }
 
+// passwordReset is who may set a user's password, as mayResetPassword
+// found: the user as read, whether the actor is the user themself, and
+// then their hash ("" when they have none).
+type passwordReset struct {
+	u    *herd.User
+	self bool
+	had  string
+}
+
 // mayResetPassword checks that a may set user id's password: it is the
-// user (self, with had their hash, "" when they have none) or an admin of
-// the user's tenant's root.
-func (tx *Tx) mayResetPassword(ctx context.Context, a *herd.Actor, id int64) (self bool, had string, err error) {
+// user or an admin of the user's tenant's root.
+func (tx *Tx) mayResetPassword(ctx context.Context, a *herd.Actor, id int64) (passwordReset, error) {
 	u, err := tx.findUser(ctx, a, id)
 	if err != nil {
-		return false, "", err
+		return passwordReset{}, err
 	}
-	if a.Super || a.UserID != u.ID {
-		return false, "", tx.requireTenantAdmin(ctx, a, u.TenantID)
+	may := passwordReset{u: u, self: !a.Super && a.UserID == u.ID}
+	if !may.self {
+		return may, tx.requireTenantAdmin(ctx, a, u.TenantID)
 	}
-	err = tx.QueryRowContext(ctx, `SELECT hash FROM user_passwords WHERE user_id = ? AND tenant_id = ?`, u.ID, u.TenantID).Scan(&had)
+	err = tx.QueryRowContext(ctx, `SELECT hash FROM user_passwords WHERE user_id = ? AND tenant_id = ?`, u.ID, u.TenantID).Scan(&may.had)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = nil
 	}
-	return true, had, err
+	return may, err
 }
 
 // endSessions ends every session of a user (a new password, a disable).
@@ -319,6 +321,8 @@ func (s *SessionService) SignOut(ctx context.Context, secret string) (err error)
 	}
 	defer tx.Rollback()
 	var id, tenantID int64
+	// By the secret's hash, as Authenticate finds a token: the secret is
+	// what names the tenant here, and the row found says which.
 	err = tx.QueryRowContext(ctx, `DELETE FROM tokens WHERE hash = ? AND session RETURNING id, tenant_id`, hashToken(secret)).Scan(&id, &tenantID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil

@@ -2,9 +2,7 @@ package sqldb
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 
@@ -22,11 +20,7 @@ var _ herd.TicketService = (*TicketService)(nil)
 func NewTicketService(db *DB) *TicketService { return &TicketService{db: db} }
 
 // newTicketSecret returns a fresh ticket with 256 random bits.
-func newTicketSecret() string {
-	buf := make([]byte, 32)
-	rand.Read(buf)
-	return herd.TicketPrefix + base64.RawURLEncoding.EncodeToString(buf)
-}
+func newTicketSecret() string { return newSecret(herd.TicketPrefix) }
 
 // CreateTicket issues a ticket for the actor's token. The token's hash is
 // copied from its row in the same statement, so a token revoked before

@@ -21,10 +21,15 @@ var _ herd.UserService = (*UserService)(nil)
 func NewUserService(db *DB) *UserService { return &UserService{db: db} }
 
 // NewTokenSecret returns a fresh token secret with 256 random bits.
-func NewTokenSecret() string {
+func NewTokenSecret() string { return newSecret(herd.TokenPrefix) }
+
+// newSecret returns prefix and 256 random bits: every secret herd makes
+// (tokens and sessions, tickets, password links), only a hash of which is
+// kept (hashToken).
+func newSecret(prefix string) string {
 	buf := make([]byte, 32)
 	rand.Read(buf)
-	return herd.TokenPrefix + base64.RawURLEncoding.EncodeToString(buf)
+	return prefix + base64.RawURLEncoding.EncodeToString(buf)
 }
 
 // rootPath returns the path of a tenant's root node, which admins of the
